@@ -58,9 +58,6 @@ pub enum MessageBody {
         entries: Vec<Entry>,
         /// The leader's commit index.
         leader_commit: Index,
-        /// The leader's heartbeat round (ReadIndex, thesis §6.4): the follower echoes it so the leader
-        /// knows a majority still followed it after the round began.
-        read_round: u64,
     },
     /// The answer to AppendEntries.
     AppendEntriesResponse {
@@ -75,7 +72,20 @@ pub enum MessageBody {
         /// On failure: the first index the follower holds of `conflict_term`, or its last index + 1 if
         /// its log is too short.
         conflict_index: Index,
-        /// The `read_round` of the request being answered.
+    },
+    /// A leader's heartbeat: asserts leadership, carries a commit index the follower is known to hold,
+    /// and a read round. Unlike AppendEntries it has no log consistency check, so it can be sent at any
+    /// time even while entries are in flight.
+    Heartbeat {
+        /// `min(leader commit, follower's match index)`: safe for the follower to commit.
+        leader_commit: Index,
+        /// The leader's heartbeat round (ReadIndex, thesis §6.4): the follower echoes it, which proves
+        /// to the leader that it was still leader after the round began.
+        read_round: u64,
+    },
+    /// The answer to a Heartbeat.
+    HeartbeatResponse {
+        /// The `read_round` of the heartbeat being answered.
         read_round: u64,
     },
     /// A follower asks the leader for a read index on behalf of its client (thesis §6.4).
@@ -91,8 +101,6 @@ pub enum MessageBody {
         /// The read index, or None if the request failed.
         index: Option<Index>,
     },
-    /// Sent by a leader so a node steps down and campaigns at once (leadership transfer).
-    TimeoutNow,
 }
 
 impl MessageBody {
@@ -107,7 +115,8 @@ impl MessageBody {
             MessageBody::AppendEntriesResponse { .. } => "AppendEntriesResponse",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
-            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
         }
     }
 }

@@ -1,0 +1,80 @@
+//! Static configuration of a Raft node.
+//!
+//! Time in the core is counted in ticks: the driver calls [`crate::Node::tick`] at a fixed interval,
+//! so every timeout here is a number of ticks. Membership is fixed for the life of the cluster.
+
+use crate::types::NodeId;
+
+/// The configuration of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id (never 0).
+    pub id: NodeId,
+    /// Every voting member of the cluster, this node included, without duplicates.
+    pub voters: Vec<NodeId>,
+    /// The minimum election timeout in ticks; each term draws a timeout uniformly from
+    /// `[election_ticks, 2 * election_ticks)` with the node's seeded RNG (§5.2).
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every `heartbeat_ticks` ticks; must be less than `election_ticks`.
+    pub heartbeat_ticks: u32,
+    /// The most entries one AppendEntries carries.
+    pub max_entries_per_message: usize,
+    /// The most payload bytes one AppendEntries carries (at least one entry is always sent).
+    pub max_bytes_per_message: usize,
+    /// The most AppendEntries messages in flight to one follower (pipelining).
+    pub max_inflight_messages: usize,
+    /// PreVote (thesis §9.6): campaign only after a majority says it would vote.
+    pub pre_vote: bool,
+    /// CheckQuorum: a leader steps down when it has not heard from a majority within an election
+    /// timeout, and followers that hear from a leader ignore vote requests during that time.
+    pub check_quorum: bool,
+    /// Seed of the node's RNG (election timeouts).
+    pub seed: u64,
+}
+
+impl Config {
+    /// A configuration with sensible defaults for a node `id` in a cluster of `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            voters,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_entries_per_message: 1024,
+            max_bytes_per_message: 1 << 20,
+            max_inflight_messages: 64,
+            pre_vote: true,
+            check_quorum: true,
+            seed: id,
+        }
+    }
+
+    /// Checks the configuration; returns a description of the first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("node id 0 is reserved".into());
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(format!("node {} is not among the voters {:?}", self.id, self.voters));
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return Err(format!("duplicate voters in {:?}", self.voters));
+        }
+        if sorted.contains(&0) {
+            return Err("node id 0 is reserved".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(format!(
+                "need 0 < heartbeat_ticks ({}) < election_ticks ({})",
+                self.heartbeat_ticks, self.election_ticks
+            ));
+        }
+        if self.max_entries_per_message == 0 || self.max_inflight_messages == 0 {
+            return Err("max_entries_per_message and max_inflight_messages must be positive".into());
+        }
+        Ok(())
+    }
+}

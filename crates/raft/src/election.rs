@@ -1,0 +1,128 @@
+//! Leader election (paper §5.2, §5.4.1) with PreVote (thesis §9.6).
+//!
+//! - A follower whose election timer fires first asks for pre-votes for `term + 1` without changing
+//!   its own term; only if a majority would vote does it become a candidate, raise its term, vote for
+//!   itself and ask for real votes. A node cut off from the cluster therefore never inflates its term
+//!   and cannot depose a healthy leader when it comes back.
+//! - A vote (or pre-vote) is granted only to a candidate whose log is at least as up to date as the
+//!   voter's (last term, then last index): the election restriction that gives Leader Completeness.
+//! - A node votes at most once per term; the vote is part of the hard state and is persisted before
+//!   the answer leaves the node (the driver's Ready order guarantees that).
+//! - A new leader appends a no-op entry of its term at once, so that entries of earlier terms get
+//!   committed through it (Figure 8) and ReadIndex can start.
+
+use std::collections::BTreeMap;
+
+use crate::message::MessageBody;
+use crate::node::{Node, Role};
+use crate::progress::Progress;
+use crate::types::{Index, NodeId, Term};
+
+impl Node {
+    /// The election timer fired: start a pre-campaign (or a campaign when PreVote is off).
+    pub(crate) fn campaign(&mut self) {
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes = BTreeMap::from([(self.config.id, true)]);
+        self.reset_election_timer();
+        if self.has_won() {
+            self.become_candidate();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.peers.clone() {
+            self.send_with_term(peer, self.term + 1, MessageBody::PreVote { last_log_index, last_log_term });
+        }
+    }
+
+    fn become_candidate(&mut self) {
+        self.term += 1;
+        self.voted_for = Some(self.config.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes = BTreeMap::from([(self.config.id, true)]);
+        self.reset_election_timer();
+        self.reads.fail_forwarded(&mut self.read_states);
+        if self.has_won() {
+            self.become_leader();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.peers.clone() {
+            self.send(peer, MessageBody::RequestVote { last_log_index, last_log_term });
+        }
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.votes.clear();
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let last = self.log.last_index();
+        self.progress = self.peers.iter().map(|&p| (p, Progress::new(last))).collect();
+        self.reads.reset();
+        // The no-op of the new term (§8, Figure 8).
+        self.log.append(self.term, bytes::Bytes::new());
+        self.commit_dirty = true;
+    }
+
+    fn has_won(&self) -> bool {
+        self.votes.values().filter(|&&g| g).count() >= self.quorum()
+    }
+
+    fn has_lost(&self) -> bool {
+        self.votes.values().filter(|&&g| !g).count() >= self.quorum()
+    }
+
+    pub(crate) fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: Index, last_term: Term) {
+        // `term` is the candidate's prospective term (already known to be >= ours).
+        let granted = term > self.term && self.log.is_up_to_date(last_index, last_term);
+        let reply_term = if granted { term } else { self.term };
+        self.send_with_term(from, reply_term, MessageBody::PreVoteResponse { granted });
+    }
+
+    pub(crate) fn handle_request_vote(&mut self, from: NodeId, last_index: Index, last_term: Term) {
+        let can_vote = self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        if granted {
+            self.voted_for = Some(from);
+            self.reset_election_timer();
+        }
+        self.send(from, MessageBody::RequestVoteResponse { granted });
+    }
+
+    pub(crate) fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        // Granted answers carry our prospective term, refusals our current one.
+        let expected = if granted { self.term + 1 } else { self.term };
+        if self.role != Role::PreCandidate || term != expected {
+            return;
+        }
+        self.votes.insert(from, granted);
+        if self.has_won() {
+            self.become_candidate();
+        } else if self.has_lost() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    pub(crate) fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        self.votes.insert(from, granted);
+        if self.has_won() {
+            self.become_leader();
+        } else if self.has_lost() {
+            self.become_follower(self.term, None);
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The Raft node: one member's consensus state machine (paper §5, Figure 2; thesis §6.4, §9.6).
+//!
+//! A [`Node`] is pure: it never performs I/O, reads no clock and starts no thread. The driver feeds it
+//! inputs — [`Node::tick`] (logical time), [`Node::step`] (a message from a peer), [`Node::propose`]
+//! (a command from a client), [`Node::read`] (a linearizable read) — and collects the resulting work
+//! with [`Node::ready`] (see [`crate::ready`] for the order the driver must follow). Its only
+//! randomness is its own seeded RNG, so the same inputs always produce the same outputs.
+//!
+//! Invariants kept here (checked by the simulator after every step):
+//! - `term` never decreases; `voted_for` is set at most once per term.
+//! - A message that reveals a higher term turns the node into a follower of that term before it is
+//!   handled (except PreVote traffic, which never changes a term).
+//! - A node is leader of a term only with votes from a majority; a leader never overwrites its log.
+//! - Hard state and entries reach `Ready` before, or together with, the messages that depend on them.
+//!
+//! The per-role logic lives in sibling modules: [`crate::election`] (PreVote, RequestVote),
+//! [`crate::replication`] (AppendEntries, heartbeats, commit) and [`crate::read_index`] (ReadIndex).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::Progress;
+use crate::read_index::ReadIndex;
+use crate::ready::{ProposeError, ReadError, ReadState, Ready};
+use crate::rng::Rng;
+use crate::types::{Entry, HardState, Index, NodeId, Term};
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking whether a majority would vote for it (PreVote), without having changed its term.
+    PreCandidate,
+    /// Campaigning for votes in its term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+impl Role {
+    /// The role's name, as shown to users.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// One Raft node.
+#[derive(Debug)]
+pub struct Node {
+    /// The static configuration.
+    pub(crate) config: Config,
+    /// The other voters, sorted.
+    pub(crate) peers: Vec<NodeId>,
+    /// The current term.
+    pub(crate) term: Term,
+    /// Whom this node voted for in `term`.
+    pub(crate) voted_for: Option<NodeId>,
+    /// The current role.
+    pub(crate) role: Role,
+    /// The leader of `term`, if known.
+    pub(crate) leader: Option<NodeId>,
+    /// The log.
+    pub(crate) log: RaftLog,
+    /// The node's own RNG.
+    pub(crate) rng: Rng,
+    /// Ticks since the last election reset (heard from leader, voted, campaigned) or, on a leader,
+    /// since the last CheckQuorum.
+    pub(crate) election_elapsed: u32,
+    /// This term's randomized election timeout, in `[election_ticks, 2 * election_ticks)`.
+    pub(crate) election_timeout: u32,
+    /// Ticks since the leader's last heartbeat.
+    pub(crate) heartbeat_elapsed: u32,
+    /// Votes received in the current (pre-)campaign: voter -> granted.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Leader only: replication progress of each peer.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Leader only: the commit index has to be pushed to peers at the next flush.
+    pub(crate) commit_dirty: bool,
+    /// ReadIndex bookkeeping.
+    pub(crate) reads: ReadIndex,
+    /// The hard state as last handed to the driver.
+    pub(crate) stored_hard_state: HardState,
+    /// Outgoing messages not yet handed over.
+    pub(crate) msgs: Vec<Message>,
+    /// Read outcomes not yet handed over.
+    pub(crate) read_states: Vec<ReadState>,
+}
+
+impl Node {
+    /// Starts a node from its durable state: the hard state, and the log after the compaction point
+    /// (`offset`, `offset_term`; 0 and 0 if nothing was ever compacted). `applied` is the index the
+    /// state machine already reflects (a snapshot's index, or 0).
+    pub fn new(
+        config: Config,
+        hard_state: HardState,
+        offset: Index,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        applied: Index,
+    ) -> Result<Node, String> {
+        config.validate()?;
+        if let Some(last) = entries.last() {
+            if last.term > hard_state.term {
+                return Err(format!("log term {} is above the stored term {}", last.term, hard_state.term));
+            }
+        }
+        for (k, e) in entries.iter().enumerate() {
+            if e.index != offset + 1 + k as u64 {
+                return Err(format!("log is not consecutive at index {}", e.index));
+            }
+        }
+        let mut peers: Vec<NodeId> = config.voters.iter().copied().filter(|&v| v != config.id).collect();
+        peers.sort_unstable();
+        let rng = Rng::new(config.seed);
+        let mut node = Node {
+            peers,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            role: Role::Follower,
+            leader: None,
+            log: RaftLog::new(offset, offset_term, entries, applied),
+            rng,
+            election_elapsed: 0,
+            election_timeout: config.election_ticks,
+            heartbeat_elapsed: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            commit_dirty: false,
+            reads: ReadIndex::default(),
+            stored_hard_state: hard_state,
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The known leader of the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The vote cast in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// The hard state (term, vote) as it is now in memory.
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, voted_for: self.voted_for }
+    }
+
+    /// The commit index.
+    pub fn commit(&self) -> Index {
+        self.log.commit()
+    }
+
+    /// The index of the last entry handed out for applying.
+    pub fn applied(&self) -> Index {
+        self.log.applied()
+    }
+
+    /// The last log index.
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// The term of the last log entry.
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+
+    /// The first index still held in the in-memory log.
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    /// The term of the entry at `index`, if held.
+    pub fn entry_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The entry at `index`, if held.
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// The other voters.
+    pub fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+
+    /// Leader only: a peer's replication progress.
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+
+    /// The number of votes that makes a majority.
+    pub(crate) fn quorum(&self) -> usize {
+        self.config.voters.len() / 2 + 1
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.reads.tick_forwarded(&mut self.read_states, 2 * self.config.election_ticks);
+        if self.role == Role::Leader {
+            self.tick_leader();
+            return;
+        }
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.election_timeout {
+            self.campaign();
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum {
+                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                if active < self.quorum() {
+                    // CheckQuorum: we cannot reach a majority; stop pretending to lead.
+                    self.become_follower(self.term, None);
+                    return;
+                }
+                for p in self.progress.values_mut() {
+                    p.recent_active = false;
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Proposes a command. On the leader it is appended to the log and its index returned; it is
+    /// committed if and when it shows up in `Ready::committed` with the same index and term.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        Ok(self.log.append(self.term, data))
+    }
+
+    /// Asks for a linearizable read. The outcome comes back in `Ready::reads` under `id`.
+    pub fn read(&mut self, id: u64) {
+        match (self.role, self.leader) {
+            (Role::Leader, _) => self.reads.queue_local(id),
+            (_, Some(leader)) => {
+                self.reads.forward(id);
+                self.send(leader, MessageBody::ReadIndex { request_id: id });
+            }
+            (_, None) => self.read_states.push(ReadState { id, result: Err(ReadError::NoLeader) }),
+        }
+    }
+
+    /// Handles a message from a peer.
+    pub fn step(&mut self, msg: Message) {
+        if msg.to != self.config.id || !self.peers.contains(&msg.from) {
+            return; // Misrouted or from a stranger: not ours to handle.
+        }
+        if msg.term > self.term {
+            let in_lease = self.config.check_quorum
+                && self.leader.is_some()
+                && self.election_elapsed < self.config.election_ticks;
+            match msg.body {
+                MessageBody::PreVote { .. } | MessageBody::RequestVote { .. } if in_lease => {
+                    // We heard from a live leader recently: this candidate is disruptive (§9.6, §6).
+                    return;
+                }
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(msg.term, Some(msg.from));
+                }
+                _ => self.become_follower(msg.term, None),
+            }
+        } else if msg.term < self.term {
+            match msg.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    // A stale leader: tell it about the newer term so it steps down.
+                    self.send(msg.from, MessageBody::HeartbeatResponse { read_round: 0 });
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                MessageBody::RequestVote { .. } => {
+                    self.send(msg.from, MessageBody::RequestVoteResponse { granted: false });
+                }
+                _ => {}
+            }
+            return;
+        }
+
+        match msg.body {
+            MessageBody::PreVote { last_log_index, last_log_term } => {
+                self.handle_pre_vote(msg.from, msg.term, last_log_index, last_log_term)
+            }
+            MessageBody::RequestVote { last_log_index, last_log_term } => {
+                self.handle_request_vote(msg.from, last_log_index, last_log_term)
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                self.handle_pre_vote_response(msg.from, msg.term, granted)
+            }
+            MessageBody::RequestVoteResponse { granted } => self.handle_vote_response(msg.from, granted),
+            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+                self.follow(msg.from);
+                self.handle_append_entries(msg.from, prev_log_index, prev_log_term, &entries, leader_commit);
+            }
+            MessageBody::Heartbeat { leader_commit, read_round } => {
+                self.follow(msg.from);
+                self.log.commit_to(leader_commit);
+                self.send(msg.from, MessageBody::HeartbeatResponse { read_round });
+            }
+            MessageBody::AppendEntriesResponse { success, index, conflict_term, conflict_index } => {
+                self.handle_append_response(msg.from, success, index, conflict_term, conflict_index)
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                self.handle_heartbeat_response(msg.from, read_round)
+            }
+            MessageBody::ReadIndex { request_id } => self.handle_read_index(msg.from, request_id),
+            MessageBody::ReadIndexResponse { request_id, index } => {
+                self.reads.forwarded_answered(&mut self.read_states, request_id, index)
+            }
+        }
+    }
+
+    /// Collects the work accumulated since the last call (see [`crate::ready`] for what the driver
+    /// must do with it, and in which order).
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.maybe_commit();
+            self.start_read_round();
+            self.flush_appends();
+        }
+        let mut ready = Ready::default();
+        let hs = self.hard_state();
+        if hs != self.stored_hard_state {
+            self.stored_hard_state = hs;
+            ready.hard_state = Some(hs);
+        }
+        if self.log.has_unstable() {
+            let (truncate_from, entries) = self.log.take_unstable();
+            ready.truncate_from = truncate_from;
+            ready.entries = entries;
+        }
+        ready.committed = self.log.take_committed(usize::MAX);
+        ready.messages = std::mem::take(&mut self.msgs);
+        ready.reads = std::mem::take(&mut self.read_states);
+        ready
+    }
+
+    /// True if [`Node::ready`] would return work.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.read_states.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed()
+            || self.hard_state() != self.stored_hard_state
+            || (self.role == Role::Leader && (self.commit_dirty || self.reads.has_unassigned()))
+    }
+
+    /// Drops log entries up to `index` from memory after the state machine's snapshot covers them.
+    pub fn compact(&mut self, index: Index) {
+        self.log.compact(index);
+    }
+
+    /// Queues a message to `to` in the current term.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message { from: self.config.id, to, term: self.term, body });
+    }
+
+    /// Queues a message with an explicit term (PreVote traffic uses terms ahead of ours).
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.msgs.push(Message { from: self.config.id, to, term, body });
+    }
+
+    /// Draws a new election timeout and restarts the election clock.
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let min = u64::from(self.config.election_ticks);
+        self.election_timeout = self.rng.range(min, 2 * min) as u32;
+    }
+
+    /// Accepts `leader` as the leader of the current term (it sent us AppendEntries or a heartbeat).
+    fn follow(&mut self, leader: NodeId) {
+        if self.role == Role::Leader {
+            panic!("safety violation: two leaders in term {} ({} and {})", self.term, self.config.id, leader);
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.leader = Some(leader);
+        self.election_elapsed = 0;
+    }
+
+    /// Becomes a follower in `term` (raising it if higher; the vote is kept only within a term).
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.reads.fail_forwarded(&mut self.read_states);
+        }
+        if self.role == Role::Leader {
+            self.fail_leader_reads();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.votes.clear();
+        self.commit_dirty = false;
+        self.reset_election_timer();
+    }
+}

@@ -1,0 +1,109 @@
+//! A leader's view of each follower's replication (paper Figure 2 "volatile state on leaders"; the
+//! seed's "membership component").
+//!
+//! Invariants:
+//! - `match_index < next_index`.
+//! - In [`ProgressState::Probe`] at most one AppendEntries is outstanding (`probe_sent`), so a lost or
+//!   rejected probe never triggers a cascade; in [`ProgressState::Replicate`] up to
+//!   `max_inflight_messages` are outstanding (pipelining) and `next_index` runs ahead optimistically.
+//! - `inflight` holds the last index of each outstanding AppendEntries, increasing.
+
+use std::collections::VecDeque;
+
+use crate::types::Index;
+
+/// How the leader sends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The follower's log position is unknown: send one AppendEntries at a time and back off on rejection.
+    Probe,
+    /// The follower accepted entries: stream them, several messages in flight.
+    Replicate,
+}
+
+/// Replication progress of one follower.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The highest index known to be replicated on the follower.
+    pub match_index: Index,
+    /// The index of the next entry to send.
+    pub next_index: Index,
+    /// How entries are being sent.
+    pub state: ProgressState,
+    /// In Probe state: a probe is outstanding; cleared by any response or heartbeat response.
+    pub probe_sent: bool,
+    /// Last indexes of outstanding AppendEntries (Replicate state).
+    pub inflight: VecDeque<Index>,
+    /// The follower answered something in this term since the last CheckQuorum.
+    pub recent_active: bool,
+    /// The highest heartbeat read round the follower has answered.
+    pub read_round: u64,
+}
+
+impl Progress {
+    /// Progress for a follower of a brand new leader whose last index is `last_index`.
+    pub fn new(last_index: Index) -> Self {
+        Progress {
+            match_index: 0,
+            next_index: last_index + 1,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            recent_active: false,
+            read_round: 0,
+        }
+    }
+
+    /// True if no more AppendEntries with entries may be sent now.
+    pub fn is_paused(&self, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() >= max_inflight,
+        }
+    }
+
+    /// Records that an AppendEntries ending at `last` was sent.
+    pub fn sent(&mut self, last: Index) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                self.next_index = last + 1;
+                self.inflight.push_back(last);
+            }
+        }
+    }
+
+    /// The follower holds everything up to `index`; returns true if that is news.
+    pub fn acknowledge(&mut self, index: Index) -> bool {
+        self.probe_sent = false;
+        while self.inflight.front().is_some_and(|&i| i <= index) {
+            self.inflight.pop_front();
+        }
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index + 1);
+        if self.state == ProgressState::Probe {
+            self.state = ProgressState::Replicate;
+            self.inflight.clear();
+        }
+        true
+    }
+
+    /// The follower rejected `rejected` (a prev_log_index); `hint` is where to try next. Returns false
+    /// if the rejection is stale (an answer to something already superseded).
+    pub fn reject(&mut self, rejected: Index, hint: Index) -> bool {
+        if rejected <= self.match_index {
+            return false; // Answer to an old message: the follower matched further since.
+        }
+        if self.state == ProgressState::Probe && rejected + 1 != self.next_index {
+            return false; // Not the answer to the outstanding probe.
+        }
+        self.state = ProgressState::Probe;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.next_index = hint.min(rejected).max(self.match_index + 1);
+        true
+    }
+}

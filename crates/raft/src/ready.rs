@@ -1,0 +1,82 @@
+//! What the core asks its driver to do.
+//!
+//! The core never performs I/O. Every call to [`crate::Node`] may accumulate work, and
+//! [`crate::Node::ready`] hands it over as one [`Ready`] batch. The driver MUST execute a batch in
+//! this order, completing each step before the next:
+//!
+//! 1. persist: write `hard_state` (if any); remove stored entries from `truncate_from` on (if any);
+//!    append `entries`; then make all of it durable (one fsync for the whole batch: group commit);
+//! 2. send `messages` (they may depend on the state persisted in step 1: votes, acknowledgements);
+//! 3. apply `committed` entries to the state machine, in order;
+//! 4. answer `reads`: a read may be served once the state machine has applied its index.
+//!
+//! Batches must be executed in the order they were produced. A crash anywhere is fine: the core
+//! restarts from whatever step 1 made durable.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, Index, NodeId};
+
+/// One batch of work for the driver.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// New hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// If set, stored entries with index >= this must be removed before appending.
+    pub truncate_from: Option<Index>,
+    /// Entries to append to storage.
+    pub entries: Vec<Entry>,
+    /// Messages to send, after persisting.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply, in order, after persisting.
+    pub committed: Vec<Entry>,
+    /// Reads whose fate is decided.
+    pub reads: Vec<ReadState>,
+}
+
+impl Ready {
+    /// True if there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+    }
+
+    /// True if step 1 (persist) has work.
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some() || self.truncate_from.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// The outcome of a read request made with [`crate::Node::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadState {
+    /// The id the driver gave the read.
+    pub id: u64,
+    /// `Ok(index)`: serve the read once the state machine has applied `index`.
+    /// `Err(_)`: the read could not be confirmed here; the driver may retry it.
+    pub result: Result<Index, ReadError>,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// No leader is known right now.
+    NoLeader,
+    /// Leadership changed (or was lost) before the read was confirmed.
+    LeadershipChanged,
+    /// The leader did not answer in time (a forwarded read).
+    TimedOut,
+}
+
+/// Why a proposal was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node is not the leader; `leader` is the one it knows of, if any.
+    NotLeader {
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+    },
+}
