@@ -1,0 +1,366 @@
+//! The vocabulary of the state machine: replicated writes ([`Command`]), local reads ([`Query`]),
+//! their domain answers ([`Reply`]) and the log-entry envelope ([`Proposal`]).
+//!
+//! The semantics of every command follow Redis for string values (the only value type this store
+//! has). The server parses RESP into these types and maps a [`Reply`] back to RESP; the state
+//! machine never sees protocol details.
+
+use bytes::Bytes;
+
+use super::{MAX_COMMAND_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
+
+/// The condition of a `SET` (the `NX` / `XX` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SetCondition {
+    /// Plain `SET`: always write.
+    #[default]
+    Always,
+    /// `SET ... NX`: write only if the key does not exist.
+    IfAbsent,
+    /// `SET ... XX`: write only if the key already exists.
+    IfPresent,
+}
+
+/// A write command. It is replicated through the Raft log and executed by every replica.
+///
+/// Expiry options (`EX`, `PX`, `KEEPTTL`...) are not supported: time-based expiry needs a
+/// replicated clock and is outside the scope of this store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `SET key value [NX|XX] [GET]`.
+    ///
+    /// Reply without `GET`: [`Reply::Ok`] if written, [`Reply::Nil`] if the condition failed.
+    /// Reply with `GET`: the previous value ([`Reply::Bulk`]) or [`Reply::Nil`] if there was none,
+    /// whether or not the condition allowed the write (Redis ≥ 7.0 behaviour).
+    Set {
+        /// The key to write.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// `NX` / `XX` condition.
+        condition: SetCondition,
+        /// `GET` option: reply with the old value instead of `OK`.
+        get: bool,
+    },
+    /// `DEL key [key ...]`: removes the keys; replies with the number of keys that existed
+    /// (a key named twice is counted once).
+    Del {
+        /// Keys to remove (at least one).
+        keys: Vec<Bytes>,
+    },
+    /// `MSET key value [key value ...]`: sets all pairs atomically (later pairs win for a repeated
+    /// key); replies [`Reply::Ok`].
+    MSet {
+        /// The key/value pairs (at least one).
+        pairs: Vec<(Bytes, Bytes)>,
+    },
+    /// `INCRBY key by` (and `INCR`, `DECR`, `DECRBY` mapped onto it; see [`Command::decr_by`]).
+    ///
+    /// An absent key counts as 0. Replies with the new value as [`Reply::Int`], or the errors
+    /// `ERR value is not an integer or out of range` (stored value is not a canonical decimal
+    /// 64-bit integer, see [`parse_i64`]) and `ERR increment or decrement would overflow`.
+    IncrBy {
+        /// The key holding the counter.
+        key: Bytes,
+        /// The signed increment.
+        by: i64,
+    },
+    /// `APPEND key value`: appends to the value (creating it if absent); replies with the new
+    /// length as [`Reply::Int`].
+    Append {
+        /// The key to append to.
+        key: Bytes,
+        /// The bytes to append.
+        value: Bytes,
+    },
+}
+
+/// Error text for an oversized key (this store's own limit; Redis has none below 512 MiB).
+pub(crate) fn key_too_long_err() -> String {
+    format!("ERR key exceeds the maximum length of {MAX_KEY_LEN} bytes")
+}
+
+/// Error text for an oversized value (Redis' wording, with this store's limit).
+pub(crate) fn value_too_long_err() -> String {
+    format!("ERR string exceeds maximum allowed size ({MAX_VALUE_LEN} bytes)")
+}
+
+/// Error text for an `INCRBY` on a non-integer value (exactly Redis').
+pub(crate) const NOT_AN_INTEGER_ERR: &str = "ERR value is not an integer or out of range";
+/// Error text for an `INCRBY` whose result overflows an `i64` (exactly Redis').
+pub(crate) const OVERFLOW_ERR: &str = "ERR increment or decrement would overflow";
+/// Error text for `DECRBY key -9223372036854775808` (exactly Redis').
+pub(crate) const DECR_OVERFLOW_ERR: &str = "ERR decrement would overflow";
+
+impl Command {
+    /// The lower-case Redis command name, for error messages and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Set { .. } => "set",
+            Command::Del { .. } => "del",
+            Command::MSet { .. } => "mset",
+            Command::IncrBy { .. } => "incrby",
+            Command::Append { .. } => "append",
+        }
+    }
+
+    /// Builds the command for `DECRBY key by` (`DECR` is `by = 1`): an `IncrBy` by `-by`.
+    ///
+    /// Fails like Redis with `ERR decrement would overflow` when `by` is `i64::MIN`, whose
+    /// negation does not fit an `i64`.
+    pub fn decr_by(key: Bytes, by: i64) -> Result<Command, String> {
+        match by.checked_neg() {
+            Some(neg) => Ok(Command::IncrBy { key, by: neg }),
+            None => Err(DECR_OVERFLOW_ERR.to_owned()),
+        }
+    }
+
+    /// Checks the command against the store's limits and shape rules and returns the Redis-style
+    /// error text (the text of a [`Reply::Error`], starting with `ERR`) if it must be refused.
+    ///
+    /// * every key is at most [`MAX_KEY_LEN`] bytes;
+    /// * every value is at most [`MAX_VALUE_LEN`] bytes;
+    /// * `DEL` and `MSET` carry at least one key (Redis' arity error otherwise);
+    /// * the whole payload is at most [`MAX_COMMAND_LEN`] bytes (see [`PER_ITEM_OVERHEAD`]).
+    ///
+    /// The result of `APPEND` is checked against [`MAX_VALUE_LEN`] when it is executed, since it
+    /// depends on the stored value.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut total: usize = 0;
+        let key = |k: &Bytes, total: &mut usize| -> Result<(), String> {
+            if k.len() > MAX_KEY_LEN {
+                return Err(key_too_long_err());
+            }
+            *total = total.saturating_add(k.len() + PER_ITEM_OVERHEAD);
+            Ok(())
+        };
+        let value = |v: &Bytes, total: &mut usize| -> Result<(), String> {
+            if v.len() > MAX_VALUE_LEN {
+                return Err(value_too_long_err());
+            }
+            *total = total.saturating_add(v.len() + PER_ITEM_OVERHEAD);
+            Ok(())
+        };
+        match self {
+            Command::Set { key: k, value: v, .. } | Command::Append { key: k, value: v } => {
+                key(k, &mut total)?;
+                value(v, &mut total)?;
+            }
+            Command::IncrBy { key: k, .. } => key(k, &mut total)?,
+            Command::Del { keys } => {
+                if keys.is_empty() {
+                    return Err(arity_err(self.name()));
+                }
+                for k in keys {
+                    key(k, &mut total)?;
+                }
+            }
+            Command::MSet { pairs } => {
+                if pairs.is_empty() {
+                    return Err(arity_err(self.name()));
+                }
+                for (k, v) in pairs {
+                    key(k, &mut total)?;
+                    value(v, &mut total)?;
+                }
+            }
+        }
+        if total > MAX_COMMAND_LEN {
+            return Err(format!("ERR command payload exceeds the maximum of {MAX_COMMAND_LEN} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// Redis' wrong-arity error text for `name`.
+fn arity_err(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// A read-only query, answered from the local state after a ReadIndex round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `GET key`: [`Reply::Bulk`] or [`Reply::Nil`].
+    Get {
+        /// The key to read.
+        key: Bytes,
+    },
+    /// `MGET key [key ...]`: [`Reply::Array`] with one `Bulk` or `Nil` per key, in order.
+    MGet {
+        /// The keys to read.
+        keys: Vec<Bytes>,
+    },
+    /// `EXISTS key [key ...]`: [`Reply::Int`], the number of named keys that exist; a key named
+    /// twice is counted twice.
+    Exists {
+        /// The keys to test.
+        keys: Vec<Bytes>,
+    },
+    /// `STRLEN key`: [`Reply::Int`], the length of the value or 0 if absent.
+    Strlen {
+        /// The key to measure.
+        key: Bytes,
+    },
+    /// `DBSIZE`: [`Reply::Int`], the number of keys.
+    DbSize,
+}
+
+/// The domain answer to a [`Command`] or [`Query`]; the server maps it to RESP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`.
+    Ok,
+    /// The null bulk string (`$-1` in RESP2, `_` in RESP3).
+    Nil,
+    /// A bulk string.
+    Bulk(Bytes),
+    /// An integer.
+    Int(i64),
+    /// An array of replies.
+    Array(Vec<Reply>),
+    /// An error; the text is the full RESP error line without the leading `-`, e.g.
+    /// `ERR value is not an integer or out of range`.
+    Error(String),
+}
+
+/// The data of every non-empty Raft log entry: a [`Command`] stamped with the identity the state
+/// machine uses to detect duplicates (see [`super::session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The proposing client session (a random id per server-process incarnation);
+    /// [`super::NO_SESSION`] (0) disables duplicate detection for this proposal.
+    pub session: u64,
+    /// Sequence number of this proposal within its session, starting at [`super::FIRST_SEQ`] and
+    /// increasing by one per new proposal (a retry reuses the number).
+    pub seq: u64,
+    /// The proposer's lowest sequence number whose answer it has not yet received: every lower
+    /// number was answered and will never be retried, so its cached reply can be dropped.
+    pub ack_below: u64,
+    /// The write to execute.
+    pub command: Command,
+}
+
+/// Parses `bytes` as a 64-bit signed integer exactly like Redis' `string2ll`, the function behind
+/// `INCR`/`INCRBY`/`DECRBY` on stored values and integer arguments.
+///
+/// Accepted: an optional `-` followed by decimal digits without leading zeros (`0` alone is
+/// allowed, `-0` is not), no `+`, no spaces, at most 20 bytes, within `i64` range.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    // LONG_STR_SIZE in Redis is 21: anything of 21 bytes or more is refused outright.
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    if bytes == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    // Accumulate as a negative number so that i64::MIN is representable.
+    let mut acc: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        acc = acc.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(acc)
+    } else {
+        acc.checked_neg()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_i64_matches_redis_string2ll() {
+        let ok: &[(&[u8], i64)] = &[
+            (b"0", 0),
+            (b"1", 1),
+            (b"-1", -1),
+            (b"42", 42),
+            (b"9223372036854775807", i64::MAX),
+            (b"-9223372036854775808", i64::MIN),
+        ];
+        for (s, v) in ok {
+            assert_eq!(parse_i64(s), Some(*v), "{:?}", String::from_utf8_lossy(s));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"-",
+            b"-0",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"abc",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"00000000000000000001",
+            b"123456789012345678901",
+            b"1e3",
+        ];
+        for s in bad {
+            assert_eq!(parse_i64(s), None, "{:?}", String::from_utf8_lossy(s));
+        }
+    }
+
+    #[test]
+    fn validate_limits() {
+        let k = |n: usize| Bytes::from(vec![b'k'; n]);
+        let v = |n: usize| Bytes::from(vec![b'v'; n]);
+        let set = |key, value| Command::Set { key, value, condition: SetCondition::Always, get: false };
+        assert_eq!(set(k(MAX_KEY_LEN), v(MAX_VALUE_LEN)).validate(), Ok(()));
+        assert_eq!(set(Bytes::new(), Bytes::new()).validate(), Ok(()));
+        assert_eq!(set(k(MAX_KEY_LEN + 1), v(1)).validate(), Err(key_too_long_err()));
+        assert_eq!(set(k(1), v(MAX_VALUE_LEN + 1)).validate(), Err(value_too_long_err()));
+        let append = Command::Append { key: k(1), value: v(MAX_VALUE_LEN + 1) };
+        assert_eq!(append.validate(), Err(value_too_long_err()));
+        let incr = Command::IncrBy { key: k(MAX_KEY_LEN + 1), by: 1 };
+        assert_eq!(incr.validate(), Err(key_too_long_err()));
+        assert_eq!(
+            Command::Del { keys: vec![] }.validate(),
+            Err("ERR wrong number of arguments for 'del' command".to_owned())
+        );
+        assert_eq!(
+            Command::MSet { pairs: vec![] }.validate(),
+            Err("ERR wrong number of arguments for 'mset' command".to_owned())
+        );
+        // Two values at the limit fit; three exceed the total payload limit.
+        let two = Command::MSet { pairs: vec![(k(1), v(MAX_VALUE_LEN)), (k(2), v(MAX_VALUE_LEN - 64))] };
+        assert_eq!(two.validate(), Ok(()));
+        let three =
+            Command::MSet { pairs: vec![(k(1), v(MAX_VALUE_LEN)), (k(2), v(MAX_VALUE_LEN)), (k(3), v(1))] };
+        assert!(three.validate().unwrap_err().contains("payload exceeds"));
+        // Many tiny keys are bounded by the per-item overhead.
+        let many = Command::Del { keys: vec![Bytes::new(); MAX_COMMAND_LEN / PER_ITEM_OVERHEAD + 1] };
+        assert!(many.validate().unwrap_err().contains("payload exceeds"));
+        let fits = Command::Del { keys: vec![Bytes::new(); MAX_COMMAND_LEN / PER_ITEM_OVERHEAD] };
+        assert_eq!(fits.validate(), Ok(()));
+    }
+
+    #[test]
+    fn decr_by_refuses_i64_min() {
+        assert_eq!(
+            Command::decr_by(Bytes::from_static(b"k"), 5),
+            Ok(Command::IncrBy { key: Bytes::from_static(b"k"), by: -5 })
+        );
+        assert_eq!(
+            Command::decr_by(Bytes::from_static(b"k"), i64::MIN),
+            Err("ERR decrement would overflow".to_owned())
+        );
+        assert_eq!(
+            Command::decr_by(Bytes::from_static(b"k"), i64::MAX),
+            Ok(Command::IncrBy { key: Bytes::from_static(b"k"), by: -i64::MAX })
+        );
+    }
+}

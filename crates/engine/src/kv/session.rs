@@ -1,0 +1,304 @@
+//! Client sessions and exactly-once application of writes (Raft thesis §6.3).
+//!
+//! # The problem
+//!
+//! A proposal can reach the log more than once: a follower forwards a write to a leader that
+//! crashes after appending it, the follower retries through the next leader, and both copies end
+//! up committed. Raft alone would apply the write twice (an `INCR` would count twice).
+//!
+//! # The protocol
+//!
+//! Every proposal carries `(session, seq, ack_below)`:
+//!
+//! * `session`: a random `u64` picked by the proposer when it starts (in raft-kv: one per server
+//!   process incarnation). [`NO_SESSION`] (0) opts out of duplicate detection.
+//! * `seq`: starts at [`FIRST_SEQ`] and grows by one per *new* proposal; a retry reuses it.
+//! * `ack_below`: the proposer's lowest `seq` whose answer it has not yet received. Every lower
+//!   `seq` was answered and will never be proposed again.
+//!
+//! The state machine keeps, per session, the highest `ack_below` seen and the reply of every
+//! applied `seq >= ack_below`. Applying a proposal of a known session:
+//!
+//! 1. `seq` has a cached reply → duplicate: not executed, the cached reply is returned.
+//! 2. `seq < ack_below` → duplicate whose reply was dropped: not executed, the reply is the
+//!    error [`DUPLICATE_FORGOTTEN_ERR`]. Nobody waits for it: its proposer already had the answer.
+//! 3. otherwise → executed; the reply is cached; then `ack_below` is raised to the proposal's
+//!    and the cached replies below it are dropped.
+//!
+//! Because replies are cached only until acknowledged, the memory of a live session is bounded by
+//! its proposer's in-flight window. As a backstop against a proposer that never acknowledges, a
+//! session caches at most [`MAX_REPLIES_PER_SESSION`] replies: beyond that the oldest is dropped
+//! and `ack_below` is raised past it, so that a late retry of it is refused (case 2) rather than
+//! executed again. A proposer must therefore keep fewer than that many proposals in flight.
+//!
+//! # Bounding the number of sessions
+//!
+//! Proposers come and go (every server restart is a new session) and never announce their end, so
+//! the table holds at most [`MAX_SESSIONS`] sessions and evicts the least recently used one, where
+//! "used" is the log index of the last proposal applied for it. Log indexes are unique and equal
+//! on every replica, so the eviction is deterministic.
+//!
+//! A proposal from a session the table does not know is either the first of a new session or a
+//! late one from an evicted session. The two are told apart by `ack_below`: a new session has not
+//! yet received any answer, so its `ack_below` is at most [`FIRST_SEQ`]. An unknown session with a
+//! higher `ack_below` was evicted; since its earlier proposals may or may not have been applied,
+//! the proposal is refused unexecuted with [`SESSION_EXPIRED_ERR`], and the proposer must continue
+//! under a new session id (a live session is evicted only after [`MAX_SESSIONS`] other sessions
+//! were used more recently than it, i.e. practically never).
+//!
+//! # The one remaining risk
+//!
+//! A session is evicted and afterwards a stale copy of one of its proposals that was sent before
+//! the session received any answer (so `ack_below <= FIRST_SEQ`) is committed. The table cannot
+//! tell it from the first proposal of a new session and executes it, possibly a second time. This
+//! needs a proposal to stay in flight while [`MAX_SESSIONS`] other sessions are used — in raft-kv
+//! that means thousands of server restarts during the lifetime of one forwarded message — so it
+//! is accepted rather than paid for with unbounded memory or with wall-clock session expiry.
+
+use std::collections::BTreeMap;
+
+use super::command::Reply;
+
+/// The session id that disables duplicate detection: every proposal of session 0 is executed.
+pub const NO_SESSION: u64 = 0;
+
+/// The first sequence number of a session. A proposal with `ack_below <= FIRST_SEQ` from an
+/// unknown session starts a new session.
+pub const FIRST_SEQ: u64 = 1;
+
+/// Maximum number of sessions remembered; the least recently used one is evicted beyond it.
+pub const MAX_SESSIONS: usize = 4096;
+
+/// Maximum number of unacknowledged replies cached for one session (the backstop described in
+/// the module docs). A proposer must keep fewer proposals than this in flight.
+pub const MAX_REPLIES_PER_SESSION: usize = 16 * 1024;
+
+/// Reply to a duplicate whose original reply is no longer cached (its proposer already had it).
+pub const DUPLICATE_FORGOTTEN_ERR: &str =
+    "ERR duplicate request already executed; its reply is no longer available";
+
+/// Reply to a proposal of an evicted session: it was *not* executed; the proposer must retry it
+/// under a new session id.
+pub const SESSION_EXPIRED_ERR: &str =
+    "ERR client session expired; the request was not executed, retry it with a new session";
+
+/// What the table remembers about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// Highest `ack_below` seen: every `seq` below it was answered and is never retried.
+    pub ack_below: u64,
+    /// Reply of every applied `seq >= ack_below`.
+    pub replies: BTreeMap<u64, Reply>,
+    /// Log index of the last proposal applied for this session (the LRU key).
+    pub last_index: u64,
+}
+
+/// The result of applying one proposal through the session table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The reply to hand back to the proposer.
+    pub reply: Reply,
+    /// True if the command was not executed by this entry.
+    pub duplicate: bool,
+}
+
+/// All known sessions, with a deterministic LRU order.
+///
+/// Invariant: `lru` has exactly one entry `last_index -> id` per session in `sessions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SessionTable {
+    /// Sessions by id.
+    pub sessions: BTreeMap<u64, Session>,
+    /// Session ids by the log index of their last use (oldest first).
+    pub lru: BTreeMap<u64, u64>,
+}
+
+impl SessionTable {
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Total number of cached replies over all sessions.
+    pub fn cached_replies(&self) -> usize {
+        self.sessions.values().map(|s| s.replies.len()).sum()
+    }
+
+    /// Applies the proposal `(session, seq, ack_below)` at log `index`: decides whether it is a
+    /// duplicate, calls `execute` exactly when it is not, and updates the table.
+    ///
+    /// `session` must not be [`NO_SESSION`] (the caller executes those directly) and `index` must
+    /// be above every index passed before.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        session: u64,
+        seq: u64,
+        ack_below: u64,
+        execute: impl FnOnce() -> Reply,
+    ) -> Outcome {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            if ack_below > FIRST_SEQ {
+                return Outcome { reply: Reply::Error(SESSION_EXPIRED_ERR.to_owned()), duplicate: true };
+            }
+            let reply = execute();
+            let mut s = Session { ack_below: 0, replies: BTreeMap::new(), last_index: index };
+            s.record(seq, ack_below, &reply);
+            self.sessions.insert(session, s);
+            self.lru.insert(index, session);
+            self.evict_beyond_capacity();
+            return Outcome { reply, duplicate: false };
+        };
+        self.lru.remove(&s.last_index);
+        self.lru.insert(index, session);
+        s.last_index = index;
+        if let Some(cached) = s.replies.get(&seq) {
+            let reply = cached.clone();
+            s.raise_ack(ack_below);
+            return Outcome { reply, duplicate: true };
+        }
+        if seq < s.ack_below {
+            s.raise_ack(ack_below);
+            return Outcome { reply: Reply::Error(DUPLICATE_FORGOTTEN_ERR.to_owned()), duplicate: true };
+        }
+        let reply = execute();
+        s.record(seq, ack_below, &reply);
+        Outcome { reply, duplicate: false }
+    }
+
+    /// Evicts least recently used sessions until at most [`MAX_SESSIONS`] remain.
+    fn evict_beyond_capacity(&mut self) {
+        while self.sessions.len() > MAX_SESSIONS {
+            match self.lru.pop_first() {
+                Some((_, id)) => {
+                    self.sessions.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Caches the reply of a newly executed `seq`, then applies `ack_below` and the cap.
+    fn record(&mut self, seq: u64, ack_below: u64, reply: &Reply) {
+        self.replies.insert(seq, reply.clone());
+        self.raise_ack(ack_below);
+        while self.replies.len() > MAX_REPLIES_PER_SESSION {
+            if let Some((oldest, _)) = self.replies.pop_first() {
+                self.ack_below = self.ack_below.max(oldest.saturating_add(1));
+            }
+        }
+    }
+
+    /// Raises `ack_below` (never lowers it) and drops the replies below it.
+    fn raise_ack(&mut self, ack_below: u64) {
+        if ack_below > self.ack_below {
+            self.ack_below = ack_below;
+            self.replies = self.replies.split_off(&ack_below);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        t: &mut SessionTable,
+        index: u64,
+        session: u64,
+        seq: u64,
+        ack: u64,
+        executed: &mut Vec<u64>,
+    ) -> Outcome {
+        t.apply(index, session, seq, ack, || {
+            executed.push(index);
+            Reply::Int(index as i64)
+        })
+    }
+
+    #[test]
+    fn duplicate_returns_cached_reply_without_executing() {
+        let mut t = SessionTable::default();
+        let mut ex = vec![];
+        assert_eq!(run(&mut t, 1, 9, 1, 1, &mut ex), Outcome { reply: Reply::Int(1), duplicate: false });
+        assert_eq!(run(&mut t, 2, 9, 1, 1, &mut ex), Outcome { reply: Reply::Int(1), duplicate: true });
+        assert_eq!(ex, vec![1]);
+    }
+
+    #[test]
+    fn ack_below_prunes_and_refuses_old_seqs() {
+        let mut t = SessionTable::default();
+        let mut ex = vec![];
+        for seq in 1..=5 {
+            run(&mut t, seq, 9, seq, 1, &mut ex);
+        }
+        assert_eq!(t.sessions[&9].replies.len(), 5);
+        // seq 6 acknowledges everything below 4.
+        run(&mut t, 6, 9, 6, 4, &mut ex);
+        let s = &t.sessions[&9];
+        assert_eq!(s.ack_below, 4);
+        assert_eq!(s.replies.keys().copied().collect::<Vec<_>>(), vec![4, 5, 6]);
+        // A late copy of seq 2 is not executed.
+        let o = run(&mut t, 7, 9, 2, 1, &mut ex);
+        assert_eq!(o, Outcome { reply: Reply::Error(DUPLICATE_FORGOTTEN_ERR.to_owned()), duplicate: true });
+        // ack_below never goes down.
+        assert_eq!(t.sessions[&9].ack_below, 4);
+        assert_eq!(ex, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn per_session_cap_raises_ack_below() {
+        let mut t = SessionTable::default();
+        let mut ex = vec![];
+        let n = MAX_REPLIES_PER_SESSION as u64 + 3;
+        for seq in 1..=n {
+            run(&mut t, seq, 9, seq, 1, &mut ex);
+        }
+        let s = &t.sessions[&9];
+        assert_eq!(s.replies.len(), MAX_REPLIES_PER_SESSION);
+        assert_eq!(s.ack_below, 4);
+        // The dropped seq 3 is refused, not executed again.
+        let o = run(&mut t, n + 1, 9, 3, 1, &mut ex);
+        assert!(o.duplicate);
+        assert_eq!(ex.len() as u64, n);
+    }
+
+    #[test]
+    fn unknown_session_with_acknowledged_history_is_expired() {
+        let mut t = SessionTable::default();
+        let mut ex = vec![];
+        let o = run(&mut t, 1, 9, 5, 5, &mut ex);
+        assert_eq!(o, Outcome { reply: Reply::Error(SESSION_EXPIRED_ERR.to_owned()), duplicate: true });
+        assert!(ex.is_empty());
+        assert_eq!(t.len(), 0);
+        // A fresh session (ack_below 0 or 1) is admitted even if its first applied seq is not 1.
+        assert!(!run(&mut t, 2, 10, 2, 1, &mut ex).duplicate);
+        assert!(!run(&mut t, 3, 11, 1, 0, &mut ex).duplicate);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn lru_eviction_is_by_last_applied_index() {
+        let mut t = SessionTable::default();
+        let mut ex = vec![];
+        for id in 1..=MAX_SESSIONS as u64 {
+            run(&mut t, id, id, 1, 1, &mut ex);
+        }
+        // Touch session 1 (a duplicate counts as use), making session 2 the least recent.
+        let idx = MAX_SESSIONS as u64 + 1;
+        assert!(run(&mut t, idx, 1, 1, 1, &mut ex).duplicate);
+        run(&mut t, idx + 1, 100_000, 1, 1, &mut ex);
+        assert_eq!(t.len(), MAX_SESSIONS);
+        assert!(t.sessions.contains_key(&1));
+        assert!(!t.sessions.contains_key(&2));
+        assert!(t.sessions.contains_key(&3));
+        assert_eq!(t.lru.len(), t.sessions.len());
+        assert_eq!(t.lru.first_key_value(), Some((&3, &3)));
+        // The evicted session's later proposals are refused once it had answers...
+        assert!(run(&mut t, idx + 2, 2, 2, 2, &mut ex).duplicate);
+        // ...but its stale first proposal is indistinguishable from a new session (the known risk).
+        assert!(!run(&mut t, idx + 3, 2, 1, 1, &mut ex).duplicate);
+    }
+}

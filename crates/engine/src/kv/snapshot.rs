@@ -1,0 +1,256 @@
+//! Snapshot image of a [`KvStore`]: everything [`KvStore::apply`] depends on (data, sessions,
+//! applied index), so that a restored store behaves exactly like the original, including
+//! duplicate detection.
+//!
+//! # Format, version 1
+//!
+//! ```text
+//! [u8; 8]   SNAPSHOT_MAGIC ("RAFTKVSN")
+//! u16 LE    format version (= 1)
+//! u64 LE    applied index
+//! varint    number of keys, then per key in strictly increasing byte order:
+//!             key, value                 (varint length + bytes each)
+//! varint    number of sessions (<= MAX_SESSIONS), then per session in increasing id order:
+//!             u64 LE id (never 0), varint ack_below, varint last_index (<= applied index,
+//!             unique over sessions), varint number of replies (<= MAX_REPLIES_PER_SESSION),
+//!             then per reply in increasing seq order (every seq >= ack_below):
+//!               varint seq, reply       (encoding of `codec::put_reply`)
+//! u32 LE    CRC-32 (IEEE) of every preceding byte
+//! ```
+//!
+//! Because all maps are ordered, the image is canonical: two replicas with equal states produce
+//! byte-identical snapshots. [`KvStore::restore`] checks magic, version and checksum before it
+//! parses, and then every structural rule above, so a damaged or foreign image is refused with a
+//! precise [`KvError`] instead of producing a subtly different state.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
+use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
+use super::store::KvStore;
+use super::KvError;
+
+/// The first bytes of every snapshot image.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSN";
+
+/// The snapshot format version this build writes and reads.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+
+const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 2;
+const CRC_LEN: usize = 4;
+
+impl KvStore {
+    /// Serializes the whole state (see the module docs for the format).
+    pub fn snapshot(&self) -> Bytes {
+        let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 20).sum();
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + 8 + data_len + 64 + CRC_LEN);
+        buf.put_slice(&SNAPSHOT_MAGIC);
+        buf.put_u16_le(SNAPSHOT_FORMAT_VERSION);
+        buf.put_u64_le(self.applied_index);
+        put_varint(&mut buf, self.data.len() as u64);
+        for (k, v) in &self.data {
+            put_bytes(&mut buf, k);
+            put_bytes(&mut buf, v);
+        }
+        put_varint(&mut buf, self.sessions.sessions.len() as u64);
+        for (id, s) in &self.sessions.sessions {
+            buf.put_u64_le(*id);
+            put_varint(&mut buf, s.ack_below);
+            put_varint(&mut buf, s.last_index);
+            put_varint(&mut buf, s.replies.len() as u64);
+            for (seq, reply) in &s.replies {
+                put_varint(&mut buf, *seq);
+                put_reply(&mut buf, reply);
+            }
+        }
+        let crc = crc32fast::hash(&buf);
+        buf.put_u32_le(crc);
+        buf.freeze()
+    }
+
+    /// Rebuilds a store from an image made by [`Self::snapshot`].
+    ///
+    /// Errors, checked in this order: [`KvError::SnapshotMagic`] (not a snapshot, or shorter
+    /// than a header), [`KvError::SnapshotVersion`], [`KvError::SnapshotChecksum`] (damaged),
+    /// [`KvError::BadSnapshot`] (checksum fine but contents inconsistent).
+    pub fn restore(data: &[u8]) -> Result<Self, KvError> {
+        if data.len() < HEADER_LEN + CRC_LEN || data[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
+            return Err(KvError::SnapshotMagic);
+        }
+        let version = u16::from_le_bytes([data[8], data[9]]);
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(KvError::SnapshotVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
+        }
+        let (body, trailer) = data.split_at(data.len() - CRC_LEN);
+        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(KvError::SnapshotChecksum { stored, computed });
+        }
+        let mut r = Reader::new(body);
+        let bad = |e: DecodeError| KvError::BadSnapshot { offset: e.offset, reason: e.reason };
+        r.take(HEADER_LEN).map_err(bad)?;
+        let store = read_body(&mut r).map_err(bad)?;
+        r.finish().map_err(bad)?;
+        Ok(store)
+    }
+}
+
+fn read_body(r: &mut Reader<'_>) -> Result<KvStore, DecodeError> {
+    let fail = |offset: usize, reason: &'static str| DecodeError { offset, reason };
+    let applied_index = r.u64_le()?;
+
+    let n_keys = r.count(2)?;
+    let mut data = BTreeMap::new();
+    let mut prev: Option<Bytes> = None;
+    for _ in 0..n_keys {
+        let at = r.offset();
+        let key = r.bytes()?;
+        let value = r.bytes()?;
+        if prev.as_ref().is_some_and(|p| *p >= key) {
+            return Err(fail(at, "keys are not in strictly increasing order"));
+        }
+        prev = Some(key.clone());
+        data.insert(key, value);
+    }
+
+    let at = r.offset();
+    let n_sessions = r.count(8 + 3)?;
+    if n_sessions > MAX_SESSIONS {
+        return Err(fail(at, "more sessions than MAX_SESSIONS"));
+    }
+    let mut sessions = SessionTable::default();
+    let mut prev_id: Option<u64> = None;
+    for _ in 0..n_sessions {
+        let at = r.offset();
+        let id = r.u64_le()?;
+        if id == NO_SESSION {
+            return Err(fail(at, "session id 0 is reserved"));
+        }
+        if prev_id.is_some_and(|p| p >= id) {
+            return Err(fail(at, "session ids are not in strictly increasing order"));
+        }
+        prev_id = Some(id);
+        let ack_below = r.varint()?;
+        let at = r.offset();
+        let last_index = r.varint()?;
+        if last_index > applied_index {
+            return Err(fail(at, "session last index is above the applied index"));
+        }
+        if sessions.lru.insert(last_index, id).is_some() {
+            return Err(fail(at, "two sessions share a last index"));
+        }
+        let at = r.offset();
+        let n_replies = r.count(2)?;
+        if n_replies > MAX_REPLIES_PER_SESSION {
+            return Err(fail(at, "more cached replies than MAX_REPLIES_PER_SESSION"));
+        }
+        let mut replies = BTreeMap::new();
+        let mut prev_seq: Option<u64> = None;
+        for _ in 0..n_replies {
+            let at = r.offset();
+            let seq = r.varint()?;
+            if seq < ack_below {
+                return Err(fail(at, "cached reply below the session's ack_below"));
+            }
+            if prev_seq.is_some_and(|p| p >= seq) {
+                return Err(fail(at, "reply seqs are not in strictly increasing order"));
+            }
+            prev_seq = Some(seq);
+            replies.insert(seq, read_reply(r)?);
+        }
+        sessions.sessions.insert(id, Session { ack_below, replies, last_index });
+    }
+    Ok(KvStore { data, sessions, applied_index })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds an image with a valid header and checksum around an arbitrary body.
+    fn seal(body: &[u8]) -> Vec<u8> {
+        let mut v = SNAPSHOT_MAGIC.to_vec();
+        v.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        v.extend_from_slice(body);
+        let crc = crc32fast::hash(&v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn empty_store_image() {
+        let img = KvStore::new().snapshot();
+        assert_eq!(img.len(), HEADER_LEN + 8 + 1 + 1 + CRC_LEN);
+        assert_eq!(KvStore::restore(&img), Ok(KvStore::new()));
+    }
+
+    #[test]
+    fn header_errors() {
+        assert_eq!(KvStore::restore(&[]), Err(KvError::SnapshotMagic));
+        assert_eq!(KvStore::restore(b"RAFTKVSN\x01\x00"), Err(KvError::SnapshotMagic));
+        assert_eq!(KvStore::restore(b"RAFTKVSX\x01\x00\0\0\0\0"), Err(KvError::SnapshotMagic));
+        let mut img = KvStore::new().snapshot().to_vec();
+        img[8] = 2;
+        assert_eq!(
+            KvStore::restore(&img),
+            Err(KvError::SnapshotVersion { found: 2, supported: SNAPSHOT_FORMAT_VERSION })
+        );
+    }
+
+    #[test]
+    fn structural_errors_behind_a_valid_checksum() {
+        let mut unsorted = 5u64.to_le_bytes().to_vec();
+        unsorted.extend_from_slice(&[2, 1, b'b', 0, 1, b'a', 0, 0]);
+        assert!(matches!(
+            KvStore::restore(&seal(&unsorted)),
+            Err(KvError::BadSnapshot { reason: "keys are not in strictly increasing order", .. })
+        ));
+
+        let mut zero_session = 5u64.to_le_bytes().to_vec();
+        zero_session.extend_from_slice(&[0, 1]);
+        zero_session.extend_from_slice(&0u64.to_le_bytes());
+        zero_session.extend_from_slice(&[0, 0, 0]);
+        assert!(matches!(
+            KvStore::restore(&seal(&zero_session)),
+            Err(KvError::BadSnapshot { reason: "session id 0 is reserved", .. })
+        ));
+
+        let mut future = 5u64.to_le_bytes().to_vec();
+        future.extend_from_slice(&[0, 1]);
+        future.extend_from_slice(&7u64.to_le_bytes());
+        future.extend_from_slice(&[0, 6, 0]);
+        assert!(matches!(
+            KvStore::restore(&seal(&future)),
+            Err(KvError::BadSnapshot { reason: "session last index is above the applied index", .. })
+        ));
+
+        let mut below_ack = 5u64.to_le_bytes().to_vec();
+        below_ack.extend_from_slice(&[0, 1]);
+        below_ack.extend_from_slice(&7u64.to_le_bytes());
+        below_ack.extend_from_slice(&[3, 4, 1, 2, 0]);
+        assert!(matches!(
+            KvStore::restore(&seal(&below_ack)),
+            Err(KvError::BadSnapshot { reason: "cached reply below the session's ack_below", .. })
+        ));
+
+        let mut trailing = 5u64.to_le_bytes().to_vec();
+        trailing.extend_from_slice(&[0, 0, 0]);
+        assert!(matches!(
+            KvStore::restore(&seal(&trailing)),
+            Err(KvError::BadSnapshot { reason: "trailing bytes after the end", .. })
+        ));
+
+        let mut ok = 5u64.to_le_bytes().to_vec();
+        ok.extend_from_slice(&[1, 1, b'a', 1, b'x', 1]);
+        ok.extend_from_slice(&7u64.to_le_bytes());
+        ok.extend_from_slice(&[3, 4, 1, 3, 0]);
+        let s = KvStore::restore(&seal(&ok)).expect("valid image");
+        assert_eq!(s.applied_index(), 5);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.session_count(), 1);
+        assert_eq!(s.snapshot().to_vec(), seal(&ok));
+    }
+}

@@ -1,0 +1,220 @@
+//! [`KvStore`]: the data, the session table and the applied index, and the execution of
+//! commands and queries with Redis semantics.
+//!
+//! The data is a `BTreeMap` rather than a `HashMap`: iteration is deterministic (the snapshot
+//! is a straight in-order walk, byte-identical on every replica), there is no hash seed to take
+//! from the OS inside the simulator and no hash-flooding concern, and lookups at Raft write rates
+//! are far from the bottleneck (fsync is).
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::decode_proposal;
+use super::command::{
+    parse_i64, value_too_long_err, Command, Query, Reply, SetCondition, NOT_AN_INTEGER_ERR, OVERFLOW_ERR,
+};
+use super::session::{SessionTable, NO_SESSION};
+use super::{KvError, MAX_VALUE_LEN};
+
+/// The outcome of applying one non-empty log entry, for the proposer (the driver) to match with
+/// the request waiting for it by `(session, seq)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Log index of the entry.
+    pub index: u64,
+    /// The proposal's session id.
+    pub session: u64,
+    /// The proposal's sequence number within its session.
+    pub seq: u64,
+    /// The answer for the client: the command's reply, the cached reply of the original if this
+    /// entry is a duplicate, or one of the errors [`super::DUPLICATE_FORGOTTEN_ERR`] /
+    /// [`super::SESSION_EXPIRED_ERR`].
+    pub reply: Reply,
+    /// True if this entry did *not* execute its command: it is a duplicate of an already applied
+    /// proposal, or it came from an expired session (then `reply` is
+    /// `Reply::Error(SESSION_EXPIRED_ERR)` and the proposer must retry under a new session).
+    pub duplicate: bool,
+}
+
+/// The replicated key-value state machine. See the [module docs](super) for its invariants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvStore {
+    /// The key space.
+    pub(crate) data: BTreeMap<Bytes, Bytes>,
+    /// Duplicate-detection state per client session.
+    pub(crate) sessions: SessionTable,
+    /// Index of the last log entry applied (0 = nothing applied).
+    pub(crate) applied_index: u64,
+}
+
+impl KvStore {
+    /// An empty store with nothing applied.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the committed log entry `index` whose data is `data`.
+    ///
+    /// * `index <= applied_index()` → [`KvError::IndexNotAfterApplied`] (a driver bug), nothing
+    ///   changes.
+    /// * empty `data` (a leader's no-op entry) → `Ok(None)`; the applied index advances.
+    /// * undecodable `data` → `Err` ([`KvError::BadProposal`] / [`KvError::ProposalVersion`]),
+    ///   nothing changes; the node must stop: its log is corrupt or from an incompatible version.
+    /// * otherwise → `Ok(Some(applied))`: the command is executed unless it is a duplicate (see
+    ///   [`super::session`]); a command violating [`Command::validate`] is answered with that
+    ///   error and not executed (identically on every replica).
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Option<Applied>, KvError> {
+        self.check_index(index)?;
+        if data.is_empty() {
+            self.applied_index = index;
+            return Ok(None);
+        }
+        let p = decode_proposal(data)?;
+        self.applied_index = index;
+        let data = &mut self.data;
+        let command = &p.command;
+        let (reply, duplicate) = if p.session == NO_SESSION {
+            (execute(data, command), false)
+        } else {
+            let o = self.sessions.apply(index, p.session, p.seq, p.ack_below, || execute(data, command));
+            (o.reply, o.duplicate)
+        };
+        Ok(Some(Applied { index, session: p.session, seq: p.seq, reply, duplicate }))
+    }
+
+    /// Advances the applied index over entries that do not concern the state machine (for
+    /// example membership changes the driver consumes itself), so that [`Self::applied_index`]
+    /// and the snapshot's index stay exact. Same index rule as [`Self::apply`].
+    pub fn advance_to(&mut self, index: u64) -> Result<(), KvError> {
+        self.check_index(index)?;
+        self.applied_index = index;
+        Ok(())
+    }
+
+    fn check_index(&self, index: u64) -> Result<(), KvError> {
+        if index <= self.applied_index {
+            return Err(KvError::IndexNotAfterApplied { index, applied: self.applied_index });
+        }
+        Ok(())
+    }
+
+    /// Answers a read-only query from the current state.
+    pub fn query(&self, q: &Query) -> Reply {
+        match q {
+            Query::Get { key } => self.get_reply(key),
+            Query::MGet { keys } => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
+            Query::Exists { keys } => {
+                Reply::Int(keys.iter().filter(|k| self.data.contains_key(*k)).count() as i64)
+            }
+            Query::Strlen { key } => Reply::Int(self.data.get(key).map_or(0, |v| v.len() as i64)),
+            Query::DbSize => Reply::Int(self.data.len() as i64),
+        }
+    }
+
+    fn get_reply(&self, key: &Bytes) -> Reply {
+        match self.data.get(key) {
+            Some(v) => Reply::Bulk(v.clone()),
+            None => Reply::Nil,
+        }
+    }
+
+    /// Index of the last log entry applied (or advanced over); 0 if none.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True if there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Number of client sessions remembered for duplicate detection.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of replies cached for duplicate detection, over all sessions.
+    pub fn cached_reply_count(&self) -> usize {
+        self.sessions.cached_replies()
+    }
+}
+
+/// Executes one write against the key space with Redis semantics and returns its reply.
+fn execute(data: &mut BTreeMap<Bytes, Bytes>, command: &Command) -> Reply {
+    if let Err(e) = command.validate() {
+        return Reply::Error(e);
+    }
+    match command {
+        Command::Set { key, value, condition, get } => {
+            let old = data.get(key);
+            let write = match condition {
+                SetCondition::Always => true,
+                SetCondition::IfAbsent => old.is_none(),
+                SetCondition::IfPresent => old.is_some(),
+            };
+            let reply = match (get, old) {
+                (true, Some(v)) => Reply::Bulk(v.clone()),
+                (true, None) => Reply::Nil,
+                (false, _) if write => Reply::Ok,
+                (false, _) => Reply::Nil,
+            };
+            if write {
+                data.insert(key.clone(), value.clone());
+            }
+            reply
+        }
+        Command::Del { keys } => {
+            let removed = keys.iter().filter(|k| data.remove(*k).is_some()).count();
+            Reply::Int(removed as i64)
+        }
+        Command::MSet { pairs } => {
+            for (k, v) in pairs {
+                data.insert(k.clone(), v.clone());
+            }
+            Reply::Ok
+        }
+        Command::IncrBy { key, by } => {
+            let current = match data.get(key) {
+                None => 0,
+                Some(v) => match parse_i64(v) {
+                    Some(n) => n,
+                    None => return Reply::Error(NOT_AN_INTEGER_ERR.to_owned()),
+                },
+            };
+            let Some(new) = current.checked_add(*by) else {
+                return Reply::Error(OVERFLOW_ERR.to_owned());
+            };
+            data.insert(key.clone(), Bytes::from(new.to_string()));
+            Reply::Int(new)
+        }
+        Command::Append { key, value } => {
+            let Some(old) = data.get_mut(key) else {
+                data.insert(key.clone(), value.clone());
+                return Reply::Int(value.len() as i64);
+            };
+            let new_len = old.len() + value.len();
+            if new_len > MAX_VALUE_LEN {
+                return Reply::Error(value_too_long_err());
+            }
+            // Reuse the stored buffer when nothing else shares it, so that repeated appends are
+            // amortised O(appended bytes) rather than a full copy each time.
+            let mut buf = match std::mem::take(old).try_into_mut() {
+                Ok(unique) => unique,
+                Err(shared) => {
+                    let mut b = BytesMut::with_capacity(new_len);
+                    b.extend_from_slice(&shared);
+                    b
+                }
+            };
+            buf.extend_from_slice(value);
+            *old = buf.freeze();
+            Reply::Int(new_len as i64)
+        }
+    }
+}
