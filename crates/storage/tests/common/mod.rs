@@ -1,0 +1,42 @@
+//! Helpers shared by the storage integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use raft::Entry;
+use storage::{FileSystem, LogOptions, LogStore, Recovered, SplitMix64};
+
+/// The data directory used for MemFs tests.
+pub fn mem_dir() -> PathBuf {
+    PathBuf::from("/data/node")
+}
+
+/// Deterministic payload for entry (index, term): self-describing so any mix-up is visible.
+pub fn payload(index: u64, term: u64, len: usize) -> Bytes {
+    let tag = format!("[{index}:{term}]");
+    Bytes::from(tag.bytes().cycle().take(len).collect::<Vec<u8>>())
+}
+
+/// An entry with the deterministic payload.
+pub fn entry(index: u64, term: u64, len: usize) -> Entry {
+    Entry { index, term, data: payload(index, term, len) }
+}
+
+/// `n` entries starting at `first` of `term`, payload sizes drawn from `rng` in `0..max_len`.
+pub fn entries(first: u64, n: u64, term: u64, max_len: u64, rng: &mut SplitMix64) -> Vec<Entry> {
+    (first..first + n).map(|i| entry(i, term, rng.below(max_len) as usize)).collect()
+}
+
+/// Opens a store, panicking with the error (tests only).
+pub fn open<F: FileSystem>(fs: &F, dir: &Path, opts: &LogOptions) -> (LogStore<F>, Recovered) {
+    match LogStore::open(fs.clone(), dir, opts.clone()) {
+        Ok(x) => x,
+        Err(e) => panic!("open failed: {e}"),
+    }
+}
+
+/// Small segments and buffers so few entries exercise rollover and buffer flushes.
+pub fn small_opts(segment_size: u64, write_buffer_size: usize) -> LogOptions {
+    LogOptions { segment_size, sync: true, write_buffer_size }
+}
