@@ -272,7 +272,10 @@ fn torn_tail_is_logged_as_a_warning() {
     let rec = tracing::subscriber::with_default(subscriber, || open(&fs, &dir, &LogOptions::default()).1);
     assert_eq!(rec.entries.len(), 4);
     let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("WARN") && log.contains("torn tail") && log.contains(&seg.display().to_string()), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("torn tail") && log.contains(&seg.display().to_string()),
+        "{log}"
+    );
 }
 
 /// The outcome a failed operation may have had, for the crash model.
@@ -299,7 +302,8 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
         let fs = MemFs::new();
         let opts = small_opts(100 + rng.below(500), 1 + rng.below(300) as usize);
         let (mut store, _) = open(&fs, &dir, &opts);
-        let mut x = Expect { log: Vec::new(), durable: 0, hard_states: vec![HardState::default()], first: (1, 1) };
+        let mut x =
+            Expect { log: Vec::new(), durable: 0, hard_states: vec![HardState::default()], first: (1, 1) };
         let mut term = 1;
         for round in 0..4 {
             let steps = rng.below(60);
@@ -338,7 +342,11 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
                     }
                     7 => {
                         let r = store.compact(rng.below(last + 1));
-                        x.first = if r.is_ok() { (store.first_index(), store.first_index()) } else { (x.first.0, u64::MAX) };
+                        x.first = if r.is_ok() {
+                            (store.first_index(), store.first_index())
+                        } else {
+                            (x.first.0, u64::MAX)
+                        };
                         r
                     }
                     _ => {
@@ -371,8 +379,16 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
             };
             store = s;
             let rlast = rec.first_index - 1 + rec.entries.len() as u64;
-            assert!(rec.first_index >= x.first.0 && rec.first_index <= x.first.1, "seed {seed}: first {}", rec.first_index);
-            assert!(rlast >= x.durable, "seed {seed} round {round}: lost synced entries: have {rlast}, synced {}", x.durable);
+            assert!(
+                rec.first_index >= x.first.0 && rec.first_index <= x.first.1,
+                "seed {seed}: first {}",
+                rec.first_index
+            );
+            assert!(
+                rlast >= x.durable,
+                "seed {seed} round {round}: lost synced entries: have {rlast}, synced {}",
+                x.durable
+            );
             assert!(rlast <= x.log.len() as u64, "seed {seed}: entries beyond what was appended");
             assert_eq!(
                 rec.entries,

@@ -11,21 +11,32 @@ use storage::{LogStore, MemFs, StorageError};
 #[derive(Clone, Debug)]
 enum Op {
     /// Append `n` entries with payloads of `len` bytes (varied per entry).
-    Append { n: u64, len: usize },
+    Append {
+        n: u64,
+        len: usize,
+    },
     /// Append with a wrong first index: must be refused without effect.
     AppendGap,
     /// `truncate_suffix(last + 1 - back)` (clamped to first_index); a new term follows.
-    Truncate { back: u64 },
+    Truncate {
+        back: u64,
+    },
     /// `truncate_suffix(first_index - 1)`: below the compacted prefix, must be refused.
     TruncateCompacted,
     /// `compact(last - back)`.
-    Compact { back: u64 },
+    Compact {
+        back: u64,
+    },
     Sync,
-    SetHardState { vote: Option<u64> },
+    SetHardState {
+        vote: Option<u64>,
+    },
     /// Drop the store (losing unsynced buffered appends, like a killed process) and reopen.
     Reopen,
     /// Read one entry back at a position chosen by `pick`.
-    Read { pick: u64 },
+    Read {
+        pick: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,7 +91,8 @@ fn run(ops: Vec<Op>, segment_size: u64, buffer: usize) -> Result<(), TestCaseErr
         match op {
             Op::Append { n, len } => {
                 let first = m.last() + 1;
-                let batch: Vec<Entry> = (first..first + n).map(|i| entry(i, m.term, (len * i as usize) % 61)).collect();
+                let batch: Vec<Entry> =
+                    (first..first + n).map(|i| entry(i, m.term, (len * i as usize) % 61)).collect();
                 store.append(&batch).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 m.log.extend(batch);
             }
@@ -107,7 +119,10 @@ fn run(ops: Vec<Op>, segment_size: u64, buffer: usize) -> Result<(), TestCaseErr
                 let before = store.first_index();
                 store.compact(upto).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let after = store.first_index();
-                prop_assert!(after >= before && after <= upto.max(before - 1) + 1, "{before} -> {after} (upto {upto})");
+                prop_assert!(
+                    after >= before && after <= upto.max(before - 1) + 1,
+                    "{before} -> {after} (upto {upto})"
+                );
                 m.first = after;
             }
             Op::Sync => {
@@ -128,7 +143,11 @@ fn run(ops: Vec<Op>, segment_size: u64, buffer: usize) -> Result<(), TestCaseErr
                 prop_assert_eq!(rec.first_index, m.first);
                 prop_assert_eq!(rec.hard_state, m.hard_state);
                 let last = m.first - 1 + rec.entries.len() as u64;
-                prop_assert!(last >= m.durable && last <= m.last(), "recovered up to {last}, durable {}", m.durable);
+                prop_assert!(
+                    last >= m.durable && last <= m.last(),
+                    "recovered up to {last}, durable {}",
+                    m.durable
+                );
                 prop_assert_eq!(&rec.entries[..], &m.log[(m.first - 1) as usize..last as usize]);
                 m.log.truncate(last as usize);
             }
@@ -136,7 +155,8 @@ fn run(ops: Vec<Op>, segment_size: u64, buffer: usize) -> Result<(), TestCaseErr
                 let span = m.last() + 3;
                 let index = pick % span;
                 let got = store.entry(index).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let want = (index >= m.first && index <= m.last()).then(|| m.log[(index - 1) as usize].clone());
+                let want =
+                    (index >= m.first && index <= m.last()).then(|| m.log[(index - 1) as usize].clone());
                 prop_assert_eq!(got, want);
             }
         }
