@@ -1,0 +1,182 @@
+//! The command table: every command this server understands, with the metadata `COMMAND`
+//! reports (Redis 7 format) and the console's `help` prints.
+
+/// How a request touches the replicated state; tells the server how to route it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads keys: must be answered linearizably (ReadIndex on the leader).
+    Read,
+    /// Changes keys: must go through the Raft log.
+    Write,
+    /// Concerns only the connection or the local node (PING, HELLO, CLIENT, COMMAND, CONFIG GET,
+    /// INFO, SELECT, QUIT): answered by the node that received it.
+    Connection,
+    /// An administrative command of the `RAFT.` namespace.
+    Admin,
+}
+
+impl Access {
+    /// Whether a client may resend the request after losing the reply without risking a second
+    /// effect: everything except writes and admin commands.
+    pub fn is_retry_safe(self) -> bool {
+        matches!(self, Access::Read | Access::Connection)
+    }
+}
+
+/// One entry of the command table.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Lower-case name; for a subcommand `container|sub`, as Redis 7 names them.
+    pub name: &'static str,
+    /// Redis arity: `n > 0` exactly n words (name included), `n < 0` at least `-n` words.
+    pub arity: i64,
+    /// Redis command flags (`readonly`, `write`, `fast`, ...), reported by `COMMAND`.
+    pub flags: &'static [&'static str],
+    /// Position of the first key argument (0: no key).
+    pub first_key: i64,
+    /// Position of the last key argument (-1: the last argument).
+    pub last_key: i64,
+    /// Distance between key arguments.
+    pub step: i64,
+    /// ACL categories, reported by `COMMAND`.
+    pub categories: &'static [&'static str],
+    /// How the command touches state.
+    pub access: Access,
+    /// Arguments after the name, for help texts.
+    pub usage: &'static str,
+    /// One-line description, for help texts.
+    pub summary: &'static str,
+    /// Subcommands of a container command (`CLIENT`, `COMMAND`, `CONFIG`).
+    pub subcommands: &'static [CommandSpec],
+}
+
+impl CommandSpec {
+    /// Whether `words` (name included) satisfies the arity.
+    pub fn arity_ok(&self, words: usize) -> bool {
+        let words = words as i64;
+        if self.arity >= 0 {
+            words == self.arity
+        } else {
+            words >= -self.arity
+        }
+    }
+}
+
+/// A table entry without subcommands (a constructor for the tables below).
+#[allow(clippy::too_many_arguments)]
+const fn spec(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+    categories: &'static [&'static str],
+    access: Access,
+    usage: &'static str,
+    summary: &'static str,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+        categories,
+        access,
+        usage,
+        summary,
+        subcommands: &[],
+    }
+}
+
+const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
+const ONE_KEY: (i64, i64, i64) = (1, 1, 1);
+const ALL_KEYS: (i64, i64, i64) = (1, -1, 1);
+const READ: &[&str] = &["readonly", "fast"];
+const WRITE: &[&str] = &["write", "denyoom"];
+const WRITE_FAST: &[&str] = &["write", "denyoom", "fast"];
+const CONN: &[&str] = &["loading", "stale", "fast"];
+const STRING_READ: &[&str] = &["@read", "@string", "@fast"];
+const STRING_WRITE: &[&str] = &["@write", "@string", "@slow"];
+const STRING_WRITE_FAST: &[&str] = &["@write", "@string", "@fast"];
+const KEYSPACE_READ: &[&str] = &["@keyspace", "@read", "@fast"];
+const KEYSPACE_WRITE: &[&str] = &["@keyspace", "@write", "@slow"];
+const CONNECTION: &[&str] = &["@fast", "@connection"];
+const SERVER: &[&str] = &["@slow", "@connection"];
+
+/// Subcommands of `CLIENT`.
+#[rustfmt::skip]
+pub static CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
+    spec("client|getname", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Returns the name of the connection."),
+    spec("client|help", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Shows the subcommands of CLIENT."),
+    spec("client|id", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Returns the unique id of the connection."),
+    spec("client|info", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Describes the connection."),
+    spec("client|setinfo", 4, CONN, NO_KEYS, SERVER, Access::Connection, "LIB-NAME|LIB-VER value", "Records the client library's name or version."),
+    spec("client|setname", 3, CONN, NO_KEYS, SERVER, Access::Connection, "name", "Names the connection."),
+];
+
+/// Subcommands of `COMMAND`.
+#[rustfmt::skip]
+pub static COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
+    spec("command|count", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Returns the number of commands."),
+    spec("command|docs", -2, CONN, NO_KEYS, SERVER, Access::Connection, "[name ...]", "Returns documentation of commands (none is provided)."),
+    spec("command|help", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Shows the subcommands of COMMAND."),
+    spec("command|info", -2, CONN, NO_KEYS, SERVER, Access::Connection, "[name ...]", "Describes commands."),
+    spec("command|list", -2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Lists command names."),
+];
+
+/// Subcommands of `CONFIG`.
+#[rustfmt::skip]
+pub static CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
+    spec("config|get", -3, CONN, NO_KEYS, SERVER, Access::Connection, "pattern [pattern ...]", "Returns configuration parameters matching glob patterns."),
+    spec("config|help", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Shows the subcommands of CONFIG."),
+];
+
+/// Every top-level command, sorted by name.
+#[rustfmt::skip]
+pub static COMMANDS: &[CommandSpec] = &[
+    spec("append", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key value", "Appends value to the string at key; returns the new length."),
+    CommandSpec {
+        subcommands: CLIENT_SUBCOMMANDS,
+        ..spec("client", -2, &[], NO_KEYS, &["@slow"], Access::Connection, "subcommand [arg ...]", "Connection commands (SETNAME, GETNAME, ID, INFO, SETINFO, HELP).")
+    },
+    CommandSpec {
+        subcommands: COMMAND_SUBCOMMANDS,
+        ..spec("command", -1, &["loading", "stale"], NO_KEYS, SERVER, Access::Connection, "[subcommand [arg ...]]", "Describes the commands of this server.")
+    },
+    CommandSpec {
+        subcommands: CONFIG_SUBCOMMANDS,
+        ..spec("config", -2, &[], NO_KEYS, &["@slow"], Access::Connection, "GET pattern [pattern ...]", "Reads configuration parameters.")
+    },
+    spec("dbsize", 1, READ, NO_KEYS, KEYSPACE_READ, Access::Read, "", "Returns the number of keys."),
+    spec("decr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Decrements the integer at key by one."),
+    spec("decrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key decrement", "Decrements the integer at key."),
+    spec("del", -2, &["write"], ALL_KEYS, KEYSPACE_WRITE, Access::Write, "key [key ...]", "Deletes keys; returns how many existed."),
+    spec("echo", 2, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "message", "Returns message."),
+    spec("exists", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
+    spec("get", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the value of key, or nil."),
+    spec("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "[protover [AUTH username password] [SETNAME name]]", "Handshake; only protocol 2 (RESP2) is spoken."),
+    spec("incr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Increments the integer at key by one."),
+    spec("incrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key increment", "Increments the integer at key."),
+    spec("info", -1, &["loading", "stale"], NO_KEYS, &["@slow", "@dangerous"], Access::Connection, "[section ...]", "Reports on the node (try INFO raft)."),
+    spec("mget", -2, READ, ALL_KEYS, STRING_READ, Access::Read, "key [key ...]", "Returns the values of keys."),
+    spec("mset", -3, WRITE, (1, -1, 2), STRING_WRITE, Access::Write, "key value [key value ...]", "Sets several keys atomically."),
+    spec("ping", -1, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "[message]", "Returns PONG, or message."),
+    spec("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "", "Closes the connection."),
+    spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
+    spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET]", "Sets key to value (no expiry options: keys never expire)."),
+    spec("strlen", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the length of the value at key."),
+];
+
+/// Finds a top-level command by name, ignoring ASCII case.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Finds a subcommand of `container` by its own name (`setname` for `client|setname`).
+pub fn lookup_sub(container: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
+    container
+        .subcommands
+        .iter()
+        .find(|s| s.name.split_once('|').is_some_and(|(_, own)| own.as_bytes().eq_ignore_ascii_case(sub)))
+}

@@ -1,0 +1,376 @@
+use super::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn parse(line: &str) -> Result<Request, CommandError> {
+    let args = crate::resp::split_args(line.as_bytes())
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+    Request::from_args(args)
+}
+
+fn set(key: &str, value: &str, condition: SetCondition, get: bool) -> Request {
+    Request::Set(Set { key: b(key), value: b(value), condition, get })
+}
+
+#[test]
+fn parses_every_command() {
+    use SetCondition::*;
+    let cases: Vec<(&str, Request)> = vec![
+        ("PING", Request::Ping(None)),
+        ("ping hi", Request::Ping(Some(b("hi")))),
+        ("echo 'a b'", Request::Echo(b("a b"))),
+        ("GET k", Request::Get(b("k"))),
+        ("gEt k", Request::Get(b("k"))),
+        ("set k v", set("k", "v", Always, false)),
+        ("set k v nx", set("k", "v", IfAbsent, false)),
+        ("set k v XX", set("k", "v", IfPresent, false)),
+        ("set k v get", set("k", "v", Always, true)),
+        ("set k v nx get", set("k", "v", IfAbsent, true)),
+        ("set k v GET xx", set("k", "v", IfPresent, true)),
+        ("set k v nx nx", set("k", "v", IfAbsent, false)),
+        ("del a", Request::Del(vec![b("a")])),
+        ("del a b a", Request::Del(vec![b("a"), b("b"), b("a")])),
+        ("exists a b", Request::Exists(vec![b("a"), b("b")])),
+        ("mget a b", Request::MGet(vec![b("a"), b("b")])),
+        ("mset a 1", Request::MSet(vec![(b("a"), b("1"))])),
+        ("mset a 1 b 2", Request::MSet(vec![(b("a"), b("1")), (b("b"), b("2"))])),
+        ("incr x", Request::IncrBy { key: b("x"), delta: 1 }),
+        ("decr x", Request::IncrBy { key: b("x"), delta: -1 }),
+        ("incrby x -5", Request::IncrBy { key: b("x"), delta: -5 }),
+        ("decrby x 5", Request::IncrBy { key: b("x"), delta: -5 }),
+        ("incrby x -9223372036854775808", Request::IncrBy { key: b("x"), delta: i64::MIN }),
+        ("decrby x 9223372036854775807", Request::IncrBy { key: b("x"), delta: -i64::MAX }),
+        ("append k v", Request::Append { key: b("k"), value: b("v") }),
+        ("strlen k", Request::StrLen(b("k"))),
+        ("dbsize", Request::DbSize),
+        ("quit", Request::Quit),
+        ("quit now", Request::Quit),
+        ("hello", Request::Hello(Hello::default())),
+        ("hello 2", Request::Hello(Hello::default())),
+        (
+            "hello 2 AUTH u p setname me",
+            Request::Hello(Hello { auth: Some((b("u"), b("p"))), setname: Some(b("me")) }),
+        ),
+        ("client setname me", Request::Client(ClientRequest::SetName(b("me")))),
+        ("client setname ''", Request::Client(ClientRequest::SetName(b("")))),
+        ("CLIENT GETNAME", Request::Client(ClientRequest::GetName)),
+        ("client id", Request::Client(ClientRequest::Id)),
+        ("client info", Request::Client(ClientRequest::Info)),
+        (
+            "client setinfo LIB-NAME redis-py",
+            Request::Client(ClientRequest::SetInfo { attribute: "lib-name", value: b("redis-py") }),
+        ),
+        ("client help", Request::Help(Container::Client)),
+        ("command", Request::Command(CommandRequest::All)),
+        ("command count", Request::Command(CommandRequest::Count)),
+        ("command docs", Request::Command(CommandRequest::Docs(vec![]))),
+        ("COMMAND DOCS get", Request::Command(CommandRequest::Docs(vec![b("get")]))),
+        ("command info get set", Request::Command(CommandRequest::Info(vec![b("get"), b("set")]))),
+        ("command list", Request::Command(CommandRequest::List)),
+        ("command help", Request::Help(Container::Command)),
+        ("config get save", Request::ConfigGet(vec![b("save")])),
+        ("CONFIG GET save appendonly", Request::ConfigGet(vec![b("save"), b("appendonly")])),
+        ("config help", Request::Help(Container::Config)),
+        ("info", Request::Info(vec![])),
+        ("info raft server", Request::Info(vec![b("raft"), b("server")])),
+        ("select 0", Request::Select),
+        ("RAFT.SNAPSHOT now", Request::Admin { name: "raft.snapshot".into(), args: vec![b("now")] }),
+        ("raft.status", Request::Admin { name: "raft.status".into(), args: vec![] }),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(parse(line), Ok(expected), "{line}");
+    }
+}
+
+#[test]
+fn errors_use_redis_wording() {
+    let cases: &[(&str, &str)] = &[
+        ("foo", "ERR unknown command 'foo', with args beginning with: "),
+        ("foo a b", "ERR unknown command 'foo', with args beginning with: 'a' 'b' "),
+        ("raft.", "ERR unknown command 'raft.', with args beginning with: "),
+        ("get", "ERR wrong number of arguments for 'get' command"),
+        ("GET a b", "ERR wrong number of arguments for 'get' command"),
+        ("ping a b", "ERR wrong number of arguments for 'ping' command"),
+        ("echo", "ERR wrong number of arguments for 'echo' command"),
+        ("set k", "ERR wrong number of arguments for 'set' command"),
+        ("del", "ERR wrong number of arguments for 'del' command"),
+        ("exists", "ERR wrong number of arguments for 'exists' command"),
+        ("mget", "ERR wrong number of arguments for 'mget' command"),
+        ("mset a", "ERR wrong number of arguments for 'mset' command"),
+        ("mset a b c", "ERR wrong number of arguments for 'mset' command"),
+        ("incr", "ERR wrong number of arguments for 'incr' command"),
+        ("incrby x", "ERR wrong number of arguments for 'incrby' command"),
+        ("decr a b", "ERR wrong number of arguments for 'decr' command"),
+        ("decrby x", "ERR wrong number of arguments for 'decrby' command"),
+        ("append k", "ERR wrong number of arguments for 'append' command"),
+        ("strlen", "ERR wrong number of arguments for 'strlen' command"),
+        ("dbsize x", "ERR wrong number of arguments for 'dbsize' command"),
+        ("select", "ERR wrong number of arguments for 'select' command"),
+        ("client", "ERR wrong number of arguments for 'client' command"),
+        ("client setname", "ERR wrong number of arguments for 'client|setname' command"),
+        ("client id x", "ERR wrong number of arguments for 'client|id' command"),
+        ("client setinfo lib-name", "ERR wrong number of arguments for 'client|setinfo' command"),
+        ("config", "ERR wrong number of arguments for 'config' command"),
+        ("config get", "ERR wrong number of arguments for 'config|get' command"),
+        ("command count x", "ERR wrong number of arguments for 'command|count' command"),
+        ("client foo", "ERR unknown subcommand 'foo'. Try CLIENT HELP."),
+        ("config set save x", "ERR unknown subcommand 'set'. Try CONFIG HELP."),
+        ("command foo", "ERR unknown subcommand 'foo'. Try COMMAND HELP."),
+        ("set k v nx xx", "ERR syntax error"),
+        ("set k v xx nx", "ERR syntax error"),
+        ("set k v foo", "ERR syntax error"),
+        ("client setinfo foo x", "ERR syntax error"),
+        ("command list filterby module x", "ERR syntax error"),
+        ("set k v ex 10", "ERR SET option 'EX' is not supported: raft-kv keys never expire"),
+        ("set k v px 10", "ERR SET option 'PX' is not supported: raft-kv keys never expire"),
+        ("set k v exat 1", "ERR SET option 'EXAT' is not supported: raft-kv keys never expire"),
+        ("set k v pxat 1", "ERR SET option 'PXAT' is not supported: raft-kv keys never expire"),
+        ("set k v KeepTtl", "ERR SET option 'KEEPTTL' is not supported: raft-kv keys never expire"),
+        ("incrby x y", "ERR value is not an integer or out of range"),
+        ("incrby x 01", "ERR value is not an integer or out of range"),
+        ("incrby x 1.5", "ERR value is not an integer or out of range"),
+        ("incrby x 9223372036854775808", "ERR value is not an integer or out of range"),
+        ("decrby x ''", "ERR value is not an integer or out of range"),
+        ("select x", "ERR value is not an integer or out of range"),
+        ("decrby x -9223372036854775808", "ERR decrement would overflow"),
+        ("select 1", "ERR DB index is out of range"),
+        ("select -1", "ERR DB index is out of range"),
+        ("client setname 'a b'", "ERR Client names cannot contain spaces, newlines or special characters."),
+        (
+            "client setname \"a\\nb\"",
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ),
+        ("hello 2 setname 'a b'", "ERR Client names cannot contain spaces, newlines or special characters."),
+        ("hello x", "ERR Protocol version is not an integer or out of range"),
+        ("hello 3", "NOPROTO sorry, this protocol version is not supported"),
+        ("hello 4", "NOPROTO unsupported protocol version"),
+        ("hello 1", "NOPROTO unsupported protocol version"),
+        ("hello 2 foo", "ERR Syntax error in HELLO option 'foo'"),
+        ("hello 2 auth u", "ERR Syntax error in HELLO option 'auth'"),
+        ("hello 2 setname", "ERR Syntax error in HELLO option 'setname'"),
+    ];
+    for (line, message) in cases {
+        let err = parse(line).expect_err(line);
+        assert_eq!(err.to_string(), *message, "{line}");
+        assert_eq!(err.to_frame(), Frame::error(*message), "{line}");
+    }
+}
+
+#[test]
+fn unknown_command_truncates_like_redis() {
+    // Values checked against redis-server 7.0.15.
+    let long_name = "f".repeat(200);
+    let a = "a".repeat(200);
+    let err = parse(&format!("{long_name} {a} bbb")).expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "ERR unknown command '{}', with args beginning with: '{}' ",
+            "f".repeat(128),
+            "a".repeat(128)
+        )
+    );
+    let err = parse(&format!("foo {} {} cc", "a".repeat(100), "b".repeat(100))).expect_err("x");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "ERR unknown command 'foo', with args beginning with: '{}' '{}' ",
+            "a".repeat(100),
+            "b".repeat(25)
+        )
+    );
+    // Empty arguments are quoted too.
+    assert_eq!(
+        parse("foo '' x").expect_err("x").to_string(),
+        "ERR unknown command 'foo', with args beginning with: '' 'x' "
+    );
+}
+
+#[test]
+fn parse_takes_frames_and_rejects_non_requests() {
+    let frame = Frame::Array(vec![Frame::bulk_from_slice(b"GET"), Frame::bulk_from_slice(b"k")]);
+    assert_eq!(Request::parse(frame), Ok(Request::Get(b("k"))));
+    for bad in [
+        Frame::Array(vec![]),
+        Frame::Array(vec![Frame::Integer(1)]),
+        Frame::bulk_from_slice(b"GET"),
+        Frame::NullArray,
+    ] {
+        assert_eq!(Request::parse(bad), Err(CommandError::NotARequest));
+    }
+}
+
+#[test]
+fn values_are_binary_and_zero_copy() {
+    let value = Bytes::from_static(b"\x00\xff\r\n");
+    let request = Request::from_args(vec![b("SET"), b("k"), value.clone()]).expect("set");
+    let Request::Set(set) = request else {
+        panic!("not a set: {request:?}");
+    };
+    assert_eq!(set.value, value);
+    assert_eq!(set.value.as_ptr(), value.as_ptr(), "the value must not be copied");
+}
+
+#[test]
+fn access_classes() {
+    for (line, access) in [
+        ("get k", Access::Read),
+        ("mget k", Access::Read),
+        ("exists k", Access::Read),
+        ("strlen k", Access::Read),
+        ("dbsize", Access::Read),
+        ("set k v", Access::Write),
+        ("del k", Access::Write),
+        ("mset k v", Access::Write),
+        ("incr k", Access::Write),
+        ("append k v", Access::Write),
+        ("ping", Access::Connection),
+        ("info", Access::Connection),
+        ("raft.snapshot", Access::Admin),
+    ] {
+        let request = parse(line).expect(line);
+        assert_eq!(request.access(), access, "{line}");
+        // The table agrees with the typed request.
+        if access != Access::Admin {
+            let name = line.split(' ').next().unwrap_or_default();
+            assert_eq!(lookup(name.as_bytes()).map(|s| s.access), Some(access), "{line}");
+        }
+    }
+    assert!(Access::Read.is_retry_safe() && Access::Connection.is_retry_safe());
+    assert!(!Access::Write.is_retry_safe() && !Access::Admin.is_retry_safe());
+}
+
+#[test]
+fn every_table_entry_parses_with_minimal_arity() {
+    for spec in COMMANDS {
+        let words = spec.arity.unsigned_abs() as usize;
+        let mut args: Vec<Bytes> = vec![b(spec.name)];
+        if !spec.subcommands.is_empty() && words >= 2 {
+            args.push(b("help"));
+        }
+        while args.len() < words {
+            args.push(b("0"));
+        }
+        let result = Request::from_args(args.clone());
+        assert!(result.is_ok(), "{}: {:?} -> {result:?}", spec.name, args);
+    }
+}
+
+#[test]
+fn hello_reply_shape() {
+    let reply = hello_reply(7, "master");
+    let Frame::Array(items) = reply else {
+        panic!("not an array");
+    };
+    let keys: Vec<_> = items.iter().step_by(2).cloned().collect();
+    let expected: Vec<Frame> = ["server", "version", "proto", "id", "mode", "role", "modules"]
+        .iter()
+        .map(|k| Frame::bulk(b(k)))
+        .collect();
+    assert_eq!(keys, expected);
+    assert_eq!(items[5], Frame::Integer(2));
+    assert_eq!(items[7], Frame::Integer(7));
+    assert_eq!(items[11], Frame::bulk(b("master")));
+}
+
+#[test]
+fn command_replies() {
+    assert_eq!(command_reply(&CommandRequest::Count), Frame::Integer(COMMANDS.len() as i64));
+    assert_eq!(command_reply(&CommandRequest::Docs(vec![])), Frame::Array(vec![]));
+    let Frame::Array(all) = command_reply(&CommandRequest::All) else {
+        panic!("COMMAND must be an array");
+    };
+    assert_eq!(all.len(), COMMANDS.len());
+    // What redis-cli checks in each entry: a name, an integer arity, integer key positions.
+    for entry in &all {
+        let Frame::Array(fields) = entry else {
+            panic!("entry {entry:?}");
+        };
+        assert_eq!(fields.len(), 10);
+        assert!(matches!(fields[0], Frame::Bulk(_)));
+        assert!(matches!(fields[1], Frame::Integer(_)));
+        assert!(matches!(fields[3], Frame::Integer(_)));
+    }
+    let info = command_reply(&CommandRequest::Info(vec![b("GET"), b("nope")]));
+    let Frame::Array(info) = info else {
+        panic!("COMMAND INFO must be an array");
+    };
+    assert_eq!(info.len(), 2);
+    assert_eq!(info[1], Frame::Null);
+    let Frame::Array(get) = &info[0] else {
+        panic!("get entry");
+    };
+    assert_eq!(get[0], Frame::bulk(b("get")));
+    assert_eq!(get[1], Frame::Integer(2));
+    assert_eq!(get[2], Frame::Array(vec![Frame::simple("readonly"), Frame::simple("fast")]));
+}
+
+#[test]
+fn config_get_matches_globs() {
+    assert_eq!(
+        config_get_reply(&[b("save"), b("appendonly")]),
+        Frame::Array(vec![
+            Frame::bulk(b("appendonly")),
+            Frame::bulk(b("yes")),
+            Frame::bulk(b("save")),
+            Frame::bulk(b("")),
+        ])
+    );
+    assert_eq!(config_get_reply(&[b("nothing")]), Frame::Array(vec![]));
+    let Frame::Array(all) = config_get_reply(&[b("*"), b("SAVE")]) else {
+        panic!("array");
+    };
+    assert_eq!(all.len(), CONFIG_PARAMETERS.len() * 2, "each parameter once");
+}
+
+#[test]
+fn glob_matching() {
+    let cases: &[(&str, &str, bool)] = &[
+        ("*", "", true),
+        ("*", "abc", true),
+        ("a*", "abc", true),
+        ("a*c", "abbbc", true),
+        ("a*c", "abbbd", false),
+        ("*b*", "abc", true),
+        ("a?c", "abc", true),
+        ("a?c", "ac", false),
+        ("[ab]x", "bx", true),
+        ("[^ab]x", "bx", false),
+        ("[^ab]x", "cx", true),
+        ("[a-c]", "b", true),
+        ("[c-a]", "b", true),
+        ("[a-c]", "d", false),
+        ("\\*", "*", true),
+        ("\\*", "a", false),
+        ("app*only", "appendonly", true),
+        ("*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+        ("", "", true),
+        ("", "a", false),
+        ("abc", "ab", false),
+        ("[abc", "b", true),
+    ];
+    for (pattern, string, expected) in cases {
+        assert_eq!(
+            glob_match(pattern.as_bytes(), string.as_bytes(), false),
+            *expected,
+            "{pattern} ~ {string}"
+        );
+    }
+    assert!(glob_match(b"SAVE", b"save", true));
+    assert!(!glob_match(b"SAVE", b"save", false));
+    assert!(glob_match(b"[A-Z]ave", b"save", true));
+}
+
+#[test]
+fn help_replies_list_subcommands() {
+    let Frame::Array(lines) = help_reply(Container::Client) else {
+        panic!("array");
+    };
+    assert!(lines.len() > 2);
+    assert!(lines.contains(&Frame::Simple(b("SETNAME name"))));
+}

@@ -1,0 +1,152 @@
+//! A minimal blocking RESP client over `std::net::TcpStream`, for the console, `raft-kv status`
+//! and tests.
+//!
+//! Sending and receiving are separate steps on purpose: a caller that must not repeat a write
+//! needs to know whether a failure happened before the request left ([`Connection::send`]
+//! failed: the server cannot have executed it, because a server only executes a complete
+//! request) or after ([`Connection::receive`] failed: the outcome is unknown).
+//!
+//! After any error the connection is in an unknown state (a late reply could still arrive) and
+//! must be dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use thiserror::Error;
+
+use super::{write_command, Frame, Limits, Parser, ProtocolError};
+
+/// Why a client operation failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The address could not be resolved.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// The address resolved to nothing.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    /// Connecting, reading or writing failed (timeouts included).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server closed the connection before a complete reply arrived.
+    #[error("connection closed by the server")]
+    Closed,
+    /// The server sent bytes that are not valid RESP2.
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// One blocking connection to a RESP server.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket.
+    stream: TcpStream,
+    /// Bytes received and not yet parsed.
+    read_buf: BytesMut,
+    /// Commands queued and not yet written.
+    write_buf: BytesMut,
+    /// Reply parser (keeps its progress across reads).
+    parser: Parser,
+    /// Scratch space for `read`.
+    scratch: Vec<u8>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`; every address it resolves to is tried in turn), waiting
+    /// at most `timeout` for each. Sets `TCP_NODELAY`.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let addrs = addr
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Resolve { addr: addr.to_string(), source })?;
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => return Connection::from_stream(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => ClientError::Io(e),
+            None => ClientError::NoAddress(addr.to_string()),
+        })
+    }
+
+    /// Wraps an connected stream (sets `TCP_NODELAY`).
+    pub fn from_stream(stream: TcpStream) -> Result<Connection, ClientError> {
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            read_buf: BytesMut::with_capacity(16 << 10),
+            write_buf: BytesMut::with_capacity(4 << 10),
+            parser: Parser::replies(Limits::client()),
+            scratch: vec![0; 64 << 10],
+        })
+    }
+
+    /// Sets the read and write timeout (`None`: block forever). A timed-out read is an
+    /// [`ClientError::Io`] error of kind `WouldBlock` or `TimedOut`.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)?;
+        Ok(())
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr, ClientError> {
+        Ok(self.stream.peer_addr()?)
+    }
+
+    /// Queues a command (an array of bulk strings) without writing it; see [`Connection::flush`].
+    /// Queue several and flush once to pipeline.
+    pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        write_command(&mut self.write_buf, args);
+    }
+
+    /// Writes every queued command. On error nothing more can be said about how much of it the
+    /// server received, except that the last command is incomplete there.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        let result = self.stream.write_all(&self.write_buf);
+        self.write_buf.clear();
+        result?;
+        Ok(())
+    }
+
+    /// Queues and writes one command.
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), ClientError> {
+        self.queue(args);
+        self.flush()
+    }
+
+    /// Reads one complete reply.
+    pub fn receive(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            if let Some(frame) = self.parser.parse(&mut self.read_buf)? {
+                return Ok(frame);
+            }
+            let n = loop {
+                match self.stream.read(&mut self.scratch) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            self.read_buf.extend_from_slice(&self.scratch[..n]);
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
+        self.send(args)?;
+        self.receive()
+    }
+}
