@@ -44,6 +44,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use raft::{Entry, HardState};
 
 use crate::error::{Result, StorageError};
@@ -77,7 +78,9 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// Index of the first entry kept: 1 if never compacted. `entries` starts here (if not empty).
     pub first_index: u64,
-    /// Every entry in the log, in index order, consecutive from `first_index`.
+    /// Every entry in the log, in index order, consecutive from `first_index`. Their payloads are
+    /// zero-copy slices of one read buffer per segment, which stays allocated while any entry of that
+    /// segment is alive (copy an entry's data if you keep a few of them for a long time).
     pub entries: Vec<Entry>,
     /// Set if a torn tail (from a crash during a write) was cut off the last segment.
     pub torn_tail: Option<TornTail>,
@@ -153,7 +156,7 @@ impl<F: FileSystem> LogStore<F> {
             let is_last = i + 1 == bases.len();
             let path = dir.join(segment::segment_name(base));
             let mut file = fs.open(&path).map_err(|e| StorageError::io(&path, e))?;
-            let data = read_all(&file).map_err(|e| StorageError::io(&path, e))?;
+            let data = Bytes::from(read_all(&file).map_err(|e| StorageError::io(&path, e))?);
             if let Some(prev) = segments.back() {
                 let expected = prev.index.last_index() + 1;
                 if base != expected {
@@ -169,7 +172,7 @@ impl<F: FileSystem> LogStore<F> {
                     ));
                 }
             }
-            match segment::scan(&path, &data, base, is_last)? {
+            match segment::scan(&path, &data, base, is_last, &mut entries)? {
                 Scanned::TornHeader => {
                     tracing::warn!(
                         path = %path.display(), len = data.len(),
@@ -203,7 +206,6 @@ impl<F: FileSystem> LogStore<F> {
                         torn_tail =
                             Some(TornTail { path: path.clone(), offset: scan.index.end, dropped, reason });
                     }
-                    entries.extend(scan.entries);
                     let written = scan.index.end;
                     segments.push_back(Segment { path, file, index: scan.index, written });
                 }

@@ -91,8 +91,6 @@ pub(crate) enum Scanned {
 /// The decoded content of a segment.
 #[derive(Debug)]
 pub(crate) struct SegmentScan {
-    /// The entries, in order.
-    pub entries: Vec<Entry>,
     /// Where each entry's record is.
     pub index: SegmentIndex,
     /// If the tail was torn: why, and how many bytes must be cut (the file's valid length is
@@ -100,9 +98,19 @@ pub(crate) struct SegmentScan {
     pub torn: Option<(String, u64)>,
 }
 
-/// Decodes and verifies the segment `path` whose bytes are `data`. `name_base` is the base index from
-/// the file name; `is_last` says whether it is the last segment (the only one allowed a torn tail).
-pub(crate) fn scan(path: &Path, data: &[u8], name_base: u64, is_last: bool) -> Result<Scanned> {
+/// Decodes and verifies the segment `path` whose bytes are `data`, appending its entries to `out`.
+/// `name_base` is the base index from the file name; `is_last` says whether it is the last segment
+/// (the only one allowed a torn tail).
+///
+/// The entries' payloads are slices of `data` (no copy per entry): they share its buffer, which lives
+/// as long as any of them does.
+pub(crate) fn scan(
+    path: &Path,
+    data: &Bytes,
+    name_base: u64,
+    is_last: bool,
+    out: &mut Vec<Entry>,
+) -> Result<Scanned> {
     let Some(header) = data.first_chunk::<SEGMENT_HEADER_LEN>() else {
         if is_last {
             return Ok(Scanned::TornHeader);
@@ -138,7 +146,6 @@ pub(crate) fn scan(path: &Path, data: &[u8], name_base: u64, is_last: bool) -> R
     }
 
     let mut index = SegmentIndex::new(base);
-    let mut entries = Vec::new();
     let mut at = SEGMENT_HEADER_LEN;
     let mut torn = None;
     while at < data.len() {
@@ -170,7 +177,8 @@ pub(crate) fn scan(path: &Path, data: &[u8], name_base: u64, is_last: bool) -> R
                 let len = h.record_len() as usize;
                 let body = &rest[RECORD_HEADER_LEN..len];
                 if crate::record::crc(body) == h.body_crc {
-                    entries.push(Entry { term: h.term, index: h.index, data: Bytes::copy_from_slice(body) });
+                    let data = data.slice(at + RECORD_HEADER_LEN..at + len);
+                    out.push(Entry { term: h.term, index: h.index, data });
                     Ok(len)
                 } else {
                     Err((
@@ -205,7 +213,7 @@ pub(crate) fn scan(path: &Path, data: &[u8], name_base: u64, is_last: bool) -> R
             }
         }
     }
-    Ok(Scanned::Segment(SegmentScan { entries, index, torn }))
+    Ok(Scanned::Segment(SegmentScan { index, torn }))
 }
 
 /// True if a record header with a valid checksum and a plausible index (after `expected - 1`)
