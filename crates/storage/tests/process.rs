@@ -129,7 +129,7 @@ fn sigkill_at_random_moments_never_loses_a_reported_entry() {
                         terms.len() as u64 + 1,
                         "round {round}: child appended at an unexpected index"
                     );
-                    terms.extend(std::iter::repeat_n(term, (hi - lo + 1) as usize));
+                    terms.resize(hi as usize, term);
                 }
                 ["T", from] => {
                     let from: u64 = from.parse().unwrap();
