@@ -24,6 +24,11 @@
 //! - Directories themselves are created durably by [`FileSystem::create_dir_all`] (a simplification:
 //!   the store's directory exists before it is used).
 //!
+//! Use in the simulator: give each simulated machine its own `MemFs` (a crash affects the whole
+//! disk). A *process* crash that keeps the OS page cache is just dropping the `LogStore` and
+//! reopening (appends not yet handed to the OS are lost); a *power failure* is `crash(seed)` and then
+//! reopening.
+//!
 //! Fault injection for tests: [`MemFs::corrupt`] flips bits in place, [`MemFs::set_len_durable`]
 //! cuts a file, [`MemFs::fail_next`] makes the next writes or syncs fail with an I/O error.
 

@@ -10,7 +10,7 @@
 //!   crash, and only the last segment can have a missing or short header (a crash while creating it).
 //! - Segments are contiguous: each starts right after the previous one's last entry.
 //!
-//! Recovery scan of one segment ([`scan`]): records are decoded one after another from a single
+//! Recovery scan of one segment (`scan`): records are decoded one after another from a single
 //! in-memory copy of the file (one big read, no per-record system call). In the last segment a tail
 //! that cannot be a complete record is a *torn tail*, cut with a warning:
 //! - fewer bytes left than a record header;

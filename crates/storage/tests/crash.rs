@@ -450,3 +450,27 @@ fn reads_span_sealed_segments_file_and_buffer() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn valid_records_with_non_consecutive_indexes_are_refused() {
+    let dir = mem_dir();
+    let fs = MemFs::new();
+    build(&fs, &dir, &LogOptions::default(), 6, 4);
+    let seg = dir.join(&segment_files(fs.list_dir(&dir).unwrap())[0]);
+    let bytes = fs.read_file(&seg).unwrap();
+    let (start, _) = record_spans(&bytes)[2];
+    // Give record 3 the index 4, with a correct header checksum: only the sequence check can see it.
+    let mut header = bytes[start..start + 28].to_vec();
+    header[12..20].copy_from_slice(&4u64.to_le_bytes());
+    let crc = crc32fast::hash(&header[4..28]);
+    header[0..4].copy_from_slice(&crc.to_le_bytes());
+    let mut f = fs.open(&seg).unwrap();
+    storage::FsFile::write_at(&mut f, &header, start as u64).unwrap();
+    match LogStore::open(fs.clone(), &dir, LogOptions::default()) {
+        Err(StorageError::Corrupt { path, offset, reason }) => {
+            assert_eq!((path, offset), (seg, start as u64));
+            assert!(reason.contains("expected a record for index 3, found index 4"), "{reason}");
+        }
+        other => panic!("{:?}", other.map(|x| x.1)),
+    }
+}
