@@ -7,7 +7,9 @@
 //!
 //! Whether the request is then sent again depends on whether that is safe:
 //! - A request that **did not leave** (connecting failed, or writing it failed: a server only
-//!   executes a complete request) is retried whatever it is.
+//!   executes a complete request) is retried whatever it is. Before sending on a connection
+//!   that sat idle, the session checks that the member has not closed it meanwhile (a restarted
+//!   node), and reconnects if so, so that such a request is not lost in a dead socket.
 //! - A request the caller declared **retry-safe** (reads and connection commands) is retried
 //!   after any failure.
 //! - Otherwise (a write that was sent) the session does **not** resend it: the write may or may
@@ -164,6 +166,11 @@ impl Session {
     /// One attempt on the current member.
     fn attempt<A: AsRef<[u8]>>(&mut self, args: &[A], deadline: Instant) -> Result<Frame, Failure> {
         let not_sent = |message: String| Failure { message, sent: false, reply: None };
+        if self.conn.as_ref().is_some_and(Connection::is_closed_by_peer) {
+            // The member closed the idle connection (it restarted, or dropped idle clients):
+            // nothing was sent yet, so reconnecting to it is safe for any request.
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = self.options.connect_timeout.min(left);

@@ -174,32 +174,55 @@ fn gives_up_after_the_failover_budget() {
 // ---------------------------------------------------------------------------------------------
 // Fake members
 
-/// A member that accepts `connections` connections one after the other, reads one complete
-/// request on each and then acts: replies `reply` if given, or closes without a word.
-fn fake_member(connections: usize, reply: Option<Frame>) -> (String, JoinHandle<usize>) {
+/// What a fake member does with each connection after reading one complete request.
+#[derive(Clone)]
+enum Fake {
+    /// Closes the connection without a word (the request's fate is unknown to the client).
+    Vanish,
+    /// Replies, then waits for the client to send more or leave before closing.
+    Reply(Frame),
+    /// Replies and closes the connection at once.
+    ReplyAndClose(Frame),
+}
+
+/// A member that accepts `connections` connections one after the other and treats each as
+/// `behaviour` says. Returns its address, a handle giving the number of requests it read, and a
+/// channel that receives a message each time it has closed a connection.
+fn fake_member(
+    connections: usize,
+    behaviour: Fake,
+) -> (String, JoinHandle<usize>, std::sync::mpsc::Receiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         let mut requests = 0;
         for _ in 0..connections {
             let Ok((mut stream, _)) = listener.accept() else {
                 break;
             };
-            if read_request(&mut stream).is_none() {
-                continue;
-            }
-            requests += 1;
-            if let Some(reply) = &reply {
+            if read_request(&mut stream).is_some() {
+                requests += 1;
                 let mut out = BytesMut::new();
-                encode(reply, &mut out);
-                let _ = std::io::Write::write_all(&mut stream, &out);
-                // Let the client read the reply before the socket goes.
-                let _ = read_request(&mut stream);
+                match &behaviour {
+                    Fake::Vanish => {}
+                    Fake::Reply(reply) => {
+                        encode(reply, &mut out);
+                        let _ = std::io::Write::write_all(&mut stream, &out);
+                        let _ = read_request(&mut stream);
+                    }
+                    Fake::ReplyAndClose(reply) => {
+                        encode(reply, &mut out);
+                        let _ = std::io::Write::write_all(&mut stream, &out);
+                    }
+                }
             }
+            drop(stream);
+            let _ = closed_tx.send(());
         }
         requests
     });
-    (addr, handle)
+    (addr, handle, closed_rx)
 }
 
 fn read_request(stream: &mut TcpStream) -> Option<Frame> {
@@ -342,7 +365,7 @@ fn fails_over_from_a_closed_port_to_the_next_member() {
 #[test]
 fn a_write_whose_reply_is_lost_is_not_resent() {
     let redis = RedisServer::start();
-    let (fake, handle) = fake_member(1, None);
+    let (fake, handle, _) = fake_member(1, Fake::Vanish);
     let members = vec![member("A", &fake), member("B", &redis.addr)];
     let (out, notices, summary) = pipe(members, &options(), "incr counter\nget counter\n");
     let mut lines = out.lines();
@@ -359,7 +382,7 @@ fn a_write_whose_reply_is_lost_is_not_resent() {
 #[test]
 fn a_read_whose_reply_is_lost_is_resent() {
     let redis = RedisServer::start();
-    let (fake, handle) = fake_member(1, None);
+    let (fake, handle, _) = fake_member(1, Fake::Vanish);
     let mut setup =
         crate::resp::client::Connection::connect(&redis.addr, Duration::from_secs(2)).expect("connect");
     assert_eq!(setup.request(&["SET", "r", "v"]).ok(), Some(Frame::ok()));
@@ -375,7 +398,7 @@ fn tryagain_moves_on_and_retries_only_reads() {
     let redis = RedisServer::start();
     let tryagain = Frame::error("TRYAGAIN no leader yet");
     // A read: answered by B after A's TRYAGAIN.
-    let (fake, handle) = fake_member(1, Some(tryagain.clone()));
+    let (fake, handle, _) = fake_member(1, Fake::Reply(tryagain));
     let members = vec![member("A", &fake), member("B", &redis.addr)];
     let (out, notices, summary) = pipe(members, &options(), "get t\n");
     assert_eq!(out, "(nil)\n");
@@ -383,10 +406,29 @@ fn tryagain_moves_on_and_retries_only_reads() {
     assert_eq!(summary, Summary { commands: 1, failed: 0 });
     assert_eq!(handle.join().ok(), Some(1));
     // A write: the server's answer is shown, not resent; the next command goes to B.
-    let (fake, handle) = fake_member(1, Some(Frame::error("CLUSTERDOWN no quorum")));
+    let (fake, handle, _) = fake_member(1, Fake::Reply(Frame::error("CLUSTERDOWN no quorum")));
     let members = vec![member("A", &fake), member("B", &redis.addr)];
     let (out, _, summary) = pipe(members, &options(), "set t 1\nget t\n");
     assert_eq!(out, "(error) CLUSTERDOWN no quorum\n(nil)\n");
     assert_eq!(summary, Summary { commands: 2, failed: 0 });
     assert_eq!(handle.join().ok(), Some(1));
+}
+
+#[test]
+fn a_connection_closed_while_idle_is_reopened_before_a_write() {
+    // The member answers, then closes the connection (as a restarting node would). The next
+    // write must not be written into the dead socket and reported as "outcome unknown": the
+    // session notices the close and reconnects to the same member.
+    let (fake, handle, closed) = fake_member(2, Fake::ReplyAndClose(Frame::ok()));
+    let mut session = Session::new(vec![member("A", &fake)], 0, &options()).expect("session");
+    let mut out = Vec::new();
+    let mut notices = Vec::new();
+    let first = run_script(&mut session, &b"set a 1\n"[..], &mut out, &mut notices);
+    assert_eq!(first.ok(), Some(Summary { commands: 1, failed: 0 }));
+    closed.recv().expect("the member closed the first connection");
+    let second = run_script(&mut session, &b"set b 2\n"[..], &mut out, &mut notices);
+    assert_eq!(second.ok(), Some(Summary { commands: 1, failed: 0 }));
+    assert_eq!(String::from_utf8_lossy(&out), "OK\nOK\n");
+    assert_eq!(String::from_utf8_lossy(&notices), "", "no failover was needed");
+    assert_eq!(handle.join().ok(), Some(2));
 }

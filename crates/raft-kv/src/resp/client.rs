@@ -103,6 +103,29 @@ impl Connection {
         Ok(self.stream.peer_addr()?)
     }
 
+    /// Whether the connection is known to be unusable before anything is sent on it: the server
+    /// closed it (or reset it) while it was idle, or sent bytes nobody asked for. A cheap,
+    /// non-blocking check (one `peek`); `false` does not promise the next request will succeed.
+    ///
+    /// Use it before sending a request that must not be repeated: a request written on a
+    /// connection the server already closed is lost without a trace, and its outcome would look
+    /// unknown although it was never executed.
+    pub fn is_closed_by_peer(&self) -> bool {
+        if !self.read_buf.is_empty() || !self.parser.is_idle() {
+            return true;
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let peeked = self.stream.peek(&mut byte);
+        let restored = self.stream.set_nonblocking(false);
+        match peeked {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => restored.is_err(),
+            _ => true,
+        }
+    }
+
     /// Queues a command (an array of bulk strings) without writing it; see [`Connection::flush`].
     /// Queue several and flush once to pipeline.
     pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
@@ -148,5 +171,55 @@ impl Connection {
     pub fn request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
         self.send(args)?;
         self.receive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn request_reply_and_peer_close_detection() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || -> io::Result<Vec<u8>> {
+            let (mut stream, _) = listener.accept()?;
+            let mut request = vec![0u8; 27];
+            stream.read_exact(&mut request)?;
+            // Two replies in one write, the second split from the first mid-frame below.
+            stream.write_all(b"+OK\r\n*2\r\n$1\r\na\r\n$-1\r\n")?;
+            drop(stream);
+            let _ = closed_tx.send(());
+            Ok(request)
+        });
+        let mut conn = Connection::connect(&addr, Duration::from_secs(2)).expect("connect");
+        conn.set_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        assert!(!conn.is_closed_by_peer());
+        conn.queue(&["SET", "k", "v"]);
+        conn.flush().expect("flush");
+        let request = server.join().ok().and_then(Result::ok);
+        assert_eq!(request.as_deref(), Some(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"[..]));
+        assert_eq!(conn.receive().ok(), Some(Frame::ok()));
+        // The second reply is already buffered: unsolicited bytes make the connection unusable.
+        closed_rx.recv().expect("closed");
+        assert!(conn.is_closed_by_peer());
+        assert_eq!(conn.receive().ok(), Some(Frame::Array(vec![Frame::bulk_from_slice(b"a"), Frame::Null])));
+        // Now idle, and the server is gone.
+        assert!(conn.is_closed_by_peer());
+        assert!(matches!(conn.receive(), Err(ClientError::Closed)));
+    }
+
+    #[test]
+    fn connect_errors_are_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        assert!(matches!(Connection::connect(&addr, Duration::from_secs(1)), Err(ClientError::Io(_))));
+        assert!(matches!(
+            Connection::connect("no-port-here", Duration::from_secs(1)),
+            Err(ClientError::Resolve { .. })
+        ));
     }
 }
