@@ -80,6 +80,8 @@ pub struct Node {
     pub(crate) election_timeout: u32,
     /// Ticks since the leader's last heartbeat.
     pub(crate) heartbeat_elapsed: u32,
+    /// Ticks since this node started (a clock for retransmission).
+    pub(crate) ticks: u64,
     /// Votes received in the current (pre-)campaign: voter -> granted.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     /// Leader only: replication progress of each peer.
@@ -133,6 +135,7 @@ impl Node {
             election_elapsed: 0,
             election_timeout: config.election_ticks,
             heartbeat_elapsed: 0,
+            ticks: 0,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             commit_dirty: false,
@@ -233,6 +236,7 @@ impl Node {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.reads.tick_forwarded(&mut self.read_states, 2 * self.config.election_ticks);
         if self.role == Role::Leader {
             self.tick_leader();
@@ -245,6 +249,10 @@ impl Node {
     }
 
     fn tick_leader(&mut self) {
+        let timeout = u64::from(self.config.election_ticks);
+        for pr in self.progress.values_mut() {
+            pr.retransmit_if_stale(self.ticks, timeout);
+        }
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.config.election_ticks {
@@ -391,7 +399,9 @@ impl Node {
             || self.log.has_unstable()
             || self.log.has_committed()
             || self.hard_state() != self.stored_hard_state
-            || (self.role == Role::Leader && (self.commit_dirty || self.reads.has_unassigned()))
+            || (self.role == Role::Leader
+                && (self.commit_dirty
+                    || (self.reads.has_unassigned() && self.log.term(self.log.commit()) == Some(self.term))))
     }
 
     /// Drops log entries up to `index` from memory after the state machine's snapshot covers them.

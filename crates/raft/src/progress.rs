@@ -6,7 +6,10 @@
 //! - In [`ProgressState::Probe`] at most one AppendEntries is outstanding (`probe_sent`), so a lost or
 //!   rejected probe never triggers a cascade; in [`ProgressState::Replicate`] up to
 //!   `max_inflight_messages` are outstanding (pipelining) and `next_index` runs ahead optimistically.
-//! - `inflight` holds the last index of each outstanding AppendEntries, increasing.
+//! - `inflight` holds the last index and send time (tick) of each outstanding AppendEntries, by
+//!   increasing index. A message unanswered for too long is presumed lost: the leader falls back to
+//!   probing from `match_index + 1` (see [`Progress::retransmit_if_stale`]), so lost messages never
+//!   stall a follower, even when no new entries arrive.
 
 use std::collections::VecDeque;
 
@@ -32,8 +35,8 @@ pub struct Progress {
     pub state: ProgressState,
     /// In Probe state: a probe is outstanding; cleared by any response or heartbeat response.
     pub probe_sent: bool,
-    /// Last indexes of outstanding AppendEntries (Replicate state).
-    pub inflight: VecDeque<Index>,
+    /// Last index and send tick of each outstanding AppendEntries (Replicate state).
+    pub inflight: VecDeque<(Index, u64)>,
     /// The follower answered something in this term since the last CheckQuorum.
     pub recent_active: bool,
     /// The highest heartbeat read round the follower has answered.
@@ -62,21 +65,36 @@ impl Progress {
         }
     }
 
-    /// Records that an AppendEntries ending at `last` was sent.
-    pub fn sent(&mut self, last: Index) {
+    /// Records that an AppendEntries ending at `last` was sent at tick `now`.
+    pub fn sent(&mut self, last: Index, now: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last + 1;
-                self.inflight.push_back(last);
+                self.inflight.push_back((last, now));
             }
+        }
+    }
+
+    /// If the oldest outstanding AppendEntries was sent `timeout` ticks ago or more, presumes it lost
+    /// and falls back to probing from `match_index + 1`. Returns true if it did.
+    pub fn retransmit_if_stale(&mut self, now: u64, timeout: u64) -> bool {
+        match self.inflight.front() {
+            Some(&(_, sent)) if self.state == ProgressState::Replicate && now >= sent + timeout => {
+                self.state = ProgressState::Probe;
+                self.inflight.clear();
+                self.probe_sent = false;
+                self.next_index = self.match_index + 1;
+                true
+            }
+            _ => false,
         }
     }
 
     /// The follower holds everything up to `index`; returns true if that is news.
     pub fn acknowledge(&mut self, index: Index) -> bool {
         self.probe_sent = false;
-        while self.inflight.front().is_some_and(|&i| i <= index) {
+        while self.inflight.front().is_some_and(|&(i, _)| i <= index) {
             self.inflight.pop_front();
         }
         if index <= self.match_index {

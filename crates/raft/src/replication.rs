@@ -169,8 +169,9 @@ impl Node {
             return false;
         }
         let last = prev_index + entries.len() as u64;
+        let now = self.ticks;
         if let Some(pr) = self.progress.get_mut(&peer) {
-            pr.sent(last);
+            pr.sent(last, now);
         }
         let leader_commit = self.log.commit();
         self.send(

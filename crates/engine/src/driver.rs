@@ -1,0 +1,504 @@
+//! The driver: one replica = a Raft [`Node`] + its durable [`LogStore`] + the [`KvStore`] state
+//! machine, executed strictly in the order the core demands (see [`raft::ready`]):
+//! persist (one sync per batch) -> send -> apply -> answer.
+//!
+//! The driver is synchronous and deterministic: no threads, no clock, no sockets. The server runs it
+//! on a thread of its own and feeds it requests, peer messages and ticks; the simulator runs several
+//! of them over a virtual network and an in-memory disk. Either way the same code executes.
+//!
+//! Requests:
+//! - A write is wrapped in a [`Proposal`] with this incarnation's session id and a fresh sequence
+//!   number, then proposed (on the leader) or forwarded to the leader (on a follower). It is answered
+//!   when *this* node applies an entry carrying its (session, seq): every node applies every entry, so
+//!   no answer message is needed. A write whose fate is unclear (leader change, lost forward) is simply
+//!   routed again with the same (session, seq); the state machine's sessions make the retry apply at
+//!   most once (thesis §6.3).
+//! - A read asks the core for a read index (ReadIndex, thesis §6.4; followers ask the leader) and is
+//!   served from the local state machine once it has applied that index.
+//! - A request not answered within `request_timeout_ticks` fails: with [`RequestError::NoLeader`] if a
+//!   write was never handed to any leader (it certainly did not happen), with
+//!   [`RequestError::Timeout`] otherwise (a write may or may not have happened).
+//!
+//! Sessions and `ack_below` (what the state machine may forget):
+//! - Until the state machine has applied one proposal of this session, `ack_below` stays at
+//!   [`kv::FIRST_SEQ`], so the session is created by whichever proposal arrives first.
+//! - Afterwards `ack_below` is the lowest sequence number that is still unanswered or *in limbo*:
+//!   a write that timed out after being routed may still be in some leader's log, so its number is
+//!   kept (for `limbo_ticks`) until it is seen applied; a retry of it is then recognised as a duplicate.
+//! - If the state machine ever refuses a proposal because the session was evicted
+//!   ([`kv::SESSION_EXPIRED_ERR`], possible only after thousands of other sessions), the driver starts
+//!   a new session and re-proposes its unanswered writes under it.
+//!
+//! Invariants:
+//! - Nothing leaves the node (message, answer) before the state it depends on is durable.
+//! - Every request gets exactly one answer.
+//! - `ack_below` sent in proposals never exceeds the lowest unanswered or in-limbo sequence number.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use bytes::Bytes;
+use raft::{Index, Message, Node, NodeId, ReadError, ReadState, Role};
+use storage::{FileSystem, LogOptions, LogStore, StorageError};
+
+use crate::kv::{self, Command, KvError, KvStore, Proposal, Query, Reply};
+
+/// A caller's id for a request, echoed in its answer.
+pub type RequestId = u64;
+
+/// Messages between drivers: Raft's own, and writes forwarded to the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// A Raft message.
+    Raft(Message),
+    /// Encoded [`Proposal`]s for the leader to propose.
+    Forward {
+        /// The forwarding node.
+        from: NodeId,
+        /// The destination (the leader as the sender knows it).
+        to: NodeId,
+        /// Encoded proposals.
+        proposals: Vec<Bytes>,
+    },
+}
+
+impl PeerMessage {
+    /// The destination node.
+    pub fn to(&self) -> NodeId {
+        match self {
+            PeerMessage::Raft(m) => m.to,
+            PeerMessage::Forward { to, .. } => *to,
+        }
+    }
+
+    /// The sending node.
+    pub fn from(&self) -> NodeId {
+        match self {
+            PeerMessage::Raft(m) => m.from,
+            PeerMessage::Forward { from, .. } => *from,
+        }
+    }
+}
+
+/// A client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A replicated write.
+    Write(Command),
+    /// A linearizable read.
+    Read(Query),
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No leader could take the request; it was not executed.
+    #[error("no leader is available; the request was not executed")]
+    NoLeader,
+    /// The request was not answered in time; a write may or may not have been executed.
+    #[error("timed out; a write may or may not have been executed")]
+    Timeout,
+}
+
+/// The answer to a request.
+pub type Response = Result<Reply, RequestError>;
+
+/// A failure that stops the node: its durability or its state machine can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A committed entry could not be applied.
+    #[error("applying entry {index}: {source}")]
+    Apply {
+        /// The entry's index.
+        index: Index,
+        /// What went wrong.
+        source: KvError,
+    },
+    /// The durable state is unusable.
+    #[error("bad durable state: {0}")]
+    Recovery(String),
+}
+
+/// Driver settings (times in ticks).
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// The Raft configuration.
+    pub raft: raft::Config,
+    /// The session id of this incarnation (random and unique per process start; never 0).
+    pub session: u64,
+    /// A request unanswered after this many ticks fails.
+    pub request_timeout_ticks: u64,
+    /// A forwarded write unanswered after this many ticks is forwarded again.
+    pub forward_retry_ticks: u64,
+    /// How long the sequence number of a timed-out write is remembered (see the module docs).
+    pub limbo_ticks: u64,
+    /// Storage options.
+    pub log: LogOptions,
+}
+
+/// A write waiting for its entry to be applied.
+#[derive(Debug)]
+struct PendingWrite {
+    /// The caller's request id.
+    request: RequestId,
+    /// The encoded proposal (re-sent as is on retry).
+    data: Bytes,
+    /// Tick at which it was submitted.
+    submitted: u64,
+    /// Tick at which it was last proposed or forwarded (None: never handed to a leader).
+    routed: Option<u64>,
+}
+
+/// A read waiting for its read index or for the state machine to catch up with it.
+#[derive(Debug)]
+struct PendingRead {
+    /// The caller's request id.
+    request: RequestId,
+    /// The query.
+    query: Query,
+    /// Tick at which it was submitted.
+    submitted: u64,
+    /// Set once the read index is known.
+    index: Option<Index>,
+}
+
+/// One replica. See the module docs.
+pub struct Driver<F: FileSystem> {
+    /// Settings.
+    config: DriverConfig,
+    /// The consensus core.
+    node: Node,
+    /// The durable log.
+    store: LogStore<F>,
+    /// The state machine.
+    kv: KvStore,
+    /// Logical time (ticks since start).
+    now: u64,
+    /// The current session id.
+    session: u64,
+    /// True once the state machine has applied a proposal of `session` (it knows the session).
+    session_known: bool,
+    /// Next proposal sequence number of this session.
+    next_seq: u64,
+    /// Sequence numbers of timed-out writes that may still apply -> tick when they are forgotten.
+    limbo: BTreeMap<u64, u64>,
+    /// Unanswered writes by sequence number.
+    writes: BTreeMap<u64, PendingWrite>,
+    /// Unanswered reads by read id.
+    reads: BTreeMap<u64, PendingRead>,
+    /// Reads whose index is known but not yet applied: (index, read id).
+    reads_by_index: BTreeSet<(Index, u64)>,
+    /// Reads to ask the core again for (their previous attempt failed).
+    reads_to_retry: Vec<u64>,
+    /// Next read id.
+    next_read: u64,
+    /// Writes to route at the end of this round (sequence numbers).
+    to_route: BTreeSet<u64>,
+    /// The leader as of the last round (to notice changes).
+    last_leader: Option<NodeId>,
+    /// Messages to send.
+    outbox: Vec<PeerMessage>,
+    /// Answers to deliver.
+    answers: Vec<(RequestId, Response)>,
+}
+
+impl<F: FileSystem> Driver<F> {
+    /// Opens the replica's storage in `dir` and recovers its state.
+    pub fn open(fs: F, dir: &Path, config: DriverConfig) -> Result<Self, FatalError> {
+        let (store, recovered) = LogStore::open(fs, dir, config.log.clone())?;
+        if recovered.first_index != 1 {
+            return Err(FatalError::Recovery(format!(
+                "the log starts at index {} but no snapshot covers the entries before it",
+                recovered.first_index
+            )));
+        }
+        let node = Node::new(config.raft.clone(), recovered.hard_state, 0, 0, recovered.entries, 0)
+            .map_err(FatalError::Recovery)?;
+        Ok(Driver {
+            node,
+            store,
+            kv: KvStore::new(),
+            now: 0,
+            session: config.session,
+            session_known: false,
+            next_seq: kv::FIRST_SEQ,
+            limbo: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_by_index: BTreeSet::new(),
+            reads_to_retry: Vec::new(),
+            next_read: 1,
+            to_route: BTreeSet::new(),
+            last_leader: None,
+            outbox: Vec::new(),
+            answers: Vec::new(),
+            config,
+        })
+    }
+
+    /// The consensus core (read-only: for status and checks).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The state machine (read-only).
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// The durable log (read-only).
+    pub fn store(&self) -> &LogStore<F> {
+        &self.store
+    }
+
+    /// Number of requests not yet answered.
+    pub fn pending(&self) -> usize {
+        self.writes.len() + self.reads.len()
+    }
+
+    /// Submits a client request; its answer comes out of [`Driver::take_answers`].
+    pub fn submit(&mut self, request: RequestId, req: Request) {
+        match req {
+            Request::Write(command) => {
+                if let Err(e) = command.validate() {
+                    self.answers.push((request, Ok(Reply::Error(e))));
+                    return;
+                }
+                let submitted = self.now;
+                self.enqueue_write(request, command, submitted);
+            }
+            Request::Read(query) => {
+                let id = self.next_read;
+                self.next_read += 1;
+                self.reads.insert(id, PendingRead { request, query, submitted: self.now, index: None });
+                self.node.read(id);
+            }
+        }
+    }
+
+    /// Wraps `command` in a proposal of the current session and queues it for routing.
+    fn enqueue_write(&mut self, request: RequestId, command: Command, submitted: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let ack_below = if self.session_known {
+            let pending = self.writes.keys().next().copied().unwrap_or(seq);
+            let limbo = self.limbo.keys().next().copied().unwrap_or(seq);
+            pending.min(limbo).min(seq)
+        } else {
+            kv::FIRST_SEQ
+        };
+        let data = kv::encode_proposal(&Proposal { session: self.session, seq, ack_below, command });
+        self.writes.insert(seq, PendingWrite { request, data, submitted, routed: None });
+        self.to_route.insert(seq);
+    }
+
+    /// Starts a new session (the old one was evicted by the state machine) and re-proposes every
+    /// unanswered write under it.
+    fn rotate_session(&mut self) {
+        let mut rng = raft::Rng::new(self.session);
+        self.session = rng.next_u64().max(1);
+        self.session_known = false;
+        self.next_seq = kv::FIRST_SEQ;
+        self.limbo.clear();
+        self.to_route.clear();
+        for (_, w) in std::mem::take(&mut self.writes) {
+            match kv::decode_proposal(&w.data) {
+                Ok(p) => self.enqueue_write(w.request, p.command, w.submitted),
+                Err(_) => self.answers.push((w.request, Err(RequestError::NoLeader))),
+            }
+        }
+    }
+
+    /// Handles a message from a peer.
+    pub fn receive(&mut self, msg: PeerMessage) {
+        match msg {
+            PeerMessage::Raft(m) => self.node.step(m),
+            PeerMessage::Forward { proposals, .. } => {
+                if self.node.role() == Role::Leader {
+                    for data in proposals {
+                        // Cannot fail on the leader; a refusal would only mean the origin retries.
+                        let _ = self.node.propose(data);
+                    }
+                }
+                // Not the leader (any more): drop; the origin retries with the same (session, seq).
+            }
+        }
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.node.tick();
+        let now = self.now;
+        let timeout = self.config.request_timeout_ticks;
+        // Writes: time out, or route again when a forward went unanswered.
+        let mut expired = Vec::new();
+        for (&seq, w) in &self.writes {
+            if now - w.submitted >= timeout {
+                expired.push(seq);
+            } else if w.routed.is_none_or(|t| now - t >= self.config.forward_retry_ticks) {
+                self.to_route.insert(seq);
+            }
+        }
+        for seq in expired {
+            if let Some(w) = self.writes.remove(&seq) {
+                self.to_route.remove(&seq);
+                let err = if w.routed.is_some() {
+                    self.limbo.insert(seq, now + self.config.limbo_ticks);
+                    RequestError::Timeout
+                } else {
+                    RequestError::NoLeader
+                };
+                self.answers.push((w.request, Err(err)));
+            }
+        }
+        self.limbo.retain(|_, forget_at| *forget_at > now);
+        // Reads: time out, or retry those whose round failed.
+        let expired: Vec<u64> =
+            self.reads.iter().filter(|(_, r)| now - r.submitted >= timeout).map(|(&id, _)| id).collect();
+        for id in expired {
+            if let Some(r) = self.reads.remove(&id) {
+                if let Some(index) = r.index {
+                    self.reads_by_index.remove(&(index, id));
+                }
+                let err = if r.index.is_some() { RequestError::Timeout } else { RequestError::NoLeader };
+                self.answers.push((r.request, Err(err)));
+            }
+        }
+        for id in std::mem::take(&mut self.reads_to_retry) {
+            if self.reads.contains_key(&id) {
+                self.node.read(id);
+            }
+        }
+    }
+
+    /// Executes all work the core has produced, in the required order. An error means the node must
+    /// stop: its storage or state machine can no longer be trusted.
+    pub fn process(&mut self) -> Result<(), FatalError> {
+        loop {
+            self.route_writes();
+            if !self.node.has_ready() {
+                break;
+            }
+            let rd = self.node.ready();
+            // 1. Persist, with one sync for the whole batch.
+            if let Some(hs) = rd.hard_state {
+                self.store.set_hard_state(hs)?;
+            }
+            if let Some(from) = rd.truncate_from {
+                self.store.truncate_suffix(from)?;
+            }
+            if !rd.entries.is_empty() {
+                self.store.append(&rd.entries)?;
+            }
+            if rd.truncate_from.is_some() || !rd.entries.is_empty() {
+                self.store.sync()?;
+            }
+            // 2. Send.
+            self.outbox.extend(rd.messages.into_iter().map(PeerMessage::Raft));
+            // 3. Apply.
+            for entry in &rd.committed {
+                self.apply(entry.index, &entry.data)?;
+            }
+            // 4. Reads.
+            for rs in rd.reads {
+                self.read_state(rs);
+            }
+            self.serve_reads();
+        }
+        Ok(())
+    }
+
+    /// Takes the messages to send.
+    pub fn take_messages(&mut self) -> Vec<PeerMessage> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Takes the answers to deliver.
+    pub fn take_answers(&mut self) -> Vec<(RequestId, Response)> {
+        std::mem::take(&mut self.answers)
+    }
+
+    /// Proposes (leader) or forwards (follower) the writes waiting to be routed; on a leader change,
+    /// every unanswered write is routed again (sessions make the duplicates harmless).
+    fn route_writes(&mut self) {
+        let leader = self.node.leader();
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            if leader.is_some() {
+                self.to_route.extend(self.writes.keys().copied());
+            }
+        }
+        let Some(leader) = leader else { return };
+        if self.to_route.is_empty() {
+            return;
+        }
+        let mut forwards = Vec::new();
+        for seq in std::mem::take(&mut self.to_route) {
+            let Some(w) = self.writes.get_mut(&seq) else { continue };
+            if leader == self.node.id() {
+                if self.node.propose(w.data.clone()).is_err() {
+                    continue;
+                }
+            } else {
+                forwards.push(w.data.clone());
+            }
+            w.routed = Some(self.now);
+        }
+        if !forwards.is_empty() {
+            self.outbox.push(PeerMessage::Forward { from: self.node.id(), to: leader, proposals: forwards });
+        }
+    }
+
+    fn apply(&mut self, index: Index, data: &[u8]) -> Result<(), FatalError> {
+        let applied = self.kv.apply(index, data).map_err(|source| FatalError::Apply { index, source })?;
+        let Some(a) = applied else { return Ok(()) };
+        if a.session != self.session {
+            return Ok(());
+        }
+        if a.duplicate && a.reply == Reply::Error(kv::SESSION_EXPIRED_ERR.to_owned()) {
+            if self.writes.contains_key(&a.seq) {
+                self.rotate_session();
+            }
+            return Ok(());
+        }
+        self.session_known = true;
+        self.limbo.remove(&a.seq);
+        if let Some(w) = self.writes.remove(&a.seq) {
+            self.to_route.remove(&a.seq);
+            self.answers.push((w.request, Ok(a.reply)));
+        }
+        Ok(())
+    }
+
+    fn read_state(&mut self, rs: ReadState) {
+        let Some(r) = self.reads.get_mut(&rs.id) else { return };
+        match rs.result {
+            Ok(index) => {
+                r.index = Some(index);
+                self.reads_by_index.insert((index, rs.id));
+            }
+            Err(ReadError::NoLeader | ReadError::LeadershipChanged | ReadError::TimedOut) => {
+                self.reads_to_retry.push(rs.id);
+            }
+        }
+    }
+
+    /// Answers every read whose index the state machine has reached.
+    fn serve_reads(&mut self) {
+        let applied = self.kv.applied_index();
+        while let Some(&(index, id)) = self.reads_by_index.first() {
+            if index > applied {
+                break;
+            }
+            self.reads_by_index.pop_first();
+            if let Some(r) = self.reads.remove(&id) {
+                let reply = self.kv.query(&r.query);
+                self.answers.push((r.request, Ok(reply)));
+            }
+        }
+    }
+}
