@@ -14,9 +14,14 @@
 //!   reads, writes, or concerns only the connection.
 //!
 //! Deliberate differences from Redis: keys never expire, so `SET` refuses `EX`, `PX`, `EXAT`,
-//! `PXAT` and `KEEPTTL` with an explicit error; only RESP2 is spoken, so `HELLO 3` answers
-//! `NOPROTO`; there is one database, so `SELECT` accepts only 0. Names starting with `RAFT.` are
+//! `PXAT` and `KEEPTTL` with an explicit error; there is one database, so `SELECT` accepts only
+//! 0. Names starting with `RAFT.` are
 //! reserved for administrative commands ([`Request::Admin`]).
+//!
+//! `HELLO 3` parses (as [`Hello::protocol`] = RESP3): recent client libraries (redis-py 8 for
+//! one) ask for RESP3 by default and give up on `NOPROTO`. The server then either switches the
+//! connection's replies to RESP3 ([`crate::resp::encode_as`]) or refuses with
+//! [`CommandError::Resp3NotSupported`].
 
 mod reply;
 mod spec;
@@ -24,7 +29,7 @@ mod spec;
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::resp::{parse_i64, Frame};
+use crate::resp::{parse_i64, Frame, Protocol};
 
 pub use reply::{
     client_info_reply, command_reply, config_get_reply, glob_match, hello_reply, help_reply,
@@ -75,7 +80,7 @@ pub enum Request {
     DbSize,
     /// `QUIT`: reply `OK`, then close the connection.
     Quit,
-    /// `HELLO [2 [AUTH user pass] [SETNAME name]]` (protocol 2 only; see [`hello_reply`]).
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`; see [`hello_reply`].
     Hello(Hello),
     /// `CLIENT ...`.
     Client(ClientRequest),
@@ -123,9 +128,12 @@ pub enum SetCondition {
     IfPresent,
 }
 
-/// The options of `HELLO` (the protocol version was checked: absent or 2).
+/// The options of `HELLO`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hello {
+    /// The protocol asked for (`None`: keep the current one). Versions other than 2 and 3 were
+    /// refused at parse time.
+    pub protocol: Option<Protocol>,
     /// `AUTH username password`.
     pub auth: Option<(Bytes, Bytes)>,
     /// `SETNAME name` (already validated like `CLIENT SETNAME`).
@@ -231,7 +239,7 @@ pub enum CommandError {
     /// `HELLO x` where x is not an integer.
     #[error("ERR Protocol version is not an integer or out of range")]
     ProtocolVersionNotInteger,
-    /// `HELLO 3`: RESP3 is not spoken.
+    /// `HELLO 3` refused: never produced by the parser; for a server that does not speak RESP3.
     #[error("NOPROTO sorry, this protocol version is not supported")]
     Resp3NotSupported,
     /// `HELLO n` for n other than 2 and 3.
@@ -452,12 +460,12 @@ fn parse_hello(mut a: Args) -> Result<Hello, CommandError> {
     let Some(version) = a.next_opt() else {
         return Ok(hello);
     };
-    match parse_i64(&version) {
+    hello.protocol = Some(match parse_i64(&version) {
         None => return Err(CommandError::ProtocolVersionNotInteger),
-        Some(2) => {}
-        Some(3) => return Err(CommandError::Resp3NotSupported),
+        Some(2) => Protocol::Resp2,
+        Some(3) => Protocol::Resp3,
         Some(_) => return Err(CommandError::UnsupportedProtocolVersion),
-    }
+    });
     while let Some(opt) = a.next_opt() {
         let more = a.len();
         if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::spec::{lookup, CommandSpec, COMMANDS};
 use super::{CommandRequest, Container};
-use crate::resp::Frame;
+use crate::resp::{Frame, Protocol};
 
 fn bulk_str(s: &str) -> Frame {
     Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
@@ -16,26 +16,20 @@ fn static_bulk(s: &'static str) -> Frame {
     Frame::Bulk(Bytes::from_static(s.as_bytes()))
 }
 
-/// The reply to `HELLO` / `HELLO 2`: Redis's map as a flat array (`server`, `version`, `proto`,
-/// `id`, `mode`, `role`, `modules`). `server` is `raft-kv`; `version` is the Redis version whose
-/// behaviour this server follows (client libraries parse it to enable features). `role` is
-/// Redis's word for the node's role: `master` for the Raft leader, `replica` otherwise.
-pub fn hello_reply(client_id: i64, role: &str) -> Frame {
-    Frame::Array(vec![
-        static_bulk("server"),
-        static_bulk("raft-kv"),
-        static_bulk("version"),
-        static_bulk("7.0.0"),
-        static_bulk("proto"),
-        Frame::Integer(2),
-        static_bulk("id"),
-        Frame::Integer(client_id),
-        static_bulk("mode"),
-        static_bulk("standalone"),
-        static_bulk("role"),
-        bulk_str(role),
-        static_bulk("modules"),
-        Frame::Array(Vec::new()),
+/// The reply to `HELLO`: Redis's map (`server`, `version`, `proto`, `id`, `mode`, `role`,
+/// `modules`; a flat array in RESP2). `protocol` is the connection's protocol after the
+/// `HELLO`. `server` is `raft-kv`; `version` is the Redis version whose behaviour this server
+/// follows (client libraries parse it to enable features). `role` is Redis's word for the
+/// node's role: `master` for the Raft leader, `replica` otherwise.
+pub fn hello_reply(client_id: i64, role: &str, protocol: Protocol) -> Frame {
+    Frame::Map(vec![
+        (static_bulk("server"), static_bulk("raft-kv")),
+        (static_bulk("version"), static_bulk("7.0.0")),
+        (static_bulk("proto"), Frame::Integer(protocol.version())),
+        (static_bulk("id"), Frame::Integer(client_id)),
+        (static_bulk("mode"), static_bulk("standalone")),
+        (static_bulk("role"), bulk_str(role)),
+        (static_bulk("modules"), Frame::Array(Vec::new())),
     ])
 }
 
@@ -65,7 +59,7 @@ pub fn command_reply(request: &CommandRequest) -> Frame {
     match request {
         CommandRequest::All => Frame::Array(COMMANDS.iter().map(describe).collect()),
         CommandRequest::Count => Frame::Integer(COMMANDS.len() as i64),
-        CommandRequest::Docs(_) => Frame::Array(Vec::new()),
+        CommandRequest::Docs(_) => Frame::Map(Vec::new()),
         CommandRequest::Info(names) if names.is_empty() => command_reply(&CommandRequest::All),
         CommandRequest::Info(names) => {
             Frame::Array(names.iter().map(|n| lookup(n).map_or(Frame::Null, describe)).collect())
@@ -86,17 +80,16 @@ pub static CONFIG_PARAMETERS: &[(&str, &str)] = &[
     ("save", ""),
 ];
 
-/// The reply to `CONFIG GET pattern...`: a flat array of name/value pairs of the parameters
+/// The reply to `CONFIG GET pattern...`: a map (a flat array in RESP2) of the parameters
 /// matching any pattern (glob, case-insensitive), each once.
 pub fn config_get_reply(patterns: &[Bytes]) -> Frame {
     let mut out = Vec::new();
     for (name, value) in CONFIG_PARAMETERS {
         if patterns.iter().any(|p| glob_match(p, name.as_bytes(), true)) {
-            out.push(static_bulk(name));
-            out.push(static_bulk(value));
+            out.push((static_bulk(name), static_bulk(value)));
         }
     }
-    Frame::Array(out)
+    Frame::Map(out)
 }
 
 /// The reply to `CLIENT HELP`, `COMMAND HELP`, `CONFIG HELP`.

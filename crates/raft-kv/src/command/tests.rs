@@ -51,10 +51,15 @@ fn parses_every_command() {
         ("quit", Request::Quit),
         ("quit now", Request::Quit),
         ("hello", Request::Hello(Hello::default())),
-        ("hello 2", Request::Hello(Hello::default())),
+        ("hello 2", Request::Hello(Hello { protocol: Some(Protocol::Resp2), ..Hello::default() })),
+        ("hello 3", Request::Hello(Hello { protocol: Some(Protocol::Resp3), ..Hello::default() })),
         (
-            "hello 2 AUTH u p setname me",
-            Request::Hello(Hello { auth: Some((b("u"), b("p"))), setname: Some(b("me")) }),
+            "hello 3 AUTH u p setname me",
+            Request::Hello(Hello {
+                protocol: Some(Protocol::Resp3),
+                auth: Some((b("u"), b("p"))),
+                setname: Some(b("me")),
+            }),
         ),
         ("client setname me", Request::Client(ClientRequest::SetName(b("me")))),
         ("client setname ''", Request::Client(ClientRequest::SetName(b("")))),
@@ -147,7 +152,6 @@ fn errors_use_redis_wording() {
         ),
         ("hello 2 setname 'a b'", "ERR Client names cannot contain spaces, newlines or special characters."),
         ("hello x", "ERR Protocol version is not an integer or out of range"),
-        ("hello 3", "NOPROTO sorry, this protocol version is not supported"),
         ("hello 4", "NOPROTO unsupported protocol version"),
         ("hello 1", "NOPROTO unsupported protocol version"),
         ("hello 2 foo", "ERR Syntax error in HELLO option 'foo'"),
@@ -263,25 +267,30 @@ fn every_table_entry_parses_with_minimal_arity() {
 
 #[test]
 fn hello_reply_shape() {
-    let reply = hello_reply(7, "master");
-    let Frame::Array(items) = reply else {
-        panic!("not an array");
-    };
-    let keys: Vec<_> = items.iter().step_by(2).cloned().collect();
-    let expected: Vec<Frame> = ["server", "version", "proto", "id", "mode", "role", "modules"]
-        .iter()
-        .map(|k| Frame::bulk(b(k)))
-        .collect();
-    assert_eq!(keys, expected);
-    assert_eq!(items[5], Frame::Integer(2));
-    assert_eq!(items[7], Frame::Integer(7));
-    assert_eq!(items[11], Frame::bulk(b("master")));
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        let Frame::Map(pairs) = hello_reply(7, "master", protocol) else {
+            panic!("not a map");
+        };
+        let keys: Vec<_> = pairs.iter().map(|(k, _)| k.clone()).collect();
+        let expected: Vec<Frame> = ["server", "version", "proto", "id", "mode", "role", "modules"]
+            .iter()
+            .map(|k| Frame::bulk(b(k)))
+            .collect();
+        assert_eq!(keys, expected);
+        assert_eq!(pairs[2].1, Frame::Integer(protocol.version()));
+        assert_eq!(pairs[3].1, Frame::Integer(7));
+        assert_eq!(pairs[5].1, Frame::bulk(b("master")));
+    }
+    assert_eq!(
+        CommandError::Resp3NotSupported.to_frame(),
+        Frame::error("NOPROTO sorry, this protocol version is not supported")
+    );
 }
 
 #[test]
 fn command_replies() {
     assert_eq!(command_reply(&CommandRequest::Count), Frame::Integer(COMMANDS.len() as i64));
-    assert_eq!(command_reply(&CommandRequest::Docs(vec![])), Frame::Array(vec![]));
+    assert_eq!(command_reply(&CommandRequest::Docs(vec![])), Frame::Map(vec![]));
     let Frame::Array(all) = command_reply(&CommandRequest::All) else {
         panic!("COMMAND must be an array");
     };
@@ -314,18 +323,16 @@ fn command_replies() {
 fn config_get_matches_globs() {
     assert_eq!(
         config_get_reply(&[b("save"), b("appendonly")]),
-        Frame::Array(vec![
-            Frame::bulk(b("appendonly")),
-            Frame::bulk(b("yes")),
-            Frame::bulk(b("save")),
-            Frame::bulk(b("")),
+        Frame::Map(vec![
+            (Frame::bulk(b("appendonly")), Frame::bulk(b("yes"))),
+            (Frame::bulk(b("save")), Frame::bulk(b(""))),
         ])
     );
-    assert_eq!(config_get_reply(&[b("nothing")]), Frame::Array(vec![]));
-    let Frame::Array(all) = config_get_reply(&[b("*"), b("SAVE")]) else {
-        panic!("array");
+    assert_eq!(config_get_reply(&[b("nothing")]), Frame::Map(vec![]));
+    let Frame::Map(all) = config_get_reply(&[b("*"), b("SAVE")]) else {
+        panic!("map");
     };
-    assert_eq!(all.len(), CONFIG_PARAMETERS.len() * 2, "each parameter once");
+    assert_eq!(all.len(), CONFIG_PARAMETERS.len(), "each parameter once");
 }
 
 #[test]

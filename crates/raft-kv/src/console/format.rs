@@ -34,18 +34,27 @@ fn format_into(frame: &Frame, prefix: &str, out: &mut String) {
             out.push('\n');
         }
         Frame::Null | Frame::NullArray => out.push_str("(nil)\n"),
-        Frame::Array(items) if items.is_empty() => out.push_str("(empty array)\n"),
-        Frame::Array(items) => {
-            let width = items.len().to_string().len();
-            let nested = format!("{prefix}{}", " ".repeat(width + 2));
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(prefix);
-                }
-                out.push_str(&format!("{:>width$}) ", i + 1));
-                format_into(item, &nested, out);
-            }
+        Frame::Array(items) => format_list(&items.iter().collect::<Vec<_>>(), prefix, out),
+        // Shown as RESP2 shows it: keys and values alternately.
+        Frame::Map(pairs) => {
+            format_list(&pairs.iter().flat_map(|(k, v)| [k, v]).collect::<Vec<_>>(), prefix, out)
         }
+    }
+}
+
+fn format_list(items: &[&Frame], prefix: &str, out: &mut String) {
+    if items.is_empty() {
+        out.push_str("(empty array)\n");
+        return;
+    }
+    let width = items.len().to_string().len();
+    let nested = format!("{prefix}{}", " ".repeat(width + 2));
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(prefix);
+        }
+        out.push_str(&format!("{:>width$}) ", i + 1));
+        format_into(item, &nested, out);
     }
 }
 

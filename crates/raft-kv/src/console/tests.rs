@@ -30,6 +30,13 @@ fn formats_scalars_like_redis_cli() {
 }
 
 #[test]
+fn formats_maps_as_resp2_arrays() {
+    let map = Frame::Map(vec![(b("save"), b("")), (b("appendonly"), b("yes"))]);
+    assert_eq!(format_reply(&map), "1) \"save\"\n2) \"\"\n3) \"appendonly\"\n4) \"yes\"\n");
+    assert_eq!(format_reply(&Frame::Map(vec![])), "(empty array)\n");
+}
+
+#[test]
 fn escapes_bulk_strings_like_redis_cli() {
     let data = Frame::bulk_from_slice(b"a\"b\\c\n\r\t\x07\x08\x00\xff\xe4\xb8\xad~ ");
     assert_eq!(format_reply(&data), "\"a\\\"b\\\\c\\n\\r\\t\\a\\b\\x00\\xff\\xe4\\xb8\\xad~ \"\n");

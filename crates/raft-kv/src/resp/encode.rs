@@ -1,5 +1,5 @@
-//! RESP2 encoder: writes frames (or reply pieces, without building a [`Frame`]) into a
-//! [`BytesMut`].
+//! RESP encoder: writes frames (or reply pieces, without building a [`Frame`]) into a
+//! [`BytesMut`], in RESP2 (the default) or RESP3 (only nulls and maps differ).
 //!
 //! Invariants:
 //! - Output is always well-formed RESP2: status and error lines never contain CR or LF (each is
@@ -10,28 +10,50 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::Frame;
+use super::{Frame, Protocol};
 
-/// Appends the encoding of `frame` to `dst`.
+/// Appends the RESP2 encoding of `frame` to `dst`.
 pub fn encode(frame: &Frame, dst: &mut BytesMut) {
-    dst.reserve(frame.encoded_len());
-    encode_unreserved(frame, dst);
+    encode_as(frame, Protocol::Resp2, dst);
 }
 
-fn encode_unreserved(frame: &Frame, dst: &mut BytesMut) {
+/// Appends the encoding of `frame` in `protocol` to `dst`.
+pub fn encode_as(frame: &Frame, protocol: Protocol, dst: &mut BytesMut) {
+    dst.reserve(frame.encoded_len_as(protocol));
+    encode_unreserved(frame, protocol, dst);
+}
+
+fn encode_unreserved(frame: &Frame, protocol: Protocol, dst: &mut BytesMut) {
     match frame {
         Frame::Simple(s) => write_simple(dst, s),
         Frame::Error(e) => write_error(dst, e),
         Frame::Integer(n) => write_integer(dst, *n),
         Frame::Bulk(b) => write_bulk(dst, b),
+        Frame::Null | Frame::NullArray if protocol == Protocol::Resp3 => dst.put_slice(b"_\r\n"),
         Frame::Null => write_null(dst),
         Frame::NullArray => write_null_array(dst),
         Frame::Array(items) => {
             write_array_header(dst, items.len());
             for item in items {
-                encode_unreserved(item, dst);
+                encode_unreserved(item, protocol, dst);
             }
         }
+        Frame::Map(pairs) => {
+            write_map_header(dst, pairs.len(), protocol);
+            for (key, value) in pairs {
+                encode_unreserved(key, protocol, dst);
+                encode_unreserved(value, protocol, dst);
+            }
+        }
+    }
+}
+
+/// Writes a map header for `pairs` key/value pairs: `%pairs` in RESP3, an array header of
+/// `2 * pairs` in RESP2. The caller then writes the keys and values alternately.
+pub fn write_map_header(dst: &mut BytesMut, pairs: usize, protocol: Protocol) {
+    match protocol {
+        Protocol::Resp2 => write_array_header(dst, pairs * 2),
+        Protocol::Resp3 => write_prefixed_number(dst, b'%', pairs as i64),
     }
 }
 
@@ -132,6 +154,22 @@ mod tests {
         let nested =
             Frame::Array(vec![Frame::Integer(1), Frame::Array(vec![Frame::Null, Frame::simple("PONG")])]);
         assert_eq!(enc(&nested), b"*2\r\n:1\r\n*2\r\n$-1\r\n+PONG\r\n");
+    }
+
+    #[test]
+    fn resp3_differs_only_in_nulls_and_maps() {
+        let frame = Frame::Map(vec![
+            (Frame::bulk_from_slice(b"a"), Frame::Null),
+            (Frame::bulk_from_slice(b"b"), Frame::Array(vec![Frame::NullArray])),
+        ]);
+        let mut v2 = BytesMut::new();
+        encode_as(&frame, Protocol::Resp2, &mut v2);
+        assert_eq!(&v2[..], b"*4\r\n$1\r\na\r\n$-1\r\n$1\r\nb\r\n*1\r\n*-1\r\n");
+        assert_eq!(v2.len(), frame.encoded_len_as(Protocol::Resp2));
+        let mut v3 = BytesMut::new();
+        encode_as(&frame, Protocol::Resp3, &mut v3);
+        assert_eq!(&v3[..], b"%2\r\n$1\r\na\r\n_\r\n$1\r\nb\r\n*1\r\n_\r\n");
+        assert_eq!(v3.len(), frame.encoded_len_as(Protocol::Resp3));
     }
 
     #[test]

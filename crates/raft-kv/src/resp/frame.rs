@@ -6,6 +6,26 @@
 
 use bytes::Bytes;
 
+/// The protocol version a connection speaks; it only changes how replies are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2, the default of every connection.
+    #[default]
+    Resp2,
+    /// RESP3, after a successful `HELLO 3`: nulls are `_`, maps are `%`.
+    Resp3,
+}
+
+impl Protocol {
+    /// The version number (2 or 3), as `HELLO` reports it.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
 /// One RESP2 value.
 ///
 /// | variant    | wire form            |
@@ -17,6 +37,10 @@ use bytes::Bytes;
 /// | Null       | `$-1\r\n`            |
 /// | Array      | `*2\r\n...`          |
 /// | NullArray  | `*-1\r\n`            |
+/// | Map        | RESP2: a flat array `k1 v1 k2 v2 ...`; RESP3: `%2\r\n...` |
+///
+/// In RESP3 ([`super::Protocol::Resp3`]) both nulls are written `_\r\n`. The parser never
+/// produces `Map` (it reads RESP2, where a map is an array).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A status reply (`+`). Never contains CR or LF on the wire (the encoder replaces them).
@@ -34,6 +58,8 @@ pub enum Frame {
     Array(Vec<Frame>),
     /// The null array (`*-1`).
     NullArray,
+    /// A map (Redis replies such as `HELLO` and `CONFIG GET`): key/value pairs in order.
+    Map(Vec<(Frame, Frame)>),
 }
 
 impl Frame {
@@ -75,15 +101,33 @@ impl Frame {
         matches!(self, Frame::Error(_))
     }
 
-    /// The exact number of bytes [`super::encode`] writes for this frame.
+    /// The exact number of bytes [`super::encode`] writes for this frame (RESP2).
     pub fn encoded_len(&self) -> usize {
+        self.encoded_len_as(Protocol::Resp2)
+    }
+
+    /// The exact number of bytes [`super::encode_as`] writes for this frame in `protocol`.
+    pub fn encoded_len_as(&self, protocol: Protocol) -> usize {
         match self {
             Frame::Simple(s) | Frame::Error(s) => 1 + s.len() + 2,
             Frame::Integer(n) => 1 + decimal_len(*n) + 2,
             Frame::Bulk(b) => 1 + decimal_len(b.len() as i64) + 2 + b.len() + 2,
-            Frame::Null | Frame::NullArray => 5,
+            Frame::Null | Frame::NullArray => match protocol {
+                Protocol::Resp2 => 5,
+                Protocol::Resp3 => 3,
+            },
             Frame::Array(items) => {
-                1 + decimal_len(items.len() as i64) + 2 + items.iter().map(Frame::encoded_len).sum::<usize>()
+                let body: usize = items.iter().map(|f| f.encoded_len_as(protocol)).sum();
+                1 + decimal_len(items.len() as i64) + 2 + body
+            }
+            Frame::Map(pairs) => {
+                let count = match protocol {
+                    Protocol::Resp2 => pairs.len() * 2,
+                    Protocol::Resp3 => pairs.len(),
+                };
+                let body: usize =
+                    pairs.iter().map(|(k, v)| k.encoded_len_as(protocol) + v.encoded_len_as(protocol)).sum();
+                1 + decimal_len(count as i64) + 2 + body
             }
         }
     }
