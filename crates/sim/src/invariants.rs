@@ -1,0 +1,162 @@
+//! Safety properties checked after every simulation step (paper Figure 3), on the real state of the
+//! real nodes:
+//! - Election Safety: at most one leader per term.
+//! - Log Matching: if two logs hold an entry with the same index and term, they are identical up to
+//!   that index.
+//! - Leader Completeness / State Machine Safety: once an entry is committed at an index (on any node),
+//!   no node ever commits a different entry at that index; a committed entry never changes or
+//!   disappears from a node's log below its commit index.
+//! - Monotonicity: a node's term never decreases (its persisted term survives restarts), and its
+//!   commit and applied indexes never decrease within one incarnation.
+//! - Applied <= commit; at the end, nodes that applied the same index hold identical state machines.
+
+use std::collections::BTreeMap;
+
+use engine::Driver;
+use raft::{Index, NodeId, Role, Term};
+use storage::MemFs;
+
+/// A digest of an entry: (term, hash of data).
+type Digest = (Term, u64);
+
+fn digest(term: Term, data: &[u8]) -> Digest {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (term, h)
+}
+
+/// What the checker remembers between steps.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    /// Term -> its leader.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Index -> the committed entry.
+    committed: BTreeMap<Index, Digest>,
+    /// Per node: (term, commit, applied) last seen in this incarnation.
+    last: BTreeMap<NodeId, (Term, Index, Index)>,
+    /// Per node: committed prefix already verified against `committed`.
+    verified: BTreeMap<NodeId, Index>,
+}
+
+impl Invariants {
+    /// A node restarted: its volatile indexes start over (its term must not go back).
+    pub fn restarted(&mut self, id: NodeId) {
+        if let Some(l) = self.last.get_mut(&id) {
+            l.1 = 0;
+            l.2 = 0;
+        }
+        self.verified.insert(id, 0);
+    }
+
+    /// Highest committed index seen.
+    pub fn max_commit(&self) -> Index {
+        self.committed.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Number of terms that had a leader.
+    pub fn terms_with_leader(&self) -> usize {
+        self.leaders.len()
+    }
+
+    /// Checks every property on the live nodes.
+    pub fn check(&mut self, nodes: &[(NodeId, &Driver<MemFs>)]) -> Result<(), String> {
+        for &(id, d) in nodes {
+            let n = d.node();
+            // Election Safety.
+            if n.role() == Role::Leader {
+                if let Some(&other) = self.leaders.get(&n.term()) {
+                    if other != id {
+                        return Err(format!("two leaders in term {}: {other} and {id}", n.term()));
+                    }
+                }
+                self.leaders.insert(n.term(), id);
+            }
+            // Monotonicity.
+            let (term, commit, applied) = (n.term(), n.commit(), d.kv().applied_index());
+            let durable_term = d.store().hard_state().term;
+            let last = self.last.entry(id).or_insert((0, 0, 0));
+            if durable_term < last.0.min(term) && term < last.0 {
+                return Err(format!("node {id}: term went back from {} to {term}", last.0));
+            }
+            if commit < last.1 {
+                return Err(format!("node {id}: commit went back from {} to {commit}", last.1));
+            }
+            if applied < last.2 {
+                return Err(format!("node {id}: applied went back from {} to {applied}", last.2));
+            }
+            if applied > commit {
+                return Err(format!("node {id}: applied {applied} is above commit {commit}"));
+            }
+            *last = (term.max(last.0), commit, applied);
+            // Committed entries never change.
+            let from = self.verified.get(&id).copied().unwrap_or(0) + 1;
+            for index in from.max(n.first_index())..=commit {
+                let Some(e) = n.entry(index) else {
+                    return Err(format!("node {id}: committed entry {index} is missing from its log"));
+                };
+                let dg = digest(e.term, &e.data);
+                match self.committed.get(&index) {
+                    Some(&c) if c != dg => {
+                        return Err(format!(
+                            "node {id}: committed entry {index} has term {} but term {} was committed there before",
+                            dg.0, c.0
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.committed.insert(index, dg);
+                    }
+                }
+            }
+            self.verified.insert(id, commit.max(from - 1));
+        }
+        // Log Matching on the uncommitted tails (the committed prefixes were compared above).
+        for (i, &(a, da)) in nodes.iter().enumerate() {
+            for &(b, db) in &nodes[i + 1..] {
+                let (na, nb) = (da.node(), db.node());
+                let low = na.commit().min(nb.commit()).max(na.first_index()).max(nb.first_index());
+                let high = na.last_index().min(nb.last_index());
+                let mut matched = false;
+                let mut index = high;
+                while index >= low && index > 0 {
+                    let (ea, eb) = (na.entry(index), nb.entry(index));
+                    if let (Some(ea), Some(eb)) = (ea, eb) {
+                        if ea.term == eb.term {
+                            matched = true;
+                        }
+                        if matched && (ea.term != eb.term || ea.data != eb.data) {
+                            return Err(format!(
+                                "log matching: nodes {a} and {b} agree at a later index but differ at {index}"
+                            ));
+                        }
+                    }
+                    index -= 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End-of-run checks: nodes at the same applied index have identical state machines.
+    pub fn check_final(&mut self, nodes: &[(NodeId, &Driver<MemFs>)]) -> Result<(), String> {
+        self.check(nodes)?;
+        let mut by_applied: BTreeMap<Index, (NodeId, bytes::Bytes)> = BTreeMap::new();
+        for &(id, d) in nodes {
+            let applied = d.kv().applied_index();
+            let snap = d.kv().snapshot();
+            if let Some((other, s)) = by_applied.get(&applied) {
+                if *s != snap {
+                    return Err(format!(
+                        "nodes {other} and {id} applied up to {applied} but their states differ"
+                    ));
+                }
+            } else {
+                by_applied.insert(applied, (id, snap));
+            }
+        }
+        Ok(())
+    }
+}

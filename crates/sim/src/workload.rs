@@ -1,0 +1,91 @@
+//! Simulated clients: closed-loop, each with at most one request outstanding, on a few hot keys, with
+//! reads, blind writes of unique values, and increments (a read-modify-write). Every request and its
+//! outcome is recorded in a history for the linearizability checker.
+//!
+//! Outcomes: an answer is a completed operation; a `NoLeader` error means the write was never handed
+//! to a leader, so the operation is removed from the history (it did not happen); a timeout, or a
+//! crash of the node holding the request, makes the operation indeterminate (it may or may not have
+//! happened, at any time after its call).
+
+use bytes::Bytes;
+use engine::kv::{Command, Query, Reply, SetCondition};
+use engine::{Request, RequestError, Response};
+use raft::{NodeId, Rng};
+
+use crate::linearizability::{Op, OpOutput, Operation};
+
+/// One client's state.
+#[derive(Debug)]
+pub struct Client {
+    /// The client's id.
+    pub id: u64,
+    /// The outstanding request: (history index, node it was sent to, request id).
+    pub outstanding: Option<(usize, NodeId, u64)>,
+    /// Values written so far (to make each one unique).
+    pub counter: u64,
+}
+
+/// Builds a random operation on one of `keys` hot keys.
+pub fn random_op(rng: &mut Rng, client: &mut Client, keys: u64) -> (Vec<u8>, Op) {
+    let key = format!("k{}", rng.range(0, keys)).into_bytes();
+    let op = match rng.range(0, 10) {
+        0..=3 => Op::Get,
+        4..=6 => {
+            client.counter += 1;
+            Op::Set((client.id * 1_000_000 + client.counter).to_string().into_bytes())
+        }
+        7..=8 => Op::Incr(rng.range(1, 4) as i64),
+        _ => Op::Append(b"x".to_vec()),
+    };
+    (key, op)
+}
+
+/// The engine request for a history operation.
+pub fn to_request(key: &[u8], op: &Op) -> Request {
+    let key = Bytes::copy_from_slice(key);
+    match op {
+        Op::Get => Request::Read(Query::Get { key }),
+        Op::Set(v) => Request::Write(Command::Set {
+            key,
+            value: Bytes::copy_from_slice(v),
+            condition: SetCondition::Always,
+            get: false,
+        }),
+        Op::Incr(by) => Request::Write(Command::IncrBy { key, by: *by }),
+        Op::Del => Request::Write(Command::Del { keys: vec![key] }),
+        Op::Append(v) => Request::Write(Command::Append { key, value: Bytes::copy_from_slice(v) }),
+    }
+}
+
+/// What the history records for an answer: `Ok(Some(output))` completed, `Ok(None)` indeterminate,
+/// `Err(())` did not happen.
+pub fn outcome(op: &Op, response: Response) -> Result<Option<OpOutput>, String> {
+    let reply = match response {
+        Ok(reply) => reply,
+        Err(RequestError::NoLeader) => return Err("no leader".into()),
+        Err(RequestError::Timeout) => return Ok(None),
+    };
+    let out = match (op, reply) {
+        (Op::Get, Reply::Bulk(v)) => OpOutput::Value(Some(v.to_vec())),
+        (Op::Get, Reply::Nil) => OpOutput::Value(None),
+        (Op::Set(_), Reply::Ok) => OpOutput::Ok,
+        (Op::Incr(_), Reply::Int(n)) => OpOutput::Int(n),
+        (Op::Incr(_), Reply::Error(_)) => OpOutput::Error,
+        (Op::Del, Reply::Int(n)) => OpOutput::Bool(n > 0),
+        (Op::Append(_), Reply::Int(n)) => OpOutput::Len(n as u64),
+        (op, reply) => return Ok(Some(unexpected(op, reply))),
+    };
+    Ok(Some(out))
+}
+
+fn unexpected(op: &Op, reply: Reply) -> OpOutput {
+    // An answer of the wrong shape is recorded as an impossible output so the checker flags it.
+    let _ = (op, reply);
+    OpOutput::Len(u64::MAX)
+}
+
+/// Records a new operation in `history`; returns its index.
+pub fn record_call(history: &mut Vec<Operation>, client: u64, key: Vec<u8>, op: Op, now: u64) -> usize {
+    history.push(Operation { client, key, op, call: now, ret: None, output: None });
+    history.len() - 1
+}

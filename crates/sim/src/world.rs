@@ -1,0 +1,527 @@
+//! The simulated world: several real drivers (real Raft core, real storage over the crash-simulating
+//! [`MemFs`], real KV state machine), a seeded network, a nemesis and clients, advanced event by event
+//! in virtual time (1 unit = 1 ms). One u64 seed determines everything.
+//!
+//! After every event the invariants of [`crate::invariants`] are checked; at the end the history is
+//! checked for linearizability and the cluster for liveness (once the faults stop, a leader is elected
+//! and every request completes).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use engine::{Driver, DriverConfig, PeerMessage};
+use raft::{NodeId, Rng, Role};
+use storage::{LogOptions, MemFs};
+
+use crate::invariants::Invariants;
+use crate::linearizability::{self, CheckResult, Operation};
+use crate::network::{NetConfig, Network};
+use crate::workload::{self, Client};
+
+/// Ticks: one every 10 ms of virtual time.
+pub const TICK_MS: u64 = 10;
+
+/// The shape of one simulated run, drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Cluster size (3 or 5).
+    pub nodes: u64,
+    /// Number of clients.
+    pub clients: u64,
+    /// Number of hot keys.
+    pub keys: u64,
+    /// Network faults while the nemesis is active.
+    pub net: NetConfig,
+    /// Virtual time during which faults happen.
+    pub fault_ms: u64,
+    /// Virtual time after the faults stop, for liveness.
+    pub calm_ms: u64,
+    /// Mean time between nemesis actions.
+    pub nemesis_every_ms: u64,
+    /// Whether nodes crash and restart.
+    pub crashes: bool,
+    /// Whether the network is partitioned.
+    pub partitions: bool,
+}
+
+impl SimConfig {
+    /// Draws a configuration from `rng`.
+    pub fn random(rng: &mut Rng) -> SimConfig {
+        SimConfig {
+            nodes: if rng.chance(0.5) { 3 } else { 5 },
+            clients: rng.range(2, 7),
+            keys: rng.range(1, 4),
+            net: NetConfig {
+                drop: [0.0, 0.01, 0.05, 0.15][rng.range(0, 4) as usize],
+                duplicate: [0.0, 0.02, 0.1][rng.range(0, 3) as usize],
+                min_delay: 1,
+                max_delay: rng.range(2, 25),
+                spike: [0.0, 0.01, 0.05][rng.range(0, 3) as usize],
+            },
+            fault_ms: 3_000,
+            calm_ms: 3_000,
+            nemesis_every_ms: rng.range(100, 600),
+            crashes: rng.chance(0.8),
+            partitions: rng.chance(0.8),
+        }
+    }
+}
+
+/// Something scheduled to happen.
+#[derive(Clone, Debug)]
+enum Event {
+    /// A node's tick.
+    Tick(NodeId),
+    /// A message arrives.
+    Deliver(PeerMessage),
+    /// A client issues its next request.
+    ClientWake(u64),
+    /// The nemesis acts.
+    Nemesis,
+    /// A crashed node comes back.
+    Restart(NodeId),
+    /// A partition ends.
+    Heal,
+    /// Faults stop for good.
+    Calm,
+}
+
+/// One simulated node.
+struct SimNode {
+    /// The running replica; None while crashed.
+    driver: Option<Driver<MemFs>>,
+    /// Its disk (survives crashes, losing what was not synced).
+    fs: MemFs,
+    /// Incarnation counter (for session ids).
+    incarnation: u64,
+}
+
+/// Why a run failed.
+#[derive(Debug)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Summary of a successful run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Events processed.
+    pub events: u64,
+    /// Hash of the event sequence (same seed, same hash).
+    pub trace_hash: u64,
+    /// Operations in the history (completed and indeterminate).
+    pub operations: usize,
+    /// Completed operations.
+    pub completed: usize,
+    /// Crashes injected.
+    pub crashes: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Highest commit index reached.
+    pub commit: u64,
+    /// Leaders elected (distinct terms with a leader).
+    pub terms_with_leader: usize,
+}
+
+/// The world.
+pub struct World {
+    seed: u64,
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    next_event: u64,
+    nodes: BTreeMap<NodeId, SimNode>,
+    net: Network,
+    calm: bool,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    /// Request id -> client index.
+    requests: BTreeMap<u64, usize>,
+    next_request: u64,
+    invariants: Invariants,
+    report: Report,
+    /// Time from which every request must succeed (liveness), once calm.
+    must_succeed_after: u64,
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from("/data")
+}
+
+impl World {
+    /// Builds the world of `seed`.
+    pub fn new(seed: u64) -> World {
+        let mut rng = Rng::new(seed);
+        let cfg = SimConfig::random(&mut rng);
+        Self::with_config(seed, cfg, rng)
+    }
+
+    /// Builds a world with an explicit configuration.
+    pub fn with_config(seed: u64, cfg: SimConfig, rng: Rng) -> World {
+        let mut w = World {
+            seed,
+            rng,
+            now: 0,
+            events: BTreeMap::new(),
+            next_event: 0,
+            nodes: BTreeMap::new(),
+            net: Network::default(),
+            calm: false,
+            clients: Vec::new(),
+            history: Vec::new(),
+            requests: BTreeMap::new(),
+            next_request: 1,
+            invariants: Invariants::default(),
+            report: Report::default(),
+            must_succeed_after: u64::MAX,
+            cfg,
+        };
+        for id in 1..=w.cfg.nodes {
+            w.nodes.insert(id, SimNode { driver: None, fs: MemFs::new(), incarnation: 0 });
+            w.start_node(id).expect("a fresh node starts");
+            let phase = w.rng.range(0, TICK_MS);
+            w.schedule(phase, Event::Tick(id));
+        }
+        for c in 0..w.cfg.clients {
+            w.clients.push(Client { id: c + 1, outstanding: None, counter: 0 });
+            let delay = w.rng.range(0, 50);
+            w.schedule(delay, Event::ClientWake(c));
+        }
+        let first = w.rng.range(0, w.cfg.nemesis_every_ms * 2);
+        w.schedule(first, Event::Nemesis);
+        let fault_ms = w.cfg.fault_ms;
+        w.schedule(fault_ms, Event::Calm);
+        w
+    }
+
+    fn driver_config(&mut self, id: NodeId) -> DriverConfig {
+        let incarnation = self.nodes[&id].incarnation;
+        let mut raft = raft::Config::new(id, (1..=self.cfg.nodes).collect());
+        raft.election_ticks = 15;
+        raft.heartbeat_ticks = 3;
+        raft.max_entries_per_message = 64;
+        raft.max_inflight_messages = 8;
+        raft.seed = self.seed ^ (id << 32) ^ incarnation;
+        DriverConfig {
+            raft,
+            session: self.rng.next_u64().max(1),
+            request_timeout_ticks: 100,
+            forward_retry_ticks: 20,
+            limbo_ticks: 1000,
+            log: LogOptions { segment_size: 4096, ..LogOptions::default() },
+        }
+    }
+
+    fn start_node(&mut self, id: NodeId) -> Result<(), String> {
+        let cfg = self.driver_config(id);
+        let node = self.nodes.get_mut(&id).ok_or("no such node")?;
+        node.incarnation += 1;
+        let driver = Driver::open(node.fs.clone(), &data_dir(), cfg)
+            .map_err(|e| format!("node {id} failed to recover: {e}"))?;
+        node.driver = Some(driver);
+        self.invariants.restarted(id);
+        Ok(())
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.next_event += 1;
+        self.events.insert((self.now + delay, self.next_event), event);
+    }
+
+    fn fail(&self, reason: String) -> Failure {
+        Failure { seed: self.seed, reason: format!("{reason}\n{}", self.describe()) }
+    }
+
+    /// One line per node: role, term, leader, indexes.
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for (id, n) in &self.nodes {
+            match &n.driver {
+                None => out.push_str(&format!("  node {id}: down\n")),
+                Some(d) => {
+                    let r = d.node();
+                    out.push_str(&format!(
+                        "  node {id}: {} term {} leader {:?} commit {} applied {} last {} pending {}\n",
+                        r.role().as_str(),
+                        r.term(),
+                        r.leader(),
+                        r.commit(),
+                        d.kv().applied_index(),
+                        r.last_index(),
+                        d.pending()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs to the end; returns a report or the first failure.
+    pub fn run(mut self) -> Result<Report, Failure> {
+        let end = self.cfg.fault_ms + self.cfg.calm_ms;
+        while let Some(((time, _), event)) = self.events.pop_first() {
+            if time > end {
+                break;
+            }
+            self.now = time;
+            self.report.events += 1;
+            self.hash_event(&event);
+            self.handle(event).map_err(|r| self.fail(r))?;
+            self.flush().map_err(|r| self.fail(r))?;
+            let nodes: Vec<(NodeId, &Driver<MemFs>)> =
+                self.nodes.iter().filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d))).collect();
+            self.invariants.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
+        }
+        self.finish()
+    }
+
+    fn hash_event(&mut self, event: &Event) {
+        let tag: u64 = match event {
+            Event::Tick(id) => 1 + (id << 8),
+            Event::Deliver(m) => 2 + (m.from() << 8) + (m.to() << 16),
+            Event::ClientWake(c) => 3 + (c << 8),
+            Event::Nemesis => 4,
+            Event::Restart(id) => 5 + (id << 8),
+            Event::Heal => 6,
+            Event::Calm => 7,
+        };
+        let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
+        self.report.trace_hash = Rng::new(h).next_u64();
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Tick(id) => {
+                if let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.driver.as_mut()) {
+                    d.tick();
+                }
+                self.schedule(TICK_MS, Event::Tick(id));
+            }
+            Event::Deliver(msg) => {
+                if self.net.connected(msg.from(), msg.to()) {
+                    if let Some(d) = self.nodes.get_mut(&msg.to()).and_then(|n| n.driver.as_mut()) {
+                        d.receive(msg);
+                    }
+                }
+            }
+            Event::ClientWake(c) => self.client_issue(c as usize),
+            Event::Nemesis => {
+                if !self.calm {
+                    self.nemesis()?;
+                    let next =
+                        self.rng.range(self.cfg.nemesis_every_ms / 2, self.cfg.nemesis_every_ms * 3 / 2);
+                    self.schedule(next, Event::Nemesis);
+                }
+            }
+            Event::Restart(id) => {
+                if self.nodes[&id].driver.is_none() {
+                    self.start_node(id)?;
+                }
+            }
+            Event::Heal => self.net.heal(),
+            Event::Calm => {
+                self.calm = true;
+                self.net.heal();
+                self.cfg.net.drop = 0.0;
+                self.cfg.net.duplicate = 0.0;
+                self.cfg.net.spike = 0.0;
+                let down: Vec<NodeId> =
+                    self.nodes.iter().filter(|(_, n)| n.driver.is_none()).map(|(id, _)| *id).collect();
+                for id in down {
+                    self.start_node(id)?;
+                }
+                // Requests may still be pending from the faulty period; new ones issued after an
+                // election's worth of time must all succeed.
+                self.must_succeed_after = self.now + 1500;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every live driver's pending work and routes its output.
+    fn flush(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.driver.as_mut()) else { continue };
+            d.process().map_err(|e| format!("node {id} stopped: {e}"))?;
+            let messages = d.take_messages();
+            let answers = d.take_answers();
+            for m in messages {
+                for delay in Network::delays(&self.cfg.net, &mut self.rng) {
+                    self.schedule(delay, Event::Deliver(m.clone()));
+                }
+            }
+            for (request, response) in answers {
+                self.client_answer(request, response)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn client_issue(&mut self, c: usize) {
+        if self.clients[c].outstanding.is_some() {
+            return;
+        }
+        let live: Vec<NodeId> =
+            self.nodes.iter().filter(|(_, n)| n.driver.is_some()).map(|(id, _)| *id).collect();
+        if live.is_empty() {
+            let delay = self.rng.range(10, 50);
+            self.schedule(delay, Event::ClientWake(c as u64));
+            return;
+        }
+        let node = live[self.rng.range(0, live.len() as u64) as usize];
+        let (key, op) = workload::random_op(&mut self.rng, &mut self.clients[c], self.cfg.keys);
+        let request = workload::to_request(&key, &op);
+        let index = workload::record_call(&mut self.history, self.clients[c].id, key, op, self.now);
+        let id = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(id, c);
+        self.clients[c].outstanding = Some((index, node, id));
+        if let Some(d) = self.nodes.get_mut(&node).and_then(|n| n.driver.as_mut()) {
+            d.submit(id, request);
+        }
+    }
+
+    fn client_answer(&mut self, request: u64, response: engine::Response) -> Result<(), String> {
+        let Some(c) = self.requests.remove(&request) else {
+            return Err(format!("answer to unknown request {request}"));
+        };
+        let Some((index, _, id)) = self.clients[c].outstanding.take() else {
+            return Err(format!("client {c} got an answer with nothing outstanding"));
+        };
+        if id != request {
+            return Err(format!("client {c} got the answer to {request} while waiting for {id}"));
+        }
+        let call = self.history[index].call;
+        let op = self.history[index].op.clone();
+        match workload::outcome(&op, response.clone()) {
+            Ok(Some(out)) => {
+                self.history[index].ret = Some(self.now);
+                self.history[index].output = Some(out);
+                self.report.completed += 1;
+            }
+            Ok(None) | Err(_) if call >= self.must_succeed_after => {
+                return Err(format!(
+                    "liveness: request {op:?} issued at {call} ms, after the faults stopped, failed at {} ms: {response:?}",
+                    self.now
+                ));
+            }
+            Ok(None) => {}
+            Err(_) => self.history[index].call = u64::MAX, // Did not happen: removed below.
+        }
+        let think = self.rng.range(0, 20);
+        self.schedule(think, Event::ClientWake(c as u64));
+        Ok(())
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let seed = self.rng.next_u64();
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        if node.driver.take().is_none() {
+            return;
+        }
+        node.fs.crash(seed);
+        self.report.crashes += 1;
+        // Requests held by the crashed node are now indeterminate; their clients move on.
+        for c in 0..self.clients.len() {
+            if let Some((_, n, req)) = self.clients[c].outstanding {
+                if n == id {
+                    self.clients[c].outstanding = None;
+                    self.requests.remove(&req);
+                    let delay = self.rng.range(0, 20);
+                    self.schedule(delay, Event::ClientWake(c as u64));
+                }
+            }
+        }
+    }
+
+    fn nemesis(&mut self) -> Result<(), String> {
+        let all: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let n = all.len() as u64;
+        let pick = self.rng.range(0, 6);
+        let duration = self.rng.range(50, 1000);
+        match pick {
+            0 | 1 if self.cfg.crashes => {
+                // Crash the leader (often) or anyone, and restart it later.
+                let leader = self
+                    .nodes
+                    .iter()
+                    .find(|(_, nd)| nd.driver.as_ref().is_some_and(|d| d.node().role() == Role::Leader));
+                let victim = match (pick, leader) {
+                    (0, Some((id, _))) => *id,
+                    _ => all[self.rng.range(0, n) as usize],
+                };
+                self.crash(victim);
+                self.schedule(duration, Event::Restart(victim));
+            }
+            2 | 3 if self.cfg.partitions => {
+                // A random split into two sides, or one node isolated.
+                let mut side = Vec::new();
+                for &id in &all {
+                    if self.rng.chance(0.5) {
+                        side.push(id);
+                    }
+                }
+                if pick == 3 {
+                    side = vec![all[self.rng.range(0, n) as usize]];
+                }
+                self.net.partition(&side, &all);
+                self.report.partitions += 1;
+                self.schedule(duration, Event::Heal);
+            }
+            4 if self.cfg.partitions => {
+                // One-way cuts.
+                for _ in 0..self.rng.range(1, n) {
+                    let a = all[self.rng.range(0, n) as usize];
+                    let b = all[self.rng.range(0, n) as usize];
+                    if a != b {
+                        self.net.cut.insert((a, b));
+                    }
+                }
+                self.report.partitions += 1;
+                self.schedule(duration, Event::Heal);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Report, Failure> {
+        // Liveness: there is a leader that every live node follows.
+        let leaders: Vec<(NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d)))
+            .filter(|(_, d)| d.node().role() == Role::Leader)
+            .map(|(id, d)| (id, d.node().term()))
+            .collect();
+        if leaders.len() != 1 {
+            return Err(self.fail(format!("liveness: {} leaders at the end: {leaders:?}", leaders.len())));
+        }
+        // Every node converges to the same state machine when caught up.
+        let nodes: Vec<(NodeId, &Driver<MemFs>)> =
+            self.nodes.iter().filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d))).collect();
+        self.invariants.check_final(&nodes).map_err(|r| Failure { seed: self.seed, reason: r })?;
+        self.report.commit = self.invariants.max_commit();
+        self.report.terms_with_leader = self.invariants.terms_with_leader();
+        // Linearizability of everything the clients saw.
+        self.history.retain(|op| op.call != u64::MAX);
+        self.report.operations = self.history.len();
+        match linearizability::check(&self.history, linearizability::DEFAULT_MAX_STEPS_PER_KEY) {
+            Ok(CheckResult::Linearizable) => Ok(self.report),
+            Ok(CheckResult::NotLinearizable { key, explanation }) => Err(self.fail(format!(
+                "history not linearizable on key {}:\n{explanation}",
+                String::from_utf8_lossy(&key)
+            ))),
+            Ok(CheckResult::Inconclusive { key }) => Err(self.fail(format!(
+                "linearizability check inconclusive on key {}",
+                String::from_utf8_lossy(&key)
+            ))),
+            Err(e) => Err(self.fail(format!("malformed history: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Runs the simulator over many seeds. `RAFT_SIM_SEEDS=N` sets the number of seeds (default 500),
+//! `RAFT_SIM_SEED=S` runs seed S alone (and prints its report).
+
+use sim::{replay_command, run_seed};
+
+const SHARDS: u64 = 4;
+
+fn seeds_for(shard: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("RAFT_SIM_SEED") {
+        let seed: u64 = seed.parse().expect("RAFT_SIM_SEED must be a number");
+        return if shard == 0 { vec![seed] } else { vec![] };
+    }
+    let count: u64 = std::env::var("RAFT_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
+    let base: u64 = std::env::var("RAFT_SIM_BASE").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (0..count).filter(|i| i % SHARDS == shard).map(|i| base + i).collect()
+}
+
+fn run_shard(shard: u64) {
+    let single = std::env::var("RAFT_SIM_SEED").is_ok();
+    let mut failures = Vec::new();
+    for seed in seeds_for(shard) {
+        match run_seed(seed) {
+            Ok(report) => {
+                if single {
+                    println!("seed {seed}: {report:?}");
+                }
+            }
+            Err(f) => {
+                eprintln!("seed {} FAILED: {}\n  replay: {}", f.seed, f.reason, replay_command(f.seed));
+                failures.push(f.seed);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+#[test]
+fn seeds_shard_0() {
+    run_shard(0);
+}
+
+#[test]
+fn seeds_shard_1() {
+    run_shard(1);
+}
+
+#[test]
+fn seeds_shard_2() {
+    run_shard(2);
+}
+
+#[test]
+fn seeds_shard_3() {
+    run_shard(3);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let a = run_seed(12345).expect("seed 12345 passes");
+    let b = run_seed(12345).expect("seed 12345 passes");
+    assert_eq!(a, b);
+    assert!(a.events > 1000 && a.completed > 50, "{a:?}");
+}
