@@ -2,3 +2,5 @@
 pub mod command;
 pub mod console;
 pub mod resp;
+pub mod transport;
+pub mod wire;

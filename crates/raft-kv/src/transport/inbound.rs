@@ -1,0 +1,270 @@
+//! The inbound side: the accept loop and one task per accepted connection.
+//!
+//! A connection first has to present a handshake within the handshake timeout. Anything that is not
+//! a raft-kv handshake (too long a first frame, undecodable, wrong magic) is closed without an answer
+//! and logged as a stranger with its first bytes. A peer with the right magic gets our handshake in
+//! return, then is refused if its protocol version, cluster id or node id is wrong, so that both ends
+//! log the reason. Once accepted, the connection is read-only: frames are decoded and handed to the
+//! inbound channel, waiting for room (backpressure).
+//!
+//! After the handshake:
+//! - a frame that is too large or not valid protobuf closes the connection (the stream can no
+//!   longer be trusted);
+//! - a valid frame of an unknown kind (a newer peer) or with the wrong `from`/`to` is dropped with
+//!   a rate-limited warning, and the connection carries on.
+//!
+//! At most one connection per peer is live: a newly accepted one closes the previous one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use raft::NodeId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use super::util::{shutdown_signal, FrameReader, RateLimit, ReadError};
+use super::{bump, InboundContext, PeerCounters};
+use crate::wire::{self, Handshake, WireError, FRAME_HEADER_LEN, MAGIC, MAX_HANDSHAKE_FRAME};
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The live connection of each peer: (connection number, signal that closes it).
+type Registry = Arc<Mutex<BTreeMap<NodeId, (u64, Arc<Notify>)>>>;
+
+/// Why a connection was refused during the handshake.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("not a raft-kv peer ({error}); first bytes: \"{preview}\"")]
+    Stranger { error: String, preview: String },
+    #[error("no handshake within {timeout:?}; first bytes: \"{preview}\"")]
+    Timeout { timeout: Duration, preview: String },
+    #[error("closed before the handshake")]
+    ClosedEarly,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Handshake(#[from] WireError),
+    #[error("node {0} is not a configured peer")]
+    UnknownPeer(NodeId),
+    #[error("a node with this node's own id {0} connected (duplicate node id?)")]
+    OwnId(NodeId),
+}
+
+/// Why an accepted connection ended.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("closed by the peer")]
+    Closed,
+    #[error("read failed: {0}")]
+    Io(std::io::Error),
+    #[error("protocol violation: {0}")]
+    Bad(ReadError),
+    #[error("replaced by a newer connection from the same peer")]
+    Superseded,
+    #[error("the inbound channel is closed")]
+    ConsumerGone,
+}
+
+/// Accepts connections until shutdown, then closes them all.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<InboundContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let registry: Registry = Arc::default();
+    let mut conns = JoinSet::new();
+    let mut next_conn = 0u64;
+    let accept_errors = RateLimit::new(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    next_conn += 1;
+                    conns.spawn(connection(stream, remote, ctx.clone(), registry.clone(), next_conn));
+                }
+                Err(e) => {
+                    if let Some(suppressed) = accept_errors.allow() {
+                        tracing::warn!(error = %e, suppressed, "accepting a peer connection failed");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_RETRY) => {}
+                        () = shutdown_signal(shutdown.clone()) => break,
+                    }
+                }
+            },
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "peer connection task failed");
+                }
+            }
+            () = shutdown_signal(shutdown.clone()) => break,
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+/// Removes a connection from the registry when it ends (unless a newer one replaced it).
+struct Registered {
+    registry: Registry,
+    peer: NodeId,
+    conn: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if reg.get(&self.peer).is_some_and(|(conn, _)| *conn == self.conn) {
+            reg.remove(&self.peer);
+        }
+    }
+}
+
+/// Serves one accepted connection.
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    ctx: Arc<InboundContext>,
+    registry: Registry,
+    conn: u64,
+) {
+    // Best effort: only our small handshake answer is ever written on this connection.
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut reader = FrameReader::new(read);
+    let handshake =
+        tokio::time::timeout(ctx.handshake_timeout, handshake(&mut reader, &mut write, &ctx)).await;
+    let peer = match handshake {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(Refusal::ClosedEarly)) => {
+            bump(&ctx.global.rejected_connections);
+            tracing::debug!(%remote, "connection closed before any handshake");
+            return;
+        }
+        Ok(Err(reason)) => {
+            bump(&ctx.global.rejected_connections);
+            tracing::warn!(%remote, %reason, "refused a connection on the peer port");
+            return;
+        }
+        Err(_) => {
+            bump(&ctx.global.rejected_connections);
+            let reason = Refusal::Timeout { timeout: ctx.handshake_timeout, preview: reader.preview() };
+            tracing::warn!(%remote, %reason, "refused a connection on the peer port");
+            return;
+        }
+    };
+    let Some(counters) = ctx.peers.get(&peer) else {
+        return; // unreachable: `handshake` accepts known peers only
+    };
+
+    let closed = Arc::new(Notify::new());
+    let _registered = {
+        let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, previous)) = reg.insert(peer, (conn, closed.clone())) {
+            previous.notify_one();
+        }
+        Registered { registry: registry.clone(), peer, conn }
+    };
+    tracing::info!(peer, %remote, "accepted connection from peer");
+    let end = tokio::select! {
+        end = receive(&mut reader, peer, counters, &ctx) => end,
+        () = closed.notified() => End::Superseded,
+    };
+    match &end {
+        End::Bad(_) => tracing::warn!(peer, %remote, reason = %end, "closed connection from peer"),
+        _ => tracing::info!(peer, %remote, reason = %end, "connection from peer ended"),
+    }
+}
+
+/// Reads and checks the dialer's handshake, answers it, and returns the peer's id.
+async fn handshake(
+    reader: &mut FrameReader<OwnedReadHalf>,
+    write: &mut OwnedWriteHalf,
+    ctx: &InboundContext,
+) -> Result<NodeId, Refusal> {
+    let stranger = |error: String, reader: &FrameReader<OwnedReadHalf>| Refusal::Stranger {
+        error,
+        preview: reader.preview(),
+    };
+    let frame = match reader.next_frame(MAX_HANDSHAKE_FRAME).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Err(Refusal::ClosedEarly),
+        Err(ReadError::Io(e)) => return Err(Refusal::Io(e)),
+        Err(e) => return Err(stranger(e.to_string(), reader)),
+    };
+    let theirs = match wire::decode_handshake(frame.clone()) {
+        Ok(h) if h.magic == MAGIC => h,
+        Ok(h) => return Err(stranger(WireError::BadMagic { got: h.magic }.to_string(), reader)),
+        Err(e) => {
+            let preview = frame[..frame.len().min(16)].escape_ascii().to_string();
+            return Err(Refusal::Stranger { error: e.to_string(), preview });
+        }
+    };
+    // The right magic: answer even if we refuse below, so that the dialer can log why.
+    let mut answer = BytesMut::new();
+    wire::encode_frame(&Handshake::new(ctx.cluster_id, ctx.id), MAX_HANDSHAKE_FRAME, &mut answer)?;
+    write.write_all(&answer).await?;
+    let peer = theirs.validate(ctx.cluster_id)?;
+    if peer == ctx.id {
+        return Err(Refusal::OwnId(peer));
+    }
+    if !ctx.peers.contains_key(&peer) {
+        return Err(Refusal::UnknownPeer(peer));
+    }
+    Ok(peer)
+}
+
+/// Decodes frames and hands the messages on until the connection ends.
+async fn receive(
+    reader: &mut FrameReader<OwnedReadHalf>,
+    peer: NodeId,
+    counters: &PeerCounters,
+    ctx: &InboundContext,
+) -> End {
+    let invalid_log = RateLimit::new(Duration::from_secs(10));
+    loop {
+        let frame = match reader.next_frame(ctx.max_frame).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return End::Closed,
+            Err(ReadError::Io(e)) => return End::Io(e),
+            Err(e) => {
+                bump(&ctx.global.closed_bad_frames);
+                return End::Bad(e);
+            }
+        };
+        counters
+            .received_bytes
+            .fetch_add((FRAME_HEADER_LEN + frame.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+        let problem = match wire::decode_message(frame) {
+            Ok(msg) if msg.from() == peer && msg.to() == ctx.id => {
+                if ctx.inbound.send(msg).await.is_err() {
+                    return End::ConsumerGone;
+                }
+                bump(&counters.received);
+                continue;
+            }
+            Ok(msg) => format!(
+                "message from {} to {} on the connection of peer {peer} to {}",
+                msg.from(),
+                msg.to(),
+                ctx.id
+            ),
+            Err(e @ WireError::Decode(_)) => {
+                bump(&ctx.global.closed_bad_frames);
+                return End::Bad(e.into());
+            }
+            Err(e) => e.to_string(),
+        };
+        bump(&ctx.global.invalid_messages);
+        if let Some(suppressed) = invalid_log.allow() {
+            tracing::warn!(peer, %problem, suppressed, "dropped an invalid message from peer");
+        }
+    }
+}

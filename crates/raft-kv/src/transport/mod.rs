@@ -1,0 +1,410 @@
+//! The peer transport: carries [`PeerMessage`]s between the nodes of a cluster over TCP, in the
+//! frames of [`crate::wire`].
+//!
+//! # Shape
+//! - **Outbound**: one TCP connection per peer, owned by one task ([`outbound`]). The task dials
+//!   with exponential backoff and jitter, sets `TCP_NODELAY`, exchanges handshakes, then drains the
+//!   peer's queue: every message waiting in the queue (up to a batch limit) is encoded into one
+//!   buffer and written with one `write_all`, so a busy leader sends many messages per syscall. On any
+//!   error it drops the connection and dials again. Messages are only ever written on this
+//!   connection, in queue order.
+//! - **Inbound**: an accept loop ([`inbound`]) with one task per connection. A connection must open
+//!   with a valid handshake (magic, protocol version, cluster id, a known peer id) within the
+//!   handshake timeout; after that every frame is decoded and handed to the `inbound` channel with
+//!   `send().await`, so a slow consumer slows the peer down through TCP instead of growing memory.
+//!   A newer connection from the same peer replaces an older one (the old one is closed), so a peer
+//!   that restarted without a clean close does not leave half-open connections behind.
+//! - **Handshake**: both sides send a [`Handshake`](crate::wire::Handshake) and check the other's.
+//!   The acceptor answers any peer that presented the right magic, even one it refuses, so the dialer
+//!   can log *why* it was refused (other cluster, other version, or it dialed the wrong node: the
+//!   dialer checks that the node id that answers is the one it meant to reach). A stranger (e.g. a
+//!   Redis client on the core port) gets no answer: its connection is closed with a warning.
+//!
+//! # Invariants
+//! - [`Transport::send`] never blocks and never waits for the network: it `try_send`s into a bounded
+//!   queue per peer (`queue_capacity` messages) and counts what it must drop. It may be called from
+//!   any thread, with or without a tokio runtime (the driver thread calls it).
+//! - Memory is bounded per peer: `queue_capacity` queued messages plus one batch in flight, and on
+//!   the read side one frame of at most `max_frame` bytes.
+//! - Per ordered pair of nodes, messages arrive in the order they were sent, possibly with gaps
+//!   (dropped when a queue was full, lost in a failed write, or with their connection). Raft tolerates
+//!   loss and reordering; the transport never duplicates a message.
+//! - A bad peer (garbage, wrong cluster, oversized frame) costs its own connection only.
+//! - After [`Transport::shutdown`] returns, every task has ended and every socket is closed.
+
+mod inbound;
+mod outbound;
+mod util;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::PeerMessage;
+use raft::NodeId;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use util::RateLimit;
+
+/// Transport settings.
+#[derive(Debug)]
+pub struct TransportConfig {
+    /// This node's id (never 0).
+    pub id: NodeId,
+    /// The cluster's id; connections from other clusters are refused.
+    pub cluster_id: u64,
+    /// The bound listener peer connections are accepted on (bound by the caller, so it can pick a
+    /// free port or report a busy one before anything starts).
+    pub listener: std::net::TcpListener,
+    /// The peers and their core addresses (`host:port`, resolved at every dial). An entry for this
+    /// node itself is ignored, so the whole cluster map may be passed.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Capacity of each peer's outbound queue, in messages; a message sent to a full queue is dropped.
+    pub queue_capacity: usize,
+    /// Maximum body length of a frame, in bytes, both ways ([`crate::wire::DEFAULT_MAX_FRAME`] is a
+    /// good value). A larger outgoing message is dropped; a larger incoming frame closes the
+    /// connection.
+    pub max_frame: usize,
+}
+
+/// Timing knobs, with defaults fit for a LAN (see [`Transport::start_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportTuning {
+    /// Limit for dialing plus the handshake exchange, and for an accepted connection's handshake.
+    pub handshake_timeout: Duration,
+    /// A batch not written within this time closes the connection (a peer that stopped reading).
+    pub write_timeout: Duration,
+    /// First delay between dial attempts.
+    pub backoff_min: Duration,
+    /// Largest delay between dial attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for TransportTuning {
+    /// 5 s handshake timeout, 10 s write timeout, dial backoff 10 ms .. 1 s.
+    fn default() -> Self {
+        TransportTuning {
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The configuration is unusable.
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+    /// The listener could not be used.
+    #[error("cannot use the given listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Counters of one peer (see [`Transport::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer's configured address.
+    pub addr: String,
+    /// True while an outbound connection to the peer is established (handshake done).
+    pub connected: bool,
+    /// Messages waiting in the outbound queue now (at most `queue_capacity`).
+    pub queued: usize,
+    /// Messages written to the peer (the write returned; delivery is not confirmed).
+    pub sent: u64,
+    /// Frame bytes written to the peer, headers included.
+    pub sent_bytes: u64,
+    /// Messages dropped because the queue was full.
+    pub dropped_full: u64,
+    /// Messages lost otherwise: in a failed write, larger than `max_frame`, or sent after shutdown.
+    pub dropped_lost: u64,
+    /// Outbound connections established (handshake done); reconnects are `connects - 1`.
+    pub connects: u64,
+    /// Failed dial or handshake attempts.
+    pub connect_failures: u64,
+    /// Messages received from the peer and handed to the inbound channel.
+    pub received: u64,
+    /// Frame bytes received from the peer after the handshake, headers included.
+    pub received_bytes: u64,
+}
+
+impl PeerStats {
+    /// All messages dropped or lost.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_full + self.dropped_lost
+    }
+
+    /// Connections established after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.connects.saturating_sub(1)
+    }
+}
+
+/// A snapshot of the transport's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Per peer.
+    pub peers: BTreeMap<NodeId, PeerStats>,
+    /// Inbound connections refused (bad handshake, unknown peer, garbage, timeout).
+    pub rejected_connections: u64,
+    /// Inbound connections closed for a protocol violation after the handshake (malformed or
+    /// oversized frame).
+    pub closed_bad_frames: u64,
+    /// Well-formed inbound messages dropped: unknown kind (a newer peer), or wrong `from`/`to`.
+    pub invalid_messages: u64,
+    /// Messages given to [`Transport::send`] for a node that is not a configured peer (or is self).
+    pub misrouted: u64,
+}
+
+/// Live counters of one peer, shared by the handle, its outbound task and its inbound connections.
+#[derive(Debug, Default)]
+struct PeerCounters {
+    connected: AtomicBool,
+    sent: AtomicU64,
+    sent_bytes: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_lost: AtomicU64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    received: AtomicU64,
+    received_bytes: AtomicU64,
+}
+
+/// Live transport-wide counters.
+#[derive(Debug, Default)]
+struct GlobalCounters {
+    rejected_connections: AtomicU64,
+    closed_bad_frames: AtomicU64,
+    invalid_messages: AtomicU64,
+    misrouted: AtomicU64,
+}
+
+/// Adds one to a counter.
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One configured peer, as the handle sees it.
+#[derive(Debug)]
+struct Peer {
+    /// The configured address.
+    addr: String,
+    /// The outbound queue (its receiver belongs to the peer's outbound task).
+    queue: mpsc::Sender<PeerMessage>,
+    /// The peer's counters.
+    counters: Arc<PeerCounters>,
+}
+
+/// What every clone of the handle shares.
+#[derive(Debug)]
+struct Inner {
+    /// This node's id.
+    id: NodeId,
+    /// The bound listen address.
+    local_addr: SocketAddr,
+    /// The peers (never this node).
+    peers: BTreeMap<NodeId, Peer>,
+    /// Transport-wide counters.
+    global: Arc<GlobalCounters>,
+    /// Set to true to stop every task; dropping it (last handle gone) stops them too.
+    shutdown: watch::Sender<bool>,
+    /// The accept loop and the outbound tasks, awaited by [`Transport::shutdown`].
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Limits warnings about misrouted messages.
+    misrouted_log: RateLimit,
+}
+
+/// A handle to a running transport; clones share it.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+/// What the inbound side needs to know (shared by the accept loop and its connections).
+#[derive(Debug)]
+struct InboundContext {
+    id: NodeId,
+    cluster_id: u64,
+    max_frame: usize,
+    handshake_timeout: Duration,
+    /// Counters of the known peers; a handshake from any other id is refused.
+    peers: BTreeMap<NodeId, Arc<PeerCounters>>,
+    global: Arc<GlobalCounters>,
+    inbound: mpsc::Sender<PeerMessage>,
+}
+
+impl Transport {
+    /// Starts accepting peer connections on the listener and one outbound task per peer, with the
+    /// default [`TransportTuning`]. Decoded inbound messages go to `inbound`. Must be called within a
+    /// tokio runtime, which then runs the transport's tasks.
+    pub async fn start(
+        cfg: TransportConfig,
+        inbound: mpsc::Sender<PeerMessage>,
+    ) -> Result<Transport, TransportError> {
+        Self::start_with(cfg, TransportTuning::default(), inbound).await
+    }
+
+    /// [`Transport::start`] with explicit timing knobs.
+    pub async fn start_with(
+        cfg: TransportConfig,
+        tuning: TransportTuning,
+        inbound: mpsc::Sender<PeerMessage>,
+    ) -> Result<Transport, TransportError> {
+        if cfg.id == 0 {
+            return Err(TransportError::Config("node id 0 is reserved".into()));
+        }
+        if cfg.queue_capacity == 0 {
+            return Err(TransportError::Config("queue_capacity must be at least 1".into()));
+        }
+        if cfg.max_frame < crate::wire::MAX_HANDSHAKE_FRAME {
+            return Err(TransportError::Config(format!(
+                "max_frame must be at least {} bytes",
+                crate::wire::MAX_HANDSHAKE_FRAME
+            )));
+        }
+        if tuning.backoff_min.is_zero() || tuning.backoff_max < tuning.backoff_min {
+            return Err(TransportError::Config("backoff must satisfy 0 < backoff_min <= backoff_max".into()));
+        }
+        if let Some(&bad) = cfg.peers.keys().find(|&&id| id == 0) {
+            return Err(TransportError::Config(format!("peer id {bad} is reserved")));
+        }
+        cfg.listener.set_nonblocking(true).map_err(TransportError::Listener)?;
+        let listener = tokio::net::TcpListener::from_std(cfg.listener).map_err(TransportError::Listener)?;
+        let local_addr = listener.local_addr().map_err(TransportError::Listener)?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let global = Arc::new(GlobalCounters::default());
+        let mut peers = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (&peer_id, addr) in cfg.peers.iter().filter(|(&id, _)| id != cfg.id) {
+            let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+            let counters = Arc::new(PeerCounters::default());
+            let task = outbound::OutboundTask {
+                id: cfg.id,
+                cluster_id: cfg.cluster_id,
+                peer: peer_id,
+                addr: addr.clone(),
+                max_frame: cfg.max_frame,
+                handshake_timeout: tuning.handshake_timeout,
+                write_timeout: tuning.write_timeout,
+                backoff_min: tuning.backoff_min,
+                backoff_max: tuning.backoff_max,
+                counters: counters.clone(),
+            };
+            tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+            peers.insert(peer_id, Peer { addr: addr.clone(), queue: tx, counters });
+        }
+        let ctx = InboundContext {
+            id: cfg.id,
+            cluster_id: cfg.cluster_id,
+            max_frame: cfg.max_frame,
+            handshake_timeout: tuning.handshake_timeout,
+            peers: peers.iter().map(|(&id, p)| (id, p.counters.clone())).collect(),
+            global: global.clone(),
+            inbound,
+        };
+        tasks.push(tokio::spawn(inbound::accept_loop(listener, Arc::new(ctx), shutdown_rx)));
+        tracing::info!(id = cfg.id, %local_addr, peers = peers.len(), "peer transport listening");
+        Ok(Transport {
+            inner: Arc::new(Inner {
+                id: cfg.id,
+                local_addr,
+                peers,
+                global,
+                shutdown,
+                tasks: Mutex::new(tasks),
+                misrouted_log: RateLimit::new(Duration::from_secs(10)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The address the transport accepts connections on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Queues each message for its destination peer and returns at once. A message whose peer queue
+    /// is full is dropped and counted (`dropped_full`); one for an unknown node or this node is
+    /// dropped and counted (`misrouted`). Never blocks; callable from any thread.
+    pub fn send(&self, msgs: Vec<PeerMessage>) {
+        for msg in msgs {
+            let to = msg.to();
+            let Some(peer) = self.inner.peers.get(&to) else {
+                bump(&self.inner.global.misrouted);
+                if let Some(suppressed) = self.inner.misrouted_log.allow() {
+                    tracing::warn!(
+                        to,
+                        suppressed,
+                        "dropping a message for a node that is not a configured peer"
+                    );
+                }
+                continue;
+            };
+            match peer.queue.try_send(msg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => bump(&peer.counters.dropped_full),
+                Err(mpsc::error::TrySendError::Closed(_)) => bump(&peer.counters.dropped_lost),
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TransportStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let peers = self
+            .inner
+            .peers
+            .iter()
+            .map(|(&id, p)| {
+                let c = &p.counters;
+                let stats = PeerStats {
+                    addr: p.addr.clone(),
+                    connected: c.connected.load(Ordering::Relaxed),
+                    queued: p.queue.max_capacity() - p.queue.capacity(),
+                    sent: load(&c.sent),
+                    sent_bytes: load(&c.sent_bytes),
+                    dropped_full: load(&c.dropped_full),
+                    dropped_lost: load(&c.dropped_lost),
+                    connects: load(&c.connects),
+                    connect_failures: load(&c.connect_failures),
+                    received: load(&c.received),
+                    received_bytes: load(&c.received_bytes),
+                };
+                (id, stats)
+            })
+            .collect();
+        let g = &self.inner.global;
+        TransportStats {
+            peers,
+            rejected_connections: load(&g.rejected_connections),
+            closed_bad_frames: load(&g.closed_bad_frames),
+            invalid_messages: load(&g.invalid_messages),
+            misrouted: load(&g.misrouted),
+        }
+    }
+
+    /// Stops accepting, closes every connection and waits for every task to end. Messages still
+    /// queued are discarded. Other clones of the handle keep working as far as `send` (which then
+    /// counts every message as lost) and `stats` go.
+    pub async fn shutdown(self) {
+        // Fails only if no receiver is left, i.e. every task has already ended.
+        let _ = self.inner.shutdown.send(true);
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "peer transport task failed");
+            }
+        }
+        tracing::info!(id = self.inner.id, "peer transport stopped");
+    }
+}

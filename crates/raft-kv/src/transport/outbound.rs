@@ -1,0 +1,241 @@
+//! The outbound side: one task per peer that owns the connection to it.
+//!
+//! The task loops: dial (with backoff), handshake, then pump the peer's queue into the socket until
+//! something fails, then dial again. Only this task reads the queue, and it writes batches in queue
+//! order on a single connection at a time, so per-peer order is preserved. A batch whose write
+//! fails is lost with its connection (counted in `dropped_lost`); messages still queued wait for the
+//! next connection. While the peer is unreachable nothing reads the queue, so it fills up and
+//! [`Transport::send`](super::Transport::send) drops what does not fit.
+//!
+//! After the handshake the peer never sends anything on this connection; the task still reads it,
+//! to notice at once when the peer closes it (end of stream) instead of at the next write.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use engine::PeerMessage;
+use raft::NodeId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::util::{shutdown_signal, Backoff, FrameReader, ReadError};
+use super::{bump, PeerCounters};
+use crate::wire::{self, Handshake, WireError, MAX_HANDSHAKE_FRAME};
+
+/// Most messages taken from the queue for one write.
+const MAX_BATCH: usize = 256;
+/// A write buffer that grew beyond this is released after use instead of kept.
+const KEEP_BUFFER: usize = 4 << 20;
+/// At most one warning per this interval while a peer stays unreachable.
+const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Why a dial attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad handshake reply: {0}")]
+    Reply(#[from] ReadError),
+    #[error("connection closed before the handshake reply (refused by the peer?)")]
+    Closed,
+    #[error("peer refused: {0}")]
+    Refused(#[from] WireError),
+    #[error("peer sent unexpected data after its handshake")]
+    UnexpectedData,
+    #[error("dialed node {expected} but node {got} answered (peer addresses mixed up?)")]
+    WrongNode { expected: NodeId, got: NodeId },
+}
+
+/// Why an established connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("write did not complete within {0:?} (peer not reading?)")]
+    WriteTimeout(Duration),
+    #[error("closed by the peer")]
+    ClosedByPeer,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("peer sent unexpected data after the handshake")]
+    UnexpectedData,
+    #[error("transport stopped")]
+    Stopped,
+}
+
+/// Everything one peer's outbound task needs.
+pub(super) struct OutboundTask {
+    /// This node.
+    pub(super) id: NodeId,
+    /// The cluster id.
+    pub(super) cluster_id: u64,
+    /// The peer.
+    pub(super) peer: NodeId,
+    /// The peer's `host:port`.
+    pub(super) addr: String,
+    /// Frame limit.
+    pub(super) max_frame: usize,
+    /// Limit for dial + handshake.
+    pub(super) handshake_timeout: Duration,
+    /// Limit for one batch write.
+    pub(super) write_timeout: Duration,
+    /// Backoff bounds.
+    pub(super) backoff_min: Duration,
+    /// Backoff bounds.
+    pub(super) backoff_max: Duration,
+    /// The peer's counters.
+    pub(super) counters: Arc<PeerCounters>,
+}
+
+impl OutboundTask {
+    /// Runs until shutdown.
+    pub(super) async fn run(self, mut queue: mpsc::Receiver<PeerMessage>, shutdown: watch::Receiver<bool>) {
+        let mut backoff =
+            Backoff::new(self.backoff_min, self.backoff_max, self.id ^ self.peer.rotate_left(32));
+        let mut failures: u64 = 0;
+        let mut last_warn: Option<Instant> = None;
+        let mut buf = BytesMut::new();
+        loop {
+            let dialed = tokio::select! {
+                r = tokio::time::timeout(self.handshake_timeout, self.dial()) => {
+                    r.unwrap_or(Err(DialError::Timeout(self.handshake_timeout)))
+                }
+                () = shutdown_signal(shutdown.clone()) => return,
+            };
+            match dialed {
+                Ok((reader, writer)) => {
+                    backoff.reset();
+                    failures = 0;
+                    last_warn = None;
+                    bump(&self.counters.connects);
+                    self.counters.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(peer = self.peer, addr = %self.addr, "connected to peer");
+                    let end = tokio::select! {
+                        end = self.pump(&mut queue, reader, writer, &mut buf) => end,
+                        () = shutdown_signal(shutdown.clone()) => ConnectionEnd::Stopped,
+                    };
+                    self.counters.connected.store(false, Ordering::Relaxed);
+                    if let ConnectionEnd::Stopped = end {
+                        return;
+                    }
+                    tracing::info!(peer = self.peer, addr = %self.addr, reason = %end, "disconnected from peer");
+                }
+                Err(e) => {
+                    bump(&self.counters.connect_failures);
+                    failures += 1;
+                    let warn_now = match last_warn {
+                        None => true,
+                        Some(t) => t.elapsed() >= UNREACHABLE_WARN_EVERY,
+                    };
+                    if warn_now {
+                        last_warn = Some(Instant::now());
+                        tracing::warn!(peer = self.peer, addr = %self.addr, attempts = failures, error = %e,
+                            "cannot reach peer; retrying with backoff");
+                    } else {
+                        tracing::debug!(peer = self.peer, addr = %self.addr, attempts = failures, error = %e,
+                            "cannot reach peer");
+                    }
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown_signal(shutdown.clone()) => return,
+            }
+        }
+    }
+
+    /// Connects, exchanges handshakes and checks the peer's answer.
+    async fn dial(&self) -> Result<(OwnedReadHalf, OwnedWriteHalf), DialError> {
+        let stream = TcpStream::connect(self.addr.as_str()).await?;
+        stream.set_nodelay(true)?;
+        let (read, mut write) = stream.into_split();
+        let mut hello = BytesMut::new();
+        wire::encode_frame(&Handshake::new(self.cluster_id, self.id), MAX_HANDSHAKE_FRAME, &mut hello)?;
+        write.write_all(&hello).await?;
+        let mut reader = FrameReader::new(read);
+        let Some(frame) = reader.next_frame(MAX_HANDSHAKE_FRAME).await? else {
+            return Err(DialError::Closed);
+        };
+        let got = wire::decode_handshake(frame)?.validate(self.cluster_id)?;
+        if got != self.peer {
+            return Err(DialError::WrongNode { expected: self.peer, got });
+        }
+        let (read, leftover) = reader.into_parts();
+        if !leftover.is_empty() {
+            return Err(DialError::UnexpectedData);
+        }
+        Ok((read, write))
+    }
+
+    /// Writes queued messages in batches until the connection fails or the queue is closed.
+    async fn pump(
+        &self,
+        queue: &mut mpsc::Receiver<PeerMessage>,
+        mut reader: OwnedReadHalf,
+        mut writer: OwnedWriteHalf,
+        buf: &mut BytesMut,
+    ) -> ConnectionEnd {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut probe = [0u8; 1];
+        loop {
+            tokio::select! {
+                n = queue.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        return ConnectionEnd::Stopped; // every handle is gone
+                    }
+                }
+                r = reader.read(&mut probe) => {
+                    return match r {
+                        Ok(0) => ConnectionEnd::ClosedByPeer,
+                        Ok(_) => ConnectionEnd::UnexpectedData,
+                        Err(e) => ConnectionEnd::Read(e),
+                    };
+                }
+            }
+            buf.clear();
+            let mut count = 0u64;
+            for msg in batch.drain(..) {
+                let kind = describe(&msg);
+                match wire::encode_message(msg, self.max_frame, buf) {
+                    Ok(()) => count += 1,
+                    Err(e) => {
+                        bump(&self.counters.dropped_lost);
+                        tracing::error!(peer = self.peer, kind, error = %e, "dropping a message too large to send");
+                    }
+                }
+            }
+            let written = tokio::time::timeout(self.write_timeout, writer.write_all(buf)).await;
+            let result = match written {
+                Ok(Ok(())) => {
+                    self.counters.sent.fetch_add(count, Ordering::Relaxed);
+                    self.counters.sent_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    None
+                }
+                Ok(Err(e)) => Some(ConnectionEnd::Write(e)),
+                Err(_) => Some(ConnectionEnd::WriteTimeout(self.write_timeout)),
+            };
+            if buf.capacity() > KEEP_BUFFER {
+                *buf = BytesMut::new();
+            }
+            if let Some(end) = result {
+                self.counters.dropped_lost.fetch_add(count, Ordering::Relaxed);
+                return end;
+            }
+        }
+    }
+}
+
+/// A short name of a message's kind, for logs.
+fn describe(msg: &PeerMessage) -> &'static str {
+    match msg {
+        PeerMessage::Raft(m) => m.body.name(),
+        PeerMessage::Forward { .. } => "Forward",
+    }
+}

@@ -1,0 +1,815 @@
+//! The peer protocol's wire format: protobuf messages (hand-written `prost` derives, no `protoc`),
+//! their conversions to and from [`engine::PeerMessage`], the connection handshake and the framing.
+//!
+//! # Framing
+//! A connection is a stream of frames. A frame is a 4-byte big-endian length `n` followed by `n`
+//! bytes of protobuf. The first frame in each direction is a [`Handshake`] (at most
+//! [`MAX_HANDSHAKE_FRAME`] bytes); every later frame is one [`Envelope`] (at most the configured
+//! `max_frame` bytes, [`DEFAULT_MAX_FRAME`] by default). A length above the limit is an error and
+//! the connection is closed: the reader never buffers more than `4 + max` bytes for a frame.
+//!
+//! # Schema (the `.proto` equivalent of the structs below)
+//! ```text
+//! syntax = "proto3";
+//! package raftkv.peer.v1;
+//!
+//! // First frame in each direction.
+//! message Handshake {
+//!   fixed32 magic      = 1;  // MAGIC: 0x524B5650 ("RKVP")
+//!   uint32  version    = 2;  // PROTOCOL_VERSION; bumped only on incompatible changes
+//!   uint64  cluster_id = 3;
+//!   uint64  node_id    = 4;  // the sender's id (never 0)
+//! }
+//!
+//! // Every later frame.
+//! message Envelope {
+//!   oneof kind {
+//!     RaftMessage raft    = 1;
+//!     Forward     forward = 2;
+//!   }
+//! }
+//!
+//! message RaftMessage {
+//!   uint64 from = 1;
+//!   uint64 to   = 2;
+//!   uint64 term = 3;
+//!   oneof body {
+//!     VoteRequest           pre_vote                = 4;
+//!     VoteResponse          pre_vote_response       = 5;
+//!     VoteRequest           request_vote            = 6;
+//!     VoteResponse          request_vote_response   = 7;
+//!     AppendEntries         append_entries          = 8;
+//!     AppendEntriesResponse append_entries_response = 9;
+//!     Heartbeat             heartbeat               = 10;
+//!     HeartbeatResponse     heartbeat_response      = 11;
+//!     ReadIndex             read_index              = 12;
+//!     ReadIndexResponse     read_index_response     = 13;
+//!   }
+//! }
+//! message VoteRequest           { uint64 last_log_index = 1; uint64 last_log_term = 2; }
+//! message VoteResponse          { bool granted = 1; }
+//! message Entry                 { uint64 term = 1; uint64 index = 2; bytes data = 3; }
+//! message AppendEntries         { uint64 prev_log_index = 1; uint64 prev_log_term = 2;
+//!                                 repeated Entry entries = 3; uint64 leader_commit = 4; }
+//! message AppendEntriesResponse { bool success = 1; uint64 index = 2;
+//!                                 uint64 conflict_term = 3; uint64 conflict_index = 4; }
+//! message Heartbeat             { uint64 leader_commit = 1; uint64 read_round = 2; }
+//! message HeartbeatResponse     { uint64 read_round = 1; }
+//! message ReadIndex             { uint64 request_id = 1; }
+//! message ReadIndexResponse     { uint64 request_id = 1; optional uint64 index = 2; }
+//! message Forward               { uint64 from = 1; uint64 to = 2; repeated bytes proposals = 3; }
+//! ```
+//!
+//! # Evolution
+//! - A new kind of message is a new `oneof` variant with a fresh tag (in [`Envelope`] for a new
+//!   peer-level message such as a snapshot transfer, in [`RaftMessage`] for a new Raft RPC). It does not
+//!   change [`PROTOCOL_VERSION`]. Protobuf skips unknown fields, so an older node decodes such a frame
+//!   with an empty `oneof` and [`TryFrom<Envelope>`](PeerMessage) reports
+//!   [`WireError::UnknownKind`]: the transport drops that one message with a warning and keeps the
+//!   connection (Raft tolerates lost messages).
+//! - New fields in existing messages get fresh tags and must have a harmless zero default.
+//! - Anything else is an incompatible change: bump [`PROTOCOL_VERSION`]; the handshake then refuses
+//!   peers of the other version with a clear log line instead of misreading their frames.
+//!
+//! # Invariants
+//! - Decoding never panics and never allocates more than the frame it was handed: entry data and
+//!   forwarded proposals are slices of the frame's buffer (`Bytes`), not copies. A consequence: a
+//!   decoded entry keeps the read buffer it arrived in alive for as long as the entry lives.
+//! - A decoded [`PeerMessage`] always has non-zero `from` and `to`; protobuf cannot tell a missing
+//!   scalar from a zero one, so 0 (never a valid [`NodeId`]) is rejected as "missing".
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use engine::PeerMessage;
+use prost::Message as _;
+use raft::{Message, MessageBody, NodeId};
+
+/// First field of every [`Handshake`]: "RKVP" in ASCII. Tells a raft-kv peer from anything else that
+/// connects to the core port.
+pub const MAGIC: u32 = 0x524B_5650;
+/// The version of this protocol; peers must agree exactly (see "Evolution" above).
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The length of a frame header (a big-endian u32 body length).
+pub const FRAME_HEADER_LEN: usize = 4;
+/// The default maximum body length of a frame: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+/// The maximum body length of a handshake frame. Small, so that a stranger's bytes on the core port
+/// are rejected at once (e.g. a Redis client's `PING\r\n` reads as a length of 1 346 981 447).
+pub const MAX_HANDSHAKE_FRAME: usize = 1024;
+
+/// Why bytes could not be turned into a frame or a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A frame header announced more bytes than allowed.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The announced (or, when encoding, actual) body length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The frame body is not valid protobuf for the expected message.
+    #[error("malformed protobuf: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// A `oneof` had no variant this node knows: sent by a newer version, or malformed.
+    #[error("{message} has no kind known to this version (sent by a newer peer?)")]
+    UnknownKind {
+        /// The protobuf message whose `oneof` was empty.
+        message: &'static str,
+    },
+    /// A node id field was 0 (missing).
+    #[error("{field} is missing (node id 0)")]
+    MissingNodeId {
+        /// The field.
+        field: &'static str,
+    },
+    /// The handshake did not start with [`MAGIC`]: not a raft-kv peer.
+    #[error("bad magic {got:#010x} (expected {MAGIC:#010x}): not a raft-kv peer")]
+    BadMagic {
+        /// The magic received.
+        got: u32,
+    },
+    /// The peer speaks another protocol version.
+    #[error("protocol version {theirs} is not supported (this node speaks {ours})")]
+    VersionMismatch {
+        /// Our version.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// The peer belongs to another cluster.
+    #[error("peer belongs to cluster {theirs:#x}, this node to cluster {ours:#x}")]
+    ClusterMismatch {
+        /// Our cluster id.
+        ours: u64,
+        /// Theirs.
+        theirs: u64,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// The first frame in each direction of a connection.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Handshake {
+    /// Always [`MAGIC`].
+    #[prost(fixed32, tag = "1")]
+    pub magic: u32,
+    /// The sender's [`PROTOCOL_VERSION`].
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    /// The sender's cluster id.
+    #[prost(uint64, tag = "3")]
+    pub cluster_id: u64,
+    /// The sender's node id.
+    #[prost(uint64, tag = "4")]
+    pub node_id: u64,
+}
+
+impl Handshake {
+    /// The handshake this node sends.
+    pub fn new(cluster_id: u64, node_id: NodeId) -> Self {
+        Handshake { magic: MAGIC, version: PROTOCOL_VERSION, cluster_id, node_id }
+    }
+
+    /// Checks magic, version and cluster id and returns the sender's node id. Whether that node is
+    /// one we expect is the caller's business.
+    pub fn validate(&self, cluster_id: u64) -> Result<NodeId, WireError> {
+        if self.magic != MAGIC {
+            return Err(WireError::BadMagic { got: self.magic });
+        }
+        if self.version != PROTOCOL_VERSION {
+            return Err(WireError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: self.version });
+        }
+        if self.cluster_id != cluster_id {
+            return Err(WireError::ClusterMismatch { ours: cluster_id, theirs: self.cluster_id });
+        }
+        if self.node_id == 0 {
+            return Err(WireError::MissingNodeId { field: "Handshake.node_id" });
+        }
+        Ok(self.node_id)
+    }
+}
+
+/// One frame after the handshake: one [`PeerMessage`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    /// What the frame carries; `None` if empty or of a kind this version does not know.
+    #[prost(oneof = "EnvelopeKind", tags = "1, 2")]
+    pub kind: Option<EnvelopeKind>,
+}
+
+/// The kinds of [`Envelope`].
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum EnvelopeKind {
+    /// A Raft message.
+    #[prost(message, tag = "1")]
+    Raft(RaftMessage),
+    /// Proposals forwarded to the leader.
+    #[prost(message, tag = "2")]
+    Forward(Forward),
+}
+
+/// A [`raft::Message`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RaftMessage {
+    /// The sender.
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// The receiver.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    /// The sender's term.
+    #[prost(uint64, tag = "3")]
+    pub term: u64,
+    /// The RPC; `None` if empty or of a kind this version does not know.
+    #[prost(oneof = "RaftBody", tags = "4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
+    pub body: Option<RaftBody>,
+}
+
+/// The kinds of [`RaftMessage`] (one per [`MessageBody`] variant).
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum RaftBody {
+    /// [`MessageBody::PreVote`].
+    #[prost(message, tag = "4")]
+    PreVote(VoteRequest),
+    /// [`MessageBody::PreVoteResponse`].
+    #[prost(message, tag = "5")]
+    PreVoteResponse(VoteResponse),
+    /// [`MessageBody::RequestVote`].
+    #[prost(message, tag = "6")]
+    RequestVote(VoteRequest),
+    /// [`MessageBody::RequestVoteResponse`].
+    #[prost(message, tag = "7")]
+    RequestVoteResponse(VoteResponse),
+    /// [`MessageBody::AppendEntries`].
+    #[prost(message, tag = "8")]
+    AppendEntries(AppendEntries),
+    /// [`MessageBody::AppendEntriesResponse`].
+    #[prost(message, tag = "9")]
+    AppendEntriesResponse(AppendEntriesResponse),
+    /// [`MessageBody::Heartbeat`].
+    #[prost(message, tag = "10")]
+    Heartbeat(Heartbeat),
+    /// [`MessageBody::HeartbeatResponse`].
+    #[prost(message, tag = "11")]
+    HeartbeatResponse(HeartbeatResponse),
+    /// [`MessageBody::ReadIndex`].
+    #[prost(message, tag = "12")]
+    ReadIndex(ReadIndex),
+    /// [`MessageBody::ReadIndexResponse`].
+    #[prost(message, tag = "13")]
+    ReadIndexResponse(ReadIndexResponse),
+}
+
+/// PreVote and RequestVote arguments.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VoteRequest {
+    /// Index of the candidate's last log entry.
+    #[prost(uint64, tag = "1")]
+    pub last_log_index: u64,
+    /// Term of the candidate's last log entry.
+    #[prost(uint64, tag = "2")]
+    pub last_log_term: u64,
+}
+
+/// PreVote and RequestVote answers.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VoteResponse {
+    /// True if the vote is (or would be) granted.
+    #[prost(bool, tag = "1")]
+    pub granted: bool,
+}
+
+/// A [`raft::Entry`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    #[prost(uint64, tag = "1")]
+    pub term: u64,
+    /// The entry's log index.
+    #[prost(uint64, tag = "2")]
+    pub index: u64,
+    /// The command (empty for a no-op); decoded as a slice of the frame, without copying.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: Bytes,
+}
+
+/// AppendEntries arguments.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppendEntries {
+    /// Index of the entry preceding `entries`.
+    #[prost(uint64, tag = "1")]
+    pub prev_log_index: u64,
+    /// Term of that entry.
+    #[prost(uint64, tag = "2")]
+    pub prev_log_term: u64,
+    /// The entries.
+    #[prost(message, repeated, tag = "3")]
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    #[prost(uint64, tag = "4")]
+    pub leader_commit: u64,
+}
+
+/// AppendEntries answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppendEntriesResponse {
+    /// True if the follower's log matched.
+    #[prost(bool, tag = "1")]
+    pub success: bool,
+    /// Last matching index on success, the rejected `prev_log_index` on failure.
+    #[prost(uint64, tag = "2")]
+    pub index: u64,
+    /// Term of the follower's conflicting entry (failure only).
+    #[prost(uint64, tag = "3")]
+    pub conflict_term: u64,
+    /// First index of `conflict_term` on the follower (failure only).
+    #[prost(uint64, tag = "4")]
+    pub conflict_index: u64,
+}
+
+/// A leader's heartbeat.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Heartbeat {
+    /// Commit index safe for the follower.
+    #[prost(uint64, tag = "1")]
+    pub leader_commit: u64,
+    /// The ReadIndex round.
+    #[prost(uint64, tag = "2")]
+    pub read_round: u64,
+}
+
+/// Heartbeat answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeartbeatResponse {
+    /// The round being answered.
+    #[prost(uint64, tag = "1")]
+    pub read_round: u64,
+}
+
+/// A follower's read-index request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadIndex {
+    /// The follower's request id.
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+}
+
+/// The leader's read-index answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadIndexResponse {
+    /// The follower's request id.
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    /// The read index; absent if the leader could not serve the read.
+    #[prost(uint64, optional, tag = "2")]
+    pub index: Option<u64>,
+}
+
+/// Proposals forwarded to the leader.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Forward {
+    /// The forwarding node.
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// The destination.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    /// Encoded proposals; decoded as slices of the frame, without copying.
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub proposals: Vec<Bytes>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions
+// ---------------------------------------------------------------------------------------------
+
+impl From<PeerMessage> for Envelope {
+    fn from(msg: PeerMessage) -> Self {
+        let kind = match msg {
+            PeerMessage::Raft(m) => EnvelopeKind::Raft(m.into()),
+            PeerMessage::Forward { from, to, proposals } => {
+                EnvelopeKind::Forward(Forward { from, to, proposals })
+            }
+        };
+        Envelope { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<Envelope> for PeerMessage {
+    type Error = WireError;
+
+    fn try_from(env: Envelope) -> Result<Self, WireError> {
+        match env.kind {
+            Some(EnvelopeKind::Raft(m)) => Ok(PeerMessage::Raft(m.try_into()?)),
+            Some(EnvelopeKind::Forward(f)) => Ok(PeerMessage::Forward {
+                from: node_id(f.from, "Forward.from")?,
+                to: node_id(f.to, "Forward.to")?,
+                proposals: f.proposals,
+            }),
+            None => Err(WireError::UnknownKind { message: "Envelope" }),
+        }
+    }
+}
+
+impl From<Message> for RaftMessage {
+    fn from(m: Message) -> Self {
+        let body = match m.body {
+            MessageBody::PreVote { last_log_index, last_log_term } => {
+                RaftBody::PreVote(VoteRequest { last_log_index, last_log_term })
+            }
+            MessageBody::PreVoteResponse { granted } => RaftBody::PreVoteResponse(VoteResponse { granted }),
+            MessageBody::RequestVote { last_log_index, last_log_term } => {
+                RaftBody::RequestVote(VoteRequest { last_log_index, last_log_term })
+            }
+            MessageBody::RequestVoteResponse { granted } => {
+                RaftBody::RequestVoteResponse(VoteResponse { granted })
+            }
+            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+                RaftBody::AppendEntries(AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries: entries
+                        .into_iter()
+                        .map(|e| Entry { term: e.term, index: e.index, data: e.data })
+                        .collect(),
+                    leader_commit,
+                })
+            }
+            MessageBody::AppendEntriesResponse { success, index, conflict_term, conflict_index } => {
+                RaftBody::AppendEntriesResponse(AppendEntriesResponse {
+                    success,
+                    index,
+                    conflict_term,
+                    conflict_index,
+                })
+            }
+            MessageBody::Heartbeat { leader_commit, read_round } => {
+                RaftBody::Heartbeat(Heartbeat { leader_commit, read_round })
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                RaftBody::HeartbeatResponse(HeartbeatResponse { read_round })
+            }
+            MessageBody::ReadIndex { request_id } => RaftBody::ReadIndex(ReadIndex { request_id }),
+            MessageBody::ReadIndexResponse { request_id, index } => {
+                RaftBody::ReadIndexResponse(ReadIndexResponse { request_id, index })
+            }
+        };
+        RaftMessage { from: m.from, to: m.to, term: m.term, body: Some(body) }
+    }
+}
+
+impl TryFrom<RaftMessage> for Message {
+    type Error = WireError;
+
+    fn try_from(m: RaftMessage) -> Result<Self, WireError> {
+        let body = match m.body {
+            Some(RaftBody::PreVote(v)) => {
+                MessageBody::PreVote { last_log_index: v.last_log_index, last_log_term: v.last_log_term }
+            }
+            Some(RaftBody::PreVoteResponse(v)) => MessageBody::PreVoteResponse { granted: v.granted },
+            Some(RaftBody::RequestVote(v)) => {
+                MessageBody::RequestVote { last_log_index: v.last_log_index, last_log_term: v.last_log_term }
+            }
+            Some(RaftBody::RequestVoteResponse(v)) => MessageBody::RequestVoteResponse { granted: v.granted },
+            Some(RaftBody::AppendEntries(a)) => MessageBody::AppendEntries {
+                prev_log_index: a.prev_log_index,
+                prev_log_term: a.prev_log_term,
+                entries: a
+                    .entries
+                    .into_iter()
+                    .map(|e| raft::Entry { term: e.term, index: e.index, data: e.data })
+                    .collect(),
+                leader_commit: a.leader_commit,
+            },
+            Some(RaftBody::AppendEntriesResponse(a)) => MessageBody::AppendEntriesResponse {
+                success: a.success,
+                index: a.index,
+                conflict_term: a.conflict_term,
+                conflict_index: a.conflict_index,
+            },
+            Some(RaftBody::Heartbeat(h)) => {
+                MessageBody::Heartbeat { leader_commit: h.leader_commit, read_round: h.read_round }
+            }
+            Some(RaftBody::HeartbeatResponse(h)) => {
+                MessageBody::HeartbeatResponse { read_round: h.read_round }
+            }
+            Some(RaftBody::ReadIndex(r)) => MessageBody::ReadIndex { request_id: r.request_id },
+            Some(RaftBody::ReadIndexResponse(r)) => {
+                MessageBody::ReadIndexResponse { request_id: r.request_id, index: r.index }
+            }
+            None => return Err(WireError::UnknownKind { message: "RaftMessage" }),
+        };
+        Ok(Message {
+            from: node_id(m.from, "RaftMessage.from")?,
+            to: node_id(m.to, "RaftMessage.to")?,
+            term: m.term,
+            body,
+        })
+    }
+}
+
+/// Rejects the "missing" node id 0.
+fn node_id(id: u64, field: &'static str) -> Result<NodeId, WireError> {
+    if id == 0 {
+        Err(WireError::MissingNodeId { field })
+    } else {
+        Ok(id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------------
+
+/// Appends one frame holding `msg` to `dst`. Fails (appending nothing) if the body would exceed
+/// `max_frame` bytes.
+pub fn encode_frame(
+    msg: &impl prost::Message,
+    max_frame: usize,
+    dst: &mut BytesMut,
+) -> Result<(), WireError> {
+    let len = msg.encoded_len();
+    let header = u32::try_from(len).ok().filter(|_| len <= max_frame);
+    let Some(header) = header else {
+        return Err(WireError::FrameTooLarge { len: len as u64, max: max_frame });
+    };
+    dst.reserve(FRAME_HEADER_LEN + len);
+    dst.put_u32(header);
+    // Cannot fail: `reserve` made room and `BytesMut` grows on demand anyway.
+    msg.encode(dst).map_err(|_| WireError::FrameTooLarge { len: len as u64, max: max_frame })?;
+    Ok(())
+}
+
+/// Appends one frame holding `msg` to `dst` (see [`encode_frame`]).
+pub fn encode_message(msg: PeerMessage, max_frame: usize, dst: &mut BytesMut) -> Result<(), WireError> {
+    encode_frame(&Envelope::from(msg), max_frame, dst)
+}
+
+/// Splits the next complete frame body off the front of `src`.
+///
+/// Returns `Ok(None)` if `src` does not hold a complete frame yet (having reserved room for the
+/// announced frame, so the caller's next read can fill it in one go), and an error if the header
+/// announces more than `max_frame` bytes. The returned body shares `src`'s allocation (no copy).
+pub fn decode_frame(src: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, WireError> {
+    if src.len() < FRAME_HEADER_LEN {
+        return Ok(None);
+    }
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header.copy_from_slice(&src[..FRAME_HEADER_LEN]);
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max_frame {
+        return Err(WireError::FrameTooLarge { len: len as u64, max: max_frame });
+    }
+    let total = FRAME_HEADER_LEN + len;
+    if src.len() < total {
+        src.reserve(total - src.len());
+        return Ok(None);
+    }
+    src.advance(FRAME_HEADER_LEN);
+    Ok(Some(src.split_to(len).freeze()))
+}
+
+/// Decodes a handshake frame body.
+pub fn decode_handshake(body: Bytes) -> Result<Handshake, WireError> {
+    Ok(Handshake::decode(body)?)
+}
+
+/// Decodes a message frame body. Entry data and proposals are slices of `body`.
+pub fn decode_message(body: Bytes) -> Result<PeerMessage, WireError> {
+    Envelope::decode(body)?.try_into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_entry() -> impl Strategy<Value = raft::Entry> {
+        (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(term, index, data)| raft::Entry::new(term, index, data))
+    }
+
+    fn arb_body() -> impl Strategy<Value = MessageBody> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>()).prop_map(|(last_log_index, last_log_term)| MessageBody::PreVote {
+                last_log_index,
+                last_log_term
+            }),
+            any::<bool>().prop_map(|granted| MessageBody::PreVoteResponse { granted }),
+            (any::<u64>(), any::<u64>()).prop_map(|(last_log_index, last_log_term)| {
+                MessageBody::RequestVote { last_log_index, last_log_term }
+            }),
+            any::<bool>().prop_map(|granted| MessageBody::RequestVoteResponse { granted }),
+            (any::<u64>(), any::<u64>(), proptest::collection::vec(arb_entry(), 0..8), any::<u64>())
+                .prop_map(|(prev_log_index, prev_log_term, entries, leader_commit)| {
+                    MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit }
+                }),
+            (any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(success, index, conflict_term, conflict_index)| MessageBody::AppendEntriesResponse {
+                    success,
+                    index,
+                    conflict_term,
+                    conflict_index
+                }
+            ),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(leader_commit, read_round)| MessageBody::Heartbeat { leader_commit, read_round }),
+            any::<u64>().prop_map(|read_round| MessageBody::HeartbeatResponse { read_round }),
+            any::<u64>().prop_map(|request_id| MessageBody::ReadIndex { request_id }),
+            (any::<u64>(), any::<Option<u64>>())
+                .prop_map(|(request_id, index)| MessageBody::ReadIndexResponse { request_id, index }),
+        ]
+    }
+
+    /// Every kind of [`PeerMessage`], with arbitrary field values (node ids are never 0).
+    fn arb_message() -> impl Strategy<Value = PeerMessage> {
+        prop_oneof![
+            (1..=u64::MAX, 1..=u64::MAX, any::<u64>(), arb_body())
+                .prop_map(|(from, to, term, body)| PeerMessage::Raft(Message { from, to, term, body })),
+            (
+                1..=u64::MAX,
+                1..=u64::MAX,
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..32), 0..6)
+            )
+                .prop_map(|(from, to, proposals)| PeerMessage::Forward {
+                    from,
+                    to,
+                    proposals: proposals.into_iter().map(Bytes::from).collect()
+                }),
+        ]
+    }
+
+    fn roundtrip_all(msgs: &[PeerMessage]) -> Vec<PeerMessage> {
+        let mut buf = BytesMut::new();
+        for m in msgs {
+            encode_message(m.clone(), DEFAULT_MAX_FRAME, &mut buf).unwrap();
+        }
+        let mut out = Vec::new();
+        while let Some(frame) = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+            out.push(decode_message(frame).unwrap());
+        }
+        assert!(buf.is_empty(), "leftover bytes after the last frame");
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn messages_roundtrip(msgs in proptest::collection::vec(arb_message(), 0..16)) {
+            prop_assert_eq!(roundtrip_all(&msgs), msgs);
+        }
+
+        /// A stream split at any point decodes to the same frames once the rest arrives.
+        #[test]
+        fn frames_survive_any_split(msgs in proptest::collection::vec(arb_message(), 1..6), cut in any::<prop::sample::Index>()) {
+            let mut whole = BytesMut::new();
+            for m in &msgs {
+                encode_message(m.clone(), DEFAULT_MAX_FRAME, &mut whole).unwrap();
+            }
+            let cut = cut.index(whole.len() + 1);
+            let mut buf = BytesMut::from(&whole[..cut]);
+            let mut out = Vec::new();
+            while let Some(f) = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                out.push(decode_message(f).unwrap());
+            }
+            buf.extend_from_slice(&whole[cut..]);
+            while let Some(f) = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                out.push(decode_message(f).unwrap());
+            }
+            prop_assert_eq!(out, msgs);
+        }
+
+        #[test]
+        fn handshake_roundtrip(cluster in any::<u64>(), node in 1..=u64::MAX) {
+            let mut buf = BytesMut::new();
+            encode_frame(&Handshake::new(cluster, node), MAX_HANDSHAKE_FRAME, &mut buf).unwrap();
+            let frame = decode_frame(&mut buf, MAX_HANDSHAKE_FRAME).unwrap().unwrap();
+            let hs = decode_handshake(frame).unwrap();
+            prop_assert_eq!(hs.validate(cluster), Ok(node));
+        }
+
+        /// Random bytes never panic: they decode to frames and messages, or to errors.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), max in 0usize..600) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = decode_frame(&mut buf, max) {
+                let _ = decode_message(frame.clone());
+                let _ = decode_handshake(frame).map(|h| h.validate(7));
+            }
+            let _ = decode_message(Bytes::from(bytes.clone()));
+            let _ = decode_handshake(Bytes::from(bytes)).map(|h| h.validate(7));
+        }
+
+        /// Corrupting one byte of a valid frame never panics.
+        #[test]
+        fn corrupted_frames_never_panic(msg in arb_message(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut whole = BytesMut::new();
+            encode_message(msg, DEFAULT_MAX_FRAME, &mut whole).unwrap();
+            let at = at.index(whole.len());
+            whole[at] = byte;
+            if let Ok(Some(frame)) = decode_frame(&mut whole, DEFAULT_MAX_FRAME) {
+                let _ = decode_message(frame);
+            }
+        }
+    }
+
+    #[test]
+    fn oversize_frames_are_rejected_on_both_sides() {
+        let msg = PeerMessage::Forward { from: 1, to: 2, proposals: vec![Bytes::from(vec![7u8; 1000])] };
+        let mut buf = BytesMut::new();
+        let err = encode_message(msg.clone(), 999, &mut buf).unwrap_err();
+        assert!(matches!(err, WireError::FrameTooLarge { max: 999, .. }), "{err}");
+        assert!(buf.is_empty(), "a refused frame must append nothing");
+
+        encode_message(msg, DEFAULT_MAX_FRAME, &mut buf).unwrap();
+        let body_len = buf.len() - FRAME_HEADER_LEN;
+        let mut small = buf.clone();
+        assert_eq!(
+            decode_frame(&mut small, body_len - 1),
+            Err(WireError::FrameTooLarge { len: body_len as u64, max: body_len - 1 })
+        );
+        assert!(decode_frame(&mut buf, body_len).unwrap().is_some());
+
+        // Only the header matters: a huge announced length is refused before any body arrives.
+        let mut header_only = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert!(matches!(
+            decode_frame(&mut header_only, DEFAULT_MAX_FRAME),
+            Err(WireError::FrameTooLarge { len, .. }) if len == u64::from(u32::MAX)
+        ));
+    }
+
+    #[test]
+    fn redis_ping_is_not_a_handshake() {
+        let mut buf = BytesMut::from(&b"PING\r\n"[..]);
+        assert!(matches!(decode_frame(&mut buf, MAX_HANDSHAKE_FRAME), Err(WireError::FrameTooLarge { .. })));
+        let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+        assert!(matches!(decode_frame(&mut buf, MAX_HANDSHAKE_FRAME), Err(WireError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn handshake_validation() {
+        let ok = Handshake::new(42, 3);
+        assert_eq!(ok.validate(42), Ok(3));
+        assert_eq!(ok.validate(43), Err(WireError::ClusterMismatch { ours: 43, theirs: 42 }));
+        let v2 = Handshake { version: PROTOCOL_VERSION + 1, ..ok.clone() };
+        assert!(matches!(v2.validate(42), Err(WireError::VersionMismatch { .. })));
+        let bad = Handshake { magic: 0x5049_4E47, ..ok.clone() };
+        assert_eq!(bad.validate(42), Err(WireError::BadMagic { got: 0x5049_4E47 }));
+        let anon = Handshake { node_id: 0, ..ok };
+        assert!(matches!(anon.validate(42), Err(WireError::MissingNodeId { .. })));
+        // An empty body decodes to all zeros: magic 0 is refused.
+        assert!(matches!(
+            decode_handshake(Bytes::new()).unwrap().validate(42),
+            Err(WireError::BadMagic { got: 0 })
+        ));
+    }
+
+    #[test]
+    fn unknown_and_missing_kinds_are_errors() {
+        // An empty envelope (or one whose only field is a tag from a newer version).
+        assert_eq!(decode_message(Bytes::new()), Err(WireError::UnknownKind { message: "Envelope" }));
+        let mut newer = BytesMut::new();
+        // Field 15, wire type 2 (length-delimited), 3 bytes: an unknown future kind.
+        newer.put_slice(&[15 << 3 | 2, 3, 1, 2, 3]);
+        assert_eq!(decode_message(newer.freeze()), Err(WireError::UnknownKind { message: "Envelope" }));
+
+        let raft_without_body =
+            Envelope { kind: Some(EnvelopeKind::Raft(RaftMessage { from: 1, to: 2, term: 3, body: None })) };
+        assert_eq!(
+            PeerMessage::try_from(raft_without_body),
+            Err(WireError::UnknownKind { message: "RaftMessage" })
+        );
+        let no_from =
+            Envelope { kind: Some(EnvelopeKind::Forward(Forward { from: 0, to: 2, proposals: vec![] })) };
+        assert_eq!(PeerMessage::try_from(no_from), Err(WireError::MissingNodeId { field: "Forward.from" }));
+    }
+
+    #[test]
+    fn decoding_does_not_copy_payloads() {
+        let data = Bytes::from(vec![9u8; 300]);
+        let msg = PeerMessage::Raft(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![raft::Entry::new(1, 1, data)],
+                leader_commit: 0,
+            },
+        });
+        let mut buf = BytesMut::new();
+        encode_message(msg, DEFAULT_MAX_FRAME, &mut buf).unwrap();
+        let frame = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let range = frame.as_ptr_range();
+        let PeerMessage::Raft(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) =
+            decode_message(frame).unwrap()
+        else {
+            panic!("wrong kind");
+        };
+        let p = entries[0].data.as_ptr();
+        assert!(range.contains(&p), "entry data was copied out of the frame buffer");
+    }
+}
