@@ -244,10 +244,11 @@ async fn receive(
             .fetch_add((FRAME_HEADER_LEN + frame.len()) as u64, std::sync::atomic::Ordering::Relaxed);
         let problem = match wire::decode_message(frame) {
             Ok(msg) if msg.from() == peer && msg.to() == ctx.id => {
+                // Counted before the hand-off, so a consumer that got the message sees it counted.
+                bump(&counters.received);
                 if ctx.inbound.send(msg).await.is_err() {
                     return End::ConsumerGone;
                 }
-                bump(&counters.received);
                 continue;
             }
             Ok(msg) => format!(

@@ -49,6 +49,21 @@ use tokio::task::JoinHandle;
 
 use util::RateLimit;
 
+/// Binds a TCP listener (for the core port, or any server port) that a restarted node can bind again
+/// at once: on Unix it sets `SO_REUSEADDR`. Without it, Linux refuses to bind a port for up to a
+/// minute while connections of the previous incarnation linger in TIME_WAIT (a node killed with
+/// SIGKILL leaves such connections); the flag only helps if every incarnation sets it. Needs no
+/// tokio runtime.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// Transport settings.
 #[derive(Debug)]
 pub struct TransportConfig {
@@ -119,6 +134,8 @@ pub struct PeerStats {
     pub sent: u64,
     /// Frame bytes written to the peer, headers included.
     pub sent_bytes: u64,
+    /// Batches written (one `write_all` each); `sent / writes` is the mean batch size.
+    pub writes: u64,
     /// Messages dropped because the queue was full.
     pub dropped_full: u64,
     /// Messages lost otherwise: in a failed write, larger than `max_frame`, or sent after shutdown.
@@ -167,6 +184,7 @@ struct PeerCounters {
     connected: AtomicBool,
     sent: AtomicU64,
     sent_bytes: AtomicU64,
+    writes: AtomicU64,
     dropped_full: AtomicU64,
     dropped_lost: AtomicU64,
     connects: AtomicU64,
@@ -373,6 +391,7 @@ impl Transport {
                     queued: p.queue.max_capacity() - p.queue.capacity(),
                     sent: load(&c.sent),
                     sent_bytes: load(&c.sent_bytes),
+                    writes: load(&c.writes),
                     dropped_full: load(&c.dropped_full),
                     dropped_lost: load(&c.dropped_lost),
                     connects: load(&c.connects),

@@ -22,7 +22,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::util::{shutdown_signal, Backoff, FrameReader, ReadError};
+use super::util::{shutdown_signal, Backoff, FrameReader, RateLimit, ReadError};
 use super::{bump, PeerCounters};
 use crate::wire::{self, Handshake, WireError, MAX_HANDSHAKE_FRAME};
 
@@ -101,6 +101,7 @@ impl OutboundTask {
         let mut failures: u64 = 0;
         let mut last_warn: Option<Instant> = None;
         let mut buf = BytesMut::new();
+        let oversize_log = RateLimit::new(Duration::from_secs(10));
         loop {
             let dialed = tokio::select! {
                 r = tokio::time::timeout(self.handshake_timeout, self.dial()) => {
@@ -117,7 +118,7 @@ impl OutboundTask {
                     self.counters.connected.store(true, Ordering::Relaxed);
                     tracing::info!(peer = self.peer, addr = %self.addr, "connected to peer");
                     let end = tokio::select! {
-                        end = self.pump(&mut queue, reader, writer, &mut buf) => end,
+                        end = self.pump(&mut queue, reader, writer, &mut buf, &oversize_log) => end,
                         () = shutdown_signal(shutdown.clone()) => ConnectionEnd::Stopped,
                     };
                     self.counters.connected.store(false, Ordering::Relaxed);
@@ -181,6 +182,7 @@ impl OutboundTask {
         mut reader: OwnedReadHalf,
         mut writer: OwnedWriteHalf,
         buf: &mut BytesMut,
+        oversize_log: &RateLimit,
     ) -> ConnectionEnd {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut probe = [0u8; 1];
@@ -207,15 +209,22 @@ impl OutboundTask {
                     Ok(()) => count += 1,
                     Err(e) => {
                         bump(&self.counters.dropped_lost);
-                        tracing::error!(peer = self.peer, kind, error = %e, "dropping a message too large to send");
+                        if let Some(suppressed) = oversize_log.allow() {
+                            tracing::error!(peer = self.peer, kind, error = %e, suppressed,
+                                "dropping a message too large to send");
+                        }
                     }
                 }
+            }
+            if buf.is_empty() {
+                continue; // everything taken was too large
             }
             let written = tokio::time::timeout(self.write_timeout, writer.write_all(buf)).await;
             let result = match written {
                 Ok(Ok(())) => {
                     self.counters.sent.fetch_add(count, Ordering::Relaxed);
                     self.counters.sent_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    bump(&self.counters.writes);
                     None
                 }
                 Ok(Err(e)) => Some(ConnectionEnd::Write(e)),
