@@ -1,6 +1,18 @@
 //! raft-kv: a replicated, Redis-compatible key-value store built on its own Raft.
+//!
+//! Modules: [`cli`] (arguments, the seed's command line included), [`cluster`] (membership and
+//! data-directory identity), [`app`] (what each command runs), [`node`] (the driver thread),
+//! [`server`] (RESP connections), [`transport`] / [`wire`] (peer messages over TCP), [`resp`] and
+//! [`command`] (the Redis protocol), [`console`] (the interactive client), [`status`], [`local`].
+pub mod app;
+pub mod cli;
+pub mod cluster;
 pub mod command;
 pub mod console;
+pub mod local;
+pub mod node;
 pub mod resp;
+pub mod server;
+pub mod status;
 pub mod transport;
 pub mod wire;

@@ -1,1 +1,34 @@
-fn main() {}
+//! The `raft-kv` binary: see `raft-kv --help`.
+
+use std::process::ExitCode;
+
+use raft_kv::cli::{self, Command};
+
+fn main() -> ExitCode {
+    let cli = match cli::parse(std::env::args().collect()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Server(args) => raft_kv::app::run_server(args).map(|()| 0),
+        Command::Client(args) => raft_kv::app::run_client(args),
+        Command::Status(args) => raft_kv::app::run_status(args),
+        Command::Local(args) => raft_kv::local::run(args),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(1, 255) as u8),
+        Err(e) => {
+            eprintln!("raft-kv: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

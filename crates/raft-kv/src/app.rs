@@ -1,0 +1,232 @@
+//! The binary's commands: run a node, the console, the cluster status table, or a local cluster.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use engine::{Driver, DriverConfig};
+use storage::{DirLock, LogOptions, StdFs};
+
+use crate::cli::{ClientArgs, Mode, ServerArgs, StatusArgs};
+use crate::cluster::{check_data_dir, Group};
+use crate::node::{self, Input, NodeHandle, NodeOptions, Status};
+use crate::server::{self, ServerContext, ServerOptions};
+use crate::transport::{Transport, TransportConfig};
+
+/// Resolves `host:port` to the address to bind, preferring IPv4 (`localhost` -> 127.0.0.1).
+fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().with_context(|| format!("cannot resolve host '{host}'"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow!("host '{host}' resolves to no address"))
+}
+
+fn bind(host: &str, port: u16, what: &str) -> Result<StdTcpListener> {
+    let addr = bind_addr(host, port)?;
+    let l = StdTcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow!("{what} port {addr} is already in use (is another node or program running there?)")
+        } else {
+            anyhow!("cannot listen on {what} port {addr}: {e}")
+        }
+    })?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// A session id unique to this process start.
+fn random_session() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// `raft-kv server`: runs one node until SIGTERM / Ctrl-C.
+pub fn run_server(args: ServerArgs) -> Result<()> {
+    let mut group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    group.member(&args.id).map_err(|e| anyhow!(e))?;
+    if args.mode == Mode::Standalone {
+        group = group.only(&args.id).map_err(|e| anyhow!(e))?;
+    }
+    if args.tick_ms == 0 || args.heartbeat_ticks == 0 || args.election_ticks <= args.heartbeat_ticks {
+        bail!("need --tick-ms > 0 and 0 < --heartbeat-ticks < --election-ticks");
+    }
+    let me = group.member(&args.id).map_err(|e| anyhow!(e))?.clone();
+    let id = group.node_id(&args.id).map_err(|e| anyhow!(e))?;
+
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let _lock = DirLock::acquire(&args.data_dir).map_err(|e| anyhow!("{e}"))?;
+    check_data_dir(&args.data_dir, &args.id, &group).map_err(|e| anyhow!(e))?;
+
+    let client_listener = bind(&me.host, me.server_port, "server")?;
+    let core_listener = bind(&me.host, me.core_port, "core")?;
+
+    let mut raft = raft::Config::new(id, group.node_ids());
+    raft.heartbeat_ticks = args.heartbeat_ticks;
+    raft.election_ticks = args.election_ticks;
+    raft.seed = random_session();
+    raft.validate().map_err(|e| anyhow!(e))?;
+    let ticks = |ms: u64| ms.div_ceil(args.tick_ms).max(1);
+    let config = DriverConfig {
+        raft,
+        session: random_session(),
+        request_timeout_ticks: ticks(args.request_timeout_ms),
+        forward_retry_ticks: ticks(1000),
+        limbo_ticks: ticks(600_000),
+        log: LogOptions { sync: !args.unsafe_no_fsync, ..LogOptions::default() },
+    };
+    if args.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
+    }
+    let started = std::time::Instant::now();
+    let driver = Driver::open(StdFs, &args.data_dir, config)
+        .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?;
+    tracing::info!(
+        "node {} (id {id}) recovered {} log entries (term {}) from {} in {:?}",
+        me.name,
+        driver.node().last_index(),
+        driver.node().term(),
+        args.data_dir.display(),
+        started.elapsed()
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (tx, rx) = std::sync::mpsc::channel::<Input>();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let handle = NodeHandle { tx: tx.clone(), status: status.clone() };
+
+        let peers: BTreeMap<u64, String> = group
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.name != me.name)
+            .map(|(k, m)| (k as u64 + 1, m.core_addr()))
+            .collect();
+        let (peer_tx, mut peer_rx) = tokio::sync::mpsc::channel(65_536);
+        let transport = Transport::start(
+            TransportConfig {
+                id,
+                cluster_id: group.cluster_id(),
+                listener: core_listener,
+                peers,
+                queue_capacity: 65_536,
+                max_frame: 64 << 20,
+            },
+            peer_tx,
+        )
+        .await
+        .context("cannot start the peer transport")?;
+        // Peer messages go to the node thread.
+        let bridge_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = peer_rx.recv().await {
+                if bridge_tx.send(Input::Peer(msg)).is_err() {
+                    break;
+                }
+            }
+        });
+        let tick = Duration::from_millis(args.tick_ms);
+        let node_thread = node::spawn(
+            driver,
+            transport.clone(),
+            rx,
+            status,
+            NodeOptions { tick, shutdown_grace: Duration::from_secs(2) },
+        )?;
+
+        let ctx = Arc::new(ServerContext {
+            node: handle,
+            name: me.name.clone(),
+            group: group.clone(),
+            next_client: AtomicI64::new(1),
+        });
+        let (shutdown_tx, shutdown_rx) = tokio::sync::broadcast::channel(1);
+        let listener = tokio::net::TcpListener::from_std(client_listener)?;
+        let server = tokio::spawn(server::serve(
+            listener,
+            ctx,
+            ServerOptions { max_connections: args.max_connections },
+            shutdown_rx,
+        ));
+        tracing::info!(
+            "node {} serving clients on {} and peers on {} (cluster {})",
+            me.name,
+            me.server_addr(),
+            me.core_addr(),
+            group.names()
+        );
+
+        // Run until a signal, or until the node thread stops on its own (a fatal error).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let node_done = tokio::task::spawn_blocking(move || node_thread.join());
+        tokio::pin!(node_done);
+        let result = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            r = &mut node_done => Some(r),
+        };
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(());
+        let _ = tx.send(Input::Shutdown);
+        let joined = match result {
+            Some(r) => r,
+            None => node_done.await,
+        };
+        let _ = server.await;
+        transport.shutdown().await;
+        match joined {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("stopped cleanly");
+                Ok(())
+            }
+            Ok(Ok(Err(fatal))) => Err(anyhow!("node stopped: {fatal}")),
+            Ok(Err(_)) | Err(_) => Err(anyhow!("node thread panicked")),
+        }
+    })
+}
+
+/// `raft-kv client`: the console.
+pub fn run_client(args: ClientArgs) -> Result<i32> {
+    let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    let members: Vec<crate::console::Member> = group
+        .members
+        .iter()
+        .map(|m| crate::console::Member { id: m.name.clone(), addr: m.server_addr() })
+        .collect();
+    let first = match &args.id {
+        Some(name) => {
+            group.member(name).map_err(|e| anyhow!(e))?;
+            members.iter().position(|m| &m.id == name).unwrap_or(0)
+        }
+        None => 0,
+    };
+    let summary = crate::console::run(members, first, &crate::console::Options::default())?;
+    Ok(summary.exit_code())
+}
+
+/// `raft-kv status`: one row per member; members that do not answer are shown as down.
+pub fn run_status(args: StatusArgs) -> Result<i32> {
+    let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    let rows = crate::status::collect(&group, Duration::from_millis(1000));
+    print!("{}", crate::status::render(&rows));
+    Ok(if rows.iter().any(|r| r.info.is_some()) { 0 } else { 1 })
+}
+
+/// Checks that `dir` is usable for a local cluster's data.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}

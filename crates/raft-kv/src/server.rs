@@ -1,0 +1,355 @@
+//! The client-facing server: the Redis protocol (RESP2, RESP3 after `HELLO 3`) on each node's
+//! server port.
+//!
+//! Layout (after mini-redis): a listener task accepts connections (bounded by a semaphore); each
+//! connection has a reader task (bytes -> [`Frame`] -> [`Request`] -> engine request submitted to the
+//! node thread) and a writer task that answers strictly in request order, batching every answer that
+//! is ready into one write. The bounded channel between them caps a connection's pipeline, so a
+//! client that never reads its answers cannot grow our memory.
+//!
+//! Any node accepts any command: the driver forwards writes to the leader and serves reads through
+//! the leader's read index. A malformed RESP stream gets a protocol error and that connection is
+//! closed; nothing else is affected. Shutdown: a broadcast stops the listener and every reader;
+//! writers finish answering what was already submitted.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use engine::kv::{Command as KvCommand, Query, Reply, SetCondition as KvSetCondition};
+use engine::{Request as EngineRequest, RequestError, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+
+use crate::cluster::Group;
+use crate::command::{self, ClientRequest, Request, SetCondition};
+use crate::node::NodeHandle;
+use crate::resp::{encode_as, Frame, Limits, Parser, Protocol};
+
+/// Most requests one connection may have in flight (pipelined).
+const MAX_PIPELINE: usize = 4096;
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+}
+
+/// What every connection shares.
+pub struct ServerContext {
+    /// The node thread.
+    pub node: NodeHandle,
+    /// This node's member name.
+    pub name: String,
+    /// The group.
+    pub group: Group,
+    /// Next client id.
+    pub next_client: AtomicI64,
+}
+
+/// Accepts connections until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+    opts: ServerOptions,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let limit = Arc::new(Semaphore::new(opts.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.recv() => return,
+        };
+        let (mut stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.resubscribe();
+        tokio::spawn(async move {
+            handle_connection(stream, ctx, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// An answer in the making, in request order.
+enum Pending {
+    /// Known now.
+    Frame(Frame, Protocol),
+    /// Comes from the node thread.
+    Engine(oneshot::Receiver<Response>, Protocol),
+    /// Known now; close the connection after writing it.
+    Close(Frame, Protocol),
+}
+
+/// Per-connection state kept by the reader.
+struct Conn {
+    id: i64,
+    protocol: Protocol,
+    name: Bytes,
+    peer: String,
+    local: String,
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    ctx: Arc<ServerContext>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_PIPELINE);
+    let writer = tokio::spawn(write_answers(wr, rx));
+    let mut conn = Conn {
+        id: ctx.next_client.fetch_add(1, Ordering::Relaxed),
+        protocol: Protocol::Resp2,
+        name: Bytes::new(),
+        peer,
+        local,
+    };
+    let mut parser = Parser::requests(Limits::server());
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    'read: loop {
+        // Drain every complete request already buffered.
+        loop {
+            match parser.parse(&mut buf) {
+                Ok(Some(frame)) => {
+                    let pending = dispatch(frame, &mut conn, &ctx);
+                    let close = matches!(pending, Pending::Close(..));
+                    if tx.send(pending).await.is_err() || close {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A broken stream: answer with the protocol error and close this connection.
+                    let _ = tx.send(Pending::Close(e.to_frame(), conn.protocol)).await;
+                    break 'read;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let n = tokio::select! {
+            r = rd.read_buf(&mut buf) => r,
+            _ = shutdown.recv() => break,
+        };
+        match n {
+            Ok(0) | Err(_) => break, // Closed (possibly mid-request): nothing else to do.
+            Ok(_) => {}
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Writes answers in request order, batching whatever is ready into one write.
+async fn write_answers(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(pending) = next.take() {
+            let (frame, protocol, close) = match pending {
+                Pending::Frame(f, p) => (f, p, false),
+                Pending::Close(f, p) => (f, p, true),
+                Pending::Engine(mut answer, p) => {
+                    let response = match answer.try_recv() {
+                        Ok(r) => Some(r),
+                        Err(oneshot::error::TryRecvError::Empty) => None,
+                        Err(oneshot::error::TryRecvError::Closed) => Some(Err(RequestError::Timeout)),
+                    };
+                    let response = match response {
+                        Some(r) => r,
+                        None => {
+                            // Not ready: first send what is ready, then wait.
+                            if !out.is_empty() {
+                                if wr.write_all(&out).await.is_err() {
+                                    return;
+                                }
+                                out.clear();
+                            }
+                            answer.await.unwrap_or(Err(RequestError::Timeout))
+                        }
+                    };
+                    (response_frame(response), p, false)
+                }
+            };
+            encode_as(&frame, protocol, &mut out);
+            if close {
+                let _ = wr.write_all(&out).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+        if out.capacity() > 1 << 20 {
+            out = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+}
+
+/// The RESP answer to an engine response.
+fn response_frame(response: Response) -> Frame {
+    match response {
+        Ok(reply) => reply_frame(reply),
+        Err(RequestError::NoLeader) => {
+            Frame::error("TRYAGAIN no leader is available; the request was not executed, retry later")
+        }
+        Err(RequestError::Timeout) => Frame::error(
+            "TIMEOUT the cluster did not answer in time; a write may or may not have been applied",
+        ),
+    }
+}
+
+fn reply_frame(reply: Reply) -> Frame {
+    match reply {
+        Reply::Ok => Frame::ok(),
+        Reply::Nil => Frame::Null,
+        Reply::Bulk(b) => Frame::Bulk(b),
+        Reply::Int(i) => Frame::Integer(i),
+        Reply::Array(items) => Frame::Array(items.into_iter().map(reply_frame).collect()),
+        Reply::Error(e) => Frame::error(e),
+    }
+}
+
+/// Copies a key or value out of the connection's read buffer (it is kept in the log and the map).
+fn own(b: Bytes) -> Bytes {
+    Bytes::copy_from_slice(&b)
+}
+
+/// Turns one request frame into its (pending) answer.
+fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext) -> Pending {
+    let p = conn.protocol;
+    let request = match Request::parse(frame) {
+        Ok(r) => r,
+        Err(e) => return Pending::Frame(e.to_frame(), p),
+    };
+    let engine = |r: EngineRequest| Pending::Engine(ctx.node.submit(r), p);
+    let write = |c: KvCommand| engine(EngineRequest::Write(c));
+    let read = |q: Query| engine(EngineRequest::Read(q));
+    match request {
+        Request::Get(key) => read(Query::Get { key: own(key) }),
+        Request::MGet(keys) => read(Query::MGet { keys: keys.into_iter().map(own).collect() }),
+        Request::Exists(keys) => read(Query::Exists { keys: keys.into_iter().map(own).collect() }),
+        Request::StrLen(key) => read(Query::Strlen { key: own(key) }),
+        Request::DbSize => read(Query::DbSize),
+        Request::Set(s) => write(KvCommand::Set {
+            key: own(s.key),
+            value: own(s.value),
+            condition: match s.condition {
+                SetCondition::Always => KvSetCondition::Always,
+                SetCondition::IfAbsent => KvSetCondition::IfAbsent,
+                SetCondition::IfPresent => KvSetCondition::IfPresent,
+            },
+            get: s.get,
+        }),
+        Request::Del(keys) => write(KvCommand::Del { keys: keys.into_iter().map(own).collect() }),
+        Request::MSet(pairs) => {
+            write(KvCommand::MSet { pairs: pairs.into_iter().map(|(k, v)| (own(k), own(v))).collect() })
+        }
+        Request::IncrBy { key, delta } => write(KvCommand::IncrBy { key: own(key), by: delta }),
+        Request::Append { key, value } => write(KvCommand::Append { key: own(key), value: own(value) }),
+        Request::Ping(None) => Pending::Frame(Frame::simple("PONG"), p),
+        Request::Ping(Some(msg)) | Request::Echo(msg) => Pending::Frame(Frame::Bulk(msg), p),
+        Request::Quit => Pending::Close(Frame::ok(), p),
+        Request::Select => Pending::Frame(Frame::ok(), p),
+        Request::Hello(hello) => {
+            if let Some(name) = hello.setname {
+                conn.name = name;
+            }
+            if let Some(protocol) = hello.protocol {
+                conn.protocol = protocol;
+            }
+            let role = if ctx.node.status().role == "leader" { "master" } else { "replica" };
+            Pending::Frame(command::hello_reply(conn.id, role, conn.protocol), conn.protocol)
+        }
+        Request::Client(c) => Pending::Frame(
+            match c {
+                ClientRequest::SetName(name) => {
+                    conn.name = name;
+                    Frame::ok()
+                }
+                ClientRequest::GetName => {
+                    if conn.name.is_empty() {
+                        Frame::Null
+                    } else {
+                        Frame::Bulk(conn.name.clone())
+                    }
+                }
+                ClientRequest::Id => Frame::Integer(conn.id),
+                ClientRequest::Info => {
+                    command::client_info_reply(conn.id, &conn.peer, &conn.local, &conn.name)
+                }
+                ClientRequest::SetInfo { .. } => Frame::ok(),
+            },
+            p,
+        ),
+        Request::Command(c) => Pending::Frame(command::command_reply(&c), p),
+        Request::ConfigGet(patterns) => Pending::Frame(command::config_get_reply(&patterns), p),
+        Request::Help(container) => Pending::Frame(command::help_reply(container), p),
+        Request::Info(sections) => Pending::Frame(Frame::Bulk(Bytes::from(info_text(ctx, &sections))), p),
+        Request::Admin { name, .. } => {
+            Pending::Frame(Frame::error(format!("ERR unknown administrative command '{name}'")), p)
+        }
+    }
+}
+
+/// The `INFO` text: `server`, `raft` and `keyspace` sections (all by default).
+pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
+    let want = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| {
+                let s = String::from_utf8_lossy(s).to_ascii_lowercase();
+                s == name || s == "all" || s == "everything" || s == "default"
+            })
+    };
+    let st = ctx.node.status();
+    let name_of = |id: u64| ctx.group.by_id(id).map_or_else(|| id.to_string(), |m| m.name.clone());
+    let mut out = String::new();
+    if want("server") {
+        out.push_str("# Server\r\nredis_version:7.0.0\r\nraft_kv_version:");
+        out.push_str(env!("CARGO_PKG_VERSION"));
+        out.push_str(&format!("\r\nprocess_id:{}\r\n\r\n", std::process::id()));
+    }
+    if want("raft") {
+        out.push_str("# Raft\r\n");
+        out.push_str(&format!("node_id:{}\r\n", ctx.name));
+        out.push_str(&format!("role:{}\r\n", st.role));
+        out.push_str(&format!("term:{}\r\n", st.term));
+        out.push_str(&format!("leader:{}\r\n", st.leader.map(name_of).unwrap_or_default()));
+        out.push_str(&format!("commit_index:{}\r\n", st.commit));
+        out.push_str(&format!("applied_index:{}\r\n", st.applied));
+        out.push_str(&format!("last_log_index:{}\r\n", st.last_index));
+        out.push_str(&format!("pending_requests:{}\r\n", st.pending));
+        for (peer, matched) in &st.peers {
+            out.push_str(&format!("peer_{}:match_index={matched}\r\n", name_of(*peer)));
+        }
+        out.push_str("\r\n");
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        if st.keys > 0 {
+            out.push_str(&format!("db0:keys={},expires=0,avg_ttl=0\r\n", st.keys));
+        }
+    }
+    out
+}
