@@ -70,7 +70,7 @@ async fn run(seconds: u64, entries: u64, entry_bytes: usize) -> Result<(), Box<d
         let (a, stop, template) = (a.clone(), stop.clone(), template.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if a.stats().peers[&2].queued < QUEUE / 2 {
+                if a.queued(2).unwrap_or(0) < QUEUE / 2 {
                     a.send(vec![template.clone(); 64]);
                 } else {
                     std::thread::sleep(Duration::from_micros(50));

@@ -296,6 +296,7 @@ async fn dead_peer_queue_stays_bounded() {
     .unwrap();
     let s = a.transport.stats().peers[&2].clone();
     assert_eq!((s.queued, s.dropped_full, s.sent, s.connected), (100, 9_900, 0, false));
+    assert_eq!((a.transport.queued(2), a.transport.queued(3)), (Some(100), None));
     a.transport.shutdown().await;
 }
 

@@ -376,6 +376,12 @@ impl Transport {
         }
     }
 
+    /// The number of messages waiting in `peer`'s outbound queue (`None` if `peer` is not a
+    /// configured peer). Cheaper than [`Transport::stats`], for callers that pace themselves.
+    pub fn queued(&self, peer: NodeId) -> Option<usize> {
+        self.inner.peers.get(&peer).map(|p| p.queue.max_capacity() - p.queue.capacity())
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> TransportStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
