@@ -33,6 +33,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Build-and-try: start a local 3-node cluster (data in ./raft-kv-data) and open a console on it.
     Local(LocalArgs),
+    /// Closed-loop load generator against raft-kv (Redis protocol) or etcd (v3 gRPC).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// How a node runs.

@@ -3,8 +3,10 @@
 //! Modules: [`cli`] (arguments, the seed's command line included), [`cluster`] (membership and
 //! data-directory identity), [`app`] (what each command runs), [`node`] (the driver thread),
 //! [`server`] (RESP connections), [`transport`] / [`wire`] (peer messages over TCP), [`resp`] and
-//! [`command`] (the Redis protocol), [`console`] (the interactive client), [`status`], [`local`].
+//! [`command`] (the Redis protocol), [`console`] (the interactive client), [`status`], [`local`],
+//! [`bench`] (the load generator).
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod command;

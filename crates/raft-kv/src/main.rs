@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Client(args) => raft_kv::app::run_client(args),
         Command::Status(args) => raft_kv::app::run_status(args),
         Command::Local(args) => raft_kv::local::run(args),
+        Command::Bench(args) => raft_kv::bench::run(args),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# raft-kv vs etcd on this machine, measured by the same load generator (`raft-kv bench`).
+#
+# Starts a 3-node raft-kv cluster and a 3-member etcd cluster on loopback (free ports, data in a
+# temporary directory, fsync on for both: raft-kv fsyncs by default, etcd always does), runs the
+# same closed-loop workloads against each, interleaved, stops everything it started (by PID, on
+# any exit) and prints one Markdown table.
+#
+# Environment (all optional):
+#   DURATION=10s            measured time of each run
+#   CLIENTS="1 16 64 256"   client counts
+#   WORKLOADS="write read"  workloads (write, read, mixed; incr is raft-kv only)
+#   KEYS=10000 VALUE_SIZE=100
+#   KEEP=1                  keep the temporary directory (logs, data, JSON results)
+#
+# Needs: cargo, and etcd (installed from Debian's etcd-server/etcd-client packages when missing
+# and running as root), jq (same).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CLIENTS=${CLIENTS:-"1 16 64 256"}
+WORKLOADS=${WORKLOADS:-"write read"}
+KEYS=${KEYS:-10000}
+VALUE_SIZE=${VALUE_SIZE:-100}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release/raft-kv
+
+log() { echo "compare-etcd: $*" >&2; }
+
+need_pkg() { # command, packages...
+    local cmd=$1
+    shift
+    command -v "$cmd" >/dev/null && return 0
+    if [ "$(id -u)" != 0 ]; then
+        log "$cmd is missing: install the Debian packages $* (as root)"
+        exit 1
+    fi
+    log "installing $*"
+    apt-get update -qq
+    # policy-rc.d may start a system etcd service on 2379; we use our own free ports anyway.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+need_pkg etcd etcd-server etcd-client
+need_pkg jq jq
+
+log "building raft-kv (release)"
+cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/raft-kv-vs-etcd.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 12 distinct free loopback ports, held open together while they are picked.
+read -r -a PORTS <<<"$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(12)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+')"
+
+# raft-kv: server ports PORTS[0..2], core ports PORTS[3..5].
+RK_GROUP=()
+RK_ENDPOINTS=()
+IDS=(A B C)
+for i in 0 1 2; do
+    RK_GROUP+=("${IDS[$i]},127.0.0.1,${PORTS[$i]},${PORTS[$((i + 3))]}")
+    RK_ENDPOINTS+=("127.0.0.1:${PORTS[$i]}")
+done
+for i in 0 1 2; do
+    "$BIN" server --group-config "${RK_GROUP[@]}" --id "${IDS[$i]}" --data-dir "$WORK/raft-kv-${IDS[$i]}" \
+        >"$WORK/raft-kv-${IDS[$i]}.log" 2>&1 &
+    PIDS+=($!)
+done
+
+# etcd: client ports PORTS[6..8], peer ports PORTS[9..11].
+ETCD_CLUSTER=""
+ETCD_ENDPOINTS=()
+for i in 0 1 2; do
+    ETCD_CLUSTER+="${ETCD_CLUSTER:+,}e$i=http://127.0.0.1:${PORTS[$((i + 9))]}"
+    ETCD_ENDPOINTS+=("127.0.0.1:${PORTS[$((i + 6))]}")
+done
+for i in 0 1 2; do
+    etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
+        --listen-client-urls "http://127.0.0.1:${PORTS[$((i + 6))]}" \
+        --advertise-client-urls "http://127.0.0.1:${PORTS[$((i + 6))]}" \
+        --listen-peer-urls "http://127.0.0.1:${PORTS[$((i + 9))]}" \
+        --initial-advertise-peer-urls "http://127.0.0.1:${PORTS[$((i + 9))]}" \
+        --initial-cluster "$ETCD_CLUSTER" --initial-cluster-token "bench-$$" \
+        --initial-cluster-state new --logger zap --log-level warn \
+        >"$WORK/etcd-$i.log" 2>&1 &
+    PIDS+=($!)
+done
+
+RK_EPS=$(IFS=,; echo "${RK_ENDPOINTS[*]}")
+ETCD_EPS=$(IFS=,; echo "${ETCD_ENDPOINTS[*]}")
+
+# Ready when one write succeeds (the bench exits 0 only if an operation succeeded).
+wait_ready() { # target endpoints
+    local n
+    for n in $(seq 1 120); do
+        if "$BIN" bench --target "$1" --endpoints "$2" -c 1 -n 1 --timeout 1s --json --no-progress \
+            >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    log "$1 did not become ready; logs in $WORK"
+    KEEP=1
+    exit 1
+}
+wait_ready raft-kv "$RK_EPS"
+wait_ready etcd "$ETCD_EPS"
+log "both clusters ready (raft-kv $RK_EPS, etcd $ETCD_EPS); data and logs in $WORK"
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p "$WORK/results"
+declare -A WARMED=()
+for wl in $WORKLOADS; do
+    for c in $CLIENTS; do
+        for target in raft-kv etcd; do
+            eps=$RK_EPS
+            [ "$target" = etcd ] && eps=$ETCD_EPS
+            # Read workloads preload the keys once per target; later runs find them there.
+            warm=()
+            if [ "$wl" != write ] && [ -n "${WARMED[$target]:-}" ]; then
+                warm=(--no-warmup)
+            fi
+            log "$wl, $c clients, $target, $DURATION"
+            out="$WORK/results/$wl-$c-$target.json"
+            "$BIN" bench --target "$target" --endpoints "$eps" --workload "$wl" --clients "$c" \
+                --duration "$DURATION" --keys "$KEYS" --value-size "$VALUE_SIZE" --json --no-progress \
+                "${warm[@]}" >"$out" || true
+            [ "$wl" != write ] && WARMED[$target]=1
+            [ -s "$out" ] || echo '{}' >"$out"
+        done
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'); load average before $LOAD_BEFORE, after $LOAD_AFTER"
+echo "etcd $(etcd --version | awk '/etcd Version/ {print $3}'), raft-kv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $DURATION per run, $KEYS keys, $VALUE_SIZE B values, uniform"
+echo
+echo "| workload | clients | raft-kv ops/s | etcd ops/s | ratio | raft-kv p50 / p99 ms | etcd p50 / p99 ms | errors raft-kv / etcd |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for wl in $WORKLOADS; do
+    for c in $CLIENTS; do
+        jq -rn --slurpfile r "$WORK/results/$wl-$c-raft-kv.json" --slurpfile e "$WORK/results/$wl-$c-etcd.json" \
+            --arg wl "$wl" --arg c "$c" '
+            def ops(x): (x.ops_per_sec // 0);
+            def ms(x): ((x // 0) / 1000 * 100 | round) / 100;
+            def lat(x): "\(ms(x.latency_us.p50)) / \(ms(x.latency_us.p99))";
+            $r[0] as $r | $e[0] as $e |
+            "| \($wl) | \($c) | \(ops($r) | round) | \(ops($e) | round) | " +
+            (if ops($e) > 0 then "\((ops($r) / ops($e) * 100 | round) / 100)" else "-" end) +
+            " | \(lat($r)) | \(lat($e)) | \($r.errors // "-") / \($e.errors // "-") |"'
+    done
+done
