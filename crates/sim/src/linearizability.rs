@@ -48,6 +48,17 @@
 //! Visited states are remembered by a 2×61-bit polynomial fingerprint, not by value: a
 //! fingerprint collision could in principle hide a valid linearization, with a probability far
 //! below 2^-80 per pair of states compared.
+//!
+//! # Cost, measured (release build, one core; see `tests::measure`)
+//! - Sequential histories: about 1.5 µs per operation (10,000 operations in about 15 ms).
+//! - Closed-loop clients on one key, 10,000 operations: 10 clients with 1% of replies lost about
+//!   0.15 s; 15 clients about 1 s; 20 clients exceed the default budget (inconclusive).
+//! - Refuting a history (proving a violation) explores every configuration the history allows
+//!   before the violation, which grows with the number of indeterminate operations pending at
+//!   each point (they stay pending forever): 10 clients on one key, 10,000 operations, a
+//!   corrupted last read: 0.5 s with no lost reply, inconclusive with 0.2% lost; on 4 keys:
+//!   20 ms with 0.2% lost, inconclusive with 1% lost. Spreading operations over several keys
+//!   keeps each key's search small (locality above).
 
 mod model;
 mod search;

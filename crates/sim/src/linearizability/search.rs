@@ -17,18 +17,41 @@
 //!   O(1); backtracking re-inserts them in O(1) ("dancing links"). Re-insertion is correct
 //!   because lifts and unlifts happen in stack order.
 //! - **Memoization.** A configuration is (set of linearized operations, state). Reaching a
-//!   configuration seen before can only lead to the same dead end, so it is skipped. The set is a
-//!   bitset whose bits follow call order; since linearized operations are mostly a prefix of the
-//!   history, the cache stores it as (number of leading all-ones words, remaining words), which
-//!   keeps memory proportional to the concurrency rather than the history length. The state is
-//!   stored as a [`Fingerprint`]; the bitset is hashed incrementally (Zobrist hashing).
+//!   configuration seen before can only lead to the same dead end, so it is skipped. The set of
+//!   completed operations is a bitset whose bits follow call order; since linearized operations
+//!   are mostly a prefix of the history, the cache stores it as (number of leading all-ones
+//!   words, remaining words), which keeps memory proportional to the concurrency rather than the
+//!   history length. The state is stored as a [`Fingerprint`]; the bitset is hashed
+//!   incrementally (Zobrist hashing).
+//! - **Candidate stack.** The candidates of every open level live on one shared stack; a level
+//!   is a range of it plus a cursor, and a stack frame remembers its parent's level.
 //!
 //! # Order of the search
 //! At each level the search first tries the completed candidates in call order and only then the
 //! indeterminate ones: an indeterminate operation may always be postponed to the end of the
 //! history (equivalently, never take effect), so trying it eagerly is rarely useful, and keeping
 //! it out of the event list means crashed clients' operations cost nothing while they stay
-//! irrelevant. Every candidate is still tried once per level, so the search stays complete.
+//! irrelevant.
+//!
+//! # Pruning (each rule keeps the search complete)
+//! Write *dominates* for "every completion of the dominated configuration is also a completion of
+//! the dominating one". The search never explores a configuration dominated by one it has
+//! explored or is exploring, and some candidate along a shortest completion of any completable
+//! configuration is always explored or dominated (the proof is by induction on the length of the
+//! shortest completion), so the search finds a linearization whenever one exists.
+//! 1. *Memoization with dominance.* (C, I, s) dominates (C, I', s) when I ⊆ I' (C: completed
+//!    operations linearized, I: indeterminate ones, s: state): the extra indeterminate
+//!    operations may as well never take effect, and they never constrain the order of others.
+//!    With I = I' this is Lowe's memoization.
+//! 2. *Observers first.* An operation that leaves the state unchanged wherever it fits (a
+//!    completed `GET`, `DEL` that found nothing, `INCRBY` that failed) and fits now is linearized
+//!    alone: any completion can be rearranged to start with it.
+//! 3. *Twins.* Identical pending indeterminate operations are interchangeable once they are all
+//!    candidates (their calls are passed and they have no return), so only the earliest one is
+//!    tried.
+//! 4. *Absorption.* A blind write (`SET`, or a `DEL` whose reply is unknown) right after an
+//!    indeterminate operation erases it: the configuration without that operation dominates, and
+//!    is reached by placing the blind write one level up.
 //!
 //! # Termination
 //! The search succeeds as soon as every *completed* operation is linearized: the indeterminate
@@ -40,7 +63,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::model::{evaluate, splitmix64, Fingerprint, PreparedOp, State, Undo};
-use super::Op;
+use super::{Op, OpOutput};
 
 /// Sentinel for "no node" in the event list.
 const NIL: usize = usize::MAX;
@@ -66,6 +89,22 @@ impl SearchOp<'_> {
             Op::Get | Op::Incr(_) | Op::Append(_) => false,
         }
     }
+
+    /// Whether the operation leaves the state unchanged wherever the model accepts it: a
+    /// completed `GET`, a `DEL` that found nothing, or an `INCRBY` that failed. If such an
+    /// *observer* is a candidate and fits the current state, it can be linearized right away:
+    /// in any linearization from here it can be moved to the front (being a candidate, nothing
+    /// must precede it; it fits; and taking it out of its later place changes no state). So the
+    /// search tries it alone, which removes the factor of two per pending read that would
+    /// otherwise multiply the configurations to visit.
+    fn is_observer(&self) -> bool {
+        matches!(
+            (self.prepared.op, self.prepared.output),
+            (Op::Get, Some(_))
+                | (Op::Del, Some(OpOutput::Bool(false)))
+                | (Op::Incr(_), Some(OpOutput::Error))
+        )
+    }
 }
 
 /// The result of the search on one key.
@@ -73,10 +112,11 @@ impl SearchOp<'_> {
 pub(super) enum SearchOutcome {
     /// A linearization exists.
     Linearizable,
-    /// No linearization exists. `longest_prefix` is the longest sequence of operations (indexes
-    /// into the search's operation slice) that the search managed to linearize.
+    /// No linearization exists. `longest_prefix` is the linearizable sequence of operations
+    /// (indexes into the search's operation slice) with the most completed operations that the
+    /// search found.
     Violation {
-        /// Indexes of the operations of the longest linearizable prefix, in linearization order.
+        /// Indexes of the operations of that prefix, in linearization order.
         longest_prefix: Vec<usize>,
     },
     /// The step budget ran out before the search could decide.
@@ -376,13 +416,19 @@ impl Cache {
     }
 }
 
-/// Which candidates a scan of the event list tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    /// Completed operations only.
-    Completed,
-    /// Indeterminate operations only.
-    Indeterminate,
+/// The progress of one level of the search through its candidates, which are kept on a stack
+/// shared by all levels (`candidates` in [`search`]): this level's are `candidates[start..]`.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    /// Where this level's candidates start.
+    start: usize,
+    /// The next candidate to try.
+    next: usize,
+    /// Whether the indeterminate candidates have been added; they are added only once the
+    /// completed ones are exhausted.
+    with_indeterminate: bool,
+    /// Time of the first return event: candidates must be called no later.
+    bound: u64,
 }
 
 /// One linearized operation on the search stack.
@@ -391,32 +437,31 @@ struct Frame {
     op: usize,
     /// How to revert its effect on the state.
     undo: Undo,
-    /// The pass in which it was chosen (the scan resumes in that pass after backtracking).
-    pass: Pass,
-    /// The candidate bound of the indeterminate pass at that level (see `search`).
-    bound: u64,
+    /// The level that chose the operation, to resume after backtracking.
+    level: Level,
 }
 
-/// Keeps a copy of the deepest stack seen so far without copying the stack at every step: the
-/// copy is refreshed only when the search backtracks from a new maximum, and only the part of the
-/// stack above its lowest point since the previous refresh is copied.
+/// Keeps a copy of the best stack seen so far (the most completed operations linearized; more
+/// telling than the most operations, which indeterminate ones inflate) without copying the stack
+/// at every step: the copy is refreshed only when the search backtracks from a new best, and only
+/// the part of the stack above its lowest point since the previous refresh is copied.
 #[derive(Default)]
 struct LongestPrefix {
-    /// The deepest stack, valid up to `low_water` while `dirty`.
+    /// The best stack, valid up to `low_water` while `dirty`.
     ops: Vec<usize>,
-    /// Depth of the deepest stack seen.
-    depth: usize,
+    /// Number of completed operations in the best stack.
+    completed: usize,
     /// Lowest stack depth since the last refresh: `ops[..low_water]` equals the current stack.
     low_water: usize,
-    /// Whether the current stack is deeper than `ops` and not yet copied.
+    /// Whether the current stack is better than `ops` and not yet copied.
     dirty: bool,
 }
 
 impl LongestPrefix {
-    /// Called after a push.
-    fn pushed(&mut self, stack: &[Frame]) {
-        if stack.len() > self.depth {
-            self.depth = stack.len();
+    /// Called after a push, with the number of completed operations now linearized.
+    fn pushed(&mut self, completed: usize) {
+        if completed > self.completed {
+            self.completed = completed;
             self.dirty = true;
         }
     }
@@ -450,38 +495,156 @@ fn twins(ops: &[SearchOp<'_>], pending: &PendingList) -> Vec<usize> {
     previous
 }
 
+/// The mutable state of the search on one key.
+struct Search<'s, 'h> {
+    /// The operations, sorted by call time.
+    ops: &'s [SearchOp<'h>],
+    /// Where each operation's bit lives.
+    slots: Vec<Slot>,
+    /// For each indeterminate operation, its earlier twin (see [`twins`]).
+    twins: Vec<usize>,
+    /// Events of the completed operations not linearized yet.
+    events: EventList,
+    /// Indeterminate operations not linearized yet.
+    pending: PendingList,
+    /// The linearized operations.
+    linearized: Linearized,
+    /// Completed operations not linearized yet.
+    remaining_completed: usize,
+    /// Indeterminate operations not linearized yet.
+    remaining_indeterminate: usize,
+    /// The stack of candidates of all open levels.
+    candidates: Vec<usize>,
+    /// The linearized operations, in order.
+    stack: Vec<Frame>,
+}
+
+impl Search<'_, '_> {
+    /// Opens a level: collects the completed candidates (calls before the first return event),
+    /// in call order. Returns the level and the number of events examined.
+    fn open_level(&mut self, state: &State) -> (Level, u64) {
+        let start = self.candidates.len();
+        let ops = self.ops;
+        // After an indeterminate operation, a blind write would erase it (see `is_blind_write`).
+        let after_indeterminate =
+            self.stack.last().is_some_and(|frame| matches!(self.slots[frame.op], Slot::Indeterminate(_)));
+        let mut examined = 0;
+        let mut node = self.events.first();
+        while node != NIL && node & 1 == 0 {
+            examined += 1;
+            let op = node / 2;
+            if !(after_indeterminate && ops[op].is_blind_write()) {
+                self.candidates.push(op);
+            }
+            node = self.events.links.next[node];
+        }
+        let bound = match node {
+            NIL => u64::MAX,
+            node => ops[node / 2].ret.unwrap_or(u64::MAX),
+        };
+        // If an observer fits the current state, it alone is tried (see `is_observer`).
+        let observer = self.candidates[start..]
+            .iter()
+            .copied()
+            .find(|&op| ops[op].is_observer() && evaluate(state, &ops[op].prepared).is_some());
+        if let Some(op) = observer {
+            self.candidates.truncate(start);
+            self.candidates.push(op);
+            return (Level { start, next: start, with_indeterminate: true, bound }, examined);
+        }
+        (Level { start, next: start, with_indeterminate: false, bound }, examined)
+    }
+
+    /// Adds the indeterminate candidates of `level` (pending operations called no later than its
+    /// bound), skipping redundant ones. Returns the number of operations examined.
+    fn add_indeterminate(&mut self, level: &mut Level) -> u64 {
+        level.with_indeterminate = true;
+        let ops = self.ops;
+        let after_indeterminate =
+            self.stack.last().is_some_and(|frame| matches!(self.slots[frame.op], Slot::Indeterminate(_)));
+        let mut examined = 0;
+        let mut op = self.pending.first();
+        while op != NIL && ops[op].call <= level.bound {
+            examined += 1;
+            // Symmetry breaking: a pending twin called earlier stands for this one.
+            let twin_pending = match self.twins[op] {
+                NIL => false,
+                twin => {
+                    matches!(self.slots[twin], Slot::Indeterminate(rank) if !self.linearized.contains_indeterminate(rank))
+                }
+            };
+            let absorbed = after_indeterminate && ops[op].is_blind_write();
+            if !twin_pending && !absorbed {
+                self.candidates.push(op);
+            }
+            op = self.pending.links.next[op];
+        }
+        examined
+    }
+
+    /// Marks `op` linearized in the event lists and counters.
+    fn lift(&mut self, op: usize) {
+        match self.slots[op] {
+            Slot::Completed(_) => {
+                self.events.lift(op);
+                self.remaining_completed -= 1;
+            }
+            Slot::Indeterminate(_) => {
+                self.pending.links.remove(op);
+                self.remaining_indeterminate -= 1;
+            }
+        }
+    }
+
+    /// Undoes the most recent `lift`, which was of `op`.
+    fn unlift(&mut self, op: usize) {
+        match self.slots[op] {
+            Slot::Completed(_) => {
+                self.events.unlift(op);
+                self.remaining_completed += 1;
+            }
+            Slot::Indeterminate(_) => {
+                self.pending.links.restore(op);
+                self.remaining_indeterminate += 1;
+            }
+        }
+    }
+}
+
 /// Searches for a linearization of `ops` (all on one key). The operations should be sorted by
 /// call time so that the linearized set stays a dense prefix (any order is correct).
 pub(super) fn search(ops: &[SearchOp<'_>], max_steps: u64) -> SearchOutcome {
     let mut slots = Vec::with_capacity(ops.len());
-    let (mut remaining_completed, mut remaining_indeterminate) = (0, 0);
+    let (mut completed, mut indeterminate) = (0, 0);
     for op in ops {
         if op.ret.is_some() {
-            slots.push(Slot::Completed(remaining_completed));
-            remaining_completed += 1;
+            slots.push(Slot::Completed(completed));
+            completed += 1;
         } else {
-            slots.push(Slot::Indeterminate(remaining_indeterminate));
-            remaining_indeterminate += 1;
+            slots.push(Slot::Indeterminate(indeterminate));
+            indeterminate += 1;
         }
     }
-    let mut events = EventList::new(ops);
-    let mut pending = PendingList::new(ops);
-    let twins = twins(ops, &pending);
-    let mut linearized = Linearized::new(remaining_completed, remaining_indeterminate);
+    let pending = PendingList::new(ops);
+    let mut search = Search {
+        ops,
+        slots,
+        twins: twins(ops, &pending),
+        events: EventList::new(ops),
+        pending,
+        linearized: Linearized::new(completed, indeterminate),
+        remaining_completed: completed,
+        remaining_indeterminate: indeterminate,
+        candidates: Vec::new(),
+        stack: Vec::new(),
+    };
     let mut cache = Cache::default();
     let mut state = State::absent();
-    let mut stack: Vec<Frame> = Vec::new();
     let mut longest = LongestPrefix::default();
-    let mut steps: u64 = 0;
 
-    // The scan position: a node of `events` in the completed pass, of `pending` in the other.
-    let mut cursor = events.first();
-    let mut pass = Pass::Completed;
-    // In the indeterminate pass: the time of the first return event; only operations called no
-    // later than that are candidates.
-    let mut bound = u64::MAX;
+    let (mut level, mut steps) = search.open_level(&state);
     loop {
-        if remaining_completed == 0 {
+        if search.remaining_completed == 0 {
             return SearchOutcome::Linearizable;
         }
         if steps >= max_steps {
@@ -489,90 +652,41 @@ pub(super) fn search(ops: &[SearchOp<'_>], max_steps: u64) -> SearchOutcome {
         }
         steps += 1;
 
-        let candidate = match pass {
-            Pass::Completed if cursor != NIL && cursor & 1 == 0 => Some(cursor / 2),
-            Pass::Completed => {
-                // The first return event: no later call is a candidate. Try the pending
-                // indeterminate operations called before it, if any.
-                if remaining_indeterminate > 0 {
-                    bound = match cursor {
-                        NIL => u64::MAX,
-                        node => ops[node / 2].ret.unwrap_or(u64::MAX),
-                    };
-                    pass = Pass::Indeterminate;
-                    cursor = pending.first();
-                    continue;
-                }
-                None
+        if level.next == search.candidates.len() {
+            if !level.with_indeterminate && search.remaining_indeterminate > 0 {
+                steps += search.add_indeterminate(&mut level);
+                continue;
             }
-            Pass::Indeterminate => (cursor != NIL && ops[cursor].call <= bound).then_some(cursor),
-        };
-
-        let Some(op) = candidate else {
             // Every candidate at this level failed: backtrack.
-            longest.popping(&stack);
-            let Some(frame) = stack.pop() else {
+            search.candidates.truncate(level.start);
+            longest.popping(&search.stack);
+            let Some(frame) = search.stack.pop() else {
                 return SearchOutcome::Violation { longest_prefix: longest.ops };
             };
             state.undo(frame.undo);
-            linearized.remove(slots[frame.op]);
-            pass = frame.pass;
-            bound = frame.bound;
-            cursor = match pass {
-                Pass::Completed => {
-                    events.unlift(frame.op);
-                    remaining_completed += 1;
-                    events.links.next[2 * frame.op]
-                }
-                Pass::Indeterminate => {
-                    pending.links.restore(frame.op);
-                    remaining_indeterminate += 1;
-                    pending.links.next[frame.op]
-                }
-            };
+            search.linearized.remove(search.slots[frame.op]);
+            search.unlift(frame.op);
+            level = frame.level;
+            continue;
+        }
+
+        let op = search.candidates[level.next];
+        level.next += 1;
+        let Some(transition) = evaluate(&state, &ops[op].prepared) else {
             continue;
         };
-
-        // Symmetry breaking: a pending twin called earlier is also a candidate; it stands for both.
-        let twin_pending = match twins[op] {
-            NIL => false,
-            twin => {
-                matches!(slots[twin], Slot::Indeterminate(rank) if !linearized.contains_indeterminate(rank))
-            }
-        };
-        // Absorption: a blind write right after an indeterminate operation erases its effect;
-        // the configuration without that operation dominates and is reached by placing the
-        // blind write one level up instead.
-        let absorbs_top = ops[op].is_blind_write()
-            && stack.last().is_some_and(|frame| matches!(slots[frame.op], Slot::Indeterminate(_)));
-        if !twin_pending && !absorbs_top {
-            if let Some(transition) = evaluate(&state, &ops[op].prepared) {
-                linearized.insert(slots[op]);
-                if cache.visit(&linearized, transition.fp) {
-                    let undo = state.apply(transition);
-                    stack.push(Frame { op, undo, pass, bound });
-                    longest.pushed(&stack);
-                    match pass {
-                        Pass::Completed => {
-                            events.lift(op);
-                            remaining_completed -= 1;
-                        }
-                        Pass::Indeterminate => {
-                            pending.links.remove(op);
-                            remaining_indeterminate -= 1;
-                        }
-                    }
-                    cursor = events.first();
-                    pass = Pass::Completed;
-                    continue;
-                }
-                linearized.remove(slots[op]);
-            }
+        search.linearized.insert(search.slots[op]);
+        if !cache.visit(&search.linearized, transition.fp) {
+            search.linearized.remove(search.slots[op]);
+            continue;
         }
-        cursor = match pass {
-            Pass::Completed => events.links.next[cursor],
-            Pass::Indeterminate => pending.links.next[cursor],
-        };
+        let undo = state.apply(transition);
+        search.lift(op);
+        search.stack.push(Frame { op, undo, level });
+        longest.pushed(completed - search.remaining_completed);
+        let (next_level, examined) = search.open_level(&state);
+        level = next_level;
+        steps += examined;
     }
 }
 
