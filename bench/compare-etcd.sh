@@ -129,6 +129,21 @@ wait_ready raft-kv "$RK_EPS"
 wait_ready etcd "$ETCD_EPS"
 log "both clusters ready (raft-kv $RK_EPS, etcd $ETCD_EPS); data and logs in $WORK"
 
+# The disk's fsync floor, where the data lives: 200 x (pwrite 128 B + fdatasync).
+FSYNC=$(python3 -c '
+import os, statistics, sys, time
+fd = os.open(os.path.join(sys.argv[1], "fsync-probe"), os.O_CREAT | os.O_WRONLY, 0o600)
+lat = []
+for i in range(200):
+    t = time.perf_counter()
+    os.pwrite(fd, b"x" * 128, i * 128)
+    os.fdatasync(fd)
+    lat.append((time.perf_counter() - t) * 1000)
+lat.sort()
+print(f"fdatasync p50 {lat[100]:.2f} ms, p99 {lat[197]:.2f} ms, mean {statistics.mean(lat):.2f} ms")
+' "$WORK")
+log "$FSYNC"
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$WORK/results"
 declare -A WARMED=()
@@ -154,7 +169,7 @@ for wl in $WORKLOADS; do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'); load average before $LOAD_BEFORE, after $LOAD_AFTER"
+echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), $(df -T "$WORK" | awk 'NR == 2 {print $2}') under $WORK ($FSYNC); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 echo "etcd $(etcd --version | awk '/etcd Version/ {print $3}'), raft-kv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $DURATION per run, $KEYS keys, $VALUE_SIZE B values, uniform"
 echo
 echo "| workload | clients | raft-kv ops/s | etcd ops/s | ratio | raft-kv p50 / p99 ms | etcd p50 / p99 ms | errors raft-kv / etcd |"

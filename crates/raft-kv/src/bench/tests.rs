@@ -116,7 +116,7 @@ async fn fake_redis(fail_every: u64) -> (String, Arc<Mutex<BTreeMap<Bytes, Bytes
                     while let Ok(Some(Frame::Array(args))) = parser.parse(&mut buf) {
                         let args: Vec<Bytes> = args.iter().filter_map(|f| f.as_bytes().cloned()).collect();
                         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-                        if fail_every > 0 && n % fail_every == 0 {
+                        if fail_every > 0 && n.checked_rem(fail_every) == Some(0) {
                             write_error(&mut out, b"TRYAGAIN no leader");
                             continue;
                         }
