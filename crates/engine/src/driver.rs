@@ -43,6 +43,9 @@ use storage::{FileSystem, LogOptions, LogStore, StorageError};
 
 use crate::kv::{self, Command, KvError, KvStore, Proposal, Query, Reply};
 
+/// Most proposal bytes in one Forward message (a single larger proposal travels alone).
+const MAX_FORWARD_BYTES: usize = 4 << 20;
+
 /// A caller's id for a request, echoed in its answer.
 pub type RequestId = u64;
 
@@ -437,6 +440,7 @@ impl<F: FileSystem> Driver<F> {
             return;
         }
         let mut forwards = Vec::new();
+        let mut forward_bytes = 0usize;
         for seq in std::mem::take(&mut self.to_route) {
             let Some(w) = self.writes.get_mut(&seq) else { continue };
             if leader == self.node.id() {
@@ -444,6 +448,13 @@ impl<F: FileSystem> Driver<F> {
                     continue;
                 }
             } else {
+                // Keep each Forward message well under the transport's frame limit.
+                if forward_bytes + w.data.len() > MAX_FORWARD_BYTES && !forwards.is_empty() {
+                    let proposals = std::mem::take(&mut forwards);
+                    self.outbox.push(PeerMessage::Forward { from: self.node.id(), to: leader, proposals });
+                    forward_bytes = 0;
+                }
+                forward_bytes += w.data.len();
                 forwards.push(w.data.clone());
             }
             w.routed = Some(self.now);

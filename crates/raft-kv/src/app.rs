@@ -31,7 +31,8 @@ fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
 
 fn bind(host: &str, port: u16, what: &str) -> Result<StdTcpListener> {
     let addr = bind_addr(host, port)?;
-    let l = StdTcpListener::bind(addr).map_err(|e| {
+    // SO_REUSEADDR: a node restarted after kill -9 can take its ports back at once.
+    let l = crate::transport::bind_listener(addr).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow!("{what} port {addr} is already in use (is another node or program running there?)")
         } else {

@@ -8,11 +8,18 @@
 //! client that never reads its answers cannot grow our memory.
 //!
 //! Any node accepts any command: the driver forwards writes to the leader and serves reads through
-//! the leader's read index. A malformed RESP stream gets a protocol error and that connection is
+//! the leader's read index.
+//!
+//! Order within a pipeline: every operation is linearizable on its own, and a connection's
+//! pipeline keeps Redis's order between reads and writes: a read that follows a not-yet-answered
+//! write of the same connection (or a write that follows an unanswered read) is submitted only once
+//! the earlier requests are answered, so `SET k v` + `GET k` pipelined always reads `v`. Writes of
+//! one connection are proposed in order; only a write retried after a leader change can be applied
+//! after a later write of the same pipeline. A malformed RESP stream gets a protocol error and that connection is
 //! closed; nothing else is affected. Shutdown: a broadcast stops the listener and every reader;
 //! writers finish answering what was already submitted.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -90,14 +97,40 @@ enum Pending {
     /// Known now.
     Frame(Frame, Protocol),
     /// Comes from the node thread.
-    Engine(oneshot::Receiver<Response>, Protocol),
+    Engine(oneshot::Receiver<Response>, Protocol, Kind),
+    /// To submit once every earlier request of the connection is answered (see the module docs).
+    Deferred(EngineRequest, Protocol, Kind),
     /// Known now; close the connection after writing it.
     Close(Frame, Protocol),
+}
+
+/// Whether an engine request reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+/// Engine requests of one connection submitted and not yet answered, by kind.
+#[derive(Default)]
+struct Outstanding {
+    reads: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl Outstanding {
+    fn counter(&self, kind: Kind) -> &AtomicUsize {
+        match kind {
+            Kind::Read => &self.reads,
+            Kind::Write => &self.writes,
+        }
+    }
 }
 
 /// Per-connection state kept by the reader.
 struct Conn {
     id: i64,
+    outstanding: Arc<Outstanding>,
     protocol: Protocol,
     name: Bytes,
     peer: String,
@@ -113,9 +146,11 @@ async fn handle_connection(
     let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_PIPELINE);
-    let writer = tokio::spawn(write_answers(wr, rx));
+    let outstanding = Arc::new(Outstanding::default());
+    let writer = tokio::spawn(write_answers(wr, rx, ctx.node.clone(), outstanding.clone()));
     let mut conn = Conn {
         id: ctx.next_client.fetch_add(1, Ordering::Relaxed),
+        outstanding,
         protocol: Protocol::Resp2,
         name: Bytes::new(),
         peer,
@@ -159,7 +194,12 @@ async fn handle_connection(
 }
 
 /// Writes answers in request order, batching whatever is ready into one write.
-async fn write_answers(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_answers(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    node: NodeHandle,
+    outstanding: Arc<Outstanding>,
+) {
     let mut out = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -167,7 +207,19 @@ async fn write_answers(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) 
             let (frame, protocol, close) = match pending {
                 Pending::Frame(f, p) => (f, p, false),
                 Pending::Close(f, p) => (f, p, true),
-                Pending::Engine(mut answer, p) => {
+                Pending::Deferred(request, p, kind) => {
+                    // Every earlier request is answered: submit now and wait.
+                    if !out.is_empty() {
+                        if wr.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                    }
+                    let response = node.submit(request).await.unwrap_or(Err(RequestError::Timeout));
+                    outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
+                    (response_frame(response), p, false)
+                }
+                Pending::Engine(mut answer, p, kind) => {
                     let response = match answer.try_recv() {
                         Ok(r) => Some(r),
                         Err(oneshot::error::TryRecvError::Empty) => None,
@@ -186,6 +238,7 @@ async fn write_answers(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) 
                             answer.await.unwrap_or(Err(RequestError::Timeout))
                         }
                     };
+                    outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
                     (response_frame(response), p, false)
                 }
             };
@@ -243,9 +296,22 @@ fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext) -> Pending {
         Ok(r) => r,
         Err(e) => return Pending::Frame(e.to_frame(), p),
     };
-    let engine = |r: EngineRequest| Pending::Engine(ctx.node.submit(r), p);
-    let write = |c: KvCommand| engine(EngineRequest::Write(c));
-    let read = |q: Query| engine(EngineRequest::Read(q));
+    let outstanding = conn.outstanding.clone();
+    let engine = |r: EngineRequest, kind: Kind| {
+        let other = match kind {
+            Kind::Read => Kind::Write,
+            Kind::Write => Kind::Read,
+        };
+        let defer = outstanding.counter(other).load(Ordering::Acquire) > 0;
+        outstanding.counter(kind).fetch_add(1, Ordering::AcqRel);
+        if defer {
+            Pending::Deferred(r, p, kind)
+        } else {
+            Pending::Engine(ctx.node.submit(r), p, kind)
+        }
+    };
+    let write = |c: KvCommand| engine(EngineRequest::Write(c), Kind::Write);
+    let read = |q: Query| engine(EngineRequest::Read(q), Kind::Read);
     match request {
         Request::Get(key) => read(Query::Get { key: own(key) }),
         Request::MGet(keys) => read(Query::MGet { keys: keys.into_iter().map(own).collect() }),

@@ -297,8 +297,9 @@ fn graceful_shutdown_on_sigterm_exits_zero() {
 #[test]
 fn status_shows_every_member_and_down_ones() {
     let mut c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15));
-    c.kill(2);
+    let leader = c.wait_leader(Duration::from_secs(15));
+    let victim = (leader + 1) % 3;
+    c.kill(victim);
     let mut cmd = std::process::Command::new(BIN);
     cmd.arg("status").arg("--group-config").args(&c.group);
     let (code, out, err) = run_to_end(cmd, "", Duration::from_secs(20));
@@ -306,5 +307,33 @@ fn status_shows_every_member_and_down_ones() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("ID"), "{out}");
     assert!(out.contains("leader"), "{out}");
-    assert!(lines.iter().any(|l| l.starts_with('C') && l.contains("down")), "{out}");
+    let name = c.names[victim].clone();
+    assert!(lines.iter().any(|l| l.starts_with(name.as_str()) && l.contains("down")), "{out}");
+    assert_eq!(lines.iter().filter(|l| l.contains("follower")).count(), 1, "{out}");
+}
+
+#[test]
+fn a_pipeline_keeps_its_order_between_writes_and_reads_on_every_node() {
+    let c = Cluster::start(3);
+    c.wait_leader(Duration::from_secs(15));
+    for k in 0..3 {
+        let mut script = Vec::new();
+        let mut want = String::new();
+        for i in 0..100 {
+            script.extend_from_slice(format!("SET order {i}\r\nGET order\r\nINCR n{k}\r\n").as_bytes());
+            want.push_str(&format!("+OK\r\n${}\r\n{i}\r\n:{}\r\n", i.to_string().len(), i + 1));
+        }
+        let mut s = std::net::TcpStream::connect(c.addr(k)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&script).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while got.len() < want.len() {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&got), want, "pipeline through node {}", c.names[k]);
+    }
 }

@@ -10,7 +10,8 @@
 //! member when a member is unreachable, a request fails, or a member answers `TRYAGAIN` or
 //! `CLUSTERDOWN` ([`Session`] has the rules). A write whose reply was lost is **not** resent,
 //! because it may already have been applied: the console prints that its outcome is unknown.
-//! Reads are resent. Notices about failover go to standard error.
+//! Reads are resent, and so is a write answered `TRYAGAIN` (raft-kv's promise that it did not
+//! execute it). Notices about failover go to standard error.
 //!
 //! When standard input is a terminal the console offers line editing and history (saved in the
 //! history file, by default `~/.raft_kv_history`; problems with that file are ignored). When it

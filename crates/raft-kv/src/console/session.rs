@@ -7,15 +7,16 @@
 //!
 //! Whether the request is then sent again depends on whether that is safe:
 //! - A request that **did not leave** (connecting failed, or writing it failed: a server only
-//!   executes a complete request) is retried whatever it is. Before sending on a connection
+//!   executes a complete request), or that was answered `TRYAGAIN` (raft-kv's promise that it
+//!   did not execute it), is retried whatever it is. Before sending on a connection
 //!   that sat idle, the session checks that the member has not closed it meanwhile (a restarted
 //!   node), and reconnects if so, so that such a request is not lost in a dead socket.
 //! - A request the caller declared **retry-safe** (reads and connection commands) is retried
 //!   after any failure.
 //! - Otherwise (a write that was sent) the session does **not** resend it: the write may or may
 //!   not have been applied, and applying it twice could be wrong (`INCR`, `APPEND`). The caller
-//!   gets [`Outcome::Unknown`] and must say so. After `TRYAGAIN`/`CLUSTERDOWN` the caller gets
-//!   the server's error reply itself.
+//!   gets [`Outcome::Unknown`] and must say so. After `CLUSTERDOWN` the caller gets the
+//!   server's error reply itself.
 //!
 //! Retrying is bounded: after every full round over the members the session sleeps (doubling
 //! from `backoff_min` to `backoff_max`), and it gives up when `failover_budget` has elapsed since
@@ -192,10 +193,13 @@ impl Session {
             reply: None,
         })?;
         if let Frame::Error(text) = &frame {
-            if text.starts_with(b"TRYAGAIN") || text.starts_with(b"CLUSTERDOWN") {
+            // raft-kv answers TRYAGAIN only for a request it did not execute (no leader took it),
+            // so even a write may be sent again; CLUSTERDOWN promises nothing of the kind.
+            let not_executed = text.starts_with(b"TRYAGAIN");
+            if not_executed || text.starts_with(b"CLUSTERDOWN") {
                 return Err(Failure {
                     message: String::from_utf8_lossy(text).into_owned(),
-                    sent: true,
+                    sent: !not_executed,
                     reply: Some(frame),
                 });
             }

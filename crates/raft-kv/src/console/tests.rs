@@ -401,7 +401,7 @@ fn a_read_whose_reply_is_lost_is_resent() {
 }
 
 #[test]
-fn tryagain_moves_on_and_retries_only_reads() {
+fn tryagain_moves_on_and_retries_clusterdown_only_for_reads() {
     let redis = RedisServer::start();
     let tryagain = Frame::error("TRYAGAIN no leader yet");
     // A read: answered by B after A's TRYAGAIN.
@@ -412,10 +412,17 @@ fn tryagain_moves_on_and_retries_only_reads() {
     assert!(notices.contains("TRYAGAIN no leader yet; switching to node B"), "{notices}");
     assert_eq!(summary, Summary { commands: 1, failed: 0 });
     assert_eq!(handle.join().ok(), Some(1));
-    // A write: the server's answer is shown, not resent; the next command goes to B.
-    let (fake, handle, _) = fake_member(1, Fake::Reply(Frame::error("CLUSTERDOWN no quorum")));
+    // A write after TRYAGAIN (raft-kv: "not executed") is sent again to B.
+    let (fake, handle, _) = fake_member(1, Fake::Reply(Frame::error("TRYAGAIN no leader")));
     let members = vec![member("A", &fake), member("B", &redis.addr)];
     let (out, _, summary) = pipe(members, &options(), "set t 1\nget t\n");
+    assert_eq!(out, "OK\n\"1\"\n");
+    assert_eq!(summary, Summary { commands: 2, failed: 0 });
+    assert_eq!(handle.join().ok(), Some(1));
+    // A write after CLUSTERDOWN: the server's answer is shown, not resent; the next command goes to B.
+    let (fake, handle, _) = fake_member(1, Fake::Reply(Frame::error("CLUSTERDOWN no quorum")));
+    let members = vec![member("A", &fake), member("B", &redis.addr)];
+    let (out, _, summary) = pipe(members, &options(), "set u 1\nget u\n");
     assert_eq!(out, "(error) CLUSTERDOWN no quorum\n(nil)\n");
     assert_eq!(summary, Summary { commands: 2, failed: 0 });
     assert_eq!(handle.join().ok(), Some(1));
