@@ -305,7 +305,7 @@ impl Plan {
     fn progress_bar(&self) -> ProgressBar {
         let a = &self.args;
         let (len, template) = match a.requests {
-            Some(n) => (n, "{elapsed_precise} [{wide_bar}] {pos}/{len} ops  {msg}"),
+            Some(n) => (n, "{elapsed_precise} [{wide_bar}] {pos}/{len} requests  {msg}"),
             None => (a.duration.as_millis() as u64, "{elapsed_precise} [{wide_bar}] {msg}"),
         };
         let target = if a.no_progress { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
@@ -360,7 +360,7 @@ async fn tick_progress(bar: ProgressBar, done: Arc<AtomicU64>, by_count: bool) {
         let n = done.load(Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
         bar.set_position(if by_count { n } else { started.elapsed().as_millis() as u64 });
-        bar.set_message(format!("{n} ops, {:.0} ops/s", if secs > 0.0 { n as f64 / secs } else { 0.0 }));
+        bar.set_message(format!("{n} requests, {:.0}/s", if secs > 0.0 { n as f64 / secs } else { 0.0 }));
     }
 }
 
