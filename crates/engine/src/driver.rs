@@ -379,14 +379,36 @@ impl<F: FileSystem> Driver<F> {
     }
 
     /// Executes all work the core has produced, in the required order. An error means the node must
-    /// stop: its storage or state machine can no longer be trusted.
+    /// stop: its storage or state machine can no longer be trusted. Messages that may leave before
+    /// the fsync are queued with the others (see [`Driver::process_with`] to send them earlier).
     pub fn process(&mut self) -> Result<(), FatalError> {
+        let mut early = Vec::new();
+        let result = self.process_with(&mut |msgs| early.extend(msgs));
+        let late = std::mem::replace(&mut self.outbox, early);
+        self.outbox.extend(late);
+        result
+    }
+
+    /// Like [`Driver::process`], but hands the messages that may leave before the fsync (a leader's
+    /// appends and heartbeats) to `send_early` as soon as they exist, so the leader's disk write
+    /// overlaps its followers' (thesis §10.2.1).
+    pub fn process_with(&mut self, send_early: &mut dyn FnMut(Vec<PeerMessage>)) -> Result<(), FatalError> {
         loop {
             self.route_writes();
             if !self.node.has_ready() {
                 break;
             }
             let rd = self.node.ready();
+            // 0. Leader appends and heartbeats: they depend only on the in-memory log.
+            if !rd.early_messages.is_empty() {
+                send_early(rd.early_messages.into_iter().map(PeerMessage::Raft).collect());
+            }
+            // Forwarded proposals may also leave now: they depend on nothing persisted here.
+            let forwards: Vec<PeerMessage> =
+                self.outbox.extract_if(.., |m| matches!(m, PeerMessage::Forward { .. })).collect();
+            if !forwards.is_empty() {
+                send_early(forwards);
+            }
             // 1. Persist, with one sync for the whole batch.
             if let Some(hs) = rd.hard_state {
                 self.store.set_hard_state(hs)?;
@@ -399,6 +421,9 @@ impl<F: FileSystem> Driver<F> {
             }
             if rd.truncate_from.is_some() || !rd.entries.is_empty() {
                 self.store.sync()?;
+            }
+            if let Some(last) = rd.entries.last() {
+                self.node.on_persisted(last.index);
             }
             // 2. Send.
             self.outbox.extend(rd.messages.into_iter().map(PeerMessage::Raft));

@@ -152,7 +152,8 @@ impl NodeLoop {
                     next_tick = now + self.opts.tick;
                 }
             }
-            self.driver.process()?;
+            let transport = &self.transport;
+            self.driver.process_with(&mut |msgs| transport.send(msgs))?;
             self.transport.send(self.driver.take_messages());
             for (id, response) in self.driver.take_answers() {
                 if let Some(w) = self.waiters.remove(&id) {

@@ -92,6 +92,8 @@ pub struct Node {
     pub(crate) reads: ReadIndex,
     /// The hard state as last handed to the driver.
     pub(crate) stored_hard_state: HardState,
+    /// The last log index the driver reported durable ([`Node::on_persisted`]).
+    pub(crate) persisted: Index,
     /// Outgoing messages not yet handed over.
     pub(crate) msgs: Vec<Message>,
     /// Read outcomes not yet handed over.
@@ -124,6 +126,7 @@ impl Node {
         let mut peers: Vec<NodeId> = config.voters.iter().copied().filter(|&v| v != config.id).collect();
         peers.sort_unstable();
         let rng = Rng::new(config.seed);
+        let persisted = offset + entries.len() as u64;
         let mut node = Node {
             peers,
             term: hard_state.term,
@@ -141,6 +144,7 @@ impl Node {
             commit_dirty: false,
             reads: ReadIndex::default(),
             stored_hard_state: hard_state,
+            persisted,
             msgs: Vec::new(),
             read_states: Vec::new(),
             config,
@@ -383,13 +387,34 @@ impl Node {
         }
         if self.log.has_unstable() {
             let (truncate_from, entries) = self.log.take_unstable();
+            if let Some(from) = truncate_from {
+                self.persisted = self.persisted.min(from - 1);
+            }
             ready.truncate_from = truncate_from;
             ready.entries = entries;
         }
         ready.committed = self.log.take_committed(usize::MAX);
-        ready.messages = std::mem::take(&mut self.msgs);
+        // A leader's appends and heartbeats depend only on its in-memory log: they may leave before
+        // its own fsync (its commit index counts itself only up to `persisted`).
+        let (early, late): (Vec<Message>, Vec<Message>) =
+            std::mem::take(&mut self.msgs).into_iter().partition(|m| {
+                matches!(m.body, MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. })
+            });
+        ready.early_messages = early;
+        ready.messages = late;
         ready.reads = std::mem::take(&mut self.read_states);
         ready
+    }
+
+    /// The driver made every entry up to `index` (as handed out by [`Node::ready`]) durable.
+    pub fn on_persisted(&mut self, index: Index) {
+        let index = index.min(self.log.last_index());
+        if index > self.persisted {
+            self.persisted = index;
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
+        }
     }
 
     /// True if [`Node::ready`] would return work.

@@ -4,8 +4,12 @@
 //! [`crate::Node::ready`] hands it over as one [`Ready`] batch. The driver MUST execute a batch in
 //! this order, completing each step before the next:
 //!
+//! 0. send `early_messages` (a leader's AppendEntries and heartbeats: they depend only on entries
+//!    held in memory, so the leader's disk write overlaps the followers' — thesis §10.2.1);
 //! 1. persist: write `hard_state` (if any); remove stored entries from `truncate_from` on (if any);
-//!    append `entries`; then make all of it durable (one fsync for the whole batch: group commit);
+//!    append `entries`; then make all of it durable (one fsync for the whole batch: group commit),
+//!    and report it with [`crate::Node::on_persisted`] (a leader counts its own log towards a
+//!    majority only up to what it has persisted);
 //! 2. send `messages` (they may depend on the state persisted in step 1: votes, acknowledgements);
 //! 3. apply `committed` entries to the state machine, in order;
 //! 4. answer `reads`: a read may be served once the state machine has applied its index.
@@ -25,6 +29,8 @@ pub struct Ready {
     pub truncate_from: Option<Index>,
     /// Entries to append to storage.
     pub entries: Vec<Entry>,
+    /// Messages that may be sent before persisting (a leader's AppendEntries and heartbeats).
+    pub early_messages: Vec<Message>,
     /// Messages to send, after persisting.
     pub messages: Vec<Message>,
     /// Committed entries to apply, in order, after persisting.
@@ -40,6 +46,7 @@ impl Ready {
             && self.truncate_from.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
+            && self.early_messages.is_empty()
             && self.committed.is_empty()
             && self.reads.is_empty()
     }

@@ -4,9 +4,9 @@
 //!   batches with up to `max_inflight_messages` in flight (see [`crate::progress`]). A rejection
 //!   carries a hint (the conflicting term and its first index) so the leader skips a whole term per
 //!   round trip instead of one entry.
-//! - Commit: the leader's commit index is the highest index stored on a majority (its own log counts:
-//!   its entries are persisted before any message carrying them leaves), and only if that entry is of
-//!   the leader's current term (Figure 8); earlier entries commit with it.
+//! - Commit: the leader's commit index is the highest index stored on a majority (its own log counts
+//!   up to what the driver reported durable, so its fsync overlaps the followers'), and only if that
+//!   entry is of the leader's current term (Figure 8); earlier entries commit with it.
 //! - Follower: AppendEntries is accepted only if its log holds `prev_log_index` with `prev_log_term`
 //!   (Log Matching); conflicting entries are truncated, never committed ones.
 //! - Heartbeats carry `min(commit, follower's match index)`, which the follower is known to hold, so
@@ -125,7 +125,8 @@ impl Node {
     /// Leader: raises the commit index to the highest index of the current term stored on a majority.
     pub(crate) fn maybe_commit(&mut self) {
         let mut matched: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.log.last_index());
+        // The leader's own log counts only as far as it is durable.
+        matched.push(self.persisted.min(self.log.last_index()));
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_index = matched[self.quorum() - 1];
         if quorum_index > self.log.commit() && self.log.term(quorum_index) == Some(self.term) {

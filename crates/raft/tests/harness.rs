@@ -105,9 +105,16 @@ impl Cluster {
             if let Some(from) = rd.truncate_from {
                 s.entries.retain(|e| e.index < from);
             }
+            for m in rd.early_messages {
+                self.queue.push_back(m);
+            }
+            let last = rd.entries.last().map(|e| e.index);
             for e in rd.entries {
                 assert_eq!(e.index, s.entries.len() as u64 + 1, "node {id} appended out of order");
                 s.entries.push(e);
+            }
+            if let Some(last) = last {
+                self.nodes.get_mut(&id).unwrap().on_persisted(last);
             }
             for m in rd.messages {
                 self.queue.push_back(m);

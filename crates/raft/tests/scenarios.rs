@@ -441,7 +441,8 @@ fn a_single_node_cluster_commits_alone() {
     c.node_mut(1).read(5);
     c.settle();
     assert_eq!(c.node(1).commit(), i);
-    assert_eq!(c.reads[&1][0].result, Ok(i));
+    // The read came before the write was durable (hence committed): its index is the earlier commit.
+    assert_eq!(c.reads[&1][0].result, Ok(i - 1));
 }
 
 #[test]
@@ -458,4 +459,28 @@ fn golden_trace_of_an_election_and_one_write() {
     }
     let want = std::fs::read_to_string(path).unwrap_or_default();
     assert_eq!(got, want, "trace differs from {path} (UPDATE_GOLDEN=1 rewrites it after review)");
+}
+
+#[test]
+fn a_leader_counts_its_own_log_only_as_far_as_it_is_persisted() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.run_ticks(1);
+    let index = c.propose(1, "x");
+    // The leader's Ready: its appends may leave before its own fsync.
+    let rd = c.node_mut(1).ready();
+    assert_eq!(rd.entries.last().map(|e| e.index), Some(index));
+    let to2: Vec<_> = rd.early_messages.into_iter().filter(|m| m.to == 2).collect();
+    assert!(!to2.is_empty(), "appends go out before the leader persists");
+    for m in to2 {
+        c.node_mut(2).step(m);
+    }
+    let acks = c.node_mut(2).ready();
+    for m in acks.early_messages.into_iter().chain(acks.messages) {
+        c.node_mut(1).step(m);
+    }
+    // Node 2 holds the entry, node 1 has not persisted it: no majority yet.
+    assert!(c.node(1).commit() < index, "counted the leader's unpersisted entry");
+    c.node_mut(1).on_persisted(index);
+    assert_eq!(c.node(1).commit(), index);
 }

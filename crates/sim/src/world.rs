@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use engine::{Driver, DriverConfig, PeerMessage};
 use raft::{NodeId, Rng, Role};
-use storage::{LogOptions, MemFs};
+use storage::{FaultOp, LogOptions, MemFs};
 
 use crate::invariants::Invariants;
 use crate::linearizability::{self, CheckResult, Operation};
@@ -42,6 +42,9 @@ pub struct SimConfig {
     pub crashes: bool,
     /// Whether the network is partitioned.
     pub partitions: bool,
+    /// Probability, per node and step, that the node's next fsync fails: the node then crashes
+    /// after having sent its early messages (a leader's appends) but before its log was durable.
+    pub disk_faults: f64,
 }
 
 impl SimConfig {
@@ -63,6 +66,7 @@ impl SimConfig {
             nemesis_every_ms: rng.range(100, 600),
             crashes: rng.chance(0.8),
             partitions: rng.chance(0.8),
+            disk_faults: [0.0, 0.0005, 0.003][rng.range(0, 3) as usize],
         }
     }
 }
@@ -94,6 +98,8 @@ struct SimNode {
     fs: MemFs,
     /// Incarnation counter (for session ids).
     incarnation: u64,
+    /// A sync failure is armed on this node's disk.
+    fault_armed: bool,
 }
 
 /// Why a run failed.
@@ -181,7 +187,8 @@ impl World {
             cfg,
         };
         for id in 1..=w.cfg.nodes {
-            w.nodes.insert(id, SimNode { driver: None, fs: MemFs::new(), incarnation: 0 });
+            w.nodes
+                .insert(id, SimNode { driver: None, fs: MemFs::new(), incarnation: 0, fault_armed: false });
             w.start_node(id).expect("a fresh node starts");
             let phase = w.rng.range(0, TICK_MS);
             w.schedule(phase, Event::Tick(id));
@@ -346,10 +353,37 @@ impl World {
     fn flush(&mut self) -> Result<(), String> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.driver.as_mut()) else { continue };
-            d.process().map_err(|e| format!("node {id} stopped: {e}"))?;
-            let messages = d.take_messages();
+            if !self.calm && self.cfg.crashes && self.rng.chance(self.cfg.disk_faults) {
+                if let Some(n) = self.nodes.get_mut(&id).filter(|n| n.driver.is_some() && !n.fault_armed) {
+                    n.fs.fail_next(FaultOp::Sync, 1);
+                    n.fault_armed = true;
+                }
+            }
+            let Some(node) = self.nodes.get_mut(&id) else { continue };
+            let armed = node.fault_armed;
+            let Some(d) = node.driver.as_mut() else { continue };
+            let mut early = Vec::new();
+            let result = d.process_with(&mut |msgs| early.extend(msgs));
+            let messages: Vec<PeerMessage> = early.into_iter().chain(d.take_messages()).collect();
             let answers = d.take_answers();
+            if let Err(e) = result {
+                if !armed {
+                    return Err(format!("node {id} stopped: {e}"));
+                }
+                // The injected fsync failure: the node dies mid-batch. What it sent early is out.
+                for m in messages {
+                    for delay in Network::delays(&self.cfg.net, &mut self.rng) {
+                        self.schedule(delay, Event::Deliver(m.clone()));
+                    }
+                }
+                self.crash(id);
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.fault_armed = false;
+                }
+                let downtime = self.rng.range(20, 300);
+                self.schedule(downtime, Event::Restart(id));
+                continue;
+            }
             for m in messages {
                 for delay in Network::delays(&self.cfg.net, &mut self.rng) {
                     self.schedule(delay, Event::Deliver(m.clone()));
@@ -425,6 +459,9 @@ impl World {
             return;
         }
         node.fs.crash(seed);
+        // A fault armed for the dead incarnation does not carry over to the next one.
+        node.fs.fail_next(FaultOp::Sync, 0);
+        node.fault_armed = false;
         self.report.crashes += 1;
         // Requests held by the crashed node are now indeterminate; their clients move on.
         for c in 0..self.clients.len() {
