@@ -132,37 +132,10 @@ impl ProtocolError {
 }
 
 /// Parses a decimal integer exactly like Redis's `string2ll`: optional `-`, no `+`, no leading
-/// zeros, no spaces, no overflow.
+/// zeros, no spaces, no overflow. (The state machine's parser, so arguments and stored values are
+/// read by one function.)
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    if s == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    match digits.first() {
-        Some(b'1'..=b'9') => {}
-        _ => return None,
-    }
-    let mut value: u64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    if negative {
-        if value <= i64::MAX as u64 {
-            Some(-(value as i64))
-        } else if value == i64::MAX as u64 + 1 {
-            Some(i64::MIN)
-        } else {
-            None
-        }
-    } else {
-        i64::try_from(value).ok()
-    }
+    engine::kv::parse_i64(s)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -254,7 +254,8 @@ enum UndoAction {
     },
 }
 
-/// Parses a value as Redis does for `INCRBY` (`string2ll`): an optional `-` followed by decimal
+/// Parses a value as Redis does for `INCRBY` (`string2ll`). Deliberately not shared with the
+/// engine's parser: the checker is an independent oracle of the behaviour under test: an optional `-` followed by decimal
 /// digits, no leading zeros (except the string `0` itself), no `+`, no whitespace, within `i64`.
 pub(super) fn parse_redis_i64(bytes: &[u8]) -> Option<i64> {
     if bytes == b"0" {
