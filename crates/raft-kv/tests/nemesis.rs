@@ -251,10 +251,14 @@ fn nemesis(c: &mut Cluster, t0: Instant, seed: u64) -> NemesisLog {
                 None => log.events.push((micros(t0), "no leader found to kill".into())),
             },
             1 => {
-                let k = rng.random_range(0..NODES);
+                // Half the time the leader: resumed after a successor was elected, it must not
+                // answer a read or a write from its stale view (the classic stale-leader risk).
+                let leader = if rng.random_bool(0.5) { find_leader(c) } else { None };
+                let k = leader.unwrap_or_else(|| rng.random_range(0..NODES));
                 let pause = ms(&mut rng, 300, 1500);
                 signal(c, k, rustix::process::Signal::STOP);
-                log.events.push((micros(t0), format!("SIGSTOP {} for {pause:?}", c.names[k])));
+                let what = if leader.is_some() { "leader " } else { "" };
+                log.events.push((micros(t0), format!("SIGSTOP {what}{} for {pause:?}", c.names[k])));
                 std::thread::sleep(pause);
                 signal(c, k, rustix::process::Signal::CONT);
                 log.events.push((micros(t0), format!("SIGCONT {}", c.names[k])));
