@@ -9,11 +9,17 @@
 //! - Monotonicity: a node's term never decreases (its persisted term survives restarts), and its
 //!   commit and applied indexes never decrease within one incarnation.
 //! - Applied <= commit; at the end, nodes that applied the same index hold identical state machines.
+//! - Leader Completeness, directly: a new leader holds every entry committed so far; and ahead of
+//!   time: a live node that lacks a committed entry has a log less up to date than a majority of
+//!   the live logs, so no election can ever choose it.
+//! - Durable promises (checked on the messages and at every restart): a node grants at most one vote
+//!   per term, and once a vote or a term has left a node, the node recovers from a crash with at
+//!   least that term and, in the same term, the same vote.
 
 use std::collections::BTreeMap;
 
 use engine::Driver;
-use raft::{Index, NodeId, Role, Term};
+use raft::{HardState, Index, Message, MessageBody, NodeId, Role, Term};
 use storage::MemFs;
 
 /// A digest of an entry: (term, hash of data).
@@ -39,6 +45,10 @@ pub struct Invariants {
     last: BTreeMap<NodeId, (Term, Index, Index)>,
     /// Per node: committed prefix already verified against `committed`.
     verified: BTreeMap<NodeId, Index>,
+    /// Per node: the last vote it sent, (term, candidate).
+    votes: BTreeMap<NodeId, (Term, NodeId)>,
+    /// Per node: the highest term it sent in a message (PreVote terms excepted).
+    terms_sent: BTreeMap<NodeId, Term>,
 }
 
 impl Invariants {
@@ -49,6 +59,43 @@ impl Invariants {
             l.2 = 0;
         }
         self.verified.insert(id, 0);
+    }
+
+    /// A message left node `msg.from`: records the term and the vote it promises.
+    pub fn sent(&mut self, msg: &Message) -> Result<(), String> {
+        let id = msg.from;
+        match msg.body {
+            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => return Ok(()),
+            MessageBody::RequestVoteResponse { granted: true } => {
+                if let Some(&(term, other)) = self.votes.get(&id) {
+                    if term == msg.term && other != msg.to {
+                        return Err(format!("node {id} voted for {other} and {} in term {term}", msg.to));
+                    }
+                }
+                self.votes.insert(id, (msg.term, msg.to));
+            }
+            _ => {}
+        }
+        let t = self.terms_sent.entry(id).or_insert(0);
+        *t = (*t).max(msg.term);
+        Ok(())
+    }
+
+    /// Node `id` recovered from a crash with hard state `hs`: what it promised must have survived.
+    pub fn check_recovered(&self, id: NodeId, hs: HardState) -> Result<(), String> {
+        let sent = self.terms_sent.get(&id).copied().unwrap_or(0);
+        if hs.term < sent {
+            return Err(format!("node {id} recovered term {} after sending term {sent}", hs.term));
+        }
+        if let Some(&(term, candidate)) = self.votes.get(&id) {
+            if hs.term == term && hs.voted_for != Some(candidate) {
+                return Err(format!(
+                    "node {id} voted for {candidate} in term {term} but recovered with vote {:?}",
+                    hs.voted_for
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Highest committed index seen.
@@ -70,6 +117,18 @@ impl Invariants {
                 if let Some(&other) = self.leaders.get(&n.term()) {
                     if other != id {
                         return Err(format!("two leaders in term {}: {other} and {id}", n.term()));
+                    }
+                } else {
+                    // Leader Completeness: a new leader holds every entry committed so far.
+                    for (&index, &c) in self.committed.range(n.first_index()..) {
+                        let held = n.entry(index).map(|e| digest(e.term, &e.data));
+                        if held != Some(c) {
+                            return Err(format!(
+                                "leader completeness: node {id}, leader of term {}, lacks committed entry {index} (term {})",
+                                n.term(),
+                                c.0
+                            ));
+                        }
                     }
                 }
                 self.leaders.insert(n.term(), id);
@@ -113,6 +172,7 @@ impl Invariants {
             }
             self.verified.insert(id, commit.max(from - 1));
         }
+        self.check_electable(nodes)?;
         // Log Matching on the uncommitted tails (the committed prefixes were compared above).
         for (i, &(a, da)) in nodes.iter().enumerate() {
             for &(b, db) in &nodes[i + 1..] {
@@ -135,6 +195,37 @@ impl Invariants {
                     }
                     index -= 1;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Committed entries are safe from the next election: a live node that lacks a committed entry
+    /// must have a log less up to date than a majority of logs (so it can never collect a majority
+    /// of votes). This catches a wrongly committed entry as soon as it is at risk, before some
+    /// election actually overwrites it (Figure 8).
+    fn check_electable(&self, nodes: &[(NodeId, &Driver<MemFs>)]) -> Result<(), String> {
+        let Some(&max_committed) = self.committed.keys().next_back() else { return Ok(()) };
+        for &(id, d) in nodes {
+            let n = d.node();
+            let quorum = n.config().voters.len() / 2 + 1;
+            let from = (n.commit() + 1).max(n.first_index());
+            if from > max_committed {
+                continue;
+            }
+            let lacking = self
+                .committed
+                .range(from..=max_committed)
+                .find(|&(&index, &c)| n.entry(index).map(|e| digest(e.term, &e.data)) != Some(c));
+            let Some((&index, _)) = lacking else { continue };
+            let mine = (n.last_term(), n.last_index());
+            let behind =
+                nodes.iter().filter(|(_, o)| (o.node().last_term(), o.node().last_index()) <= mine).count();
+            if behind >= quorum {
+                return Err(format!(
+                    "node {id} lacks committed entry {index} but its log (last term {}, index {}) is as up to date as {behind} logs: it could be elected",
+                    mine.0, mine.1
+                ));
             }
         }
         Ok(())

@@ -2,9 +2,17 @@
 //! [`MemFs`], real KV state machine), a seeded network, a nemesis and clients, advanced event by event
 //! in virtual time (1 unit = 1 ms). One u64 seed determines everything.
 //!
-//! After every event the invariants of [`crate::invariants`] are checked; at the end the history is
-//! checked for linearizability and the cluster for liveness (once the faults stop, a leader is elected
-//! and every request completes).
+//! After every event the invariants of [`crate::invariants`] are checked; every read is checked to be
+//! served from a state that includes every index committed when it was issued (ReadIndex); at the end
+//! the history is checked for linearizability and the cluster for liveness (once the faults stop, a
+//! leader is elected and every request completes).
+//!
+//! Faults: message loss, duplication, delay and reordering; symmetric, isolating (usually the
+//! leader, for long) and one-way partitions, each healed on its own; crashes (power failures: the
+//! disk loses unsynced data, undelivered messages of the node are lost half the time), including
+//! crashes in the middle of a sync (messages queued before it are out) and, in some runs, crashes of
+//! most new leaders right after their election (Figure 8). Runs also vary PreVote, CheckQuorum and
+//! the AppendEntries batch size, since each of them can hide bugs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +53,14 @@ pub struct SimConfig {
     /// Probability, per node and step, that the node's next fsync fails: the node then crashes
     /// after having sent its early messages (a leader's appends) but before its log was durable.
     pub disk_faults: f64,
+    /// Raft PreVote on or off (it hides election bugs when always on).
+    pub pre_vote: bool,
+    /// Raft CheckQuorum on or off (it shortens the life of a deposed leader when on).
+    pub check_quorum: bool,
+    /// Most entries per AppendEntries (small values make followers acknowledge log prefixes).
+    pub max_entries: usize,
+    /// Probability that a new leader is crashed right after its election (with `crashes`).
+    pub churn: f64,
 }
 
 impl SimConfig {
@@ -67,6 +83,10 @@ impl SimConfig {
             crashes: rng.chance(0.8),
             partitions: rng.chance(0.8),
             disk_faults: [0.0, 0.0005, 0.003][rng.range(0, 3) as usize],
+            pre_vote: rng.chance(0.5),
+            check_quorum: rng.chance(0.5),
+            max_entries: [1, 2, 64][rng.range(0, 3) as usize],
+            churn: [0.0, 0.5, 0.9][rng.range(0, 3) as usize],
         }
     }
 }
@@ -84,8 +104,10 @@ enum Event {
     Nemesis,
     /// A crashed node comes back.
     Restart(NodeId),
-    /// A partition ends.
-    Heal,
+    /// A node crashes (leader churn).
+    Crash(NodeId),
+    /// A partition ends: its own cuts are removed (a later partition stays).
+    Heal(Vec<(NodeId, NodeId)>),
     /// Faults stop for good.
     Calm,
 }
@@ -147,9 +169,14 @@ pub struct World {
     history: Vec<Operation>,
     /// Request id -> client index.
     requests: BTreeMap<u64, usize>,
+    /// Read request id -> highest index committed anywhere when it was issued: ReadIndex must
+    /// serve it from a state that includes that index.
+    read_floor: BTreeMap<u64, u64>,
     next_request: u64,
     invariants: Invariants,
     report: Report,
+    /// Highest term in which a leader was seen (for leader churn).
+    last_leader_term: u64,
     /// Time from which every request must succeed (liveness), once calm.
     must_succeed_after: u64,
 }
@@ -180,10 +207,12 @@ impl World {
             clients: Vec::new(),
             history: Vec::new(),
             requests: BTreeMap::new(),
+            read_floor: BTreeMap::new(),
             next_request: 1,
             invariants: Invariants::default(),
             report: Report::default(),
             must_succeed_after: u64::MAX,
+            last_leader_term: 0,
             cfg,
         };
         for id in 1..=w.cfg.nodes {
@@ -210,7 +239,9 @@ impl World {
         let mut raft = raft::Config::new(id, (1..=self.cfg.nodes).collect());
         raft.election_ticks = 15;
         raft.heartbeat_ticks = 3;
-        raft.max_entries_per_message = 64;
+        raft.max_entries_per_message = self.cfg.max_entries;
+        raft.pre_vote = self.cfg.pre_vote;
+        raft.check_quorum = self.cfg.check_quorum;
         raft.max_inflight_messages = 8;
         raft.seed = self.seed ^ (id << 32) ^ incarnation;
         DriverConfig {
@@ -229,8 +260,10 @@ impl World {
         node.incarnation += 1;
         let driver = Driver::open(node.fs.clone(), &data_dir(), cfg)
             .map_err(|e| format!("node {id} failed to recover: {e}"))?;
+        let recovered = driver.store().hard_state();
         node.driver = Some(driver);
         self.invariants.restarted(id);
+        self.invariants.check_recovered(id, recovered)?;
         Ok(())
     }
 
@@ -282,6 +315,7 @@ impl World {
             let nodes: Vec<(NodeId, &Driver<MemFs>)> =
                 self.nodes.iter().filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d))).collect();
             self.invariants.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
+            self.churn();
         }
         self.finish()
     }
@@ -293,7 +327,8 @@ impl World {
             Event::ClientWake(c) => 3 + (c << 8),
             Event::Nemesis => 4,
             Event::Restart(id) => 5 + (id << 8),
-            Event::Heal => 6,
+            Event::Heal(_) => 6,
+            Event::Crash(id) => 8 + (id << 8),
             Event::Calm => 7,
         };
         let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
@@ -329,7 +364,18 @@ impl World {
                     self.start_node(id)?;
                 }
             }
-            Event::Heal => self.net.heal(),
+            Event::Crash(id) => {
+                if !self.calm {
+                    self.crash(id);
+                    let delay = self.rng.range(20, 300);
+                    self.schedule(delay, Event::Restart(id));
+                }
+            }
+            Event::Heal(cuts) => {
+                for cut in cuts {
+                    self.net.cut.remove(&cut);
+                }
+            }
             Event::Calm => {
                 self.calm = true;
                 self.net.heal();
@@ -372,6 +418,9 @@ impl World {
                 }
                 // The injected fsync failure: the node dies mid-batch. What it sent early is out.
                 for m in messages {
+                    if let PeerMessage::Raft(r) = &m {
+                        self.invariants.sent(r)?;
+                    }
                     for delay in Network::delays(&self.cfg.net, &mut self.rng) {
                         self.schedule(delay, Event::Deliver(m.clone()));
                     }
@@ -385,6 +434,9 @@ impl World {
                 continue;
             }
             for m in messages {
+                if let PeerMessage::Raft(r) = &m {
+                    self.invariants.sent(r)?;
+                }
                 for delay in Network::delays(&self.cfg.net, &mut self.rng) {
                     self.schedule(delay, Event::Deliver(m.clone()));
                 }
@@ -415,6 +467,9 @@ impl World {
         self.next_request += 1;
         self.requests.insert(id, c);
         self.clients[c].outstanding = Some((index, node, id));
+        if matches!(request, engine::Request::Read(_)) {
+            self.read_floor.insert(id, self.invariants.max_commit());
+        }
         if let Some(d) = self.nodes.get_mut(&node).and_then(|n| n.driver.as_mut()) {
             d.submit(id, request);
         }
@@ -424,7 +479,7 @@ impl World {
         let Some(c) = self.requests.remove(&request) else {
             return Err(format!("answer to unknown request {request}"));
         };
-        let Some((index, _, id)) = self.clients[c].outstanding.take() else {
+        let Some((index, node, id)) = self.clients[c].outstanding.take() else {
             return Err(format!("client {c} got an answer with nothing outstanding"));
         };
         if id != request {
@@ -432,6 +487,15 @@ impl World {
         }
         let call = self.history[index].call;
         let op = self.history[index].op.clone();
+        if let (Some(floor), Ok(_)) = (self.read_floor.remove(&request), &response) {
+            let applied =
+                self.nodes.get(&node).and_then(|n| n.driver.as_ref()).map_or(0, |d| d.kv().applied_index());
+            if applied < floor {
+                return Err(format!(
+                    "stale read: node {node} answered {op:?} at applied index {applied}, but {floor} was committed when it was issued"
+                ));
+            }
+        }
         match workload::outcome(&op, response.clone()) {
             Ok(Some(out)) => {
                 self.history[index].ret = Some(self.now);
@@ -463,15 +527,47 @@ impl World {
         node.fs.fail_next(FaultOp::Sync, 0);
         node.fault_armed = false;
         self.report.crashes += 1;
+        // A power failure also loses what sat in the node's socket buffers: each of its messages
+        // not delivered yet is lost with probability 1/2.
+        let mut lost = Vec::new();
+        for (key, event) in &self.events {
+            if matches!(event, Event::Deliver(m) if m.from() == id) && self.rng.chance(0.5) {
+                lost.push(*key);
+            }
+        }
+        for key in lost {
+            self.events.remove(&key);
+        }
         // Requests held by the crashed node are now indeterminate; their clients move on.
         for c in 0..self.clients.len() {
             if let Some((_, n, req)) = self.clients[c].outstanding {
                 if n == id {
                     self.clients[c].outstanding = None;
                     self.requests.remove(&req);
+                    self.read_floor.remove(&req);
                     let delay = self.rng.range(0, 20);
                     self.schedule(delay, Event::ClientWake(c as u64));
                 }
+            }
+        }
+    }
+
+    /// Leader churn (Figure 8): a new leader is sometimes crashed before its no-op reaches a
+    /// majority, so later leaders inherit logs holding uncommitted entries of several older terms.
+    fn churn(&mut self) {
+        if self.calm || !self.cfg.crashes {
+            return;
+        }
+        let newest = self.last_leader_term;
+        let new = self.nodes.iter().find_map(|(id, n)| {
+            let d = n.driver.as_ref()?;
+            (d.node().role() == Role::Leader && d.node().term() > newest).then(|| (*id, d.node().term()))
+        });
+        if let Some((id, term)) = new {
+            self.last_leader_term = term;
+            if self.rng.chance(self.cfg.churn) {
+                let delay = self.rng.range(0, 20);
+                self.schedule(delay, Event::Crash(id));
             }
         }
     }
@@ -480,6 +576,7 @@ impl World {
         let all: Vec<NodeId> = self.nodes.keys().copied().collect();
         let n = all.len() as u64;
         let pick = self.rng.range(0, 6);
+        let before = self.net.cut.clone();
         let duration = self.rng.range(50, 1000);
         match pick {
             0 | 1 if self.cfg.crashes => {
@@ -503,12 +600,21 @@ impl World {
                         side.push(id);
                     }
                 }
+                let mut duration = duration;
                 if pick == 3 {
-                    side = vec![all[self.rng.range(0, n) as usize]];
+                    // One node isolated, the leader if there is one: the others elect a new leader
+                    // while the old one may go on serving clients.
+                    let leader = self.nodes.iter().find_map(|(id, nd)| {
+                        nd.driver.as_ref().filter(|d| d.node().role() == Role::Leader).map(|_| *id)
+                    });
+                    let random = all[self.rng.range(0, n) as usize];
+                    side = vec![leader.unwrap_or(random)];
+                    duration = self.rng.range(300, 1500);
                 }
                 self.net.partition(&side, &all);
                 self.report.partitions += 1;
-                self.schedule(duration, Event::Heal);
+                let added = self.net.cut.difference(&before).copied().collect();
+                self.schedule(duration, Event::Heal(added));
             }
             4 if self.cfg.partitions => {
                 // One-way cuts.
@@ -520,7 +626,8 @@ impl World {
                     }
                 }
                 self.report.partitions += 1;
-                self.schedule(duration, Event::Heal);
+                let added = self.net.cut.difference(&before).copied().collect();
+                self.schedule(duration, Event::Heal(added));
             }
             _ => {}
         }
