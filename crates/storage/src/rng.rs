@@ -3,35 +3,25 @@
 //! Invariant: the sequence depends only on the seed; there is no global or OS randomness anywhere in
 //! this crate, so a simulator run is reproduced exactly by its seed.
 
-/// SplitMix64 (Steele, Lea, Flood 2014): 64 bits of state, passes BigCrush, trivially seedable.
+/// SplitMix64 (Steele, Lea, Flood 2014): the Raft core's generator ([`raft::Rng`]), with the two
+/// draws this crate uses. Same seed, same sequence as the core's.
 #[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    /// The internal state; advanced by a fixed odd constant on every draw.
-    state: u64,
-}
+pub struct SplitMix64(raft::Rng);
 
 impl SplitMix64 {
     /// A generator whose whole future is determined by `seed`.
     pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
+        SplitMix64(raft::Rng::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A uniform value in `0..n` (0 if `n` is 0). The modulo bias is irrelevant for our n.
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
+        self.0.range(0, n)
     }
 
     /// True with probability 1/2.
