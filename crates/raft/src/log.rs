@@ -12,6 +12,8 @@
 //!   truncated (an attempt is a safety violation and panics: it can only come from a bug).
 //! - Every entry with index `>= unstable_from` differs from what storage holds (new or rewritten);
 //!   everything below it is already handed to storage.
+//! - `offset <= applied`: only what the state machine (and so a snapshot) covers is ever dropped,
+//!   by [`RaftLog::compact`] (a local snapshot) or [`RaftLog::restore`] (an installed one).
 
 use std::collections::VecDeque;
 
@@ -222,6 +224,32 @@ impl RaftLog {
             self.applied = last.index;
         }
         entries
+    }
+
+    /// Installs a snapshot ending at (`index`, `term`) that the state machine now reflects (§7):
+    /// if the log holds that entry with that term, and storage holds it too, the entries after it are
+    /// kept (they continue the snapshot); otherwise the whole log is discarded. Commit and applied
+    /// move up to `index`. Returns true if the suffix was kept (storage only needs to drop its prefix),
+    /// false if storage must discard its whole log and restart empty after `index` (everything kept in
+    /// memory is then handed to storage again as unstable).
+    ///
+    /// The caller guarantees `index > applied` (a snapshot never moves the state machine back).
+    pub fn restore(&mut self, index: Index, term: Term) -> bool {
+        debug_assert!(index > self.applied);
+        let keep = self.term(index) == Some(term) && self.stored_last >= index && self.unstable_from > index;
+        if keep {
+            let n = (index - self.offset) as usize;
+            self.entries.drain(..n);
+        } else {
+            self.entries.clear();
+            self.unstable_from = index + 1;
+            self.stored_last = index;
+        }
+        self.offset = index;
+        self.offset_term = term;
+        self.commit = self.commit.max(index);
+        self.applied = index;
+        keep
     }
 
     /// Drops entries up to and including `index` (after a snapshot covers them). Only applied

@@ -98,6 +98,8 @@ pub struct Node {
     pub(crate) msgs: Vec<Message>,
     /// Read outcomes not yet handed over.
     pub(crate) read_states: Vec<ReadState>,
+    /// Leader: followers that need a snapshot, not yet handed over.
+    pub(crate) snapshot_requests: Vec<NodeId>,
 }
 
 impl Node {
@@ -147,6 +149,7 @@ impl Node {
             persisted,
             msgs: Vec::new(),
             read_states: Vec::new(),
+            snapshot_requests: Vec::new(),
             config,
         };
         node.reset_election_timer();
@@ -403,6 +406,7 @@ impl Node {
         ready.early_messages = early;
         ready.messages = late;
         ready.reads = std::mem::take(&mut self.read_states);
+        ready.snapshots = std::mem::take(&mut self.snapshot_requests);
         ready
     }
 
@@ -421,6 +425,7 @@ impl Node {
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
             || !self.read_states.is_empty()
+            || !self.snapshot_requests.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed()
             || self.hard_state() != self.stored_hard_state
@@ -429,9 +434,56 @@ impl Node {
                     || (self.reads.has_unassigned() && self.log.term(self.log.commit()) == Some(self.term))))
     }
 
-    /// Drops log entries up to `index` from memory after the state machine's snapshot covers them.
+    /// Drops log entries up to `index` from memory after the state machine's snapshot covers them
+    /// (only applied entries are dropped; a larger `index` is clamped to the applied index).
     pub fn compact(&mut self, index: Index) {
-        self.log.compact(index);
+        self.log.compact(index.min(self.log.applied()));
+    }
+
+    /// Follower: the driver has made a snapshot ending at (`index`, `term`) durable and the state
+    /// machine now reflects it (§7, InstallSnapshot). The log keeps the entries after `index` if it
+    /// holds that entry with that term, and is discarded otherwise; commit and applied move up to
+    /// `index`; `leader` (the sender) is told the follower now holds everything up to `index`.
+    ///
+    /// Returns None if the snapshot is refused (this node is the leader, or it already applied
+    /// `index`): nothing changed, and the driver must keep its current state. Otherwise
+    /// `Some(kept)`: with `kept` true storage must only drop entries up to `index`; with false it must
+    /// discard its whole log and restart empty after `index` (the core then hands any newer entries it
+    /// holds to storage again).
+    ///
+    /// Safe whoever sent it: a snapshot only holds committed entries, which every later leader has.
+    pub fn restore(&mut self, index: Index, term: Term, leader: NodeId) -> Option<bool> {
+        if self.role == Role::Leader || index <= self.log.applied() {
+            return None;
+        }
+        let kept = self.log.restore(index, term);
+        self.persisted = if kept { self.persisted.max(index) } else { index };
+        if self.peers.contains(&leader) {
+            self.send(
+                leader,
+                MessageBody::AppendEntriesResponse {
+                    success: true,
+                    index,
+                    conflict_term: 0,
+                    conflict_index: 0,
+                },
+            );
+        }
+        Some(kept)
+    }
+
+    /// Leader: the driver delivered a snapshot ending at `index` to `peer`, which installed it.
+    pub fn snapshot_sent(&mut self, peer: NodeId, index: Index) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.snapshot_sent(index);
+        }
+    }
+
+    /// Leader: sending a snapshot to `peer` failed; it will be asked for again if still needed.
+    pub fn snapshot_failed(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.snapshot_failed();
+        }
     }
 
     /// Queues a message to `to` in the current term.
@@ -476,6 +528,7 @@ impl Node {
         self.role = Role::Follower;
         self.leader = leader;
         self.progress.clear();
+        self.snapshot_requests.clear();
         self.votes.clear();
         self.commit_dirty = false;
         self.reset_election_timer();

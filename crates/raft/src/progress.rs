@@ -10,6 +10,10 @@
 //!   increasing index. A message unanswered for too long is presumed lost: the leader falls back to
 //!   probing from `match_index + 1` (see [`Progress::retransmit_if_stale`]), so lost messages never
 //!   stall a follower, even when no new entries arrive.
+//! - In [`ProgressState::Snapshot`] the follower needs entries the leader has compacted away: no
+//!   AppendEntries carrying entries is sent until the driver reports the snapshot transfer's outcome
+//!   ([`Progress::snapshot_sent`] / [`Progress::snapshot_failed`]) or the follower acknowledges an
+//!   index (it installed a snapshot and says so with a successful AppendEntriesResponse).
 
 use std::collections::VecDeque;
 
@@ -22,6 +26,8 @@ pub enum ProgressState {
     Probe,
     /// The follower accepted entries: stream them, several messages in flight.
     Replicate,
+    /// The follower needs a snapshot (its next entry was compacted away); the driver is sending one.
+    Snapshot,
 }
 
 /// Replication progress of one follower.
@@ -62,6 +68,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= max_inflight,
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -73,7 +80,37 @@ impl Progress {
                 self.next_index = last + 1;
                 self.inflight.push_back((last, now));
             }
+            ProgressState::Snapshot => {}
         }
+    }
+
+    /// The follower's next entry is compacted away: stop sending entries until a snapshot lands.
+    pub fn need_snapshot(&mut self) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.probe_sent = false;
+    }
+
+    /// The driver delivered a snapshot ending at `index` and the follower installed it: probe from
+    /// right after it (the follower's own acknowledgement may have been lost).
+    pub fn snapshot_sent(&mut self, index: Index) {
+        if self.state != ProgressState::Snapshot {
+            return;
+        }
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.next_index = (index + 1).max(self.match_index + 1);
+    }
+
+    /// The snapshot transfer failed: probe again from `match_index + 1` (which asks for a new
+    /// snapshot if that entry is still compacted away).
+    pub fn snapshot_failed(&mut self) {
+        if self.state != ProgressState::Snapshot {
+            return;
+        }
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.next_index = self.match_index + 1;
     }
 
     /// If the oldest outstanding AppendEntries was sent `timeout` ticks ago or more, presumes it lost
@@ -102,8 +139,9 @@ impl Progress {
         }
         self.match_index = index;
         self.next_index = self.next_index.max(index + 1);
-        if self.state == ProgressState::Probe {
+        if self.state != ProgressState::Replicate {
             self.state = ProgressState::Replicate;
+            self.next_index = index + 1;
             self.inflight.clear();
         }
         true
@@ -112,8 +150,9 @@ impl Progress {
     /// The follower rejected `rejected` (a prev_log_index); `hint` is where to try next. Returns false
     /// if the rejection is stale (an answer to something already superseded).
     pub fn reject(&mut self, rejected: Index, hint: Index) -> bool {
-        if rejected <= self.match_index {
-            return false; // Answer to an old message: the follower matched further since.
+        if rejected <= self.match_index || self.state == ProgressState::Snapshot {
+            // Answer to an old message: the follower matched further since, or a snapshot is on its way.
+            return false;
         }
         if self.state == ProgressState::Probe && rejected + 1 != self.next_index {
             return false; // Not the answer to the outstanding probe.

@@ -12,7 +12,9 @@
 //!    majority only up to what it has persisted);
 //! 2. send `messages` (they may depend on the state persisted in step 1: votes, acknowledgements);
 //! 3. apply `committed` entries to the state machine, in order;
-//! 4. answer `reads`: a read may be served once the state machine has applied its index.
+//! 4. answer `reads`: a read may be served once the state machine has applied its index;
+//! 5. start sending a snapshot to each follower in `snapshots` (in the background: the outcome is
+//!    reported later with [`crate::Node::snapshot_sent`] / [`crate::Node::snapshot_failed`]).
 //!
 //! Batches must be executed in the order they were produced. A crash anywhere is fine: the core
 //! restarts from whatever step 1 made durable.
@@ -37,6 +39,9 @@ pub struct Ready {
     pub committed: Vec<Entry>,
     /// Reads whose fate is decided.
     pub reads: Vec<ReadState>,
+    /// Leader: followers that need entries compacted away. Send each the latest snapshot, then report
+    /// the outcome with [`crate::Node::snapshot_sent`] or [`crate::Node::snapshot_failed`].
+    pub snapshots: Vec<NodeId>,
 }
 
 impl Ready {
@@ -49,6 +54,7 @@ impl Ready {
             && self.early_messages.is_empty()
             && self.committed.is_empty()
             && self.reads.is_empty()
+            && self.snapshots.is_empty()
     }
 
     /// True if step 1 (persist) has work.

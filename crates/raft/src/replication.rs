@@ -11,6 +11,9 @@
 //!   (Log Matching); conflicting entries are truncated, never committed ones.
 //! - Heartbeats carry `min(commit, follower's match index)`, which the follower is known to hold, so
 //!   they can commit without a log check and can be sent while appends are in flight.
+//! - A follower whose next entry was compacted away gets a snapshot instead (§7): the leader asks
+//!   its driver to send one ([`crate::Ready::snapshots`]) and pauses appends to that follower until
+//!   the driver reports the outcome or the follower acknowledges the snapshot's index.
 
 use crate::message::MessageBody;
 use crate::node::{Node, Role};
@@ -158,7 +161,12 @@ impl Node {
         }
         let prev_index = pr.next_index - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
-            return false; // Compacted away: needs a snapshot (not supported yet).
+            // Compacted away: only a snapshot can bring this follower up to date.
+            if let Some(pr) = self.progress.get_mut(&peer) {
+                pr.need_snapshot();
+            }
+            self.snapshot_requests.push(peer);
+            return false;
         };
         let entries = self.log.slice(
             pr.next_index,

@@ -12,6 +12,9 @@ use raft::{Config, Entry, HardState, Message, MessageBody, Node, NodeId, ReadSta
 #[derive(Clone, Default, Debug)]
 pub struct Stored {
     pub hard_state: HardState,
+    /// The durable snapshot (last included index and term; 0/0 if none).
+    pub snapshot: (u64, Term),
+    /// The entries after `snapshot.0`.
     pub entries: Vec<Entry>,
 }
 
@@ -26,6 +29,8 @@ pub struct Cluster {
     pub down: BTreeSet<NodeId>,
     pub trace: Vec<String>,
     pub configs: BTreeMap<NodeId, Config>,
+    /// Snapshot requests from Ready::snapshots: (leader, follower).
+    pub snapshot_requests: Vec<(NodeId, NodeId)>,
 }
 
 pub fn config(id: NodeId, n: u64) -> Config {
@@ -56,6 +61,7 @@ impl Cluster {
             down: BTreeSet::new(),
             trace: Vec::new(),
             configs: BTreeMap::new(),
+            snapshot_requests: Vec::new(),
         };
         for (i, (term, terms)) in logs.into_iter().enumerate() {
             let id = i as u64 + 1;
@@ -67,7 +73,7 @@ impl Cluster {
                 .map(|(k, t)| Entry::new(*t, k as u64 + 1, format!("{id}:{k}")))
                 .collect();
             let hs = HardState { term, voted_for: None };
-            c.stored.insert(id, Stored { hard_state: hs, entries });
+            c.stored.insert(id, Stored { hard_state: hs, snapshot: (0, 0), entries });
             c.configs.insert(id, cfg);
             c.start(id);
         }
@@ -76,9 +82,17 @@ impl Cluster {
 
     fn start(&mut self, id: NodeId) {
         let s = self.stored[&id].clone();
-        let node = Node::new(self.configs[&id].clone(), s.hard_state, 0, 0, s.entries, 0).unwrap();
+        let (offset, offset_term) = s.snapshot;
+        let node = Node::new(self.configs[&id].clone(), s.hard_state, offset, offset_term, s.entries, offset)
+            .unwrap();
         self.nodes.insert(id, node);
-        self.applied.insert(id, Vec::new());
+        // The "state machine" after a restart is the snapshot: the applied prefix up to its index.
+        let kept: Vec<Entry> = self
+            .applied
+            .get(&id)
+            .map(|a| a.iter().filter(|e| e.index <= offset).cloned().collect())
+            .unwrap_or_default();
+        self.applied.insert(id, kept);
         self.down.remove(&id);
     }
 
@@ -105,12 +119,13 @@ impl Cluster {
             if let Some(from) = rd.truncate_from {
                 s.entries.retain(|e| e.index < from);
             }
+            let offset = s.snapshot.0;
             for m in rd.early_messages {
                 self.queue.push_back(m);
             }
             let last = rd.entries.last().map(|e| e.index);
             for e in rd.entries {
-                assert_eq!(e.index, s.entries.len() as u64 + 1, "node {id} appended out of order");
+                assert_eq!(e.index, offset + s.entries.len() as u64 + 1, "node {id} appended out of order");
                 s.entries.push(e);
             }
             if let Some(last) = last {
@@ -121,7 +136,49 @@ impl Cluster {
             }
             self.applied.get_mut(&id).unwrap().extend(rd.committed);
             self.reads.entry(id).or_default().extend(rd.reads);
+            self.snapshot_requests.extend(rd.snapshots.into_iter().map(|peer| (id, peer)));
         }
+    }
+
+    /// `id` takes a snapshot of its state machine at its applied index and compacts its log up to
+    /// `upto` (at most the applied index).
+    pub fn compact(&mut self, id: NodeId, upto: u64) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let upto = upto.min(node.applied());
+        let term = node.entry_term(upto).unwrap();
+        node.compact(upto);
+        let s = self.stored.get_mut(&id).unwrap();
+        s.entries.retain(|e| e.index > upto);
+        s.snapshot = (upto, term);
+    }
+
+    /// `leader` sends its snapshot (its state machine at its applied index) to `peer`, which installs
+    /// it. Returns the node's verdict (see `Node::restore`).
+    pub fn install_snapshot(&mut self, leader: NodeId, peer: NodeId) -> Option<bool> {
+        self.install_snapshot_with(leader, peer, true)
+    }
+
+    /// Like `install_snapshot`; with `report` false the leader's driver never reports the outcome.
+    pub fn install_snapshot_with(&mut self, leader: NodeId, peer: NodeId, report: bool) -> Option<bool> {
+        let l = &self.nodes[&leader];
+        let index = l.applied();
+        let term = l.entry_term(index).unwrap();
+        let image: Vec<Entry> = self.applied[&leader].iter().filter(|e| e.index <= index).cloned().collect();
+        let verdict = self.nodes.get_mut(&peer).unwrap().restore(index, term, leader);
+        if let Some(kept) = verdict {
+            let s = self.stored.get_mut(&peer).unwrap();
+            s.snapshot = (index, term);
+            if kept {
+                s.entries.retain(|e| e.index > index);
+            } else {
+                s.entries.clear();
+            }
+            self.applied.insert(peer, image);
+            if report {
+                self.nodes.get_mut(&leader).unwrap().snapshot_sent(peer, index);
+            }
+        }
+        verdict
     }
 
     /// Delivers one queued message (dropped if its link is cut or an end is down). Returns false when
