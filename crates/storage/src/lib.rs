@@ -4,6 +4,10 @@
 //!   in-memory index, group commit (one fdatasync per [`LogStore::sync`]), crash-safe suffix
 //!   truncation, prefix compaction, and the atomically replaced hard state (term, vote). Recovery
 //!   ([`LogStore::open`]) cuts a torn tail and refuses any other damage, naming file and offset.
+//! - Snapshots ([`snapshot`]): the state machine image up to a log index, written
+//!   ([`SnapshotWriter`]) or received ([`SnapshotReceiver`]) beside the log, verified end to end, and
+//!   installed atomically ([`install_snapshot`]); then the log is compacted ([`LogStore::compact`]) or
+//!   replaced ([`LogStore::reset`]), and reopened with [`LogStore::open_after`].
 //! - [`DirLock`]: an exclusive lock on a data directory.
 //! - [`FileSystem`]: the small interface all of the above is written against, with [`StdFs`] (real
 //!   files) and [`MemFs`] (an in-memory disk that simulates power failures, for the simulator).
@@ -36,6 +40,7 @@ pub mod memfs;
 pub mod record;
 pub mod rng;
 pub mod segment;
+pub mod snapshot;
 
 pub use error::StorageError;
 pub use fs::{FileSystem, FsFile, StdFile, StdFs};
@@ -43,3 +48,8 @@ pub use lock::DirLock;
 pub use log::{LogOptions, LogStore, Recovered, TornTail};
 pub use memfs::{FaultOp, MemFile, MemFs, MemFsStats};
 pub use rng::SplitMix64;
+pub use snapshot::{
+    install_snapshot, read_snapshot, read_snapshot_chunk, read_snapshot_meta, remove_snapshot_temporaries,
+    verify_snapshot_file, SnapshotMeta, SnapshotReceiver, SnapshotWriter, SNAPSHOT_FILE, SNAPSHOT_RECV,
+    SNAPSHOT_TMP,
+};

@@ -5,6 +5,8 @@
 //! - `NNNNNNNNNNNNNNNNNNNN.wal`: log segments, named after their first index (see [`crate::segment`]
 //!   and the byte format in [`crate::record`]);
 //! - `hardstate`: term and vote, replaced atomically (see [`crate::hard_state`]);
+//! - `snapshot` (and its temporaries): the state machine image the log continues (see
+//!   [`crate::snapshot`]; written and read by the caller, not by this type);
 //! - `LOCK`: used by [`crate::DirLock`] (not by this type).
 //!
 //! # Durability contract
@@ -34,6 +36,27 @@
 //! Compaction removes whole segments oldest first, syncing the directory after each, so the
 //! surviving segments are always contiguous. Recovery cuts a torn tail of the last segment with a
 //! warning and refuses everything else (checksum failure elsewhere, a gap, a missing segment).
+//!
+//! # Snapshots: compaction, reset, and opening after a snapshot
+//! Entries covered by a durable snapshot may go. The two ways, and why a crash is harmless:
+//! - [`LogStore::compact`] after taking a snapshot: the snapshot is installed (durable) first, then
+//!   whole segments are removed oldest first with a directory sync after each, so a crash leaves a
+//!   contiguous suffix of the log that still starts at or before `snapshot index + 1`.
+//! - [`LogStore::reset`] after installing a snapshot the log does not continue (received from the
+//!   leader): every segment is removed newest first with a directory sync after each (a crash
+//!   leaves a contiguous *prefix* of the old log, never a gap), the write buffer is dropped, then an
+//!   empty segment whose first index is `next_index` is created durably. A crash in the middle
+//!   leaves a prefix of the old log, or no segment at all, or the new empty segment (possibly with a
+//!   torn header, which recovery removes and recreates). The caller, seeing the new snapshot and a
+//!   log that does not hold the snapshot's last entry with the snapshot's term, resets again.
+//!
+//! [`LogStore::open_after`] opens a log knowing that entries `<= snapshot_index` are in a durable
+//! snapshot: no segment at all is then normal (a crash during `reset` can leave none, even with a
+//! hard state) and an empty log starting at `snapshot_index + 1` is created; a log starting after `snapshot_index + 1` is refused, since the
+//! entries in between exist nowhere. It still returns every entry found, covered ones included.
+//! [`LogStore::open`] is `open_after(.., 0)`: no snapshot is known, and it accepts a log starting at
+//! any index (it cannot tell a compacted log from a damaged one: a caller that has no snapshot and
+//! gets `first_index > 1` should refuse to start).
 //!
 //! # Errors
 //! Any I/O failure while changing files poisons the store: every later call returns
@@ -128,6 +151,17 @@ impl<F: FileSystem> LogStore<F> {
     /// [`Recovered::torn_tail`]); any other damage is refused with an error naming the file and byte
     /// offset. Reads every segment with one sequential read each.
     pub fn open(fs: F, dir: &Path, opts: LogOptions) -> Result<(Self, Recovered)> {
+        Self::open_after(fs, dir, opts, 0)
+    }
+
+    /// Like [`LogStore::open`], knowing that the entries `<= snapshot_index` are covered by a durable
+    /// snapshot (0: none). Then no segment at all is not an error, even with a hard state: an empty
+    /// log whose first index is `snapshot_index + 1` is created. A log whose first index is greater
+    /// than `snapshot_index + 1` is refused as corrupt (entries would be missing). Every entry found
+    /// is returned, including those `<= snapshot_index`: the caller drops them and checks that the
+    /// entry at `snapshot_index`, if present, has the snapshot's term (else it calls
+    /// [`LogStore::reset`]). See the module docs.
+    pub fn open_after(fs: F, dir: &Path, opts: LogOptions, snapshot_index: u64) -> Result<(Self, Recovered)> {
         fs.create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let stored_hard_state = hard_state::read(&fs, dir)?;
         let mut bases = Vec::new();
@@ -141,7 +175,21 @@ impl<F: FileSystem> LogStore<F> {
             }
         }
         bases.sort_unstable();
-        if bases.is_empty() && stored_hard_state.is_some() {
+        if let Some(&first) = bases.first() {
+            if snapshot_index > 0 && first > snapshot_index.saturating_add(1) {
+                return Err(StorageError::corrupt(
+                    dir.join(segment::segment_name(first)),
+                    0,
+                    format!(
+                        "the log starts at index {first} but the snapshot only covers up to {snapshot_index}: \
+                         entries {}..{} are missing",
+                        snapshot_index + 1,
+                        first - 1
+                    ),
+                ));
+            }
+        }
+        if bases.is_empty() && stored_hard_state.is_some() && snapshot_index == 0 {
             return Err(StorageError::corrupt(
                 dir,
                 0,
@@ -212,7 +260,14 @@ impl<F: FileSystem> LogStore<F> {
             }
         }
         if segments.is_empty() {
-            segments.push_back(segment::create(&fs, dir, 1, opts.sync)?);
+            let base = snapshot_index.saturating_add(1);
+            if snapshot_index > 0 {
+                tracing::info!(
+                    dir = %dir.display(), first_index = base,
+                    "no log segment: starting an empty log right after the snapshot"
+                );
+            }
+            segments.push_back(segment::create(&fs, dir, base, opts.sync)?);
         }
 
         let hard_state = stored_hard_state.unwrap_or_default();
@@ -424,6 +479,28 @@ impl<F: FileSystem> LogStore<F> {
                     s.remove_segment_file(seg)?;
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// Discards the whole log and leaves an empty one whose next entry is `next_index` (after
+    /// installing a snapshot the log does not continue). Durable on return: afterwards
+    /// `first_index() == next_index` and `last_index() == next_index - 1`. Removes the segments
+    /// newest first with a directory sync after each, then creates the new segment durably; see the
+    /// module docs for what a crash in the middle leaves. The hard state is unchanged.
+    pub fn reset(&mut self, next_index: u64) -> Result<()> {
+        self.check()?;
+        if next_index == 0 {
+            return Err(StorageError::InvalidArgument("cannot reset the log to next index 0".into()));
+        }
+        self.guarded(|s| {
+            s.buf.clear();
+            s.unsynced = false;
+            while let Some(seg) = s.segments.pop_back() {
+                s.remove_segment_file(seg)?;
+            }
+            let seg = segment::create(&s.fs, &s.dir, next_index, s.opts.sync)?;
+            s.segments.push_back(seg);
             Ok(())
         })
     }

@@ -31,6 +31,16 @@
 //!
 //! Fault injection for tests: [`MemFs::corrupt`] flips bits in place, [`MemFs::set_len_durable`]
 //! cuts a file, [`MemFs::fail_next`] makes the next writes or syncs fail with an I/O error.
+//!
+//! Crash points: [`MemFs::set_op_budget`] lets exactly `n` more *mutating* operations succeed and
+//! fails every later one with an I/O error, as if the process had died right there (reads keep
+//! working, and nothing of a refused operation happens). The mutating operations are:
+//! `create_dir_all`, `create`, `rename`, `remove_file`, `sync_dir` on the disk and `append`,
+//! `write_at`, `truncate`, `sync` on a file. A test cuts a multi-step procedure off after each of
+//! its steps in turn: for `k = 0, 1, 2, ...` rebuild the disk, `set_op_budget(Some(k))`, run the
+//! procedure (it fails at step `k + 1`, or completes), then `set_op_budget(None)`, [`MemFs::crash`]
+//! and recover. [`MemFs::ops_used`] counts the mutating operations that were let through. The
+//! budget survives `crash` (it is the test that decides when the "new process" may write again).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -87,6 +97,10 @@ struct Disk {
     faults: BTreeMap<FaultOp, u32>,
     /// Operation counters.
     stats: MemFsStats,
+    /// How many more mutating operations may run (`None`: no limit); see [`MemFs::set_op_budget`].
+    op_budget: Option<u64>,
+    /// Mutating operations let through so far (whatever their outcome).
+    ops_used: u64,
 }
 
 /// One file's content.
@@ -195,6 +209,20 @@ impl Disk {
         self.dirs.get(&parent).and_then(|d| d.live.get(&name)).copied().ok_or_else(|| not_found(path))
     }
 
+    /// Lets one mutating operation through, or refuses it once the operation budget is spent.
+    fn spend(&mut self) -> io::Result<()> {
+        if let Some(left) = self.op_budget.as_mut() {
+            if *left == 0 {
+                return Err(io::Error::other(
+                    "MemFs operation budget exhausted: simulated process death at this step",
+                ));
+            }
+            *left -= 1;
+        }
+        self.ops_used += 1;
+        Ok(())
+    }
+
     /// Consumes one injected failure of kind `op`, if any.
     fn injected(&mut self, op: FaultOp) -> io::Result<()> {
         if let Some(n) = self.faults.get_mut(&op) {
@@ -279,6 +307,23 @@ impl MemFs {
         self.lock().faults.insert(op, count);
     }
 
+    /// Lets exactly `budget` more mutating operations succeed, then fails every later one with an
+    /// I/O error until the budget is changed (`None` removes the limit). See the module docs.
+    pub fn set_op_budget(&self, budget: Option<u64>) {
+        self.lock().op_budget = budget;
+    }
+
+    /// The mutating operations still allowed (`None`: no limit).
+    pub fn op_budget(&self) -> Option<u64> {
+        self.lock().op_budget
+    }
+
+    /// How many mutating operations have been let through since the disk was created (including
+    /// ones that then failed for another reason, such as [`MemFs::fail_next`]).
+    pub fn ops_used(&self) -> u64 {
+        self.lock().ops_used
+    }
+
     /// XORs the byte at `offset` of `path` with `mask`, in the current and the durable content
     /// alike (media corruption).
     pub fn corrupt(&self, path: &Path, offset: u64, mask: u8) -> io::Result<()> {
@@ -343,6 +388,7 @@ impl FileSystem for MemFs {
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut disk = self.lock();
+        disk.spend()?;
         for ancestor in dir.ancestors() {
             disk.dirs.entry(ancestor.to_path_buf()).or_default();
         }
@@ -364,6 +410,7 @@ impl FileSystem for MemFs {
     fn create(&self, path: &Path) -> io::Result<MemFile> {
         let (parent, name) = split(path)?;
         let mut disk = self.lock();
+        disk.spend()?;
         if let Ok(ino) = disk.lookup(path) {
             disk.write(ino, FileOp::SetLen(0))?;
             return Ok(self.new_handle(&disk, ino));
@@ -388,6 +435,7 @@ impl FileSystem for MemFs {
             ));
         }
         let mut disk = self.lock();
+        disk.spend()?;
         let dir = disk.dir_mut(&from_dir)?;
         let ino = dir.live.remove(&from_name).ok_or_else(|| not_found(from))?;
         dir.live.insert(to_name.clone(), ino);
@@ -398,6 +446,7 @@ impl FileSystem for MemFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let (parent, name) = split(path)?;
         let mut disk = self.lock();
+        disk.spend()?;
         let dir = disk.dir_mut(&parent)?;
         dir.live.remove(&name).ok_or_else(|| not_found(path))?;
         dir.pending.push(DirOp::Unlink(name));
@@ -406,6 +455,7 @@ impl FileSystem for MemFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut disk = self.lock();
+        disk.spend()?;
         disk.injected(FaultOp::SyncDir)?;
         let d = disk.dir_mut(dir)?;
         d.synced = d.live.clone();
@@ -448,22 +498,26 @@ impl FsFile for MemFile {
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let mut disk = self.disk()?;
+        disk.spend()?;
         let offset = disk.inode_mut(self.ino)?.data.len() as u64;
         disk.write(self.ino, FileOp::Write { offset, data: data.to_vec() })
     }
 
     fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         let mut disk = self.disk()?;
+        disk.spend()?;
         disk.write(self.ino, FileOp::Write { offset, data: data.to_vec() })
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         let mut disk = self.disk()?;
+        disk.spend()?;
         disk.write(self.ino, FileOp::SetLen(len))
     }
 
     fn sync(&mut self) -> io::Result<()> {
         let mut disk = self.disk()?;
+        disk.spend()?;
         disk.injected(FaultOp::Sync)?;
         let inode = disk.inode_mut(self.ino)?;
         inode.synced = inode.data.clone();
@@ -581,6 +635,44 @@ mod tests {
         }
         // Including the "mix": new bytes in front of old ones that were truncated.
         assert_eq!(seen.len(), 6, "{seen:?}");
+    }
+
+    #[test]
+    fn op_budget_cuts_off_every_mutating_operation_and_leaves_reads() {
+        let fs = MemFs::new();
+        fs.create_dir_all(&p("/d")).unwrap();
+        let mut f = fs.create(&p("/d/a")).unwrap();
+        f.append(b"abc").unwrap();
+        let before = fs.ops_used();
+        assert_eq!(before, 3);
+        fs.set_op_budget(Some(2));
+        f.append(b"d").unwrap();
+        f.sync().unwrap();
+        assert_eq!(fs.op_budget(), Some(0));
+        assert!(f.append(b"e").is_err());
+        assert!(f.write_at(b"e", 0).is_err());
+        assert!(f.truncate(0).is_err());
+        assert!(f.sync().is_err());
+        assert!(fs.create(&p("/d/b")).is_err());
+        assert!(fs.create(&p("/d/a")).is_err(), "truncating create is refused too");
+        assert!(fs.rename(&p("/d/a"), &p("/d/c")).is_err());
+        assert!(fs.remove_file(&p("/d/a")).is_err());
+        assert!(fs.sync_dir(&p("/d")).is_err());
+        assert!(fs.create_dir_all(&p("/e")).is_err());
+        assert_eq!(fs.ops_used(), before + 2);
+        // Nothing of the refused operations happened; reads still work.
+        assert_eq!(fs.read_file(&p("/d/a")).unwrap(), b"abcd");
+        assert_eq!(fs.list_dir(&p("/d")).unwrap(), vec!["a".to_string()]);
+        let mut buf = [0u8; 4];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(f.len().unwrap(), 4);
+        // The budget survives a crash; lifting it lets the next "process" write again.
+        fs.crash(1);
+        assert!(fs.create(&p("/d/b")).is_err());
+        fs.set_op_budget(None);
+        fs.create(&p("/d/b")).unwrap();
+        fs.set_op_budget(Some(0));
+        assert!(fs.sync_dir(&p("/d")).is_err());
     }
 
     #[test]
