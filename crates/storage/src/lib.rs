@@ -49,7 +49,7 @@ pub use log::{LogOptions, LogStore, Recovered, TornTail};
 pub use memfs::{FaultOp, MemFile, MemFs, MemFsStats};
 pub use rng::SplitMix64;
 pub use snapshot::{
-    install_snapshot, read_snapshot, read_snapshot_chunk, read_snapshot_meta, remove_snapshot_temporaries,
-    verify_snapshot_file, SnapshotMeta, SnapshotReceiver, SnapshotWriter, SNAPSHOT_FILE, SNAPSHOT_RECV,
-    SNAPSHOT_TMP,
+    install_snapshot, read_snapshot, read_snapshot_chunk, read_snapshot_file, read_snapshot_meta,
+    remove_snapshot_temporaries, verify_snapshot_file, SnapshotMeta, SnapshotReceiver, SnapshotWriter,
+    SNAPSHOT_FILE, SNAPSHOT_RECV, SNAPSHOT_TMP,
 };

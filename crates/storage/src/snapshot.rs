@@ -364,6 +364,15 @@ pub fn verify_snapshot_file<F: FileSystem>(fs: &F, path: &Path) -> Result<Snapsh
     verify_bytes(path, &bytes).map(|(meta, _)| meta)
 }
 
+/// Reads and verifies the snapshot file `path` (any name, e.g. a received one) with one read;
+/// returns its meta and data (a slice of the file's bytes).
+pub fn read_snapshot_file<F: FileSystem>(fs: &F, path: &Path) -> Result<(SnapshotMeta, Bytes)> {
+    let file = fs.open(path).map_err(|e| StorageError::io(path, e))?;
+    let bytes = Bytes::from(read_all(&file).map_err(|e| StorageError::io(path, e))?);
+    let (meta, data) = verify_bytes(path, &bytes)?;
+    Ok((meta, bytes.slice(data)))
+}
+
 /// Reads and verifies the current snapshot of `dir` with one read; `None` if there is none. The
 /// data is a slice of the file's bytes (no copy).
 pub fn read_snapshot<F: FileSystem>(fs: &F, dir: &Path) -> Result<Option<(SnapshotMeta, Bytes)>> {
