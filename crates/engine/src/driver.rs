@@ -35,13 +35,16 @@
 //! - `ack_below` sent in proposals never exceeds the lowest unanswered or in-limbo sequence number.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft::{Index, Message, Node, NodeId, ReadError, ReadState, Role};
-use storage::{FileSystem, LogOptions, LogStore, StorageError};
+use raft::{Index, Message, Node, NodeId, ReadError, ReadState, Role, Term};
+use storage::{FileSystem, LogOptions, LogStore, SnapshotMeta, StorageError};
 
 use crate::kv::{self, Command, KvError, KvStore, Proposal, Query, Reply};
+use crate::snapshots::{ChunkStatus, Incoming, SnapshotConfig, SnapshotJob, SnapshotStats, Transfer};
+
+mod snapshot;
 
 /// Most proposal bytes in one Forward message (a single larger proposal travels alone).
 const MAX_FORWARD_BYTES: usize = 4 << 20;
@@ -63,6 +66,40 @@ pub enum PeerMessage {
         /// Encoded proposals.
         proposals: Vec<Bytes>,
     },
+    /// A piece of the leader's snapshot file (InstallSnapshot, §7; see [`crate::snapshots`]).
+    SnapshotChunk {
+        /// The leader.
+        from: NodeId,
+        /// The follower.
+        to: NodeId,
+        /// The leader's current term.
+        term: Term,
+        /// The snapshot's last included index.
+        index: Index,
+        /// The snapshot's last included term.
+        snap_term: Term,
+        /// Offset of `data` in the snapshot file.
+        offset: u64,
+        /// Length of the whole snapshot file.
+        len: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// A follower's answer to a chunk.
+    SnapshotAck {
+        /// The follower.
+        from: NodeId,
+        /// The leader.
+        to: NodeId,
+        /// The snapshot's last included index.
+        index: Index,
+        /// The snapshot's last included term.
+        snap_term: Term,
+        /// Bytes of the snapshot the follower holds (the next offset it expects).
+        received: u64,
+        /// What the follower did.
+        status: ChunkStatus,
+    },
 }
 
 impl PeerMessage {
@@ -70,7 +107,9 @@ impl PeerMessage {
     pub fn to(&self) -> NodeId {
         match self {
             PeerMessage::Raft(m) => m.to,
-            PeerMessage::Forward { to, .. } => *to,
+            PeerMessage::Forward { to, .. }
+            | PeerMessage::SnapshotChunk { to, .. }
+            | PeerMessage::SnapshotAck { to, .. } => *to,
         }
     }
 
@@ -78,7 +117,9 @@ impl PeerMessage {
     pub fn from(&self) -> NodeId {
         match self {
             PeerMessage::Raft(m) => m.from,
-            PeerMessage::Forward { from, .. } => *from,
+            PeerMessage::Forward { from, .. }
+            | PeerMessage::SnapshotChunk { from, .. }
+            | PeerMessage::SnapshotAck { from, .. } => *from,
         }
     }
 }
@@ -90,6 +131,9 @@ pub enum Request {
     Write(Command),
     /// A linearizable read.
     Read(Query),
+    /// Take a snapshot now (an admin command): answered with the index of a durable snapshot that
+    /// covers everything applied when the request arrived.
+    Snapshot,
 }
 
 /// Why a request failed.
@@ -140,6 +184,8 @@ pub struct DriverConfig {
     pub limbo_ticks: u64,
     /// Storage options.
     pub log: LogOptions,
+    /// Snapshot settings.
+    pub snapshot: SnapshotConfig,
 }
 
 /// A write waiting for its entry to be applied.
@@ -206,24 +252,45 @@ pub struct Driver<F: FileSystem> {
     outbox: Vec<PeerMessage>,
     /// Answers to deliver.
     answers: Vec<(RequestId, Response)>,
+    /// The file system (the store has its own handle).
+    fs: F,
+    /// The data directory.
+    dir: PathBuf,
+    /// The durable snapshot (what it covers, its file length), if any.
+    snapshot: Option<(SnapshotMeta, u64)>,
+    /// Entries and payload bytes applied since the snapshot (to decide when to take the next one).
+    since_snapshot: (u64, u64),
+    /// A snapshot job waiting to be taken by [`Driver::take_snapshot_job`].
+    job: Option<SnapshotJob<F>>,
+    /// True from creating a job until [`Driver::snapshot_finished`].
+    job_running: bool,
+    /// Admin snapshot requests: (request, index the snapshot must reach).
+    snapshot_waiters: Vec<(RequestId, Index)>,
+    /// Leader: snapshots being sent, by follower.
+    transfers: BTreeMap<NodeId, Transfer>,
+    /// Follower: the snapshot being received.
+    incoming: Option<Incoming<F>>,
+    /// Chunks and acknowledgements received, handled in the next [`Driver::process`].
+    snapshot_inbox: Vec<PeerMessage>,
+    /// Counters.
+    snapshot_stats: SnapshotStats,
 }
 
 impl<F: FileSystem> Driver<F> {
-    /// Opens the replica's storage in `dir` and recovers its state.
+    /// Opens the replica's storage in `dir` and recovers its state: the snapshot (if any), then the
+    /// log entries after it (see [`crate::snapshots`] for how a log that does not continue the
+    /// snapshot is reconciled).
     pub fn open(fs: F, dir: &Path, config: DriverConfig) -> Result<Self, FatalError> {
-        let (store, recovered) = LogStore::open(fs, dir, config.log.clone())?;
-        if recovered.first_index != 1 {
-            return Err(FatalError::Recovery(format!(
-                "the log starts at index {} but no snapshot covers the entries before it",
-                recovered.first_index
-            )));
-        }
-        let node = Node::new(config.raft.clone(), recovered.hard_state, 0, 0, recovered.entries, 0)
+        config.snapshot.validate().map_err(FatalError::Recovery)?;
+        let recovered = snapshot::recover(&fs, dir, &config)?;
+        let snapshot::RecoveredState { store, kv, snapshot, hard_state, entries } = recovered;
+        let (offset, offset_term) = snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
+        let node = Node::new(config.raft.clone(), hard_state, offset, offset_term, entries, offset)
             .map_err(FatalError::Recovery)?;
         Ok(Driver {
             node,
             store,
-            kv: KvStore::new(),
+            kv,
             now: 0,
             session: config.session,
             session_known: false,
@@ -233,11 +300,25 @@ impl<F: FileSystem> Driver<F> {
             reads: BTreeMap::new(),
             reads_by_index: BTreeSet::new(),
             reads_to_retry: Vec::new(),
-            next_read: 1,
+            // Read ids travel to the leader (forwarded ReadIndex) and back: start this incarnation's
+            // ids at a random point of the id space so a delayed answer meant for an earlier
+            // incarnation never matches a read of this one (found by the simulator: a stale read).
+            next_read: (config.session << 32) | 1,
             to_route: BTreeSet::new(),
             last_leader: None,
             outbox: Vec::new(),
             answers: Vec::new(),
+            fs,
+            dir: dir.to_path_buf(),
+            snapshot,
+            since_snapshot: (0, 0),
+            job: None,
+            job_running: false,
+            snapshot_waiters: Vec::new(),
+            transfers: BTreeMap::new(),
+            incoming: None,
+            snapshot_inbox: Vec::new(),
+            snapshot_stats: SnapshotStats::default(),
             config,
         })
     }
@@ -259,7 +340,27 @@ impl<F: FileSystem> Driver<F> {
 
     /// Number of requests not yet answered.
     pub fn pending(&self) -> usize {
-        self.writes.len() + self.reads.len()
+        self.writes.len() + self.reads.len() + self.snapshot_waiters.len()
+    }
+
+    /// The durable snapshot: what it covers and its file length.
+    pub fn snapshot(&self) -> Option<&(SnapshotMeta, u64)> {
+        self.snapshot.as_ref()
+    }
+
+    /// Counters of snapshot work since this driver started.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.snapshot_stats
+    }
+
+    /// True while a snapshot is being written.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.job_running
+    }
+
+    /// Followers a snapshot is being sent to (leader), and whether one is being received.
+    pub fn snapshot_transfers(&self) -> (usize, bool) {
+        (self.transfers.len(), self.incoming.is_some())
     }
 
     /// Submits a client request; its answer comes out of [`Driver::take_answers`].
@@ -275,10 +376,11 @@ impl<F: FileSystem> Driver<F> {
             }
             Request::Read(query) => {
                 let id = self.next_read;
-                self.next_read += 1;
+                self.next_read = self.next_read.wrapping_add(1);
                 self.reads.insert(id, PendingRead { request, query, submitted: self.now, index: None });
                 self.node.read(id);
             }
+            Request::Snapshot => self.request_snapshot(request),
         }
     }
 
@@ -319,6 +421,9 @@ impl<F: FileSystem> Driver<F> {
     pub fn receive(&mut self, msg: PeerMessage) {
         match msg {
             PeerMessage::Raft(m) => self.node.step(m),
+            m @ (PeerMessage::SnapshotChunk { .. } | PeerMessage::SnapshotAck { .. }) => {
+                self.snapshot_inbox.push(m)
+            }
             PeerMessage::Forward { proposals, .. } => {
                 if self.node.role() == Role::Leader {
                     for data in proposals {
@@ -376,6 +481,7 @@ impl<F: FileSystem> Driver<F> {
                 self.node.read(id);
             }
         }
+        self.tick_snapshots();
     }
 
     /// Executes all work the core has produced, in the required order. An error means the node must
@@ -393,6 +499,9 @@ impl<F: FileSystem> Driver<F> {
     /// appends and heartbeats) to `send_early` as soon as they exist, so the leader's disk write
     /// overlaps its followers' (thesis §10.2.1).
     pub fn process_with(&mut self, send_early: &mut dyn FnMut(Vec<PeerMessage>)) -> Result<(), FatalError> {
+        for msg in std::mem::take(&mut self.snapshot_inbox) {
+            self.handle_snapshot_message(msg)?;
+        }
         loop {
             self.route_writes();
             if !self.node.has_ready() {
@@ -436,7 +545,13 @@ impl<F: FileSystem> Driver<F> {
                 self.read_state(rs);
             }
             self.serve_reads();
+            // 5. Snapshots for followers that need them.
+            for peer in rd.snapshots {
+                self.start_transfer(peer);
+            }
         }
+        self.pump_transfers()?;
+        self.maybe_start_snapshot();
         Ok(())
     }
 
@@ -491,6 +606,8 @@ impl<F: FileSystem> Driver<F> {
 
     fn apply(&mut self, index: Index, data: &[u8]) -> Result<(), FatalError> {
         let applied = self.kv.apply(index, data).map_err(|source| FatalError::Apply { index, source })?;
+        self.since_snapshot.0 += 1;
+        self.since_snapshot.1 += data.len() as u64;
         let Some(a) = applied else { return Ok(()) };
         if a.session != self.session {
             return Ok(());

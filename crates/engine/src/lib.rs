@@ -4,5 +4,7 @@
 
 pub mod driver;
 pub mod kv;
+pub mod snapshots;
 
 pub use driver::{Driver, DriverConfig, FatalError, PeerMessage, Request, RequestError, RequestId, Response};
+pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

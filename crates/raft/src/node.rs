@@ -129,10 +129,18 @@ impl Node {
         peers.sort_unstable();
         let rng = Rng::new(config.seed);
         let persisted = offset + entries.len() as u64;
+        // A snapshot installed just before a crash may be of a term the hard state never recorded:
+        // keep `term >= last log term` by moving up to it (no vote was ever cast in that term here,
+        // or the hard state would hold it); the next Ready persists it.
+        let (term, voted_for) = if offset_term > hard_state.term {
+            (offset_term, None)
+        } else {
+            (hard_state.term, hard_state.voted_for)
+        };
         let mut node = Node {
             peers,
-            term: hard_state.term,
-            voted_for: hard_state.voted_for,
+            term,
+            voted_for,
             role: Role::Follower,
             leader: None,
             log: RaftLog::new(offset, offset_term, entries, applied),
@@ -445,15 +453,17 @@ impl Node {
     /// holds that entry with that term, and is discarded otherwise; commit and applied move up to
     /// `index`; `leader` (the sender) is told the follower now holds everything up to `index`.
     ///
-    /// Returns None if the snapshot is refused (this node is the leader, or it already applied
-    /// `index`): nothing changed, and the driver must keep its current state. Otherwise
+    /// Returns None if the snapshot is refused (this node is the leader, it already applied `index`,
+    /// or `term` is above its current term): nothing changed, and the driver must keep its current state. Otherwise
     /// `Some(kept)`: with `kept` true storage must only drop entries up to `index`; with false it must
     /// discard its whole log and restart empty after `index` (the core then hands any newer entries it
     /// holds to storage again).
     ///
     /// Safe whoever sent it: a snapshot only holds committed entries, which every later leader has.
     pub fn restore(&mut self, index: Index, term: Term, leader: NodeId) -> Option<bool> {
-        if self.role == Role::Leader || index <= self.log.applied() {
+        if self.role == Role::Leader || index <= self.log.applied() || term > self.term {
+            // A snapshot of a term this node has not reached yet would break `term >= last log
+            // term`; its sender is in a newer term, which this node learns from it first.
             return None;
         }
         let kept = self.log.restore(index, term);

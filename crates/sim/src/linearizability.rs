@@ -74,7 +74,7 @@ use search::{search, SearchOp, SearchOutcome};
 /// A budget of search steps per key that is ample for histories of tens of thousands of mostly
 /// sequential operations and tens of concurrent clients, while bounding a pathological search to
 /// seconds.
-pub const DEFAULT_MAX_STEPS_PER_KEY: u64 = 20_000_000;
+pub const DEFAULT_MAX_STEPS_PER_KEY: u64 = 200_000_000;
 
 /// How many operations of the longest prefix, and how many candidates, an explanation shows.
 const EXPLAIN_LIMIT: usize = 12;

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use engine::{Driver, DriverConfig, PeerMessage};
+use engine::{Driver, DriverConfig, PeerMessage, SnapshotConfig, SnapshotJob};
 use raft::{NodeId, Rng, Role};
 use storage::{FaultOp, LogOptions, MemFs};
 
@@ -61,6 +61,12 @@ pub struct SimConfig {
     pub max_entries: usize,
     /// Probability that a new leader is crashed right after its election (with `crashes`).
     pub churn: f64,
+    /// Snapshot settings (`entries` 0: no snapshots in this run).
+    pub snapshot: SnapshotConfig,
+    /// Longest virtual time a snapshot job takes (it completes after a random delay up to this).
+    pub snapshot_job_ms: u64,
+    /// Probability that a node crashes right after writing a snapshot, before installing it.
+    pub snapshot_crash: f64,
 }
 
 impl SimConfig {
@@ -87,6 +93,17 @@ impl SimConfig {
             check_quorum: rng.chance(0.5),
             max_entries: [1, 2, 64][rng.range(0, 3) as usize],
             churn: [0.0, 0.5, 0.9][rng.range(0, 3) as usize],
+            snapshot: SnapshotConfig {
+                entries: [0, 8, 30, 120][rng.range(0, 4) as usize],
+                log_bytes: 0,
+                keep_entries: [0, 4, 25][rng.range(0, 3) as usize],
+                chunk_size: [48, 300, 4096][rng.range(0, 3) as usize],
+                window: rng.range(1, 5) as usize,
+                retransmit_ticks: 10,
+                abort_ticks: 60,
+            },
+            snapshot_job_ms: [0, 30, 300][rng.range(0, 3) as usize],
+            snapshot_crash: [0.0, 0.1][rng.range(0, 2) as usize],
         }
     }
 }
@@ -110,6 +127,8 @@ enum Event {
     Heal(Vec<(NodeId, NodeId)>),
     /// Faults stop for good.
     Calm,
+    /// A node's snapshot job completes (if the node's incarnation is still this one).
+    SnapshotDone(NodeId, u64),
 }
 
 /// One simulated node.
@@ -122,6 +141,8 @@ struct SimNode {
     incarnation: u64,
     /// A sync failure is armed on this node's disk.
     fault_armed: bool,
+    /// The snapshot job in progress.
+    job: Option<SnapshotJob<MemFs>>,
 }
 
 /// Why a run failed.
@@ -152,6 +173,8 @@ pub struct Report {
     pub commit: u64,
     /// Leaders elected (distinct terms with a leader).
     pub terms_with_leader: usize,
+    /// Snapshots taken, installed from a leader, and chunks sent (summed over incarnations).
+    pub snapshots: (u64, u64, u64),
 }
 
 /// The world.
@@ -217,7 +240,7 @@ impl World {
         };
         for id in 1..=w.cfg.nodes {
             w.nodes
-                .insert(id, SimNode { driver: None, fs: MemFs::new(), incarnation: 0, fault_armed: false });
+                .insert(id, SimNode { driver: None, fs: MemFs::new(), incarnation: 0, fault_armed: false, job: None });
             w.start_node(id).expect("a fresh node starts");
             let phase = w.rng.range(0, TICK_MS);
             w.schedule(phase, Event::Tick(id));
@@ -251,6 +274,7 @@ impl World {
             forward_retry_ticks: 20,
             limbo_ticks: 1000,
             log: LogOptions { segment_size: 4096, ..LogOptions::default() },
+            snapshot: self.cfg.snapshot.clone(),
         }
     }
 
@@ -278,12 +302,18 @@ impl World {
 
     /// One line per node: role, term, leader, indexes.
     fn describe(&self) -> String {
-        let mut out = String::new();
+        let mut out = format!("  at {} ms; config: {:?}\n", self.now, self.cfg);
         for (id, n) in &self.nodes {
             match &n.driver {
                 None => out.push_str(&format!("  node {id}: down\n")),
                 Some(d) => {
                     let r = d.node();
+                    out.push_str(&format!(
+                        "  node {id}: snapshot {:?}, first index {}, {:?}\n",
+                        d.snapshot().map(|(m, _)| (m.index, m.term)),
+                        r.first_index(),
+                        d.snapshot_stats()
+                    ));
                     out.push_str(&format!(
                         "  node {id}: {} term {} leader {:?} commit {} applied {} last {} pending {}\n",
                         r.role().as_str(),
@@ -330,6 +360,7 @@ impl World {
             Event::Heal(_) => 6,
             Event::Crash(id) => 8 + (id << 8),
             Event::Calm => 7,
+            Event::SnapshotDone(id, inc) => 9 + (id << 8) + (inc << 16),
         };
         let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
         self.report.trace_hash = Rng::new(h).next_u64();
@@ -371,6 +402,7 @@ impl World {
                     self.schedule(delay, Event::Restart(id));
                 }
             }
+            Event::SnapshotDone(id, incarnation) => self.snapshot_done(id, incarnation)?,
             Event::Heal(cuts) => {
                 for cut in cuts {
                     self.net.cut.remove(&cut);
@@ -412,6 +444,7 @@ impl World {
             let result = d.process_with(&mut |msgs| early.extend(msgs));
             let messages: Vec<PeerMessage> = early.into_iter().chain(d.take_messages()).collect();
             let answers = d.take_answers();
+            let job = d.take_snapshot_job();
             if let Err(e) = result {
                 if !armed {
                     return Err(format!("node {id} stopped: {e}"));
@@ -444,8 +477,39 @@ impl World {
             for (request, response) in answers {
                 self.client_answer(request, response)?;
             }
+            if let Some(job) = job {
+                let Some(node) = self.nodes.get_mut(&id) else { continue };
+                let incarnation = node.incarnation;
+                node.job = Some(job);
+                let delay = self.rng.range(0, self.cfg.snapshot_job_ms + 1);
+                self.schedule(delay, Event::SnapshotDone(id, incarnation));
+            }
         }
         Ok(())
+    }
+
+    /// Runs a node's snapshot job (it "took" the virtual time since it started) and hands the
+    /// outcome to the driver; sometimes the node crashes between writing and installing it.
+    fn snapshot_done(&mut self, id: NodeId, incarnation: u64) -> Result<(), String> {
+        let crash = !self.calm && self.cfg.crashes && self.rng.chance(self.cfg.snapshot_crash);
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        if node.incarnation != incarnation || node.driver.is_none() {
+            return Ok(());
+        }
+        let Some(job) = node.job.take() else { return Ok(()) };
+        let result = job.run();
+        if result.is_err() && node.fault_armed {
+            // The job consumed the injected fsync failure; the driver just logs it.
+            node.fault_armed = false;
+        }
+        if crash {
+            self.crash(id);
+            let downtime = self.rng.range(20, 300);
+            self.schedule(downtime, Event::Restart(id));
+            return Ok(());
+        }
+        let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.driver.as_mut()) else { return Ok(()) };
+        d.snapshot_finished(result).map_err(|e| format!("node {id} stopped installing its snapshot: {e}"))
     }
 
     fn client_issue(&mut self, c: usize) {
@@ -519,9 +583,14 @@ impl World {
     fn crash(&mut self, id: NodeId) {
         let seed = self.rng.next_u64();
         let node = self.nodes.get_mut(&id).expect("node exists");
-        if node.driver.take().is_none() {
+        let Some(dead) = node.driver.take() else {
             return;
-        }
+        };
+        let st = dead.snapshot_stats();
+        self.report.snapshots.0 += st.taken;
+        self.report.snapshots.1 += st.installed;
+        self.report.snapshots.2 += st.chunks_sent;
+        node.job = None;
         node.fs.crash(seed);
         // A fault armed for the dead incarnation does not carry over to the next one.
         node.fs.fail_next(FaultOp::Sync, 0);
@@ -650,6 +719,12 @@ impl World {
         let nodes: Vec<(NodeId, &Driver<MemFs>)> =
             self.nodes.iter().filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d))).collect();
         self.invariants.check_final(&nodes).map_err(|r| Failure { seed: self.seed, reason: r })?;
+        for (_, d) in &nodes {
+            let st = d.snapshot_stats();
+            self.report.snapshots.0 += st.taken;
+            self.report.snapshots.1 += st.installed;
+            self.report.snapshots.2 += st.chunks_sent;
+        }
         self.report.commit = self.invariants.max_commit();
         self.report.terms_with_leader = self.invariants.terms_with_leader();
         // Linearizability of everything the clients saw.

@@ -69,7 +69,7 @@ pub enum StorageError {
 
 impl StorageError {
     /// Builds an [`StorageError::Io`] for `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         StorageError::Io { path: path.into(), source }
     }
 
