@@ -368,13 +368,18 @@ impl<'a> Reader<'a> {
 
     /// Reads a length-prefixed byte string into its own allocation.
     pub fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        Ok(Bytes::copy_from_slice(self.slice()?))
+    }
+
+    /// Reads a length-prefixed byte string as a slice of the input.
+    pub fn slice(&mut self) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         let n = self.varint()?;
         let n = usize::try_from(n)
             .ok()
             .filter(|n| *n <= self.remaining())
             .ok_or(DecodeError { offset: at, reason: "length exceeds the remaining input" })?;
-        Ok(Bytes::copy_from_slice(self.take(n)?))
+        self.take(n)
     }
 
     /// Succeeds only if the whole input was consumed.

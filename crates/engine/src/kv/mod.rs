@@ -10,12 +10,16 @@
 //!   answers with [`KvStore::query`].
 //! * [`KvStore::snapshot`] / [`KvStore::restore`] produce and read a self-checking image of the
 //!   whole state (data, client sessions, applied index) for log compaction and InstallSnapshot.
+//!   [`KvStore::snapshot_view`] freezes the state in O(1) (the key space is a persistent map)
+//!   so that the image can be streamed by another thread with [`SnapshotView::write_to`] while
+//!   writes go on.
 //!
 //! # Invariants
 //!
 //! 1. **Determinism.** `apply` is a pure function of (state, index, bytes): no clock, no
-//!    randomness, no I/O, no iteration over hash maps. All maps are `BTreeMap`s, so the snapshot
-//!    of two replicas that applied the same log prefix is byte-for-byte identical.
+//!    randomness, no I/O, no iteration over hash maps. All maps are ordered (persistent
+//!    `imbl::OrdMap`s), so the snapshot of two replicas that applied the same log prefix is
+//!    byte-for-byte identical.
 //! 2. **Monotonic application.** `apply(index, ..)` with `index <= applied_index()` is refused
 //!    ([`KvError::IndexNotAfterApplied`]): it can only be a driver bug, and applying an entry twice
 //!    would silently corrupt the state. Gaps are allowed (entries the driver consumes itself, such
@@ -40,6 +44,8 @@ mod snapshot;
 mod store;
 
 #[cfg(test)]
+mod perf_tests;
+#[cfg(test)]
 mod tests;
 
 pub use codec::{decode_proposal, encode_proposal, PROPOSAL_FORMAT_VERSION};
@@ -48,7 +54,7 @@ pub use session::{
     DUPLICATE_FORGOTTEN_ERR, FIRST_SEQ, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION,
     SESSION_EXPIRED_ERR,
 };
-pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
+pub use snapshot::{SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, WRITE_CHUNK};
 pub use store::{Applied, KvStore};
 
 /// Largest accepted key, in bytes (64 KiB).

@@ -55,9 +55,17 @@
 //! that means thousands of server restarts during the lifetime of one forwarded message — so it
 //! is accepted rather than paid for with unbounded memory or with wall-clock session expiry.
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use super::command::Reply;
+
+// The maps are persistent (`imbl::OrdMap`) rather than `BTreeMap`s so that
+// `KvStore::snapshot_view` is O(1) for the session table too. Measured in release mode on 2
+// busy cores: cloning a `BTreeMap` table of 4096 sessions costs 0.3 ms with 1 cached reply per
+// session, 2 ms with 16 and 24 ms with 256 (the cap is 16 Ki), all of it on the apply thread;
+// the persistent maps make an apply whose cost is all session bookkeeping (INCR of one key, 4
+// sessions with 32 replies in flight) about 10-15 % slower (~40 ns), and SETs into a large key
+// space not measurably slower.
 
 /// The session id that disables duplicate detection: every proposal of session 0 is executed.
 pub const NO_SESSION: u64 = 0;
@@ -88,7 +96,7 @@ pub(crate) struct Session {
     /// Highest `ack_below` seen: every `seq` below it was answered and is never retried.
     pub ack_below: u64,
     /// Reply of every applied `seq >= ack_below`.
-    pub replies: BTreeMap<u64, Reply>,
+    pub replies: OrdMap<u64, Reply>,
     /// Log index of the last proposal applied for this session (the LRU key).
     pub last_index: u64,
 }
@@ -108,9 +116,9 @@ pub(crate) struct Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SessionTable {
     /// Sessions by id.
-    pub sessions: BTreeMap<u64, Session>,
+    pub sessions: OrdMap<u64, Session>,
     /// Session ids by the log index of their last use (oldest first).
-    pub lru: BTreeMap<u64, u64>,
+    pub lru: OrdMap<u64, u64>,
 }
 
 impl SessionTable {
@@ -122,6 +130,11 @@ impl SessionTable {
     /// Total number of cached replies over all sessions.
     pub fn cached_replies(&self) -> usize {
         self.sessions.values().map(|s| s.replies.len()).sum()
+    }
+
+    /// The cached reply of `(session, seq)`, if any.
+    pub fn reply_for(&self, session: u64, seq: u64) -> Option<Reply> {
+        self.sessions.get(&session)?.replies.get(&seq).cloned()
     }
 
     /// Applies the proposal `(session, seq, ack_below)` at log `index`: decides whether it is a
@@ -142,7 +155,7 @@ impl SessionTable {
                 return Outcome { reply: Reply::Error(SESSION_EXPIRED_ERR.to_owned()), duplicate: true };
             }
             let reply = execute();
-            let mut s = Session { ack_below: 0, replies: BTreeMap::new(), last_index: index };
+            let mut s = Session { ack_below: 0, replies: OrdMap::new(), last_index: index };
             s.record(seq, ack_below, &reply);
             self.sessions.insert(session, s);
             self.lru.insert(index, session);
@@ -169,12 +182,9 @@ impl SessionTable {
     /// Evicts least recently used sessions until at most [`MAX_SESSIONS`] remain.
     fn evict_beyond_capacity(&mut self) {
         while self.sessions.len() > MAX_SESSIONS {
-            match self.lru.pop_first() {
-                Some((_, id)) => {
-                    self.sessions.remove(&id);
-                }
-                None => break,
-            }
+            let Some(&(index, id)) = self.lru.get_min() else { break };
+            self.lru.remove(&index);
+            self.sessions.remove(&id);
         }
     }
 }
@@ -185,17 +195,21 @@ impl Session {
         self.replies.insert(seq, reply.clone());
         self.raise_ack(ack_below);
         while self.replies.len() > MAX_REPLIES_PER_SESSION {
-            if let Some((oldest, _)) = self.replies.pop_first() {
-                self.ack_below = self.ack_below.max(oldest.saturating_add(1));
-            }
+            let Some(&(oldest, _)) = self.replies.get_min() else { break };
+            self.replies.remove(&oldest);
+            self.ack_below = self.ack_below.max(oldest.saturating_add(1));
         }
     }
 
-    /// Raises `ack_below` (never lowers it) and drops the replies below it.
+    /// Raises `ack_below` (never lowers it) and drops the replies below it (one by one from the
+    /// smallest: every reply is removed at most once, so this is amortised O(log n) per reply;
+    /// `OrdMap::split` would rebuild the whole map).
     fn raise_ack(&mut self, ack_below: u64) {
         if ack_below > self.ack_below {
             self.ack_below = ack_below;
-            self.replies = self.replies.split_off(&ack_below);
+            while let Some(seq) = self.replies.get_min().map(|(seq, _)| *seq).filter(|seq| *seq < ack_below) {
+                self.replies.remove(&seq);
+            }
         }
     }
 }
@@ -295,7 +309,7 @@ mod tests {
         assert!(!t.sessions.contains_key(&2));
         assert!(t.sessions.contains_key(&3));
         assert_eq!(t.lru.len(), t.sessions.len());
-        assert_eq!(t.lru.first_key_value(), Some((&3, &3)));
+        assert_eq!(t.lru.get_min(), Some(&(3, 3)));
         // The evicted session's later proposals are refused once it had answers...
         assert!(run(&mut t, idx + 2, 2, 2, 2, &mut ex).duplicate);
         // ...but its stale first proposal is indistinguishable from a new session (the known risk).

@@ -22,10 +22,31 @@
 //! byte-identical snapshots. [`KvStore::restore`] checks magic, version and checksum before it
 //! parses, and then every structural rule above, so a damaged or foreign image is refused with a
 //! precise [`KvError`] instead of producing a subtly different state.
+//!
+//! # Snapshots without stopping writes
+//!
+//! [`KvStore::snapshot_view`] freezes the state in a [`SnapshotView`] in O(1): the key space
+//! and the session table are persistent maps, so the view shares their nodes with the store, and
+//! later writes copy only the tree paths they touch (the first write to a leaf after a view
+//! copies that leaf: 16 entries of reference-counted `Bytes`). The view is `Send` and
+//! `'static`, so the caller hands it to another thread, which streams the image with
+//! [`SnapshotView::write_to`] while the store keeps applying entries. The image is written as it
+//! is encoded, in chunks of about [`WRITE_CHUNK`] bytes, with the CRC computed incrementally: it
+//! is never held in memory whole. [`KvStore::snapshot`] is the same writer into a `Vec`, so both
+//! produce exactly the same bytes.
+//!
+//! # Restoring
+//!
+//! [`KvStore::restore`] copies every key, value and cached reply out of the image into its own
+//! allocation, so the (possibly very large) image buffer can be freed as soon as it returns. The
+//! keys arrive sorted and are inserted in that order, which keeps every insertion on the
+//! rightmost path of the tree (hot in cache); `imbl` offers no faster bulk constructor.
 
-use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Write};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use imbl::OrdMap;
 
 use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
 use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
@@ -38,36 +59,175 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSN";
 /// The snapshot format version this build writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
 
+/// [`SnapshotView::write_to`] hands its output to the writer in chunks of about this many bytes
+/// (keys and values of this size or more are passed through without a copy).
+pub const WRITE_CHUNK: usize = 64 * 1024;
+
 const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 2;
 const CRC_LEN: usize = 4;
 
-impl KvStore {
-    /// Serializes the whole state (see the module docs for the format).
-    pub fn snapshot(&self) -> Bytes {
-        let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 20).sum();
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + 8 + data_len + 64 + CRC_LEN);
-        buf.put_slice(&SNAPSHOT_MAGIC);
-        buf.put_u16_le(SNAPSHOT_FORMAT_VERSION);
-        buf.put_u64_le(self.applied_index);
-        put_varint(&mut buf, self.data.len() as u64);
+/// A frozen, consistent copy of a [`KvStore`]'s state (data, sessions, applied index), cheap to
+/// take and independent of the store: later writes to the store do not change it.
+///
+/// Taking it costs O(1) (one reference-count increment per map). It is `Send + Sync +
+/// 'static`: write it from any thread. Holding it keeps the old versions of the nodes that the
+/// store rewrites meanwhile alive, so drop it once the image is written (the thread that drops
+/// the last view frees them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnapshotView {
+    data: OrdMap<Bytes, Bytes>,
+    sessions: SessionTable,
+    applied_index: u64,
+}
+
+impl fmt::Debug for SnapshotView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotView")
+            .field("applied_index", &self.applied_index)
+            .field("keys", &self.data.len())
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl SnapshotView {
+    /// The applied index of the store when the view was taken: the image covers exactly the log
+    /// entries up to and including it.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Number of keys in the view.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True if the view has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Number of client sessions in the view.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Streams the image (see the module docs for the format) into `out` and returns the number
+    /// of bytes written; the bytes are exactly those of [`KvStore::snapshot`] on the same state.
+    ///
+    /// The image is never built in memory: it is encoded into a local buffer handed to `out`
+    /// every [`WRITE_CHUNK`] bytes, so `out` need not be buffered itself (a `BufWriter` does no
+    /// harm). `out` is flushed at the end. On an I/O error the image in `out` is incomplete and
+    /// must be discarded (it also lacks its CRC trailer, so `restore` would refuse it).
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<u64> {
+        let mut w = ImageWriter {
+            out,
+            buf: BytesMut::with_capacity(2 * WRITE_CHUNK),
+            crc: Default::default(),
+            written: 0,
+        };
+        w.buf.put_slice(&SNAPSHOT_MAGIC);
+        w.buf.put_u16_le(SNAPSHOT_FORMAT_VERSION);
+        w.buf.put_u64_le(self.applied_index);
+        put_varint(&mut w.buf, self.data.len() as u64);
         for (k, v) in &self.data {
-            put_bytes(&mut buf, k);
-            put_bytes(&mut buf, v);
+            w.bytes(k)?;
+            w.bytes(v)?;
         }
-        put_varint(&mut buf, self.sessions.sessions.len() as u64);
+        put_varint(&mut w.buf, self.sessions.sessions.len() as u64);
         for (id, s) in &self.sessions.sessions {
-            buf.put_u64_le(*id);
-            put_varint(&mut buf, s.ack_below);
-            put_varint(&mut buf, s.last_index);
-            put_varint(&mut buf, s.replies.len() as u64);
+            w.buf.put_u64_le(*id);
+            put_varint(&mut w.buf, s.ack_below);
+            put_varint(&mut w.buf, s.last_index);
+            put_varint(&mut w.buf, s.replies.len() as u64);
             for (seq, reply) in &s.replies {
-                put_varint(&mut buf, *seq);
-                put_reply(&mut buf, reply);
+                put_varint(&mut w.buf, *seq);
+                put_reply(&mut w.buf, reply);
+                w.flush_if_full()?;
             }
+            w.flush_if_full()?;
         }
-        let crc = crc32fast::hash(&buf);
-        buf.put_u32_le(crc);
-        buf.freeze()
+        w.finish()
+    }
+
+    /// Estimate of the image size, for pre-sizing an in-memory image (one pass over the keys).
+    fn size_hint(&self) -> usize {
+        let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 20).sum();
+        HEADER_LEN + 8 + data_len + 64 + CRC_LEN
+    }
+}
+
+/// The incremental encoder behind [`SnapshotView::write_to`]: a chunk buffer, the running CRC
+/// over every byte handed to `out`, and the count of those bytes.
+struct ImageWriter<'a> {
+    out: &'a mut dyn Write,
+    buf: BytesMut,
+    crc: crc32fast::Hasher,
+    written: u64,
+}
+
+impl ImageWriter<'_> {
+    /// Hands the buffered bytes to `out` (and to the CRC).
+    fn flush(&mut self) -> io::Result<()> {
+        self.crc.update(&self.buf);
+        self.out.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Appends a length-prefixed byte string; a large one goes to `out` directly.
+    fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
+        if b.len() < WRITE_CHUNK {
+            put_bytes(&mut self.buf, b);
+            return self.flush_if_full();
+        }
+        put_varint(&mut self.buf, b.len() as u64);
+        self.flush()?;
+        self.crc.update(b);
+        self.out.write_all(b)?;
+        self.written += b.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the rest and the CRC trailer, flushes `out`; returns the image length.
+    fn finish(mut self) -> io::Result<u64> {
+        self.flush()?;
+        let crc = std::mem::take(&mut self.crc).finalize();
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.flush()?;
+        Ok(self.written + CRC_LEN as u64)
+    }
+}
+
+impl KvStore {
+    /// Freezes the current state in a [`SnapshotView`], in O(1). Write the view with
+    /// [`SnapshotView::write_to`], on any thread, while this store keeps applying entries.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            data: self.data.clone(),
+            sessions: self.sessions.clone(),
+            applied_index: self.applied_index,
+        }
+    }
+
+    /// Serializes the whole state into memory (see the module docs for the format): the same
+    /// bytes as [`SnapshotView::write_to`], on the caller's thread.
+    pub fn snapshot(&self) -> Bytes {
+        let view = self.snapshot_view();
+        let mut image = Vec::with_capacity(view.size_hint());
+        // Writing into a Vec cannot fail.
+        if let Err(e) = view.write_to(&mut image) {
+            unreachable!("writing a snapshot into memory failed: {e}");
+        }
+        Bytes::from(image)
     }
 
     /// Rebuilds a store from an image made by [`Self::snapshot`].
@@ -103,17 +263,18 @@ fn read_body(r: &mut Reader<'_>) -> Result<KvStore, DecodeError> {
     let applied_index = r.u64_le()?;
 
     let n_keys = r.count(2)?;
-    let mut data = BTreeMap::new();
-    let mut prev: Option<Bytes> = None;
+    let mut data = OrdMap::new();
+    let mut prev: Option<&[u8]> = None;
     for _ in 0..n_keys {
         let at = r.offset();
-        let key = r.bytes()?;
-        let value = r.bytes()?;
-        if prev.as_ref().is_some_and(|p| *p >= key) {
+        let key = r.slice()?;
+        let value = r.slice()?;
+        if prev.is_some_and(|p| p >= key) {
             return Err(fail(at, "keys are not in strictly increasing order"));
         }
-        prev = Some(key.clone());
-        data.insert(key, value);
+        prev = Some(key);
+        // Copies: the map must not keep the image buffer alive.
+        data.insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
     }
 
     let at = r.offset();
@@ -147,7 +308,7 @@ fn read_body(r: &mut Reader<'_>) -> Result<KvStore, DecodeError> {
         if n_replies > MAX_REPLIES_PER_SESSION {
             return Err(fail(at, "more cached replies than MAX_REPLIES_PER_SESSION"));
         }
-        let mut replies = BTreeMap::new();
+        let mut replies = OrdMap::new();
         let mut prev_seq: Option<u64> = None;
         for _ in 0..n_replies {
             let at = r.offset();

@@ -1,14 +1,18 @@
 //! [`KvStore`]: the data, the session table and the applied index, and the execution of
 //! commands and queries with Redis semantics.
 //!
-//! The data is a `BTreeMap` rather than a `HashMap`: iteration is deterministic (the snapshot
+//! The data is an ordered map rather than a hash map: iteration is deterministic (the snapshot
 //! is a straight in-order walk, byte-identical on every replica), there is no hash seed to take
 //! from the OS inside the simulator and no hash-flooding concern, and lookups at Raft write rates
 //! are far from the bottleneck (fsync is).
-
-use std::collections::BTreeMap;
+//!
+//! The ordered map is a *persistent* B+tree ([`imbl::OrdMap`]): cloning it is O(1) and the
+//! clone shares every node with the original until one of them writes, when only the path to
+//! the written key is copied. That is what makes [`KvStore::snapshot_view`] cheap enough to call
+//! on the apply thread while the image is written elsewhere (see [`super::snapshot`]).
 
 use bytes::{Bytes, BytesMut};
+use imbl::OrdMap;
 
 use super::codec::decode_proposal;
 use super::command::{
@@ -41,7 +45,7 @@ pub struct Applied {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     /// The key space.
-    pub(crate) data: BTreeMap<Bytes, Bytes>,
+    pub(crate) data: OrdMap<Bytes, Bytes>,
     /// Duplicate-detection state per client session.
     pub(crate) sessions: SessionTable,
     /// Index of the last log entry applied (0 = nothing applied).
@@ -143,10 +147,24 @@ impl KvStore {
     pub fn cached_reply_count(&self) -> usize {
         self.sessions.cached_replies()
     }
+
+    /// The cached reply of the proposal `(session, seq)`, if the session table still holds it.
+    ///
+    /// A reply is cached from the moment its proposal is applied until its proposer
+    /// acknowledges it (a later proposal of the session with `ack_below > seq`), the session's
+    /// reply cap drops it, or the session is evicted (see [`super::session`]). The driver uses
+    /// this to answer a write whose entry was not applied one by one on this node but covered by
+    /// an installed snapshot: since the snapshot carries the session table, the reply is the one
+    /// the entry produced. `None` means no such reply is known: the session is unknown or
+    /// [`NO_SESSION`] (never cached), the `seq` was acknowledged or dropped, or it was never
+    /// applied.
+    pub fn reply_for(&self, session: u64, seq: u64) -> Option<Reply> {
+        self.sessions.reply_for(session, seq)
+    }
 }
 
 /// Executes one write against the key space with Redis semantics and returns its reply.
-fn execute(data: &mut BTreeMap<Bytes, Bytes>, command: &Command) -> Reply {
+fn execute(data: &mut OrdMap<Bytes, Bytes>, command: &Command) -> Reply {
     if let Err(e) = command.validate() {
         return Reply::Error(e);
     }

@@ -358,6 +358,141 @@ fn damaged_snapshots_are_rejected() {
     );
 }
 
+#[test]
+fn snapshot_view_is_frozen_and_streams_the_same_image() {
+    fn send_sync_static<T: Send + Sync + 'static>() {}
+    send_sync_static::<SnapshotView>();
+
+    let mut log = Log::new();
+    log.run(set("a", "1"));
+    log.propose(9, 1, 1, incr("c", 5));
+    log.propose(9, 2, 1, Command::Append { key: b("a"), value: b("23") });
+    let before = log.store.snapshot();
+    let view = log.store.snapshot_view();
+    assert_eq!((view.applied_index(), view.len(), view.session_count()), (3, 2, 1));
+
+    // Writes after the view, including an in-place APPEND and a delete, do not reach it.
+    log.propose(9, 3, 3, Command::Append { key: b("a"), value: b("4") });
+    log.run(Command::Del { keys: vec![b("c")] });
+    log.run(set("z", "9"));
+    assert_eq!(log.store.query(&get("a")), bulk("1234"));
+
+    let mut streamed = Vec::new();
+    let n = view.write_to(&mut streamed).expect("write to a Vec");
+    assert_eq!(n, streamed.len() as u64);
+    assert_eq!(streamed, before.to_vec());
+    let old = KvStore::restore(&streamed).expect("restore the view");
+    assert_eq!(old.query(&get("a")), bulk("123"));
+    assert_eq!(old.query(&get("c")), bulk("5"));
+    assert_eq!(old.applied_index(), 3);
+    assert_eq!(old.reply_for(9, 2), Some(Reply::Int(3)));
+
+    // The live store's image is the view of its current state, byte for byte.
+    let mut now = Vec::new();
+    log.store.snapshot_view().write_to(&mut now).expect("write to a Vec");
+    assert_eq!(now, log.store.snapshot().to_vec());
+    assert_eq!(KvStore::restore(&now).expect("restore"), log.store);
+}
+
+/// A writer that accepts at most `chunk` bytes per call and counts the calls.
+struct Trickle {
+    out: Vec<u8>,
+    chunk: usize,
+    calls: usize,
+    flushed: bool,
+}
+
+impl std::io::Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.chunk);
+        self.out.extend_from_slice(&buf[..n]);
+        self.calls += 1;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flushed = true;
+        Ok(())
+    }
+}
+
+#[test]
+fn write_to_streams_in_chunks_and_passes_large_values_through() {
+    let mut log = Log::new();
+    let big = Bytes::from(vec![7u8; 3 * WRITE_CHUNK + 5]);
+    log.run(Command::Set { key: b("big"), value: big.clone(), condition: SetCondition::Always, get: false });
+    for i in 0..5000 {
+        log.propose(1 + i % 3, 1 + i / 3, 1, set(&format!("k{i:05}"), "some value of a few bytes"));
+    }
+    // A cached reply carrying the large value.
+    log.propose(
+        4,
+        1,
+        1,
+        Command::Set { key: b("big"), value: b("x"), condition: SetCondition::Always, get: true },
+    );
+    let image = log.store.snapshot();
+    let mut t = Trickle { out: Vec::new(), chunk: 1000, calls: 0, flushed: false };
+    let n = log.store.snapshot_view().write_to(&mut t).expect("write");
+    assert_eq!(n as usize, image.len());
+    assert_eq!(t.out, image.to_vec());
+    assert!(t.flushed);
+    assert!(t.calls > image.len() / 1000);
+    let restored = KvStore::restore(&t.out).expect("restore");
+    assert_eq!(restored, log.store);
+    assert_eq!(restored.query(&get("big")), bulk("x"));
+    assert_eq!(restored.reply_for(4, 1), Some(Reply::Bulk(big)));
+
+    // An I/O error is returned, not swallowed.
+    struct Broken;
+    impl std::io::Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk on fire"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let e = log.store.snapshot_view().write_to(&mut Broken).expect_err("must fail");
+    assert_eq!(e.to_string(), "disk on fire");
+}
+
+#[test]
+fn restore_does_not_borrow_the_image() {
+    let mut log = Log::new();
+    log.run(set("key", "value"));
+    log.propose(5, 1, 1, set_with("key", "v2", SetCondition::Always, true));
+    let image = Bytes::from(log.store.snapshot().to_vec());
+    let restored = KvStore::restore(&image).expect("restore");
+    // The only reference to the image buffer is ours: nothing restored points into it.
+    assert!(image.is_unique());
+    assert_eq!(restored, log.store);
+}
+
+#[test]
+fn reply_for_returns_cached_replies_only() {
+    let mut log = Log::new();
+    log.propose(9, 1, 1, incr("c", 1));
+    log.propose(9, 2, 1, incr("c", 10));
+    log.propose(NO_SESSION, 0, 0, incr("c", 100));
+    assert_eq!(log.store.reply_for(9, 1), Some(Reply::Int(1)));
+    assert_eq!(log.store.reply_for(9, 2), Some(Reply::Int(11)));
+    assert_eq!(log.store.reply_for(9, 3), None, "never applied");
+    assert_eq!(log.store.reply_for(8, 1), None, "unknown session");
+    assert_eq!(log.store.reply_for(NO_SESSION, 0), None, "no session, no cache");
+    // seq 3 acknowledges 1 and 2: their replies are dropped.
+    log.propose(9, 3, 3, incr("c", 1000));
+    assert_eq!(log.store.reply_for(9, 1), None);
+    assert_eq!(log.store.reply_for(9, 2), None);
+    assert_eq!(log.store.reply_for(9, 3), Some(Reply::Int(1111)));
+    // A duplicate does not change the cached reply.
+    assert!(log.propose(9, 3, 3, incr("c", 1000)).duplicate);
+    assert_eq!(log.store.reply_for(9, 3), Some(Reply::Int(1111)));
+    // It survives a snapshot.
+    let restored = KvStore::restore(&log.store.snapshot()).expect("restore");
+    assert_eq!(restored.reply_for(9, 3), Some(Reply::Int(1111)));
+}
+
 // ---- model-based property test -------------------------------------------------------------
 
 /// A deliberately naive model of the same semantics over `Vec<u8>`.
@@ -515,6 +650,8 @@ proptest! {
         let mut model = Model::default();
         let session = 0xDEAD_BEEF;
         let mut proposals: Vec<(u64, Command, Reply)> = Vec::new();
+        // The first snapshot's view and image: the view must still write that image at the end.
+        let mut frozen: Option<(SnapshotView, Bytes)> = None;
         for op in ops {
             match op {
                 Op::Write(c) => {
@@ -538,6 +675,9 @@ proptest! {
                 }
                 Op::Snapshot => {
                     let image = log.store.snapshot();
+                    if frozen.is_none() {
+                        frozen = Some((log.store.snapshot_view(), image.clone()));
+                    }
                     let restored = KvStore::restore(&image).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(&restored, &log.store);
                     log.store = restored;
@@ -548,6 +688,11 @@ proptest! {
         let all: Vec<(Bytes, Bytes)> = log.store.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let want: Vec<(Bytes, Bytes)> = model.data.iter().map(|(k, v)| (Bytes::from(k.clone()), Bytes::from(v.clone()))).collect();
         prop_assert_eq!(all, want);
+        if let Some((view, image)) = frozen {
+            let mut streamed = Vec::new();
+            view.write_to(&mut streamed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(streamed, image.to_vec());
+        }
     }
 
     /// Arbitrary bytes never make `restore` panic.
