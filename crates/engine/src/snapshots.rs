@@ -209,12 +209,14 @@ pub(crate) struct Transfer {
     pub last_ack: u64,
     /// Tick of the last (re)send from `acked`.
     pub last_rewind: u64,
+    /// The offset of the last gap that caused a rewind.
+    pub last_gap: Option<u64>,
 }
 
 impl Transfer {
     /// A transfer of the snapshot (`index`, `term`, `len` bytes) starting at tick `now`.
     pub fn new(index: Index, term: Term, len: u64, now: u64) -> Self {
-        Transfer { index, term, len, acked: 0, next: 0, last_ack: now, last_rewind: now }
+        Transfer { index, term, len, acked: 0, next: 0, last_ack: now, last_rewind: now, last_gap: None }
     }
 
     /// The next chunk to send, if the window allows: (offset, length).
@@ -232,27 +234,22 @@ impl Transfer {
     /// Handles an acknowledgement of `received` bytes with `status`.
     pub fn acknowledge(&mut self, received: u64, status: ChunkStatus, now: u64) {
         self.last_ack = now;
-        match status {
-            ChunkStatus::Progress => {
-                if received > self.acked {
-                    self.acked = received.min(self.len);
-                }
-                // The follower may have lost its partial file (restart): follow it back.
-                if received < self.acked {
-                    self.acked = received;
-                    self.next = received;
-                }
-                self.next = self.next.max(self.acked);
-            }
-            ChunkStatus::Gap => {
-                // Only rewind once per gap: later out-of-order chunks report the same offset.
-                if received < self.next && now > self.last_rewind {
-                    self.acked = received.min(self.len);
-                    self.next = self.acked;
-                    self.last_rewind = now;
-                }
-            }
-            ChunkStatus::Installed | ChunkStatus::Rejected => {}
+        let received = received.min(self.len);
+        if received < self.acked {
+            // The follower lost its partial file (it restarted): follow it back.
+            self.acked = received;
+            self.next = received;
+            self.last_gap = None;
+            return;
+        }
+        self.acked = received;
+        self.next = self.next.max(received);
+        if status == ChunkStatus::Gap && received < self.next && self.last_gap != Some(received) {
+            // A chunk was lost: resend from where the follower is. Later chunks already in flight
+            // report the same gap; only the first report rewinds.
+            self.next = received;
+            self.last_gap = Some(received);
+            self.last_rewind = now;
         }
     }
 
@@ -266,6 +263,7 @@ impl Transfer {
         if quiet >= config.retransmit_ticks && self.next > self.acked {
             self.next = self.acked;
             self.last_rewind = now;
+            self.last_gap = None;
         }
         true
     }
@@ -326,7 +324,12 @@ pub(crate) fn classify_chunk(
 }
 
 /// Reads the raw bytes of the current snapshot file for a chunk.
-pub(crate) fn read_chunk<F: FileSystem>(fs: &F, dir: &Path, offset: u64, len: usize) -> Result<Bytes, StorageError> {
+pub(crate) fn read_chunk<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    offset: u64,
+    len: usize,
+) -> Result<Bytes, StorageError> {
     storage::read_snapshot_chunk(fs, dir, offset, len)
 }
 
@@ -335,7 +338,13 @@ mod tests {
     use super::*;
 
     fn config() -> SnapshotConfig {
-        SnapshotConfig { chunk_size: 10, window: 2, retransmit_ticks: 5, abort_ticks: 20, ..Default::default() }
+        SnapshotConfig {
+            chunk_size: 10,
+            window: 2,
+            retransmit_ticks: 5,
+            abort_ticks: 20,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -361,7 +370,7 @@ mod tests {
         // Chunk 0 was lost: the follower reports a gap for chunk 10.
         t.acknowledge(0, ChunkStatus::Gap, 1);
         assert_eq!(t.next_chunk(&c), Some((0, 10)));
-        t.acknowledge(0, ChunkStatus::Gap, 1); // the same gap reported again in the same tick
+        t.acknowledge(0, ChunkStatus::Gap, 1); // the same gap reported again by a later chunk
         assert_eq!(t.next_chunk(&c), Some((10, 10)), "no second rewind for the same gap");
         // Silence: resend from the last acknowledged byte.
         assert!(t.tick(3, &c));

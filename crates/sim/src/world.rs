@@ -239,8 +239,10 @@ impl World {
             cfg,
         };
         for id in 1..=w.cfg.nodes {
-            w.nodes
-                .insert(id, SimNode { driver: None, fs: MemFs::new(), incarnation: 0, fault_armed: false, job: None });
+            w.nodes.insert(
+                id,
+                SimNode { driver: None, fs: MemFs::new(), incarnation: 0, fault_armed: false, job: None },
+            );
             w.start_node(id).expect("a fresh node starts");
             let phase = w.rng.range(0, TICK_MS);
             w.schedule(phase, Event::Tick(id));

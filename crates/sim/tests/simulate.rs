@@ -76,5 +76,8 @@ fn the_simulator_exercises_snapshots_and_install_snapshot() {
     }
     println!("60 seeds: {taken} snapshots taken, {installed} installed from a leader ({runs_with_install} runs), {chunks} chunks sent");
     assert!(taken >= 100, "snapshots taken: {taken}");
-    assert!(runs_with_install >= 10, "runs where a follower installed a leader's snapshot: {runs_with_install}");
+    assert!(
+        runs_with_install >= 10,
+        "runs where a follower installed a leader's snapshot: {runs_with_install}"
+    );
 }

@@ -9,7 +9,9 @@ use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_REC
 
 use super::{Driver, DriverConfig, FatalError, PeerMessage, RequestId};
 use crate::kv::{KvStore, Reply};
-use crate::snapshots::{classify_chunk, read_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, Transfer};
+use crate::snapshots::{
+    classify_chunk, read_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, Transfer,
+};
 
 /// What [`recover`] rebuilt from disk.
 pub(super) struct RecoveredState<F: FileSystem> {
@@ -330,8 +332,14 @@ impl<F: FileSystem> Driver<F> {
                 }
                 match SnapshotReceiver::create(self.fs.clone(), &self.dir, self.config.log.sync) {
                     Ok(receiver) => {
-                        self.incoming =
-                            Some(Incoming { from, index, term: snap_term, len, receiver, last_chunk: self.now });
+                        self.incoming = Some(Incoming {
+                            from,
+                            index,
+                            term: snap_term,
+                            len,
+                            receiver,
+                            last_chunk: self.now,
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot receive a snapshot");
@@ -392,7 +400,11 @@ impl<F: FileSystem> Driver<F> {
         {
             Ok(kv) if kv.applied_index() == index => kv,
             Ok(kv) => {
-                tracing::warn!(index, image = kv.applied_index(), "received snapshot image has the wrong index");
+                tracing::warn!(
+                    index,
+                    image = kv.applied_index(),
+                    "received snapshot image has the wrong index"
+                );
                 let _ = self.fs.remove_file(&path);
                 return Ok(ChunkStatus::Rejected);
             }
