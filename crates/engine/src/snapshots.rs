@@ -192,13 +192,17 @@ pub enum ChunkStatus {
     Rejected,
 }
 
-/// Leader side: one snapshot being sent to one follower.
-#[derive(Clone, Debug)]
+/// Leader side: one snapshot being sent to one follower. It holds the whole snapshot file (shared
+/// between transfers of the same snapshot), so a newer local snapshot replacing the file never
+/// disturbs a transfer in progress: a follower that needs many round trips still finishes.
+#[derive(Clone)]
 pub(crate) struct Transfer {
     /// The snapshot being sent.
     pub index: Index,
     /// Its last included term.
     pub term: Term,
+    /// The snapshot file's bytes.
+    pub data: Bytes,
     /// Length of the snapshot file.
     pub len: u64,
     /// Bytes the follower acknowledged holding.
@@ -214,21 +218,32 @@ pub(crate) struct Transfer {
 }
 
 impl Transfer {
-    /// A transfer of the snapshot (`index`, `term`, `len` bytes) starting at tick `now`.
-    pub fn new(index: Index, term: Term, len: u64, now: u64) -> Self {
-        Transfer { index, term, len, acked: 0, next: 0, last_ack: now, last_rewind: now, last_gap: None }
+    /// A transfer of the snapshot (`index`, `term`, file bytes `data`) starting at tick `now`.
+    pub fn new(index: Index, term: Term, data: Bytes, now: u64) -> Self {
+        let len = data.len() as u64;
+        Transfer {
+            index,
+            term,
+            data,
+            len,
+            acked: 0,
+            next: 0,
+            last_ack: now,
+            last_rewind: now,
+            last_gap: None,
+        }
     }
 
-    /// The next chunk to send, if the window allows: (offset, length).
-    pub fn next_chunk(&mut self, config: &SnapshotConfig) -> Option<(u64, usize)> {
+    /// The next chunk to send, if the window allows: (offset, bytes).
+    pub fn next_chunk(&mut self, config: &SnapshotConfig) -> Option<(u64, Bytes)> {
         let window = (config.window * config.chunk_size) as u64;
         if self.next >= self.len || self.next - self.acked >= window {
             return None;
         }
-        let len = (self.len - self.next).min(config.chunk_size as u64) as usize;
+        let len = (self.len - self.next).min(config.chunk_size as u64);
         let offset = self.next;
-        self.next += len as u64;
-        Some((offset, len))
+        self.next += len;
+        Some((offset, self.data.slice(offset as usize..(offset + len) as usize)))
     }
 
     /// Handles an acknowledgement of `received` bytes with `status`.
@@ -323,6 +338,18 @@ pub(crate) fn classify_chunk(
     }
 }
 
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfer")
+            .field("index", &self.index)
+            .field("term", &self.term)
+            .field("len", &self.len)
+            .field("acked", &self.acked)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reads the raw bytes of the current snapshot file for a chunk.
 pub(crate) fn read_chunk<F: FileSystem>(
     fs: &F,
@@ -350,46 +377,50 @@ mod tests {
     #[test]
     fn transfer_sends_a_window_then_waits_for_acknowledgements() {
         let c = config();
-        let mut t = Transfer::new(7, 2, 35, 0);
-        assert_eq!(t.next_chunk(&c), Some((0, 10)));
-        assert_eq!(t.next_chunk(&c), Some((10, 10)));
+        let mut t = Transfer::new(7, 2, Bytes::from(vec![0u8; 35]), 0);
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((0, 10)));
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((10, 10)));
         assert_eq!(t.next_chunk(&c), None, "window full");
         t.acknowledge(10, ChunkStatus::Progress, 1);
-        assert_eq!(t.next_chunk(&c), Some((20, 10)));
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((20, 10)));
         t.acknowledge(30, ChunkStatus::Progress, 2);
-        assert_eq!(t.next_chunk(&c), Some((30, 5)), "the last chunk is short");
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((30, 5)), "the last chunk is short");
         assert_eq!(t.next_chunk(&c), None, "everything sent");
     }
 
     #[test]
     fn a_gap_rewinds_once_and_silence_rewinds_after_the_retransmit_delay() {
         let c = config();
-        let mut t = Transfer::new(7, 2, 100, 0);
+        let mut t = Transfer::new(7, 2, Bytes::from(vec![0u8; 100]), 0);
         t.next_chunk(&c);
         t.next_chunk(&c);
         // Chunk 0 was lost: the follower reports a gap for chunk 10.
         t.acknowledge(0, ChunkStatus::Gap, 1);
-        assert_eq!(t.next_chunk(&c), Some((0, 10)));
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((0, 10)));
         t.acknowledge(0, ChunkStatus::Gap, 1); // the same gap reported again by a later chunk
-        assert_eq!(t.next_chunk(&c), Some((10, 10)), "no second rewind for the same gap");
+        assert_eq!(
+            t.next_chunk(&c).map(|(o, d)| (o, d.len())),
+            Some((10, 10)),
+            "no second rewind for the same gap"
+        );
         // Silence: resend from the last acknowledged byte.
         assert!(t.tick(3, &c));
         assert_eq!(t.next_chunk(&c), None);
         assert!(t.tick(6, &c));
-        assert_eq!(t.next_chunk(&c), Some((0, 10)));
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((0, 10)));
         assert!(!t.tick(21, &c), "abandoned after abort_ticks without an acknowledgement");
     }
 
     #[test]
     fn a_follower_that_lost_its_partial_file_is_followed_back() {
         let c = config();
-        let mut t = Transfer::new(7, 2, 100, 0);
+        let mut t = Transfer::new(7, 2, Bytes::from(vec![0u8; 100]), 0);
         t.next_chunk(&c);
         t.acknowledge(10, ChunkStatus::Progress, 1);
         t.next_chunk(&c);
         t.next_chunk(&c);
         t.acknowledge(0, ChunkStatus::Progress, 2);
-        assert_eq!(t.next_chunk(&c), Some((0, 10)));
+        assert_eq!(t.next_chunk(&c).map(|(o, d)| (o, d.len())), Some((0, 10)));
     }
 
     #[test]

@@ -153,7 +153,10 @@ impl<F: FileSystem> Driver<F> {
         let index = done.meta.index;
         self.snapshot = Some((done.meta, done.len));
         self.snapshot_stats.taken += 1;
-        let upto = index.saturating_sub(self.config.snapshot.keep_entries);
+        // Keep the entries after any snapshot still being sent, so its follower continues with
+        // entries once it installed it instead of needing yet another snapshot.
+        let sending = self.transfers.values().map(|t| t.index).min().unwrap_or(index);
+        let upto = index.saturating_sub(self.config.snapshot.keep_entries).min(sending);
         if upto >= self.node.first_index() {
             self.node.compact(upto);
             self.store.compact(upto)?;
@@ -172,22 +175,31 @@ impl<F: FileSystem> Driver<F> {
         }
     }
 
-    /// Leader: the core asks for a snapshot to be sent to `peer`.
+    /// Leader: the core asks for a snapshot to be sent to `peer`: the current snapshot file is
+    /// loaded (or shared with another transfer of it) and sent from memory.
     pub(super) fn start_transfer(&mut self, peer: NodeId) {
         if self.transfers.contains_key(&peer) {
             return;
         }
-        match &self.snapshot {
-            Some((meta, len)) => {
-                let t = Transfer::new(meta.index, meta.term, *len, self.now);
-                self.transfers.insert(peer, t);
-            }
-            None => {
-                // Cannot happen (entries are compacted only behind a durable snapshot).
-                tracing::error!(peer, "a follower needs a snapshot but there is none");
-                self.node.snapshot_failed(peer);
-            }
-        }
+        let Some((meta, len)) = self.snapshot.clone() else {
+            // Cannot happen (entries are compacted only behind a durable snapshot).
+            tracing::error!(peer, "a follower needs a snapshot but there is none");
+            self.node.snapshot_failed(peer);
+            return;
+        };
+        let shared = self.transfers.values().find(|t| t.index == meta.index && t.term == meta.term);
+        let data = match shared {
+            Some(t) => t.data.clone(),
+            None => match read_chunk(&self.fs, &self.dir, 0, len as usize) {
+                Ok(data) if data.len() as u64 == len => data,
+                Ok(_) | Err(_) => {
+                    tracing::error!(peer, index = meta.index, "cannot read our snapshot file to send it");
+                    self.node.snapshot_failed(peer);
+                    return;
+                }
+            },
+        };
+        self.transfers.insert(peer, Transfer::new(meta.index, meta.term, data, self.now));
     }
 
     /// Leader: sends the chunks each transfer's window allows.
@@ -199,25 +211,10 @@ impl<F: FileSystem> Driver<F> {
             self.transfers.clear();
             return Ok(());
         }
-        let Some((meta, len)) = self.snapshot.clone() else {
-            return Ok(());
-        };
         let term = self.node.term();
         let me = self.node.id();
         for (&peer, t) in self.transfers.iter_mut() {
-            if t.index != meta.index || t.term != meta.term {
-                // A newer snapshot replaced the file: send that one instead, from the start.
-                *t = Transfer::new(meta.index, meta.term, len, self.now);
-            }
-            while let Some((offset, n)) = t.next_chunk(&self.config.snapshot) {
-                let data = match read_chunk(&self.fs, &self.dir, offset, n) {
-                    Ok(data) if data.len() == n => data,
-                    Ok(_) | Err(_) => {
-                        // The file changed under us; the next round starts over with the new one.
-                        t.next = t.acked;
-                        break;
-                    }
-                };
+            while let Some((offset, data)) = t.next_chunk(&self.config.snapshot) {
                 self.snapshot_stats.chunks_sent += 1;
                 self.outbox.push(PeerMessage::SnapshotChunk {
                     from: me,
