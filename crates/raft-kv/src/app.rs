@@ -81,6 +81,8 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     raft.seed = random_session();
     raft.validate().map_err(|e| anyhow!(e))?;
     let ticks = |ms: u64| ms.div_ceil(args.tick_ms).max(1);
+    let snapshot = args.snapshot.to_config(args.tick_ms).map_err(|e| anyhow!(e))?;
+    let max_frame = crate::wire::max_frame_for_chunks(snapshot.chunk_size);
     let config = DriverConfig {
         raft,
         session: random_session(),
@@ -88,6 +90,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         forward_retry_ticks: ticks(1000),
         limbo_ticks: ticks(600_000),
         log: LogOptions { sync: !args.unsafe_no_fsync, ..LogOptions::default() },
+        snapshot,
     };
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
@@ -95,10 +98,17 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let driver = Driver::open(StdFs, &args.data_dir, config)
         .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?;
+    let (snap_index, snap_bytes) = driver.snapshot().map_or((0, 0), |(m, len)| (m.index, *len));
+    let first = driver.node().first_index();
+    let last = driver.node().last_index();
     tracing::info!(
-        "node {} (id {id}) recovered {} log entries (term {}) from {} in {:?}",
+        snapshot_index = snap_index,
+        snapshot_bytes = snap_bytes,
+        log_entries = (last + 1).saturating_sub(first),
+        keys = driver.kv().len(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "node {} (id {id}) recovered up to index {last} (term {}) from {}: snapshot up to {snap_index}, log {first}..={last}, in {:?}",
         me.name,
-        driver.node().last_index(),
         driver.node().term(),
         args.data_dir.display(),
         started.elapsed()
@@ -107,8 +117,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = std::sync::mpsc::channel::<Input>();
-        let status = Arc::new(Mutex::new(Status::default()));
-        let handle = NodeHandle { tx: tx.clone(), status: status.clone() };
+        let handle = NodeHandle { tx: tx.clone(), status: Arc::new(Mutex::new(Status::default())) };
 
         let peers: BTreeMap<u64, String> = group
             .members
@@ -125,7 +134,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 listener: core_listener,
                 peers,
                 queue_capacity: 65_536,
-                max_frame: 64 << 20,
+                max_frame,
             },
             peer_tx,
         )
@@ -145,8 +154,8 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             driver,
             transport.clone(),
             rx,
-            status,
-            NodeOptions { tick, shutdown_grace: Duration::from_secs(2) },
+            &handle,
+            NodeOptions { tick, shutdown_grace: Duration::from_secs(2), data_dir: args.data_dir.clone() },
         )?;
 
         let ctx = Arc::new(ServerContext {

@@ -86,6 +86,89 @@ pub struct ServerArgs {
     /// UNSAFE: never fsync. Acknowledged writes can be lost on power failure or OS crash.
     #[arg(long)]
     pub unsafe_no_fsync: bool,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+}
+
+/// Snapshot and log-compaction settings of `raft-kv server` (checked by
+/// [`engine::SnapshotConfig::validate`] at start).
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[command(next_help_heading = "Snapshots (log compaction)")]
+pub struct SnapshotArgs {
+    /// Take a snapshot once this many log entries were applied since the last one (0: never by
+    /// count). Snapshots are written in the background; the log before them is then dropped.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub snapshot_entries: u64,
+    /// Take a snapshot once this many bytes of log entries were applied since the last one (0: never
+    /// by size). Plain bytes or with a unit: 64MiB, 512K, 1GiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub snapshot_log_bytes: u64,
+    /// Log entries kept behind a snapshot, so that a follower a little behind catches up from the
+    /// log rather than by receiving the whole snapshot.
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    pub snapshot_keep_entries: u64,
+    /// Bytes per chunk when a snapshot is sent to a follower (1 byte to 16 MiB). Plain bytes or with
+    /// a unit: 1MiB, 64K.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub snapshot_chunk_bytes: u64,
+}
+
+impl Default for SnapshotArgs {
+    fn default() -> Self {
+        let d = engine::SnapshotConfig::default();
+        SnapshotArgs {
+            snapshot_entries: d.entries,
+            snapshot_log_bytes: d.log_bytes,
+            snapshot_keep_entries: d.keep_entries,
+            snapshot_chunk_bytes: d.chunk_size as u64,
+        }
+    }
+}
+
+impl SnapshotArgs {
+    /// The engine's settings, with the transfer timeouts given in milliseconds converted to ticks
+    /// of `tick_ms`; validated.
+    pub fn to_config(&self, tick_ms: u64) -> Result<engine::SnapshotConfig, String> {
+        let ticks = |ms: u64| ms.div_ceil(tick_ms.max(1)).max(1);
+        let chunk_size = usize::try_from(self.snapshot_chunk_bytes)
+            .map_err(|_| format!("--snapshot-chunk-bytes {} is too large", self.snapshot_chunk_bytes))?;
+        let config = engine::SnapshotConfig {
+            entries: self.snapshot_entries,
+            log_bytes: self.snapshot_log_bytes,
+            keep_entries: self.snapshot_keep_entries,
+            chunk_size,
+            retransmit_ticks: ticks(SNAPSHOT_RETRANSMIT_MS),
+            abort_ticks: ticks(SNAPSHOT_ABORT_MS),
+            ..engine::SnapshotConfig::default()
+        };
+        config.validate().map_err(|e| format!("invalid snapshot settings: {e}"))?;
+        Ok(config)
+    }
+}
+
+/// A snapshot transfer with no acknowledgement for this long resends from the last acknowledged
+/// byte (like a forwarded write, which is retried after 1 s).
+pub const SNAPSHOT_RETRANSMIT_MS: u64 = 1_000;
+/// A snapshot transfer with no acknowledgement for this long is abandoned (the leader starts over
+/// later); a follower drops a partial snapshot that stopped arriving for this long.
+pub const SNAPSHOT_ABORT_MS: u64 = 10_000;
+
+/// Parses a byte size: a plain number of bytes, or a number with a unit — `K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB` (powers of 1024; case-insensitive; `B` alone means bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: u64 =
+        number.parse().map_err(|_| format!("invalid size {text:?} (e.g. 1048576, 64KiB, 256MiB, 1GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        other => return Err(format!("invalid size unit {other:?} in {text:?} (use B, KiB, MiB, GiB)")),
+    };
+    value.checked_mul(1 << shift).ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// `raft-kv client`.
@@ -223,5 +306,59 @@ mod tests {
         assert!(matches!(cli.command, Command::Status(_)));
         assert!(parse(argv("raft-kv -gc A,h,1,2 -m bogus -i A -d d")).is_err());
         assert!(parse(argv("raft-kv server -i A -d d")).is_err(), "group config is required");
+    }
+
+    #[test]
+    fn snapshot_flags_parse_on_both_command_lines_with_engine_defaults() {
+        let cli = parse(argv("raft-kv server -g A,h,1,2 -i A -d d")).unwrap();
+        let Command::Server(s) = cli.command else { panic!() };
+        assert_eq!(s.snapshot, SnapshotArgs::default());
+        let config = s.snapshot.to_config(s.tick_ms).unwrap();
+        let d = engine::SnapshotConfig::default();
+        assert_eq!(
+            (config.entries, config.log_bytes, config.keep_entries, config.chunk_size),
+            (d.entries, d.log_bytes, d.keep_entries, d.chunk_size)
+        );
+        // 10 ms ticks: resend after 1 s of silence, give up after 10 s.
+        assert_eq!((config.retransmit_ticks, config.abort_ticks), (100, 1000));
+
+        let line = "raft-kv -gc A,localhost,10001,20001 -m standalone -i A -d d --snapshot-entries 200 \
+                    --snapshot-log-bytes 64MiB --snapshot-keep-entries 20 --snapshot-chunk-bytes 4096";
+        let Command::Server(s) = parse(argv(line)).unwrap().command else { panic!("not a server") };
+        assert_eq!(
+            s.snapshot,
+            SnapshotArgs {
+                snapshot_entries: 200,
+                snapshot_log_bytes: 64 << 20,
+                snapshot_keep_entries: 20,
+                snapshot_chunk_bytes: 4096
+            }
+        );
+        let config = s.snapshot.to_config(25).unwrap();
+        assert_eq!((config.chunk_size, config.retransmit_ticks, config.abort_ticks), (4096, 40, 400));
+
+        let Command::Server(s) =
+            parse(argv("raft-kv server -g A,h,1,2 -i A -d d --snapshot-chunk-bytes 0")).unwrap().command
+        else {
+            panic!()
+        };
+        let err = s.snapshot.to_config(10).unwrap_err();
+        assert!(err.contains("snapshot chunk size"), "{err}");
+        assert!(parse(argv("raft-kv server -g A,h,1,2 -i A -d d --snapshot-log-bytes 1XB")).is_err());
+        assert!(parse(argv("raft-kv server -g A,h,1,2 -i A -d d --snapshot-entries -1")).is_err());
+    }
+
+    #[test]
+    fn sizes_parse_as_bytes_or_with_binary_units() {
+        assert_eq!(parse_size("268435456"), Ok(256 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("12b"), Ok(12));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in ["", "MiB", "1.5MiB", "-1", "12XB", "99999999999999999999", "17179869184GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -16,7 +16,8 @@
 //! Deliberate differences from Redis: keys never expire, so `SET` refuses `EX`, `PX`, `EXAT`,
 //! `PXAT` and `KEEPTTL` with an explicit error; there is one database, so `SELECT` accepts only
 //! 0. Names starting with `RAFT.` are
-//! reserved for administrative commands ([`Request::Admin`]).
+//! reserved for administrative commands ([`Request::Admin`]); those in the table (`RAFT.SNAPSHOT`)
+//! have their arity checked here.
 //!
 //! `HELLO 3` parses (as [`Hello::protocol`] = RESP3): recent client libraries (redis-py 8 for
 //! one) ask for RESP3 by default and give up on `NOPROTO`. The server then either switches the
@@ -345,6 +346,13 @@ impl Request {
             return Err(CommandError::NotARequest);
         };
         if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"raft.") {
+            // Admin commands of the table (RAFT.SNAPSHOT) have their arity checked; others are
+            // passed on for the server to refuse or handle.
+            if let Some(spec) = lookup(name) {
+                if !spec.arity_ok(args.len()) {
+                    return Err(CommandError::WrongArity(spec.name));
+                }
+            }
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             return Ok(Request::Admin { name, args: args.into_iter().skip(1).collect() });
         }

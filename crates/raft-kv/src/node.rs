@@ -7,19 +7,36 @@
 //! messages to the transport, then deliver its answers. Status for `INFO` is published after every
 //! round.
 //!
+//! Snapshots: after every round the loop asks the driver for a snapshot job
+//! ([`Driver::take_snapshot_job`]) and runs it on a background thread (`raft-snapshot`); the job
+//! only serializes an immutable view of the state machine into `snapshot.tmp` and fsyncs it, so the
+//! node goes on serving meanwhile. Its outcome comes back as [`Input::SnapshotDone`] and is handed to
+//! [`Driver::snapshot_finished`] on this thread, which installs the file and compacts the log. The
+//! driver creates at most one job at a time (it waits for `snapshot_finished`), so at most one
+//! snapshot thread exists. A job thread that panics reports an I/O error instead, so the driver is
+//! never left waiting for a result that cannot come.
+//!
+//! Shutdown waits for in-flight requests *and* a running snapshot job for at most
+//! `shutdown_grace`, then returns; a job still running then is abandoned (the thread is detached and
+//! dies with the process; the `snapshot.tmp` it leaves is removed at the next start).
+//!
 //! Invariants: answers and messages leave only after `Driver::process` returned, i.e. after the
 //! state they depend on is durable; every client request gets exactly one answer (the driver's, or
-//! an error at shutdown).
+//! an error at shutdown); at most one snapshot job runs at a time.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use engine::{Driver, FatalError, PeerMessage, Request, RequestError, Response};
+use engine::{
+    Driver, FatalError, PeerMessage, Request, RequestError, Response, SnapshotDone, SnapshotJob,
+    SnapshotStats,
+};
 use raft::{NodeId, Role};
-use storage::StdFs;
+use storage::{StdFs, StorageError, SNAPSHOT_TMP};
 use tokio::sync::oneshot;
 
 use crate::transport::Transport;
@@ -30,6 +47,8 @@ pub enum Input {
     Client(Request, oneshot::Sender<Response>),
     /// A message from a peer.
     Peer(PeerMessage),
+    /// The outcome of the snapshot job running in the background (sent by its thread).
+    SnapshotDone(Result<SnapshotDone, StorageError>),
     /// Stop: answer what can be answered within the grace period, then exit.
     Shutdown,
 }
@@ -57,6 +76,22 @@ pub struct Status {
     pub pending: usize,
     /// Leader only: (peer, match index).
     pub peers: Vec<(NodeId, u64)>,
+    /// First index held in the log (entries before it are compacted into the snapshot).
+    pub log_first_index: u64,
+    /// Last index covered by the durable snapshot (0: none).
+    pub snapshot_index: u64,
+    /// Term of that entry.
+    pub snapshot_term: u64,
+    /// Size of the snapshot file in bytes.
+    pub snapshot_bytes: u64,
+    /// True while a snapshot is being written in the background.
+    pub snapshot_in_progress: bool,
+    /// Followers a snapshot is being sent to (leader).
+    pub snapshot_sending: usize,
+    /// True while a snapshot is being received from the leader.
+    pub snapshot_receiving: bool,
+    /// Snapshot counters since this process started.
+    pub snapshot_stats: SnapshotStats,
 }
 
 /// Handle to the node thread.
@@ -88,20 +123,25 @@ impl NodeHandle {
 pub struct NodeOptions {
     /// Length of one tick.
     pub tick: Duration,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown waits for in-flight requests and a running snapshot job.
     pub shutdown_grace: Duration,
+    /// The data directory (named in the error reported if a snapshot thread panics).
+    pub data_dir: PathBuf,
 }
 
-/// Starts the node thread.
+/// Starts the node thread. `handle` is the handle whose channel `rx` receives (snapshot threads
+/// report through it).
 pub fn spawn(
     driver: Driver<StdFs>,
     transport: Transport,
     rx: Receiver<Input>,
-    status: Arc<Mutex<Status>>,
+    handle: &NodeHandle,
     opts: NodeOptions,
 ) -> std::io::Result<JoinHandle<Result<(), FatalError>>> {
+    let (tx, status) = (handle.tx.clone(), handle.status.clone());
     std::thread::Builder::new().name("raft-node".into()).spawn(move || {
-        NodeLoop { driver, transport, rx, status, opts, waiters: HashMap::new(), next: 1 }.run()
+        NodeLoop { driver, transport, rx, tx, status, opts, waiters: HashMap::new(), next: 1, job: None }
+            .run()
     })
 }
 
@@ -109,10 +149,15 @@ struct NodeLoop {
     driver: Driver<StdFs>,
     transport: Transport,
     rx: Receiver<Input>,
+    /// A sender into `rx`, cloned into each snapshot thread. (So `rx` never reports
+    /// `Disconnected`: the loop stops on [`Input::Shutdown`].)
+    tx: Sender<Input>,
     status: Arc<Mutex<Status>>,
     opts: NodeOptions,
     waiters: HashMap<u64, oneshot::Sender<Response>>,
     next: u64,
+    /// The running snapshot thread (None when no job runs).
+    job: Option<JoinHandle<()>>,
 }
 
 impl NodeLoop {
@@ -124,13 +169,13 @@ impl NodeLoop {
             let wait = next_tick.saturating_duration_since(now);
             match self.rx.recv_timeout(wait) {
                 Ok(input) => {
-                    if self.handle(input) {
+                    if self.handle(input)? {
                         shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
                     }
                     for _ in 0..65_536 {
                         match self.rx.try_recv() {
                             Ok(input) => {
-                                if self.handle(input) {
+                                if self.handle(input)? {
                                     shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
                                 }
                             }
@@ -160,9 +205,16 @@ impl NodeLoop {
                     let _ = w.send(response);
                 }
             }
+            if shutdown_deadline.is_none() {
+                self.start_snapshot_job()?;
+            }
             self.publish();
             if let Some(deadline) = shutdown_deadline {
-                if self.waiters.is_empty() || Instant::now() >= deadline {
+                let idle = self.waiters.is_empty() && self.job.is_none();
+                if idle || Instant::now() >= deadline {
+                    if self.job.take().is_some() {
+                        tracing::warn!("shutting down while a snapshot is being written: abandoning it");
+                    }
                     for (_, w) in self.waiters.drain() {
                         let _ = w.send(Err(RequestError::Timeout));
                     }
@@ -172,26 +224,58 @@ impl NodeLoop {
         }
     }
 
-    /// Handles one input; returns true if it asks to shut down.
-    fn handle(&mut self, input: Input) -> bool {
+    /// Runs the driver's snapshot job, if it has one, on a background thread.
+    fn start_snapshot_job(&mut self) -> Result<(), FatalError> {
+        let Some(job) = self.driver.take_snapshot_job() else { return Ok(()) };
+        let tx = self.tx.clone();
+        let tmp = self.opts.data_dir.join(SNAPSHOT_TMP);
+        let index = job.index();
+        let spawned = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
+            let result = run_job(job, tmp);
+            // Fails only if the node thread is gone (shutdown): nothing to report to.
+            let _ = tx.send(Input::SnapshotDone(result));
+        });
+        match spawned {
+            Ok(thread) => {
+                tracing::debug!(index, "snapshot job started");
+                self.job = Some(thread);
+                Ok(())
+            }
+            Err(e) => {
+                // The job went down with the closure: tell the driver at once, so that it tries
+                // again when the next snapshot is due.
+                let err = StorageError::io(self.opts.data_dir.join(SNAPSHOT_TMP), e);
+                self.driver.snapshot_finished(Err(err))
+            }
+        }
+    }
+
+    /// Handles one input; returns true if it asks to shut down. An error is fatal (the node stops).
+    fn handle(&mut self, input: Input) -> Result<bool, FatalError> {
         match input {
             Input::Client(request, reply) => {
                 let id = self.next;
                 self.next += 1;
                 self.waiters.insert(id, reply);
                 self.driver.submit(id, request);
-                false
             }
-            Input::Peer(msg) => {
-                self.driver.receive(msg);
-                false
+            Input::Peer(msg) => self.driver.receive(msg),
+            Input::SnapshotDone(result) => {
+                if let Some(thread) = self.job.take() {
+                    // Sending the result was the thread's last act: this join returns at once.
+                    let _ = thread.join();
+                }
+                self.driver.snapshot_finished(result)?;
             }
-            Input::Shutdown => true,
+            Input::Shutdown => return Ok(true),
         }
+        Ok(false)
     }
 
     fn publish(&self) {
         let node = self.driver.node();
+        let snapshot = self.driver.snapshot();
+        let (sending, receiving) = self.driver.snapshot_transfers();
         let peers =
             node.peers().iter().map(|&p| (p, node.progress(p).map_or(0, |pr| pr.match_index))).collect();
         let status = Status {
@@ -205,9 +289,30 @@ impl NodeLoop {
             keys: self.driver.kv().len(),
             pending: self.waiters.len(),
             peers: if node.role() == Role::Leader { peers } else { Vec::new() },
+            log_first_index: node.first_index(),
+            snapshot_index: snapshot.map_or(0, |(m, _)| m.index),
+            snapshot_term: snapshot.map_or(0, |(m, _)| m.term),
+            snapshot_bytes: snapshot.map_or(0, |(_, len)| *len),
+            snapshot_in_progress: self.driver.snapshot_in_progress(),
+            snapshot_sending: sending,
+            snapshot_receiving: receiving,
+            snapshot_stats: self.driver.snapshot_stats(),
         };
         if let Ok(mut s) = self.status.lock() {
             *s = status;
         }
     }
+}
+
+/// Runs a snapshot job; a panic in it is reported as an I/O error on `tmp` rather than lost.
+fn run_job(job: SnapshotJob<StdFs>, tmp: PathBuf) -> Result<SnapshotDone, StorageError> {
+    let started = Instant::now();
+    let index = job.index();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())).unwrap_or_else(|_| {
+        Err(StorageError::io(tmp, std::io::Error::other("the snapshot thread panicked")))
+    });
+    if let Ok(done) = &result {
+        tracing::info!(index, bytes = done.len, elapsed = ?started.elapsed(), "snapshot written");
+    }
+    result
 }

@@ -15,7 +15,8 @@
 //! write of the same connection (or a write that follows an unanswered read) is submitted only once
 //! the earlier requests are answered, so `SET k v` + `GET k` pipelined always reads `v`. Writes of
 //! one connection are proposed in order; only a write retried after a leader change can be applied
-//! after a later write of the same pipeline. A malformed RESP stream gets a protocol error and that connection is
+//! after a later write of the same pipeline. `RAFT.SNAPSHOT` is ordered like a read: it is submitted
+//! once the connection's earlier writes are answered, so its snapshot covers them. A malformed RESP stream gets a protocol error and that connection is
 //! closed; nothing else is affected. Shutdown: a broadcast stops the listener and every reader;
 //! writers finish answering what was already submitted.
 
@@ -373,6 +374,9 @@ fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext) -> Pending {
         Request::ConfigGet(patterns) => Pending::Frame(command::config_get_reply(&patterns), p),
         Request::Help(container) => Pending::Frame(command::help_reply(container), p),
         Request::Info(sections) => Pending::Frame(Frame::Bulk(Bytes::from(info_text(ctx, &sections))), p),
+        // Takes a snapshot on this node (not the leader's): answered with the index of a durable
+        // snapshot covering everything this node had applied (arity checked by the parser).
+        Request::Admin { name, .. } if name == "raft.snapshot" => engine(EngineRequest::Snapshot, Kind::Read),
         Request::Admin { name, .. } => {
             Pending::Frame(Frame::error(format!("ERR unknown administrative command '{name}'")), p)
         }
@@ -406,6 +410,19 @@ pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
         out.push_str(&format!("applied_index:{}\r\n", st.applied));
         out.push_str(&format!("last_log_index:{}\r\n", st.last_index));
         out.push_str(&format!("pending_requests:{}\r\n", st.pending));
+        out.push_str(&format!("log_first_index:{}\r\n", st.log_first_index));
+        out.push_str(&format!("snapshot_index:{}\r\n", st.snapshot_index));
+        out.push_str(&format!("snapshot_term:{}\r\n", st.snapshot_term));
+        out.push_str(&format!("snapshot_bytes:{}\r\n", st.snapshot_bytes));
+        out.push_str(&format!("snapshot_in_progress:{}\r\n", u8::from(st.snapshot_in_progress)));
+        out.push_str(&format!("snapshot_sending:{}\r\n", st.snapshot_sending));
+        out.push_str(&format!("snapshot_receiving:{}\r\n", u8::from(st.snapshot_receiving)));
+        let stats = &st.snapshot_stats;
+        out.push_str(&format!("snapshots_taken:{}\r\n", stats.taken));
+        out.push_str(&format!("snapshots_installed:{}\r\n", stats.installed));
+        out.push_str(&format!("snapshots_sent:{}\r\n", stats.sent));
+        out.push_str(&format!("snapshot_chunks_sent:{}\r\n", stats.chunks_sent));
+        out.push_str(&format!("snapshots_rejected:{}\r\n", stats.rejected));
         for (peer, matched) in &st.peers {
             out.push_str(&format!("peer_{}:match_index={matched}\r\n", name_of(*peer)));
         }

@@ -1,5 +1,7 @@
 //! `raft-kv status`: asks every member for `INFO raft` and prints one table row per member. A member
-//! that does not answer is shown as down; the others still answer.
+//! that does not answer is shown as down; the others still answer. A second table shows each
+//! answering member's snapshot: what it covers, where its log starts, and the snapshot counters
+//! (since that node started). A field a node does not report (an older version) shows as `-`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -112,13 +114,48 @@ pub fn render(rows: &[Row]) -> String {
             ]),
         }
     }
-    let widths: Vec<usize> =
-        (0..table[0].len()).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in &table {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
+    let mut out = format_table(&table);
+    let mut snapshots = vec![[
+        "ID",
+        "LOG_FIRST",
+        "SNAPSHOT",
+        "SNAP_TERM",
+        "SNAP_SIZE",
+        "WRITING",
+        "TAKEN",
+        "INSTALLED",
+        "SENT",
+        "CHUNKS_SENT",
+        "REJECTED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for r in rows {
+        let Some(i) = &r.info else { continue };
+        let get = |k: &str| i.get(k).cloned().unwrap_or_else(|| "-".into());
+        let size = i.get("snapshot_bytes").and_then(|b| b.parse::<u64>().ok()).map_or("-".into(), human_size);
+        let writing = match i.get("snapshot_in_progress").map(String::as_str) {
+            Some("1") => "yes".to_string(),
+            Some("0") => "no".to_string(),
+            _ => "-".to_string(),
+        };
+        snapshots.push(vec![
+            r.name.clone(),
+            get("log_first_index"),
+            get("snapshot_index"),
+            get("snapshot_term"),
+            size,
+            writing,
+            get("snapshots_taken"),
+            get("snapshots_installed"),
+            get("snapshots_sent"),
+            get("snapshot_chunks_sent"),
+            get("snapshots_rejected"),
+        ]);
+    }
+    if snapshots.len() > 1 {
         out.push('\n');
+        out.push_str(&format_table(&snapshots));
     }
     for r in rows {
         if let Some(e) = &r.error {
@@ -128,13 +165,46 @@ pub fn render(rows: &[Row]) -> String {
     out
 }
 
+/// Left-aligned columns separated by two spaces.
+fn format_table(table: &[Vec<String>]) -> String {
+    let widths: Vec<usize> =
+        (0..table[0].len()).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in table {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `1536` -> `1.5 KiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_up_and_down_members() {
-        let info = parse_info("# Raft\r\nnode_id:A\r\nrole:leader\r\nterm:3\r\nleader:A\r\ncommit_index:10\r\napplied_index:10\r\n");
+        let info = parse_info(
+            "# Raft\r\nnode_id:A\r\nrole:leader\r\nterm:3\r\nleader:A\r\ncommit_index:10\r\napplied_index:10\r\n\
+             log_first_index:4\r\nsnapshot_index:8\r\nsnapshot_term:2\r\nsnapshot_bytes:1536\r\n\
+             snapshot_in_progress:1\r\nsnapshots_taken:3\r\nsnapshots_installed:0\r\nsnapshots_sent:1\r\n\
+             snapshot_chunks_sent:12\r\nsnapshots_rejected:0\r\n",
+        );
         let lagging =
             parse_info("role:follower\r\nterm:3\r\nleader:A\r\ncommit_index:7\r\napplied_index:6\r\n");
         let rows = vec![
@@ -154,5 +224,14 @@ mod tests {
         assert!(lines[2].contains("follower") && lines[2].ends_with('4'), "{text}");
         assert!(lines[3].contains("down"), "{text}");
         assert!(text.contains("C (h:3): connection refused"));
+        // The snapshot table: one row per answering member; unknown fields (an older node) are "-".
+        assert_eq!(lines[4], "", "{text}");
+        assert!(lines[5].starts_with("ID") && lines[5].contains("SNAPSHOT"), "{text}");
+        let a: Vec<&str> = lines[6].split_whitespace().collect();
+        assert_eq!(a, ["A", "4", "8", "2", "1.5", "KiB", "yes", "3", "0", "1", "12", "0"], "{text}");
+        let b: Vec<&str> = lines[7].split_whitespace().collect();
+        assert_eq!(b, ["B", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"], "{text}");
+        assert!(lines[8].starts_with("C (h:3)"), "{text}");
+        assert_eq!(human_size(5 << 30), "5.0 GiB");
     }
 }

@@ -24,8 +24,10 @@
 //! // Every later frame.
 //! message Envelope {
 //!   oneof kind {
-//!     RaftMessage raft    = 1;
-//!     Forward     forward = 2;
+//!     RaftMessage   raft           = 1;
+//!     Forward       forward        = 2;
+//!     SnapshotChunk snapshot_chunk = 3;  // added without a version bump (see Evolution)
+//!     SnapshotAck   snapshot_ack   = 4;
 //!   }
 //! }
 //!
@@ -58,6 +60,25 @@
 //! message ReadIndex             { uint64 request_id = 1; }
 //! message ReadIndexResponse     { uint64 request_id = 1; optional uint64 index = 2; }
 //! message Forward               { uint64 from = 1; uint64 to = 2; repeated bytes proposals = 3; }
+//!
+//! // InstallSnapshot (paper §7), sent in chunks of the leader's snapshot file; see engine::snapshots.
+//! message SnapshotChunk { uint64 from = 1; uint64 to = 2;
+//!                         uint64 term = 3;       // the leader's current term
+//!                         uint64 index = 4;      // the snapshot's last included index
+//!                         uint64 snap_term = 5;  // the snapshot's last included term
+//!                         uint64 offset = 6;     // of `data` in the snapshot file
+//!                         uint64 len = 7;        // of the whole snapshot file
+//!                         bytes  data = 8; }
+//! message SnapshotAck   { uint64 from = 1; uint64 to = 2; uint64 index = 3; uint64 snap_term = 4;
+//!                         uint64 received = 5;   // bytes held = the next offset expected
+//!                         ChunkStatus status = 6; }
+//! enum ChunkStatus {
+//!   CHUNK_STATUS_UNSPECIFIED = 0;  // never sent: a missing status is refused, not read as PROGRESS
+//!   CHUNK_STATUS_PROGRESS    = 1;
+//!   CHUNK_STATUS_GAP         = 2;
+//!   CHUNK_STATUS_INSTALLED   = 3;
+//!   CHUNK_STATUS_REJECTED    = 4;
+//! }
 //! ```
 //!
 //! # Evolution
@@ -68,18 +89,22 @@
 //!   [`WireError::UnknownKind`]: the transport drops that one message with a warning and keeps the
 //!   connection (Raft tolerates lost messages).
 //! - New fields in existing messages get fresh tags and must have a harmless zero default.
+//! - A new value of an enum (e.g. a new `ChunkStatus`) is, to an older node, an unknown value: it
+//!   refuses that one message ([`WireError::UnknownEnumValue`]) the same way, and keeps the
+//!   connection. Enum value 0 is reserved for "unspecified" and is refused too, so that a missing
+//!   field is never mistaken for a meaningful answer.
 //! - Anything else is an incompatible change: bump [`PROTOCOL_VERSION`]; the handshake then refuses
 //!   peers of the other version with a clear log line instead of misreading their frames.
 //!
 //! # Invariants
-//! - Decoding never panics and never allocates more than the frame it was handed: entry data and
-//!   forwarded proposals are slices of the frame's buffer (`Bytes`), not copies. A consequence: a
+//! - Decoding never panics and never allocates more than the frame it was handed: entry data,
+//!   forwarded proposals and snapshot chunks are slices of the frame's buffer (`Bytes`), not copies. A consequence: a
 //!   decoded entry keeps the read buffer it arrived in alive for as long as the entry lives.
 //! - A decoded [`PeerMessage`] always has non-zero `from` and `to`; protobuf cannot tell a missing
 //!   scalar from a zero one, so 0 (never a valid [`NodeId`]) is rejected as "missing".
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use engine::PeerMessage;
+use engine::{ChunkStatus, PeerMessage};
 use prost::Message as _;
 use raft::{Message, MessageBody, NodeId};
 
@@ -92,6 +117,17 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const FRAME_HEADER_LEN: usize = 4;
 /// The default maximum body length of a frame: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+/// An upper bound on the bytes a [`SnapshotChunk`] frame body adds to its data: the envelope's key
+/// and length (6 bytes), seven `uint64` fields of at most 11 bytes each, the data's key and length
+/// (6 bytes): 89, rounded up. A frame limit of at least `chunk_size + SNAPSHOT_CHUNK_OVERHEAD`
+/// carries every chunk (see [`max_frame_for_chunks`]).
+pub const SNAPSHOT_CHUNK_OVERHEAD: usize = 128;
+
+/// The frame limit to use when snapshot chunks are up to `chunk_size` bytes: the default limit, or
+/// more if a chunk and its overhead would not fit in it.
+pub fn max_frame_for_chunks(chunk_size: usize) -> usize {
+    DEFAULT_MAX_FRAME.max(chunk_size.saturating_add(SNAPSHOT_CHUNK_OVERHEAD))
+}
 /// The maximum body length of a handshake frame. Small, so that a stranger's bytes on the core port
 /// are rejected at once (e.g. a Redis client's `PING\r\n` reads as a length of 1 346 981 447).
 pub const MAX_HANDSHAKE_FRAME: usize = 1024;
@@ -115,6 +151,15 @@ pub enum WireError {
     UnknownKind {
         /// The protobuf message whose `oneof` was empty.
         message: &'static str,
+    },
+    /// An enum field holds a value this version does not know (a newer peer), or 0 ("unspecified",
+    /// i.e. missing).
+    #[error("{field} has the value {value}, unknown to this version (sent by a newer peer?) or missing")]
+    UnknownEnumValue {
+        /// The field.
+        field: &'static str,
+        /// The value received.
+        value: i32,
     },
     /// A node id field was 0 (missing).
     #[error("{field} is missing (node id 0)")]
@@ -196,7 +241,7 @@ impl Handshake {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
     /// What the frame carries; `None` if empty or of a kind this version does not know.
-    #[prost(oneof = "EnvelopeKind", tags = "1, 2")]
+    #[prost(oneof = "EnvelopeKind", tags = "1, 2, 3, 4")]
     pub kind: Option<EnvelopeKind>,
 }
 
@@ -209,6 +254,12 @@ pub enum EnvelopeKind {
     /// Proposals forwarded to the leader.
     #[prost(message, tag = "2")]
     Forward(Forward),
+    /// A piece of the leader's snapshot file.
+    #[prost(message, tag = "3")]
+    SnapshotChunk(SnapshotChunk),
+    /// A follower's answer to a snapshot chunk.
+    #[prost(message, tag = "4")]
+    SnapshotAck(SnapshotAck),
 }
 
 /// A [`raft::Message`].
@@ -382,6 +433,96 @@ pub struct Forward {
     pub proposals: Vec<Bytes>,
 }
 
+/// A piece of the leader's snapshot file ([`PeerMessage::SnapshotChunk`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotChunk {
+    /// The leader.
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// The follower.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    /// The leader's current term.
+    #[prost(uint64, tag = "3")]
+    pub term: u64,
+    /// The snapshot's last included index.
+    #[prost(uint64, tag = "4")]
+    pub index: u64,
+    /// The snapshot's last included term.
+    #[prost(uint64, tag = "5")]
+    pub snap_term: u64,
+    /// Offset of `data` in the snapshot file.
+    #[prost(uint64, tag = "6")]
+    pub offset: u64,
+    /// Length of the whole snapshot file.
+    #[prost(uint64, tag = "7")]
+    pub len: u64,
+    /// The bytes; decoded as a slice of the frame, without copying.
+    #[prost(bytes = "bytes", tag = "8")]
+    pub data: Bytes,
+}
+
+/// A follower's answer to a chunk ([`PeerMessage::SnapshotAck`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotAck {
+    /// The follower.
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// The leader.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    /// The snapshot's last included index.
+    #[prost(uint64, tag = "3")]
+    pub index: u64,
+    /// The snapshot's last included term.
+    #[prost(uint64, tag = "4")]
+    pub snap_term: u64,
+    /// Bytes of the snapshot the follower holds (the next offset it expects).
+    #[prost(uint64, tag = "5")]
+    pub received: u64,
+    /// A [`WireChunkStatus`] value.
+    #[prost(enumeration = "WireChunkStatus", tag = "6")]
+    pub status: i32,
+}
+
+/// [`ChunkStatus`] on the wire. 0 is "unspecified" and never sent (see "Evolution").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum WireChunkStatus {
+    /// Missing: refused when decoded.
+    Unspecified = 0,
+    /// [`ChunkStatus::Progress`].
+    Progress = 1,
+    /// [`ChunkStatus::Gap`].
+    Gap = 2,
+    /// [`ChunkStatus::Installed`].
+    Installed = 3,
+    /// [`ChunkStatus::Rejected`].
+    Rejected = 4,
+}
+
+impl From<ChunkStatus> for WireChunkStatus {
+    fn from(s: ChunkStatus) -> Self {
+        match s {
+            ChunkStatus::Progress => WireChunkStatus::Progress,
+            ChunkStatus::Gap => WireChunkStatus::Gap,
+            ChunkStatus::Installed => WireChunkStatus::Installed,
+            ChunkStatus::Rejected => WireChunkStatus::Rejected,
+        }
+    }
+}
+
+/// Decodes a `ChunkStatus` field; unknown values and 0 are refused.
+fn chunk_status(value: i32, field: &'static str) -> Result<ChunkStatus, WireError> {
+    match WireChunkStatus::try_from(value) {
+        Ok(WireChunkStatus::Progress) => Ok(ChunkStatus::Progress),
+        Ok(WireChunkStatus::Gap) => Ok(ChunkStatus::Gap),
+        Ok(WireChunkStatus::Installed) => Ok(ChunkStatus::Installed),
+        Ok(WireChunkStatus::Rejected) => Ok(ChunkStatus::Rejected),
+        Ok(WireChunkStatus::Unspecified) | Err(_) => Err(WireError::UnknownEnumValue { field, value }),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conversions
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +533,28 @@ impl From<PeerMessage> for Envelope {
             PeerMessage::Raft(m) => EnvelopeKind::Raft(m.into()),
             PeerMessage::Forward { from, to, proposals } => {
                 EnvelopeKind::Forward(Forward { from, to, proposals })
+            }
+            PeerMessage::SnapshotChunk { from, to, term, index, snap_term, offset, len, data } => {
+                EnvelopeKind::SnapshotChunk(SnapshotChunk {
+                    from,
+                    to,
+                    term,
+                    index,
+                    snap_term,
+                    offset,
+                    len,
+                    data,
+                })
+            }
+            PeerMessage::SnapshotAck { from, to, index, snap_term, received, status } => {
+                EnvelopeKind::SnapshotAck(SnapshotAck {
+                    from,
+                    to,
+                    index,
+                    snap_term,
+                    received,
+                    status: WireChunkStatus::from(status).into(),
+                })
             }
         };
         Envelope { kind: Some(kind) }
@@ -408,6 +571,24 @@ impl TryFrom<Envelope> for PeerMessage {
                 from: node_id(f.from, "Forward.from")?,
                 to: node_id(f.to, "Forward.to")?,
                 proposals: f.proposals,
+            }),
+            Some(EnvelopeKind::SnapshotChunk(c)) => Ok(PeerMessage::SnapshotChunk {
+                from: node_id(c.from, "SnapshotChunk.from")?,
+                to: node_id(c.to, "SnapshotChunk.to")?,
+                term: c.term,
+                index: c.index,
+                snap_term: c.snap_term,
+                offset: c.offset,
+                len: c.len,
+                data: c.data,
+            }),
+            Some(EnvelopeKind::SnapshotAck(a)) => Ok(PeerMessage::SnapshotAck {
+                from: node_id(a.from, "SnapshotAck.from")?,
+                to: node_id(a.to, "SnapshotAck.to")?,
+                index: a.index,
+                snap_term: a.snap_term,
+                received: a.received,
+                status: chunk_status(a.status, "SnapshotAck.status")?,
             }),
             None => Err(WireError::UnknownKind { message: "Envelope" }),
         }
@@ -639,6 +820,40 @@ mod tests {
                     to,
                     proposals: proposals.into_iter().map(Bytes::from).collect()
                 }),
+            (
+                (1..=u64::MAX, 1..=u64::MAX, any::<u64>(), any::<u64>()),
+                (any::<u64>(), any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
+            )
+                .prop_map(|((from, to, term, index), (snap_term, offset, len, data))| {
+                    PeerMessage::SnapshotChunk {
+                        from,
+                        to,
+                        term,
+                        index,
+                        snap_term,
+                        offset,
+                        len,
+                        data: Bytes::from(data),
+                    }
+                }),
+            (1..=u64::MAX, 1..=u64::MAX, any::<u64>(), any::<u64>(), any::<u64>(), arb_chunk_status())
+                .prop_map(|(from, to, index, snap_term, received, status)| PeerMessage::SnapshotAck {
+                    from,
+                    to,
+                    index,
+                    snap_term,
+                    received,
+                    status
+                }),
+        ]
+    }
+
+    fn arb_chunk_status() -> impl Strategy<Value = ChunkStatus> {
+        prop_oneof![
+            Just(ChunkStatus::Progress),
+            Just(ChunkStatus::Gap),
+            Just(ChunkStatus::Installed),
+            Just(ChunkStatus::Rejected),
         ]
     }
 
@@ -811,5 +1026,94 @@ mod tests {
         };
         let p = entries[0].data.as_ptr();
         assert!(range.contains(&p), "entry data was copied out of the frame buffer");
+    }
+
+    #[test]
+    fn unknown_or_missing_chunk_statuses_are_refused() {
+        let ack = |status: i32| Envelope {
+            kind: Some(EnvelopeKind::SnapshotAck(SnapshotAck {
+                from: 2,
+                to: 1,
+                index: 10,
+                snap_term: 3,
+                received: 4096,
+                status,
+            })),
+        };
+        for value in [0, 5, 99, -1, i32::MAX] {
+            let mut buf = BytesMut::new();
+            encode_frame(&ack(value), DEFAULT_MAX_FRAME, &mut buf).unwrap();
+            let frame = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+            let err = decode_message(frame).unwrap_err();
+            assert_eq!(err, WireError::UnknownEnumValue { field: "SnapshotAck.status", value });
+            assert!(err.to_string().contains("SnapshotAck.status has the value"), "{err}");
+        }
+        // The known values, by number (the numbering is part of the protocol).
+        for (value, status) in [
+            (1, ChunkStatus::Progress),
+            (2, ChunkStatus::Gap),
+            (3, ChunkStatus::Installed),
+            (4, ChunkStatus::Rejected),
+        ] {
+            let PeerMessage::SnapshotAck { status: got, .. } = PeerMessage::try_from(ack(value)).unwrap()
+            else {
+                panic!("wrong kind");
+            };
+            assert_eq!(got, status);
+        }
+        let no_to = Envelope {
+            kind: Some(EnvelopeKind::SnapshotChunk(SnapshotChunk { from: 1, ..SnapshotChunk::default() })),
+        };
+        assert_eq!(PeerMessage::try_from(no_to), Err(WireError::MissingNodeId { field: "SnapshotChunk.to" }));
+    }
+
+    #[test]
+    fn a_full_chunk_fits_the_frame_limit_with_its_overhead() {
+        for chunk_size in [1usize, 4096, 1 << 20, 16 << 20] {
+            // Every scalar at its largest (varints of 10 bytes).
+            let msg = PeerMessage::SnapshotChunk {
+                from: u64::MAX,
+                to: u64::MAX,
+                term: u64::MAX,
+                index: u64::MAX,
+                snap_term: u64::MAX,
+                offset: u64::MAX,
+                len: u64::MAX,
+                data: Bytes::from(vec![0xA5; chunk_size]),
+            };
+            let body = Envelope::from(msg.clone()).encoded_len();
+            assert!(body <= chunk_size + SNAPSHOT_CHUNK_OVERHEAD, "{chunk_size}: body {body}");
+            let max = max_frame_for_chunks(chunk_size);
+            assert!(max >= DEFAULT_MAX_FRAME);
+            let mut buf = BytesMut::new();
+            encode_message(msg.clone(), max, &mut buf).unwrap();
+            let frame = decode_frame(&mut buf, max).unwrap().unwrap();
+            assert_eq!(decode_message(frame).unwrap(), msg);
+        }
+        assert_eq!(max_frame_for_chunks(100 << 20), (100 << 20) + SNAPSHOT_CHUNK_OVERHEAD);
+        // The default chunk size (1 MiB) is far below the default limit.
+        assert_eq!(max_frame_for_chunks(engine::SnapshotConfig::default().chunk_size), DEFAULT_MAX_FRAME);
+    }
+
+    #[test]
+    fn decoding_does_not_copy_snapshot_chunks() {
+        let msg = PeerMessage::SnapshotChunk {
+            from: 1,
+            to: 2,
+            term: 3,
+            index: 4,
+            snap_term: 2,
+            offset: 0,
+            len: 300,
+            data: Bytes::from(vec![7u8; 300]),
+        };
+        let mut buf = BytesMut::new();
+        encode_message(msg, DEFAULT_MAX_FRAME, &mut buf).unwrap();
+        let frame = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let range = frame.as_ptr_range();
+        let PeerMessage::SnapshotChunk { data, .. } = decode_message(frame).unwrap() else {
+            panic!("wrong kind");
+        };
+        assert!(range.contains(&data.as_ptr()), "chunk data was copied out of the frame buffer");
     }
 }

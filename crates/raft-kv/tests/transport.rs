@@ -147,7 +147,29 @@ fn all_kinds(from: NodeId, to: NodeId, seq: u64) -> Vec<PeerMessage> {
         raft(from, to, seq, MessageBody::ReadIndexResponse { request_id: seq, index: Some(seq) }),
         raft(from, to, seq, MessageBody::ReadIndexResponse { request_id: seq, index: None }),
         PeerMessage::Forward { from, to, proposals: vec![Bytes::from(format!("p{seq}")), Bytes::new()] },
+        PeerMessage::SnapshotAck {
+            from,
+            to,
+            index: seq,
+            snap_term: 1,
+            received: seq * 4096,
+            status: engine::ChunkStatus::Progress,
+        },
     ]
+}
+
+/// A snapshot chunk of `len` bytes at offset `seq * len`.
+fn chunk(from: NodeId, to: NodeId, seq: u64, len: usize) -> PeerMessage {
+    PeerMessage::SnapshotChunk {
+        from,
+        to,
+        term: 2,
+        index: 1000,
+        snap_term: 1,
+        offset: seq * len as u64,
+        len: 64 * len as u64,
+        data: Bytes::from(vec![seq as u8; len]),
+    }
 }
 
 fn heartbeat(from: NodeId, to: NodeId, seq: u64) -> PeerMessage {
@@ -234,8 +256,9 @@ async fn peer_down_at_start_is_reached_when_it_comes_up() {
 
     let mut b = start_node(2, CLUSTER, listener_on(b_addr), &peers, 4096, tuning()).await;
     assert_eq!(recv_n(&mut b.rx, msgs.len()).await, msgs, "queued messages delivered in order");
+    let total = msgs.len() as u64;
     let stats =
-        wait_stats(&a.transport, "the late peer's messages counted", |s| s.peers[&2].sent == 650).await;
+        wait_stats(&a.transport, "the late peer's messages counted", |s| s.peers[&2].sent == total).await;
     assert_eq!(stats.peers[&2].connects, 1);
     // Everything was queued before the connection: written in full batches of 256 messages.
     assert_eq!(stats.peers[&2].writes, 3, "650 queued messages should take 3 writes");
@@ -298,6 +321,40 @@ async fn dead_peer_queue_stays_bounded() {
     assert_eq!((s.queued, s.dropped_full, s.sent, s.connected), (100, 9_900, 0, false));
     assert_eq!((a.transport.queued(2), a.transport.queued(3)), (Some(100), None));
     a.transport.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_chunks_go_behind_heartbeats_and_keep_their_order() {
+    // Everything is queued while B is down, so the first batch holds all of it (deterministic).
+    let a_listener = free_listener();
+    let b_addr = dead_addr();
+    let peers = BTreeMap::from([(1, a_listener.local_addr().unwrap().to_string()), (2, b_addr.to_string())]);
+    let a = start_node(1, CLUSTER, a_listener, &peers, 4096, tuning()).await;
+    const CHUNKS: u64 = 12;
+    const LEN: usize = 1 << 20;
+    let chunks: Vec<_> = (0..CHUNKS).map(|i| chunk(1, 2, i, LEN)).collect();
+    let mut controls = vec![heartbeat(1, 2, 1)];
+    controls.extend(all_kinds(1, 2, 7));
+    controls.push(heartbeat(1, 2, 2));
+    let mut msgs = chunks.clone();
+    msgs.extend(controls.clone());
+    a.transport.send(msgs.clone());
+    wait_stats(&a.transport, "failed dials to the absent peer", |s| s.peers[&2].connect_failures >= 1).await;
+    assert_eq!(a.transport.stats().peers[&2].queued, msgs.len());
+
+    let mut b = start_node(2, CLUSTER, listener_on(b_addr), &peers, 4096, tuning()).await;
+    let got = recv_n(&mut b.rx, msgs.len()).await;
+    // The small messages went first, in their order, although they were queued after 12 MiB of
+    // chunks; the chunks followed, in theirs.
+    // (assert! rather than assert_eq!: the chunks' Debug output would be megabytes long.)
+    assert!(got[..controls.len()] == controls[..], "heartbeats waited behind snapshot chunks");
+    assert!(got[controls.len()..] == chunks[..], "chunks lost or reordered");
+    let total = msgs.len() as u64;
+    let s = wait_stats(&a.transport, "everything counted as sent", |s| s.peers[&2].sent == total).await;
+    // One write per chunk (1 MiB each): never more than CHUNK_BYTES_PER_WRITE of chunks in a write.
+    assert_eq!(s.peers[&2].writes, CHUNKS, "{s:?}");
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
 }
 
 /// Accepts connections as peer `id`, answers the handshake, and then never reads: a stuck peer.
@@ -452,11 +509,23 @@ async fn strangers_and_garbage_are_disconnected_and_the_transport_keeps_working(
     out.put_u32(5);
     out.put_slice(&[15 << 3 | 2, 3, 1, 2, 3]); // Envelope field 15: unknown to this version
     wire::encode_message(heartbeat(2, 1, 5), wire::DEFAULT_MAX_FRAME, &mut out).unwrap(); // from 2 on 3's connection
+                                                                                          // A chunk status from the future (9) is refused the same way.
+    let future_ack = wire::Envelope {
+        kind: Some(wire::EnvelopeKind::SnapshotAck(wire::SnapshotAck {
+            from: 3,
+            to: 1,
+            index: 7,
+            snap_term: 1,
+            received: 0,
+            status: 9,
+        })),
+    };
+    wire::encode_frame(&future_ack, wire::DEFAULT_MAX_FRAME, &mut out).unwrap();
     wire::encode_message(heartbeat(3, 1, 6), wire::DEFAULT_MAX_FRAME, &mut out).unwrap();
     s.write_all(&out).await.unwrap();
     assert_eq!(recv(&mut a.rx).await, heartbeat(3, 1, 6));
     let stats = a.transport.stats();
-    assert_eq!((stats.invalid_messages, stats.peers[&3].received), (2, 1));
+    assert_eq!((stats.invalid_messages, stats.peers[&3].received), (3, 1));
 
     // Through all of it, B's connection was untouched.
     b.transport.send(vec![heartbeat(2, 1, 2)]);

@@ -163,6 +163,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("mset", -3, WRITE, (1, -1, 2), STRING_WRITE, Access::Write, "key value [key value ...]", "Sets several keys atomically."),
     spec("ping", -1, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "[message]", "Returns PONG, or message."),
     spec("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "", "Closes the connection."),
+    spec("raft.snapshot", 1, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "", "Takes a snapshot of this node now (compacting its log); returns the index it covers."),
     spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
     spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET]", "Sets key to value (no expiry options: keys never expire)."),
     spec("strlen", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the length of the value at key."),

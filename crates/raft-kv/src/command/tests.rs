@@ -84,7 +84,8 @@ fn parses_every_command() {
         ("info", Request::Info(vec![])),
         ("info raft server", Request::Info(vec![b("raft"), b("server")])),
         ("select 0", Request::Select),
-        ("RAFT.SNAPSHOT now", Request::Admin { name: "raft.snapshot".into(), args: vec![b("now")] }),
+        ("RAFT.SNAPSHOT", Request::Admin { name: "raft.snapshot".into(), args: vec![] }),
+        ("raft.status now", Request::Admin { name: "raft.status".into(), args: vec![b("now")] }),
         ("raft.status", Request::Admin { name: "raft.status".into(), args: vec![] }),
     ];
     for (line, expected) in cases {
@@ -98,6 +99,7 @@ fn errors_use_redis_wording() {
         ("foo", "ERR unknown command 'foo', with args beginning with: "),
         ("foo a b", "ERR unknown command 'foo', with args beginning with: 'a' 'b' "),
         ("raft.", "ERR unknown command 'raft.', with args beginning with: "),
+        ("RAFT.SNAPSHOT now", "ERR wrong number of arguments for 'raft.snapshot' command"),
         ("get", "ERR wrong number of arguments for 'get' command"),
         ("GET a b", "ERR wrong number of arguments for 'get' command"),
         ("ping a b", "ERR wrong number of arguments for 'ping' command"),

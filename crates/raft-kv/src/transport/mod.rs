@@ -24,11 +24,13 @@
 //! - [`Transport::send`] never blocks and never waits for the network: it `try_send`s into a bounded
 //!   queue per peer (`queue_capacity` messages) and counts what it must drop. It may be called from
 //!   any thread, with or without a tokio runtime (the driver thread calls it).
-//! - Memory is bounded per peer: `queue_capacity` queued messages plus one batch in flight, and on
-//!   the read side one frame of at most `max_frame` bytes.
+//! - Memory is bounded per peer: `queue_capacity` queued messages plus one batch in flight plus
+//!   snapshot chunks held back (about `outbound::MAX_HELD_CHUNK_BYTES`), and on the read side one
+//!   frame of at most `max_frame` bytes.
 //! - Per ordered pair of nodes, messages arrive in the order they were sent, possibly with gaps
-//!   (dropped when a queue was full, lost in a failed write, or with their connection). Raft tolerates
-//!   loss and reordering; the transport never duplicates a message.
+//!   (dropped when a queue was full, lost in a failed write, or with their connection), except that
+//!   other messages may overtake snapshot chunks (chunks keep their order among themselves; see
+//!   [`outbound`]). Raft tolerates loss and reordering; the transport never duplicates a message.
 //! - A bad peer (garbage, wrong cluster, oversized frame) costs its own connection only.
 //! - After [`Transport::shutdown`] returns, every task has ended and every socket is closed.
 
