@@ -64,6 +64,9 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     if args.tick_ms == 0 || args.heartbeat_ticks == 0 || args.election_ticks <= args.heartbeat_ticks {
         bail!("need --tick-ms > 0 and 0 < --heartbeat-ticks < --election-ticks");
     }
+    if args.log_segment_bytes < 4096 {
+        bail!("--log-segment-bytes must be at least 4KiB, not {}", args.log_segment_bytes);
+    }
     let me = group.member(&args.id).map_err(|e| anyhow!(e))?.clone();
     let id = group.node_id(&args.id).map_err(|e| anyhow!(e))?;
 
@@ -89,7 +92,11 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         request_timeout_ticks: ticks(args.request_timeout_ms),
         forward_retry_ticks: ticks(1000),
         limbo_ticks: ticks(600_000),
-        log: LogOptions { sync: !args.unsafe_no_fsync, ..LogOptions::default() },
+        log: LogOptions {
+            sync: !args.unsafe_no_fsync,
+            segment_size: args.log_segment_bytes,
+            ..LogOptions::default()
+        },
         snapshot,
     };
     if args.unsafe_no_fsync {

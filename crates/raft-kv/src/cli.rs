@@ -86,6 +86,11 @@ pub struct ServerArgs {
     /// UNSAFE: never fsync. Acknowledged writes can be lost on power failure or OS crash.
     #[arg(long)]
     pub unsafe_no_fsync: bool,
+    /// Size at which the write-ahead log starts a new segment file (at least 4KiB). Compaction after
+    /// a snapshot deletes whole segments, so a segment's entries leave the disk only once all of
+    /// them are covered. Plain bytes or with a unit: 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub log_segment_bytes: u64,
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
 }

@@ -4,8 +4,7 @@
 //! Loop: wait for input (client requests, peer messages) until the next tick is due; drain everything
 //! else already queued (this is the group commit: every request that arrived during the last fsync
 //! is persisted by the next single fsync); tick if due; let the driver persist, then hand its
-//! messages to the transport, then deliver its answers. Status for `INFO` is published after every
-//! round.
+//! messages to the transport, then publish the status for `INFO`, then deliver the answers.
 //!
 //! Snapshots: after every round the loop asks the driver for a snapshot job
 //! ([`Driver::take_snapshot_job`]) and runs it on a background thread (`raft-snapshot`); the job
@@ -200,15 +199,21 @@ impl NodeLoop {
             let transport = &self.transport;
             self.driver.process_with(&mut |msgs| transport.send(msgs))?;
             self.transport.send(self.driver.take_messages());
-            for (id, response) in self.driver.take_answers() {
-                if let Some(w) = self.waiters.remove(&id) {
-                    let _ = w.send(response);
-                }
-            }
+            let answers: Vec<_> = self
+                .driver
+                .take_answers()
+                .into_iter()
+                .filter_map(|(id, response)| Some((self.waiters.remove(&id)?, response)))
+                .collect();
             if shutdown_deadline.is_none() {
                 self.start_snapshot_job()?;
             }
+            // Published before the answers leave: a client that got an answer (e.g. RAFT.SNAPSHOT's)
+            // then sees an INFO at least as new.
             self.publish();
+            for (waiter, response) in answers {
+                let _ = waiter.send(response);
+            }
             if let Some(deadline) = shutdown_deadline {
                 let idle = self.waiters.is_empty() && self.job.is_none();
                 if idle || Instant::now() >= deadline {

@@ -240,6 +240,18 @@ fn bad_configuration_is_refused_with_a_clear_message() {
             "appears twice",
         ),
         (base("Z", dir.path()), "not in the group"),
+        (
+            [base("A", &dir.path().join("c")), vec!["--snapshot-chunk-bytes".into(), "0".into()]].concat(),
+            "snapshot chunk size must be 1 byte to 16 MiB",
+        ),
+        (
+            [base("A", &dir.path().join("c")), vec!["--snapshot-log-bytes".into(), "12XB".into()]].concat(),
+            "invalid size unit",
+        ),
+        (
+            [base("A", &dir.path().join("c")), vec!["--log-segment-bytes".into(), "100".into()]].concat(),
+            "--log-segment-bytes must be at least 4KiB",
+        ),
     ];
     for (args, want) in cases {
         let (code, _, err) = run(args.clone());
