@@ -28,6 +28,9 @@ use rand::{Rng, SeedableRng};
 use sim::linearizability::{check, CheckResult, Op, OpOutput, Operation};
 
 /// Number of nodes.
+/// Server flags for this test: snapshot every 300 entries, keep 50, send in 4 KiB chunks.
+const SNAPSHOT_FLAGS: &[&str] =
+    &["--snapshot-entries", "300", "--snapshot-keep-entries", "50", "--snapshot-chunk-bytes", "4096"];
 const NODES: usize = 3;
 /// Number of client threads (each with one request outstanding).
 const CLIENTS: usize = 6;
@@ -327,7 +330,9 @@ fn faults_under_concurrent_load_keep_the_history_linearizable() {
     });
     eprintln!("nemesis seed: {seed} (replay the fault schedule with NEMESIS_SEED={seed})");
     let t0 = Instant::now();
-    let mut c = Cluster::start(NODES);
+    // Small snapshot thresholds: snapshots, log compaction and InstallSnapshot (a node killed or
+    // paused while the others write past the threshold) all happen under the faults.
+    let mut c = Cluster::start_with(NODES, SNAPSHOT_FLAGS);
     c.wait_leader(Duration::from_secs(15));
     let addrs: Vec<String> = (0..NODES).map(|k| c.addr(k)).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -403,6 +408,29 @@ fn faults_under_concurrent_load_keep_the_history_linearizable() {
         worst / 1000,
         log.leader_kills.len()
     );
+
+    // Snapshot activity of the final incarnations (counters restart with each process); the
+    // durable snapshot index survives restarts.
+    for k in 0..NODES {
+        let info = c.info(k).unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        eprintln!(
+            "{}: snapshot_index {}, log_first_index {}, snapshots taken {}, installed {}, sent {}, chunks sent {}",
+            c.names[k],
+            field("snapshot_index"),
+            field("log_first_index"),
+            field("snapshots_taken"),
+            field("snapshots_installed"),
+            field("snapshots_sent"),
+            field("snapshot_chunks_sent"),
+        );
+        assert!(field("snapshot_index") > 0, "{} never took or installed a snapshot", c.names[k]);
+    }
 
     assert!(rec.unexpected.is_empty(), "replies the commands cannot produce: {:?}", rec.unexpected);
     assert!(log.leader_kills.len() >= MIN_LEADER_KILLS, "too few leader kills: {:?}", log.events);
