@@ -274,6 +274,11 @@ pub struct Driver<F: FileSystem> {
     snapshot_inbox: Vec<PeerMessage>,
     /// Counters.
     snapshot_stats: SnapshotStats,
+    /// Log entries dropped by the last compaction, for the caller to free off its hot path (see
+    /// [`Driver::take_compacted_entries`]); freed here at the next compaction otherwise.
+    compacted: std::collections::VecDeque<raft::Entry>,
+    /// After a failed snapshot job, no new one starts before this tick.
+    snapshot_retry_at: u64,
 }
 
 impl<F: FileSystem> Driver<F> {
@@ -319,6 +324,8 @@ impl<F: FileSystem> Driver<F> {
             incoming: None,
             snapshot_inbox: Vec::new(),
             snapshot_stats: SnapshotStats::default(),
+            compacted: std::collections::VecDeque::new(),
+            snapshot_retry_at: 0,
             config,
         })
     }
@@ -351,6 +358,12 @@ impl<F: FileSystem> Driver<F> {
     /// Counters of snapshot work since this driver started.
     pub fn snapshot_stats(&self) -> SnapshotStats {
         self.snapshot_stats
+    }
+
+    /// The log entries the last compaction dropped: free them on another thread (a large batch
+    /// takes milliseconds to free). Optional: left here, they are freed at the next compaction.
+    pub fn take_compacted_entries(&mut self) -> std::collections::VecDeque<raft::Entry> {
+        std::mem::take(&mut self.compacted)
     }
 
     /// True while a snapshot is being written.

@@ -253,7 +253,7 @@ fn crash_at_every_step_of_taking_a_snapshot() {
         c.disks[&leader].set_op_budget(Some(step));
         let snap = c.submit(leader, Request::Snapshot);
         let died = c.settle();
-        let completed = died.is_none() && c.answers.contains_key(&snap);
+        let completed = died.is_none() && matches!(c.answers.get(&snap), Some(Reply::Int(_)));
         c.crash(leader, step);
         c.start(leader).unwrap_or_else(|e| panic!("step {step}: restart failed: {e}"));
         c.elect();
@@ -261,7 +261,10 @@ fn crash_at_every_step_of_taking_a_snapshot() {
         c.write_range(leader, 150..155);
         c.assert_holds(leader, 0..155);
         if completed {
-            assert!(step > 6, "the procedure takes several disk steps (snapshot file, then segment removals)");
+            assert!(
+                step > 6,
+                "the procedure takes several disk steps (snapshot file, then segment removals)"
+            );
             assert!(c.drivers[&leader].store().segment_count() < 4, "the log prefix was removed");
             println!("taking a snapshot completed with {step} disk changes allowed; every earlier cut point recovered");
             break;
@@ -313,4 +316,38 @@ fn crash_at_every_step_of_installing_a_snapshot() {
         step += 1;
         assert!(step < 500, "the procedure never completed");
     }
+}
+
+#[test]
+fn a_failed_snapshot_answers_the_admin_request_and_is_not_retried_in_a_tight_loop() {
+    let mut c = Cluster::new(1, small_snapshots());
+    let leader = c.elect();
+    c.write_range(leader, 0..10);
+    let d = c.drivers.get_mut(&leader).unwrap();
+    d.submit(900, Request::Snapshot);
+    d.process().unwrap();
+    let job = d.take_snapshot_job().expect("a job for the request");
+    c.disks[&leader].set_op_budget(Some(0)); // the disk refuses every change: the job fails
+    let result = job.run();
+    assert!(result.is_err());
+    c.disks[&leader].set_op_budget(None);
+    let d = c.drivers.get_mut(&leader).unwrap();
+    d.snapshot_finished(result).unwrap();
+    let answers = d.take_answers();
+    assert!(
+        matches!(answers.as_slice(), [(900, Ok(Reply::Error(e)))] if e.starts_with("ERR taking a snapshot failed")),
+        "{answers:?}"
+    );
+    // A new request does not start a job at once (back-off), but does after the back-off.
+    d.submit(901, Request::Snapshot);
+    d.process().unwrap();
+    assert!(d.take_snapshot_job().is_none(), "no new job right after a failure");
+    for _ in 0..small_snapshots().abort_ticks {
+        d.tick();
+    }
+    d.process().unwrap();
+    let job = d.take_snapshot_job().expect("retried after the back-off");
+    let result = job.run();
+    d.snapshot_finished(result).unwrap();
+    assert!(matches!(d.take_answers().as_slice(), [(901, Ok(Reply::Int(i)))] if *i >= 11));
 }

@@ -254,15 +254,20 @@ impl RaftLog {
 
     /// Drops entries up to and including `index` (after a snapshot covers them). Only applied
     /// entries may be compacted.
-    pub fn compact(&mut self, index: Index) {
+    ///
+    /// Returns the removed entries, so the caller can free them wherever it likes (freeing a
+    /// hundred thousand entries takes milliseconds); only the kept suffix is moved.
+    pub fn compact(&mut self, index: Index) -> VecDeque<Entry> {
         if index <= self.offset || index > self.applied {
-            return;
+            return VecDeque::new();
         }
-        let Some(term) = self.term(index) else { return };
+        let Some(term) = self.term(index) else { return VecDeque::new() };
         let n = (index - self.offset) as usize;
-        self.entries.drain(..n);
+        let kept = self.entries.split_off(n);
+        let removed = std::mem::replace(&mut self.entries, kept);
         self.offset = index;
         self.offset_term = term;
+        removed
     }
 }
 

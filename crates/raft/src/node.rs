@@ -444,8 +444,9 @@ impl Node {
 
     /// Drops log entries up to `index` from memory after the state machine's snapshot covers them
     /// (only applied entries are dropped; a larger `index` is clamped to the applied index).
-    pub fn compact(&mut self, index: Index) {
-        self.log.compact(index.min(self.log.applied()));
+    /// Returns the removed entries (see [`RaftLog::compact`]).
+    pub fn compact(&mut self, index: Index) -> std::collections::VecDeque<Entry> {
+        self.log.compact(index.min(self.log.applied()))
     }
 
     /// Follower: the driver has made a snapshot ending at (`index`, `term`) durable and the state

@@ -249,7 +249,14 @@ pub struct SnapshotWriter<F: FileSystem> {
     sync: bool,
     /// Set by a failed write: the file's content is unknown, every later call fails.
     failed: bool,
+    /// Bytes handed to the file since its last sync.
+    unsynced: u64,
 }
+
+/// With `sync`, a snapshot being written is fdatasynced every this many bytes: the kernel then
+/// writes it back in small steps instead of one burst of hundreds of MB at the end, which the log's
+/// own fsyncs (on ext4, one journal for the whole file system) would have to wait behind.
+pub const SNAPSHOT_SYNC_EVERY: u64 = 8 << 20;
 
 impl<F: FileSystem> SnapshotWriter<F> {
     /// Creates (or truncates) `dir/name` for the snapshot described by `meta`. With `sync`,
@@ -275,6 +282,7 @@ impl<F: FileSystem> SnapshotWriter<F> {
             data_len: 0,
             sync,
             failed: false,
+            unsynced: 0,
         })
     }
 
@@ -295,7 +303,20 @@ impl<F: FileSystem> SnapshotWriter<F> {
                 self.failed = true;
                 return Err(StorageError::io(&self.path, e));
             }
+            self.unsynced += self.buf.len() as u64;
             self.buf.clear();
+        }
+        self.sync_if_due()
+    }
+
+    /// Syncs once [`SNAPSHOT_SYNC_EVERY`] bytes were handed to the file since the last sync.
+    fn sync_if_due(&mut self) -> Result<()> {
+        if self.sync && self.unsynced >= SNAPSHOT_SYNC_EVERY {
+            if let Err(e) = self.file.sync() {
+                self.failed = true;
+                return Err(StorageError::io(&self.path, e));
+            }
+            self.unsynced = 0;
         }
         Ok(())
     }
@@ -313,6 +334,8 @@ impl<F: FileSystem> SnapshotWriter<F> {
                 self.failed = true;
                 return Err(StorageError::io(&self.path, e));
             }
+            self.unsynced += data.len() as u64;
+            self.sync_if_due()?;
         } else {
             self.buf.extend_from_slice(data);
         }

@@ -96,7 +96,7 @@ impl<F: FileSystem> Driver<F> {
     /// Creates a snapshot job if one is due (by entries or bytes since the last, or requested) and
     /// none is running.
     pub(super) fn maybe_start_snapshot(&mut self) {
-        if self.job_running {
+        if self.job_running || self.now < self.snapshot_retry_at {
             return;
         }
         let cfg = &self.config.snapshot;
@@ -140,6 +140,12 @@ impl<F: FileSystem> Driver<F> {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "taking a snapshot failed; the log is kept and it will be tried again");
+                // Not in a tight loop: wait as long as a silent transfer would be given.
+                self.snapshot_retry_at = self.now + self.config.snapshot.abort_ticks;
+                for (request, _) in std::mem::take(&mut self.snapshot_waiters) {
+                    self.answers
+                        .push((request, Ok(Reply::Error(format!("ERR taking a snapshot failed: {e}")))));
+                }
                 return Ok(());
             }
         };
@@ -158,7 +164,8 @@ impl<F: FileSystem> Driver<F> {
         let sending = self.transfers.values().map(|t| t.index).min().unwrap_or(index);
         let upto = index.saturating_sub(self.config.snapshot.keep_entries).min(sending);
         if upto >= self.node.first_index() {
-            self.node.compact(upto);
+            // The previous batch, if nobody took it, is freed now.
+            self.compacted = self.node.compact(upto);
             self.store.compact(upto)?;
         }
         self.answer_snapshot_waiters();
