@@ -288,9 +288,9 @@ impl<F: FileSystem> Driver<F> {
     pub fn open(fs: F, dir: &Path, config: DriverConfig) -> Result<Self, FatalError> {
         config.snapshot.validate().map_err(FatalError::Recovery)?;
         let recovered = snapshot::recover(&fs, dir, &config)?;
-        let snapshot::RecoveredState { store, kv, snapshot, hard_state, entries } = recovered;
-        let (offset, offset_term) = snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
-        let node = Node::new(config.raft.clone(), hard_state, offset, offset_term, entries, offset)
+        let snapshot::RecoveredState { store, kv, snapshot, hard_state, offset, entries } = recovered;
+        let applied = snapshot.as_ref().map_or(0, |(m, _)| m.index);
+        let node = Node::new(config.raft.clone(), hard_state, offset.0, offset.1, entries, applied)
             .map_err(FatalError::Recovery)?;
         Ok(Driver {
             node,

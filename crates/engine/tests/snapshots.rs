@@ -351,3 +351,26 @@ fn a_failed_snapshot_answers_the_admin_request_and_is_not_retried_in_a_tight_loo
     d.snapshot_finished(result).unwrap();
     assert!(matches!(d.take_answers().as_slice(), [(901, Ok(Reply::Int(i)))] if *i >= 11));
 }
+
+#[test]
+fn a_restarted_node_keeps_the_log_entries_behind_its_snapshot() {
+    let mut c = Cluster::new(1, small_snapshots());
+    let leader = c.elect();
+    c.write_range(leader, 0..100);
+    let snap = c.submit(leader, Request::Snapshot);
+    c.settle();
+    let Some(Reply::Int(index)) = c.answers.get(&snap).cloned() else { panic!("snapshot answered") };
+    let index = index as u64;
+    let keep = small_snapshots().keep_entries;
+    assert_eq!(c.drivers[&leader].node().first_index(), index - keep + 1);
+    c.crash(leader, 7);
+    c.start(leader).unwrap();
+    let d = &c.drivers[&leader];
+    assert_eq!(d.kv().applied_index(), index, "the state machine starts at the snapshot");
+    // The same `keep` entries as before the restart are held, to send to a follower a little behind.
+    assert_eq!(d.node().first_index(), index - keep + 1);
+    assert_eq!(d.node().entry_term(index), Some(d.snapshot().unwrap().0.term));
+    c.elect();
+    c.write_range(leader, 100..105);
+    c.assert_holds(leader, 0..105);
+}

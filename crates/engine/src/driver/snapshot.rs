@@ -19,7 +19,10 @@ pub(super) struct RecoveredState<F: FileSystem> {
     pub kv: KvStore,
     pub snapshot: Option<(SnapshotMeta, u64)>,
     pub hard_state: HardState,
-    /// The log entries after the snapshot.
+    /// The compaction point the core starts from (index, term): the snapshot's, or an earlier
+    /// entry still in the log when the log continues the snapshot (see [`recover`]).
+    pub offset: (Index, raft::Term),
+    /// The log entries after `offset`.
     pub entries: Vec<Entry>,
 }
 
@@ -53,11 +56,28 @@ pub(super) fn recover<F: FileSystem>(
     let (snap_index, snap_term) = snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
     let (mut store, recovered) = LogStore::open_after(fs.clone(), dir, config.log.clone(), snap_index)?;
     let mut entries = recovered.entries;
+    let mut offset = (snap_index, snap_term);
     if snap_index > 0 {
         let continues = recovered.first_index == snap_index + 1
             || entries.iter().any(|e| e.index == snap_index && e.term == snap_term);
         if continues {
-            entries.retain(|e| e.index > snap_index);
+            // Entries up to the snapshot are kept behind it (at most `keep_entries` of them, as
+            // the compaction left them), so a follower a little behind still gets entries after
+            // this node restarts instead of a whole snapshot. The core's compaction point is the
+            // first entry kept (its term is known), and the state machine starts at the snapshot.
+            let keep_from =
+                snap_index.saturating_sub(config.snapshot.keep_entries).max(recovered.first_index);
+            entries.retain(|e| e.index >= keep_from);
+            match entries.first() {
+                // (Not if the snapshot's term is above the stored term, which a crash right after
+                // installing one can leave: the core then starts at the snapshot and moves its term
+                // up to it; with older entries in front, their terms would be checked instead.)
+                Some(first) if first.index < snap_index && snap_term <= recovered.hard_state.term => {
+                    offset = (first.index, first.term);
+                    entries.remove(0);
+                }
+                _ => entries.retain(|e| e.index > snap_index),
+            }
         } else {
             tracing::warn!(
                 snapshot_index = snap_index,
@@ -73,7 +93,7 @@ pub(super) fn recover<F: FileSystem>(
             recovered.first_index
         )));
     }
-    Ok(RecoveredState { store, kv, snapshot, hard_state: recovered.hard_state, entries })
+    Ok(RecoveredState { store, kv, snapshot, hard_state: recovered.hard_state, offset, entries })
 }
 
 impl<F: FileSystem> Driver<F> {
