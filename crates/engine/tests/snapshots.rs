@@ -52,6 +52,8 @@ struct Cluster {
     next_request: u64,
     snapshot: SnapshotConfig,
     incarnations: u64,
+    /// Snapshot chunks still to damage in flight (one byte flipped each).
+    damage_chunks: u32,
 }
 
 impl Cluster {
@@ -68,6 +70,7 @@ impl Cluster {
             next_request: 1,
             snapshot,
             incarnations: 0,
+            damage_chunks: 0,
         };
         for id in voters {
             c.disks.insert(id, MemFs::new());
@@ -125,7 +128,16 @@ impl Cluster {
             if self.queue.is_empty() {
                 return died;
             }
-            for m in std::mem::take(&mut self.queue) {
+            for mut m in std::mem::take(&mut self.queue) {
+                if let PeerMessage::SnapshotChunk { data, offset, .. } = &mut m {
+                    if self.damage_chunks > 0 && *offset > 0 {
+                        self.damage_chunks -= 1;
+                        let mut bytes = data.to_vec();
+                        let at = bytes.len() / 2;
+                        bytes[at] ^= 0x40;
+                        *data = Bytes::from(bytes);
+                    }
+                }
                 if self.isolated.contains(&m.from()) || self.isolated.contains(&m.to()) {
                     continue;
                 }
@@ -373,4 +385,23 @@ fn a_restarted_node_keeps_the_log_entries_behind_its_snapshot() {
     c.elect();
     c.write_range(leader, 100..105);
     c.assert_holds(leader, 0..105);
+}
+
+#[test]
+fn a_snapshot_damaged_in_flight_is_rejected_and_sent_again() {
+    let mut c = Cluster::new(3, small_snapshots());
+    let leader = c.elect();
+    let lagging = c.voters.iter().copied().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    c.write_range(leader, 0..60);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    c.damage_chunks = 1;
+    c.isolated.clear();
+    c.tick(60);
+    let st = c.drivers[&lagging].snapshot_stats();
+    assert_eq!(st.rejected, 1, "the damaged copy was refused: {st:?}");
+    assert_eq!(st.installed, 1, "the second copy was installed: {st:?}");
+    c.write_range(leader, 60..65);
+    c.assert_holds(lagging, 0..65);
 }
