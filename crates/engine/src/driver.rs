@@ -279,6 +279,9 @@ pub struct Driver<F: FileSystem> {
     compacted: std::collections::VecDeque<raft::Entry>,
     /// After a failed snapshot job, no new one starts before this tick.
     snapshot_retry_at: u64,
+    /// The previous snapshot file, moved aside by the last install, for the caller to delete (see
+    /// [`Driver::take_displaced_snapshot`]).
+    displaced_snapshot: Option<PathBuf>,
 }
 
 impl<F: FileSystem> Driver<F> {
@@ -326,6 +329,7 @@ impl<F: FileSystem> Driver<F> {
             snapshot_stats: SnapshotStats::default(),
             compacted: std::collections::VecDeque::new(),
             snapshot_retry_at: 0,
+            displaced_snapshot: None,
             config,
         })
     }
@@ -364,6 +368,13 @@ impl<F: FileSystem> Driver<F> {
     /// takes milliseconds to free). Optional: left here, they are freed at the next compaction.
     pub fn take_compacted_entries(&mut self) -> std::collections::VecDeque<raft::Entry> {
         std::mem::take(&mut self.compacted)
+    }
+
+    /// The previous snapshot file, displaced by the last install: delete it on another thread (it
+    /// is as large as a snapshot, and freeing its blocks takes tens of milliseconds). Optional: a
+    /// leftover is replaced by the next install and removed at startup.
+    pub fn take_displaced_snapshot(&mut self) -> Option<PathBuf> {
+        self.displaced_snapshot.take()
     }
 
     /// True while a snapshot is being written.

@@ -199,6 +199,7 @@ impl NodeLoop {
             let transport = &self.transport;
             self.driver.process_with(&mut |msgs| transport.send(msgs))?;
             self.transport.send(self.driver.take_messages());
+            self.free_in_background();
             let answers: Vec<_> = self
                 .driver
                 .take_answers()
@@ -226,6 +227,29 @@ impl NodeLoop {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// After a snapshot was installed: frees the compacted log prefix (up to --snapshot-entries
+    /// entries: milliseconds) and deletes the previous snapshot file (tens of milliseconds for
+    /// 100 MB) on a short-lived thread instead of this one.
+    fn free_in_background(&mut self) {
+        let compacted = self.driver.take_compacted_entries();
+        let displaced = self.driver.take_displaced_snapshot();
+        if compacted.len() < 1024 && displaced.is_none() {
+            return; // Nothing worth a thread (small batches are freed right here).
+        }
+        let work = move || {
+            drop(compacted);
+            if let Some(path) = displaced {
+                // A leftover is harmless: the next install replaces it, startup removes it.
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::debug!(path = %path.display(), error = %e, "could not delete the previous snapshot");
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("raft-free".into()).spawn(work) {
+            tracing::debug!(error = %e, "could not start a thread to free the compacted log");
         }
     }
 
@@ -270,16 +294,18 @@ impl NodeLoop {
                     // Sending the result was the thread's last act: this join returns at once.
                     let _ = thread.join();
                 }
+                let started = Instant::now();
                 self.driver.snapshot_finished(result)?;
-                // Freeing the compacted log prefix (up to --snapshot-entries entries) takes
-                // milliseconds: do it off the node thread.
-                let compacted = self.driver.take_compacted_entries();
-                if compacted.len() > 1024 {
-                    let freed =
-                        std::thread::Builder::new().name("raft-free".into()).spawn(move || drop(compacted));
-                    if let Err(e) = freed {
-                        tracing::debug!(error = %e, "freeing compacted entries on the node thread");
-                    }
+                // Installing (rename, directory sync, compaction) runs on this thread: say when it
+                // held requests up noticeably.
+                let took = started.elapsed();
+                if took > Duration::from_millis(20) {
+                    tracing::info!(
+                        ?took,
+                        "installing the snapshot and compacting the log held the node thread"
+                    );
+                } else {
+                    tracing::debug!(?took, "snapshot installed");
                 }
             }
             Input::Shutdown => return Ok(true),

@@ -48,7 +48,7 @@ fn write_file<F: FileSystem>(
 /// Takes a snapshot the way a node does: write the temporary file, then install it.
 fn take<F: FileSystem>(fs: &F, dir: &Path, m: &SnapshotMeta, data: &[u8]) -> Result<()> {
     write_file(fs, dir, SNAPSHOT_TMP, m, data, 700)?;
-    install_snapshot(fs, dir, SNAPSHOT_TMP, true)
+    install_snapshot(fs, dir, SNAPSHOT_TMP, true).map(drop)
 }
 
 /// Streams the current snapshot of `from` into `to` through a `SnapshotReceiver`, `chunk` bytes at a

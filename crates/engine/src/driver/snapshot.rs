@@ -174,7 +174,8 @@ impl<F: FileSystem> Driver<F> {
             let _ = self.fs.remove_file(&self.dir.join(SNAPSHOT_TMP));
             return Ok(());
         }
-        storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_TMP, self.config.log.sync)?;
+        self.displaced_snapshot =
+            storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_TMP, self.config.log.sync)?;
         tracing::info!(index = done.meta.index, term = done.meta.term, bytes = done.len, "snapshot taken");
         let index = done.meta.index;
         self.snapshot = Some((done.meta, done.len));
@@ -440,7 +441,8 @@ impl<F: FileSystem> Driver<F> {
         };
         // From here on the new snapshot is the durable one; a crash before the log is reconciled is
         // repaired by `recover`.
-        storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_RECV, self.config.log.sync)?;
+        self.displaced_snapshot =
+            storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_RECV, self.config.log.sync)?;
         let len = storage::read_snapshot_meta(&self.fs, &self.dir)?.map_or(0, |(_, len)| len);
         self.snapshot = Some((meta, len));
         self.kv = kv;
