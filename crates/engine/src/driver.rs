@@ -279,9 +279,9 @@ pub struct Driver<F: FileSystem> {
     compacted: std::collections::VecDeque<raft::Entry>,
     /// After a failed snapshot job, no new one starts before this tick.
     snapshot_retry_at: u64,
-    /// The previous snapshot file, moved aside by the last install, for the caller to delete (see
-    /// [`Driver::take_displaced_snapshot`]).
-    displaced_snapshot: Option<PathBuf>,
+    /// Files no longer needed (the previous snapshot, log segments the snapshot covers), for the
+    /// caller to delete off its hot path (see [`Driver::take_files_to_delete`]).
+    to_delete: Vec<PathBuf>,
 }
 
 impl<F: FileSystem> Driver<F> {
@@ -329,7 +329,7 @@ impl<F: FileSystem> Driver<F> {
             snapshot_stats: SnapshotStats::default(),
             compacted: std::collections::VecDeque::new(),
             snapshot_retry_at: 0,
-            displaced_snapshot: None,
+            to_delete: Vec::new(),
             config,
         })
     }
@@ -370,11 +370,12 @@ impl<F: FileSystem> Driver<F> {
         std::mem::take(&mut self.compacted)
     }
 
-    /// The previous snapshot file, displaced by the last install: delete it on another thread (it
-    /// is as large as a snapshot, and freeing its blocks takes tens of milliseconds). Optional: a
-    /// leftover is replaced by the next install and removed at startup.
-    pub fn take_displaced_snapshot(&mut self) -> Option<PathBuf> {
-        self.displaced_snapshot.take()
+    /// Files a snapshot made obsolete (the previous snapshot file, log segments it covers): delete
+    /// them on another thread — freeing a 64 MiB segment or a 100 MB snapshot takes tens of
+    /// milliseconds. In any order, without syncing. Optional: what is left here is deleted at the
+    /// next snapshot, and what survives a crash is removed at startup.
+    pub fn take_files_to_delete(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.to_delete)
     }
 
     /// True while a snapshot is being written.

@@ -273,10 +273,8 @@ fn crash_at_every_step_of_taking_a_snapshot() {
         c.write_range(leader, 150..155);
         c.assert_holds(leader, 0..155);
         if completed {
-            assert!(
-                step > 6,
-                "the procedure takes several disk steps (snapshot file, then segment removals)"
-            );
+            // (Segment files are left to the caller to delete: restart removes them here.)
+            assert!(step > 3, "the procedure takes several disk steps");
             assert!(c.drivers[&leader].store().segment_count() < 4, "the log prefix was removed");
             println!("taking a snapshot completed with {step} disk changes allowed; every earlier cut point recovered");
             break;

@@ -231,20 +231,20 @@ impl NodeLoop {
     }
 
     /// After a snapshot was installed: frees the compacted log prefix (up to --snapshot-entries
-    /// entries: milliseconds) and deletes the previous snapshot file (tens of milliseconds for
-    /// 100 MB) on a short-lived thread instead of this one.
+    /// entries: milliseconds) and deletes the previous snapshot file and the log segments it covers
+    /// (tens of milliseconds per 64 MiB) on a short-lived thread instead of this one.
     fn free_in_background(&mut self) {
         let compacted = self.driver.take_compacted_entries();
-        let displaced = self.driver.take_displaced_snapshot();
-        if compacted.len() < 1024 && displaced.is_none() {
+        let files = self.driver.take_files_to_delete();
+        if compacted.len() < 1024 && files.is_empty() {
             return; // Nothing worth a thread (small batches are freed right here).
         }
         let work = move || {
             drop(compacted);
-            if let Some(path) = displaced {
-                // A leftover is harmless: the next install replaces it, startup removes it.
+            for path in files {
+                // A leftover is harmless: startup removes what a snapshot covers.
                 if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::debug!(path = %path.display(), error = %e, "could not delete the previous snapshot");
+                    tracing::debug!(path = %path.display(), error = %e, "could not delete an obsolete file");
                 }
             }
         };

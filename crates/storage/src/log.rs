@@ -50,6 +50,10 @@
 //!   torn header, which recovery removes and recreates). The caller, seeing the new snapshot and a
 //!   log that does not hold the snapshot's last entry with the snapshot's term, resets again.
 //!
+//! - [`LogStore::compact_deferred`]: like `compact`, but the caller deletes the files later, in any
+//!   order and without syncing; segments that survive a crash are recognised by `open_after` as
+//!   covered by the snapshot (a later segment starts at or below `snapshot_index + 1`) and deleted.
+//!
 //! [`LogStore::open_after`] opens a log knowing that entries `<= snapshot_index` are in a durable
 //! snapshot: no segment at all is then normal (a crash during `reset` can leave none, even with a
 //! hard state) and an empty log starting at `snapshot_index + 1` is created; a log starting after `snapshot_index + 1` is refused, since the
@@ -175,6 +179,19 @@ impl<F: FileSystem> LogStore<F> {
             }
         }
         bases.sort_unstable();
+        if snapshot_index > 0 {
+            // Segments followed by one that starts at or below `snapshot_index + 1` hold only
+            // entries the snapshot covers. They are left behind by `compact_deferred` when the
+            // process stops before deleting them (in any order, so with gaps between them): they
+            // are deleted here, never read.
+            let live_from = bases.iter().rposition(|&b| b <= snapshot_index.saturating_add(1)).unwrap_or(0);
+            for &stale in &bases[..live_from] {
+                let path = dir.join(segment::segment_name(stale));
+                tracing::info!(path = %path.display(), "removing a log segment the snapshot covers");
+                fs.remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+            }
+            bases.drain(..live_from);
+        }
         if let Some(&first) = bases.first() {
             if snapshot_index > 0 && first > snapshot_index.saturating_add(1) {
                 return Err(StorageError::corrupt(
@@ -503,6 +520,25 @@ impl<F: FileSystem> LogStore<F> {
             s.segments.push_back(seg);
             Ok(())
         })
+    }
+
+    /// Like [`LogStore::compact`], but leaves the files to the caller: the segments whose entries
+    /// are all `<= upto` (except the active one) are dropped from the store and their paths
+    /// returned, oldest first. Delete them whenever and wherever convenient (deleting a 64 MiB file
+    /// frees its blocks: tens of milliseconds) and in any order, without syncing: a segment that
+    /// survives a crash is recognised as covered by the snapshot and removed by
+    /// [`LogStore::open_after`]. Only for entries covered by a durable snapshot (`upto` <= its index).
+    pub fn compact_deferred(&mut self, upto: u64) -> Result<Vec<PathBuf>> {
+        self.check()?;
+        let mut paths = Vec::new();
+        while self.segments.len() > 1
+            && self.segments.get(1).is_some_and(|next| next.index.base <= upto.saturating_add(1))
+        {
+            if let Some(seg) = self.segments.pop_front() {
+                paths.push(seg.path);
+            }
+        }
+        Ok(paths)
     }
 
     /// Deletes a segment's file and (with `sync`) makes the removal durable before anything else.

@@ -430,8 +430,9 @@ fn open_after_a_snapshot() {
     assert!(first > 5 && first <= 21);
     drop(store);
 
-    // Covered entries are returned too, whatever the snapshot index (if there is no gap).
-    for s in [first - 1, first, 30, 40, 1000] {
+    // Covered entries are returned too, as long as their segment is followed by none that starts
+    // at or below `s + 1`.
+    for s in [first - 1, first] {
         let (_, rec) = open_after(&fs, &dir, &opts, s);
         assert_eq!((rec.first_index, &rec.entries[..]), (first, &es[(first - 1) as usize..]), "snapshot {s}");
     }
@@ -452,6 +453,18 @@ fn open_after_a_snapshot() {
     // `open` (no snapshot known) still accepts a compacted log.
     let (_, rec) = open(&fs, &dir, &opts);
     assert_eq!(rec.first_index, first);
+
+    // Segments followed by one starting at or below `s + 1` hold only covered entries: they are
+    // deleted (left behind by `compact_deferred`), and everything after `s` is still returned.
+    for s in [30, 40, 1000] {
+        let (_, rec) = open_after(&fs, &dir, &opts, s);
+        assert!(rec.first_index <= s + 1 && rec.first_index > first, "snapshot {s}: {}", rec.first_index);
+        assert_eq!(&rec.entries[..], &es[(rec.first_index - 1) as usize..], "snapshot {s}");
+    }
+    let before = fs.list_dir(&dir).unwrap().len();
+    let (_, rec) = open_after(&fs, &dir, &opts, 1000);
+    assert_eq!(fs.list_dir(&dir).unwrap().len(), before, "nothing more to remove");
+    assert_eq!(rec.entries.last(), es.last());
 
     // No segment at all but a hard state: an error without a snapshot, an empty log after one.
     for name in fs.list_dir(&dir).unwrap() {
@@ -635,12 +648,14 @@ fn crash_at_every_step_of_installing_a_received_snapshot() {
                 if rec.first_index == 41 && rec.entries.is_empty() {
                     saw_empty += 1;
                 } else {
-                    // A prefix of the old log: the caller sees it does not hold entry 40 of term 3
-                    // and resets again.
+                    // Part of the old log (a prefix of it, minus segments the new snapshot covers,
+                    // which `open_after` removes): the caller sees it does not hold entry 40 of
+                    // term 3 and resets again.
                     saw_prefix += 1;
                     assert!(result.is_err(), "{what}: completed, yet the old log is there");
-                    assert_eq!(rec.first_index, b.first, "{what}: not a prefix of the old log");
-                    assert!(old_entries.starts_with(&rec.entries), "{what}: not a prefix of the old log");
+                    assert!(rec.first_index >= b.first, "{what}: not part of the old log");
+                    let skip = (rec.first_index - b.first) as usize;
+                    assert!(old_entries[skip..].starts_with(&rec.entries), "{what}: not part of the old log");
                     assert!(rec.entries.last().is_none_or(|e| e.index < 40));
                     store.reset(41).unwrap();
                     drop(store);
@@ -663,4 +678,38 @@ fn crash_at_every_step_of_installing_a_received_snapshot() {
         saw_old > 20 && saw_empty > 10 && saw_prefix > 10,
         "old {saw_old}, empty {saw_empty}, prefix {saw_prefix}"
     );
+}
+
+#[test]
+fn segments_left_by_compact_deferred_are_removed_at_open_whatever_survived() {
+    let fs = MemFs::new();
+    let dir = mem_dir();
+    let opts = small_opts(200, 64);
+    let (mut store, _) = open(&fs, &dir, &opts);
+    let es = entries(1, 60, 1, 30, &mut SplitMix64::new(9));
+    append_synced(&mut store, &es);
+    let paths = store.compact_deferred(40).unwrap();
+    assert!(paths.len() > 3, "several covered segments: {}", paths.len());
+    let first = store.first_index();
+    assert!(first <= 41);
+    assert_eq!(store.entries(first, 61).unwrap(), es[(first - 1) as usize..].to_vec());
+    // The caller deleted only some of them, out of order (a crash in the middle): gaps below the
+    // snapshot. Opening after a snapshot at 40 removes the rest and reads the live log.
+    fs.remove_file(&paths[1]).unwrap();
+    fs.remove_file(&paths[paths.len() - 1]).unwrap();
+    drop(store);
+    let (_, rec) = open_after(&fs, &dir, &opts, 40);
+    assert_eq!(rec.first_index, first);
+    assert_eq!(&rec.entries[..], &es[(first - 1) as usize..]);
+    for p in &paths {
+        assert!(fs.open(p).is_err(), "{} was removed", p.display());
+    }
+    // Without a snapshot, the same gap would be damage: a log missing entries.
+    let fs2 = MemFs::new();
+    let (mut store, _) = open(&fs2, &dir, &opts);
+    append_synced(&mut store, &es);
+    let paths = store.compact_deferred(40).unwrap();
+    fs2.remove_file(&paths[1]).unwrap();
+    drop(store);
+    assert!(LogStore::open(fs2.clone(), &dir, opts.clone()).is_err());
 }

@@ -174,8 +174,9 @@ impl<F: FileSystem> Driver<F> {
             let _ = self.fs.remove_file(&self.dir.join(SNAPSHOT_TMP));
             return Ok(());
         }
-        self.displaced_snapshot =
-            storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_TMP, self.config.log.sync)?;
+        self.delete_leftovers();
+        let displaced = storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_TMP, self.config.log.sync)?;
+        self.to_delete.extend(displaced);
         tracing::info!(index = done.meta.index, term = done.meta.term, bytes = done.len, "snapshot taken");
         let index = done.meta.index;
         self.snapshot = Some((done.meta, done.len));
@@ -187,10 +188,21 @@ impl<F: FileSystem> Driver<F> {
         if upto >= self.node.first_index() {
             // The previous batch, if nobody took it, is freed now.
             self.compacted = self.node.compact(upto);
-            self.store.compact(upto)?;
+            let stale = self.store.compact_deferred(upto)?;
+            self.to_delete.extend(stale);
         }
         self.answer_snapshot_waiters();
         Ok(())
+    }
+
+    /// Deletes the files of the previous snapshot that nobody took (see
+    /// [`Driver::take_files_to_delete`]), before a new install could move a file to the same name.
+    fn delete_leftovers(&mut self) {
+        for path in std::mem::take(&mut self.to_delete) {
+            if let Err(e) = self.fs.remove_file(&path) {
+                tracing::debug!(path = %path.display(), error = %e, "could not delete an obsolete file");
+            }
+        }
     }
 
     fn answer_snapshot_waiters(&mut self) {
@@ -441,8 +453,9 @@ impl<F: FileSystem> Driver<F> {
         };
         // From here on the new snapshot is the durable one; a crash before the log is reconciled is
         // repaired by `recover`.
-        self.displaced_snapshot =
-            storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_RECV, self.config.log.sync)?;
+        self.delete_leftovers();
+        let displaced = storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_RECV, self.config.log.sync)?;
+        self.to_delete.extend(displaced);
         let len = storage::read_snapshot_meta(&self.fs, &self.dir)?.map_or(0, |(_, len)| len);
         self.snapshot = Some((meta, len));
         self.kv = kv;
