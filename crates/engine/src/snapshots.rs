@@ -35,7 +35,7 @@
 //!   snapshot covers.
 //! - A follower installs a snapshot only if it is newer than everything it applied.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use raft::{Index, NodeId, Term};
@@ -348,16 +348,6 @@ impl std::fmt::Debug for Transfer {
             .field("next", &self.next)
             .finish_non_exhaustive()
     }
-}
-
-/// Reads the raw bytes of the current snapshot file for a chunk.
-pub(crate) fn read_chunk<F: FileSystem>(
-    fs: &F,
-    dir: &Path,
-    offset: u64,
-    len: usize,
-) -> Result<Bytes, StorageError> {
-    storage::read_snapshot_chunk(fs, dir, offset, len)
 }
 
 #[cfg(test)]

@@ -576,9 +576,10 @@ impl<F: FileSystem> SnapshotReceiver<F> {
         self.len == 0
     }
 
-    /// Completes the transfer: fsyncs (with `sync`) and verifies the whole file. On any failure the
-    /// file is removed and the error returned: a damaged or partial snapshot is never installable.
-    pub fn finish(mut self) -> Result<SnapshotMeta> {
+    /// Completes the transfer: fsyncs (with `sync`) and verifies the whole file; returns its meta and
+    /// data (read once, for the caller to load). On any failure the file is removed and the error
+    /// returned: a damaged or partial snapshot is never installable.
+    pub fn finish(mut self) -> Result<(SnapshotMeta, Bytes)> {
         let result = if self.failed {
             Err(StorageError::io(&self.path, io::Error::other("an earlier write of this snapshot failed")))
         } else if self.sync {
@@ -586,9 +587,9 @@ impl<F: FileSystem> SnapshotReceiver<F> {
         } else {
             Ok(())
         }
-        .and_then(|()| verify_snapshot_file(&self.fs, &self.path));
+        .and_then(|()| read_snapshot_file(&self.fs, &self.path));
         match result {
-            Ok(meta) => Ok(meta),
+            Ok(read) => Ok(read),
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "refusing received snapshot");
                 self.discard();

@@ -67,7 +67,7 @@ fn transfer<F: FileSystem, G: FileSystem>(
         assert!(bytes.len() <= chunk);
         r.append(&bytes)?;
     }
-    let m = r.finish()?;
+    let (m, _) = r.finish()?;
     install_snapshot(to.0, to.1, SNAPSHOT_RECV, true)?;
     Ok(m)
 }
@@ -623,7 +623,7 @@ fn crash_at_every_step_of_installing_a_received_snapshot() {
                         }
                         r.append(&chunk)?;
                     }
-                    let m = r.finish()?;
+                    let (m, _) = r.finish()?;
                     install_snapshot(fs, &dir, SNAPSHOT_RECV, true)?;
                     store.reset(m.index + 1)
                 })();

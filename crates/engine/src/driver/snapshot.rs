@@ -10,7 +10,7 @@ use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_REC
 use super::{Driver, DriverConfig, FatalError, PeerMessage, RequestId};
 use crate::kv::{KvStore, Reply};
 use crate::snapshots::{
-    classify_chunk, read_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, Transfer,
+    classify_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, Transfer,
 };
 
 /// What [`recover`] rebuilt from disk.
@@ -230,7 +230,7 @@ impl<F: FileSystem> Driver<F> {
         let shared = self.transfers.values().find(|t| t.index == meta.index && t.term == meta.term);
         let data = match shared {
             Some(t) => t.data.clone(),
-            None => match read_chunk(&self.fs, &self.dir, 0, len as usize) {
+            None => match storage::read_snapshot_chunk(&self.fs, &self.dir, 0, len as usize) {
                 Ok(data) if data.len() as u64 == len => data,
                 Ok(_) | Err(_) => {
                     tracing::error!(peer, index = meta.index, "cannot read our snapshot file to send it");
@@ -416,25 +416,22 @@ impl<F: FileSystem> Driver<F> {
     /// Verifies a completely received snapshot and installs it: file, state machine, core, log.
     fn install_incoming(&mut self, inc: Incoming<F>) -> Result<ChunkStatus, FatalError> {
         let (index, term) = (inc.index, inc.term);
-        let meta = match inc.receiver.finish() {
-            Ok(meta) if meta.index == index && meta.term == term => meta,
-            Ok(meta) => {
+        let path = self.dir.join(SNAPSHOT_RECV);
+        let (meta, data) = match inc.receiver.finish() {
+            Ok((meta, data)) if meta.index == index && meta.term == term => (meta, data),
+            Ok((meta, _)) => {
                 tracing::warn!(index, got = meta.index, "received snapshot is not the one announced");
-                let _ = self.fs.remove_file(&self.dir.join(SNAPSHOT_RECV));
+                let _ = self.fs.remove_file(&path);
                 return Ok(ChunkStatus::Rejected);
             }
             Err(_) => return Ok(ChunkStatus::Rejected), // Logged and removed by finish.
         };
-        let path = self.dir.join(SNAPSHOT_RECV);
         if self.node.role() == Role::Leader || index <= self.kv.applied_index() || term > self.node.term() {
             // Caught up by entries meanwhile (or roles changed): nothing to install.
             let _ = self.fs.remove_file(&path);
             return Ok(ChunkStatus::Installed);
         }
-        let kv = match storage::read_snapshot_file(&self.fs, &path)
-            .map_err(|e| e.to_string())
-            .and_then(|(_, data)| KvStore::restore(&data).map_err(|e| e.to_string()))
-        {
+        let kv = match KvStore::restore(&data) {
             Ok(kv) if kv.applied_index() == index => kv,
             Ok(kv) => {
                 tracing::warn!(
@@ -451,13 +448,13 @@ impl<F: FileSystem> Driver<F> {
                 return Ok(ChunkStatus::Rejected);
             }
         };
+        drop(data);
         // From here on the new snapshot is the durable one; a crash before the log is reconciled is
         // repaired by `recover`.
         self.delete_leftovers();
         let displaced = storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_RECV, self.config.log.sync)?;
         self.to_delete.extend(displaced);
-        let len = storage::read_snapshot_meta(&self.fs, &self.dir)?.map_or(0, |(_, len)| len);
-        self.snapshot = Some((meta, len));
+        self.snapshot = Some((meta, inc.len));
         self.kv = kv;
         self.since_snapshot = (0, 0);
         match self.node.restore(index, term, inc.from) {
@@ -469,7 +466,13 @@ impl<F: FileSystem> Driver<F> {
                 )))
             }
         }
-        tracing::info!(index, term, bytes = len, leader = inc.from, "installed a snapshot from the leader");
+        tracing::info!(
+            index,
+            term,
+            bytes = inc.len,
+            leader = inc.from,
+            "installed a snapshot from the leader"
+        );
         self.snapshot_stats.installed += 1;
         self.answer_from_snapshot();
         self.serve_reads();
