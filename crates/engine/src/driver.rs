@@ -1,6 +1,6 @@
 //! The driver: one replica = a Raft [`Node`] + its durable [`LogStore`] + the [`KvStore`] state
-//! machine, executed strictly in the order the core demands (see [`raft::ready`]):
-//! persist (one sync per batch) -> send -> apply -> answer.
+//! machine, executed in the order the core demands (see [`raft::ready`]): send what may leave
+//! early -> apply what is committed and answer -> persist (one sync per batch) -> send the rest.
 //!
 //! The driver is synchronous and deterministic: no threads, no clock, no sockets. The server runs it
 //! on a thread of its own and feeds it requests, peer messages and ticks; the simulator runs several
@@ -30,7 +30,9 @@
 //!   a new session and re-proposes its unanswered writes under it.
 //!
 //! Invariants:
-//! - Nothing leaves the node (message, answer) before the state it depends on is durable.
+//! - Nothing leaves the node before the state it depends on is durable: a vote or an
+//!   acknowledgement waits for this node's fsync; an answer waits for its entry to be committed
+//!   (durable on a majority) and applied, not for this node's fsync of later entries.
 //! - Every request gets exactly one answer.
 //! - `ack_below` sent in proposals never exceeds the lowest unanswered or in-limbo sequence number.
 
@@ -51,6 +53,15 @@ const MAX_FORWARD_BYTES: usize = 4 << 20;
 
 /// A caller's id for a request, echoed in its answer.
 pub type RequestId = u64;
+
+/// What may leave a node before its own fsync of the current batch (see [`Driver::process_with`]).
+#[derive(Debug, Default)]
+pub struct Early {
+    /// Messages to send.
+    pub messages: Vec<PeerMessage>,
+    /// Answers to deliver.
+    pub answers: Vec<(RequestId, Response)>,
+}
 
 /// Messages between drivers: Raft's own, and writes forwarded to the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -510,20 +521,31 @@ impl<F: FileSystem> Driver<F> {
     }
 
     /// Executes all work the core has produced, in the required order. An error means the node must
-    /// stop: its storage or state machine can no longer be trusted. Messages that may leave before
-    /// the fsync are queued with the others (see [`Driver::process_with`] to send them earlier).
+    /// stop: its storage or state machine can no longer be trusted. What may leave before the fsync
+    /// is queued with the rest (see [`Driver::process_with`] to let it out earlier).
     pub fn process(&mut self) -> Result<(), FatalError> {
-        let mut early = Vec::new();
-        let result = self.process_with(&mut |msgs| early.extend(msgs));
-        let late = std::mem::replace(&mut self.outbox, early);
+        let mut early = Early::default();
+        let result = self.process_with(&mut |_, out| {
+            early.messages.extend(out.messages);
+            early.answers.extend(out.answers);
+        });
+        let late = std::mem::replace(&mut self.outbox, early.messages);
         self.outbox.extend(late);
+        let late = std::mem::replace(&mut self.answers, early.answers);
+        self.answers.extend(late);
         result
     }
 
-    /// Like [`Driver::process`], but hands the messages that may leave before the fsync (a leader's
-    /// appends and heartbeats) to `send_early` as soon as they exist, so the leader's disk write
-    /// overlaps its followers' (thesis §10.2.1).
-    pub fn process_with(&mut self, send_early: &mut dyn FnMut(Vec<PeerMessage>)) -> Result<(), FatalError> {
+    /// Like [`Driver::process`], but hands what may leave before this node's own fsync to `early`
+    /// as soon as it exists (with the driver, so the caller can publish its state first):
+    /// - a leader's appends and heartbeats, and forwarded proposals: they depend only on the
+    ///   in-memory log, so the leader's disk write overlaps its followers' (thesis §10.2.1);
+    /// - the answers to writes whose entries are committed and to reads whose index is applied.
+    ///   Committed means durable on a majority, whatever this node's own disk holds, so applying
+    ///   and answering need not wait for the fsync of the *new* entries of the same batch; waiting
+    ///   would add one fsync to every answer under load (the next batch's sync would sit between
+    ///   the acknowledgement that commits an entry and its answer).
+    pub fn process_with(&mut self, early: &mut dyn FnMut(&Self, Early)) -> Result<(), FatalError> {
         for msg in std::mem::take(&mut self.snapshot_inbox) {
             self.handle_snapshot_message(msg)?;
         }
@@ -533,17 +555,26 @@ impl<F: FileSystem> Driver<F> {
                 break;
             }
             let rd = self.node.ready();
-            // 0. Leader appends and heartbeats: they depend only on the in-memory log.
-            if !rd.early_messages.is_empty() {
-                send_early(rd.early_messages.into_iter().map(PeerMessage::Raft).collect());
+            // 0. Leader appends and heartbeats, and forwarded proposals.
+            let mut out = Early {
+                messages: rd.early_messages.into_iter().map(PeerMessage::Raft).collect(),
+                answers: Vec::new(),
+            };
+            out.messages.extend(self.outbox.extract_if(.., |m| matches!(m, PeerMessage::Forward { .. })));
+            // 1. Apply what is committed and serve the reads it allows (see above for why this may
+            //    precede the persist step).
+            for entry in &rd.committed {
+                self.apply(entry.index, &entry.data)?;
             }
-            // Forwarded proposals may also leave now: they depend on nothing persisted here.
-            let forwards: Vec<PeerMessage> =
-                self.outbox.extract_if(.., |m| matches!(m, PeerMessage::Forward { .. })).collect();
-            if !forwards.is_empty() {
-                send_early(forwards);
+            for rs in rd.reads {
+                self.read_state(rs);
             }
-            // 1. Persist, with one sync for the whole batch.
+            self.serve_reads();
+            out.answers = std::mem::take(&mut self.answers);
+            if !out.messages.is_empty() || !out.answers.is_empty() {
+                early(self, out);
+            }
+            // 2. Persist, with one sync for the whole batch.
             if let Some(hs) = rd.hard_state {
                 self.store.set_hard_state(hs)?;
             }
@@ -559,18 +590,9 @@ impl<F: FileSystem> Driver<F> {
             if let Some(last) = rd.entries.last() {
                 self.node.on_persisted(last.index);
             }
-            // 2. Send.
+            // 3. Send what depends on the persisted state (votes, acknowledgements).
             self.outbox.extend(rd.messages.into_iter().map(PeerMessage::Raft));
-            // 3. Apply.
-            for entry in &rd.committed {
-                self.apply(entry.index, &entry.data)?;
-            }
-            // 4. Reads.
-            for rs in rd.reads {
-                self.read_state(rs);
-            }
-            self.serve_reads();
-            // 5. Snapshots for followers that need them.
+            // 4. Snapshots for followers that need them.
             for peer in rd.snapshots {
                 self.start_transfer(peer);
             }

@@ -6,5 +6,7 @@ pub mod driver;
 pub mod kv;
 pub mod snapshots;
 
-pub use driver::{Driver, DriverConfig, FatalError, PeerMessage, Request, RequestError, RequestId, Response};
+pub use driver::{
+    Driver, DriverConfig, Early, FatalError, PeerMessage, Request, RequestError, RequestId, Response,
+};
 pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

@@ -196,25 +196,18 @@ impl NodeLoop {
                     next_tick = now + self.opts.tick;
                 }
             }
-            let transport = &self.transport;
-            self.driver.process_with(&mut |msgs| transport.send(msgs))?;
+            let (transport, status, waiters) = (&self.transport, &self.status, &mut self.waiters);
+            self.driver.process_with(&mut |driver, early| {
+                transport.send(early.messages);
+                deliver(driver, status, waiters, early.answers);
+            })?;
             self.transport.send(self.driver.take_messages());
             self.free_in_background();
-            let answers: Vec<_> = self
-                .driver
-                .take_answers()
-                .into_iter()
-                .filter_map(|(id, response)| Some((self.waiters.remove(&id)?, response)))
-                .collect();
             if shutdown_deadline.is_none() {
                 self.start_snapshot_job()?;
             }
-            // Published before the answers leave: a client that got an answer (e.g. RAFT.SNAPSHOT's)
-            // then sees an INFO at least as new.
-            self.publish();
-            for (waiter, response) in answers {
-                let _ = waiter.send(response);
-            }
+            let answers = self.driver.take_answers();
+            deliver(&self.driver, &self.status, &mut self.waiters, answers);
             if let Some(deadline) = shutdown_deadline {
                 let idle = self.waiters.is_empty() && self.job.is_none();
                 if idle || Instant::now() >= deadline {
@@ -312,36 +305,53 @@ impl NodeLoop {
         }
         Ok(false)
     }
+}
 
-    fn publish(&self) {
-        let node = self.driver.node();
-        let snapshot = self.driver.snapshot();
-        let (sending, receiving) = self.driver.snapshot_transfers();
-        let peers =
-            node.peers().iter().map(|&p| (p, node.progress(p).map_or(0, |pr| pr.match_index))).collect();
-        let status = Status {
-            id: node.id(),
-            role: node.role().as_str(),
-            term: node.term(),
-            leader: node.leader(),
-            commit: node.commit(),
-            applied: self.driver.kv().applied_index(),
-            last_index: node.last_index(),
-            keys: self.driver.kv().len(),
-            pending: self.waiters.len(),
-            peers: if node.role() == Role::Leader { peers } else { Vec::new() },
-            log_first_index: node.first_index(),
-            snapshot_index: snapshot.map_or(0, |(m, _)| m.index),
-            snapshot_term: snapshot.map_or(0, |(m, _)| m.term),
-            snapshot_bytes: snapshot.map_or(0, |(_, len)| *len),
-            snapshot_in_progress: self.driver.snapshot_in_progress(),
-            snapshot_sending: sending,
-            snapshot_receiving: receiving,
-            snapshot_stats: self.driver.snapshot_stats(),
-        };
-        if let Ok(mut s) = self.status.lock() {
-            *s = status;
-        }
+/// Publishes the driver's status (for `INFO`), then hands `answers` to their waiting clients. The
+/// status goes first: a client that got an answer (e.g. RAFT.SNAPSHOT's) then sees an INFO at
+/// least as new.
+fn deliver(
+    driver: &Driver<StdFs>,
+    status: &Mutex<Status>,
+    waiters: &mut HashMap<u64, oneshot::Sender<Response>>,
+    answers: Vec<(u64, Response)>,
+) {
+    let answers: Vec<_> =
+        answers.into_iter().filter_map(|(id, response)| Some((waiters.remove(&id)?, response))).collect();
+    publish(driver, status, waiters.len());
+    for (waiter, response) in answers {
+        let _ = waiter.send(response);
+    }
+}
+
+/// Publishes the driver's status for `INFO` and `raft-kv status`.
+fn publish(driver: &Driver<StdFs>, shared: &Mutex<Status>, pending: usize) {
+    let node = driver.node();
+    let snapshot = driver.snapshot();
+    let (sending, receiving) = driver.snapshot_transfers();
+    let peers = node.peers().iter().map(|&p| (p, node.progress(p).map_or(0, |pr| pr.match_index))).collect();
+    let status = Status {
+        id: node.id(),
+        role: node.role().as_str(),
+        term: node.term(),
+        leader: node.leader(),
+        commit: node.commit(),
+        applied: driver.kv().applied_index(),
+        last_index: node.last_index(),
+        keys: driver.kv().len(),
+        pending: pending,
+        peers: if node.role() == Role::Leader { peers } else { Vec::new() },
+        log_first_index: node.first_index(),
+        snapshot_index: snapshot.map_or(0, |(m, _)| m.index),
+        snapshot_term: snapshot.map_or(0, |(m, _)| m.term),
+        snapshot_bytes: snapshot.map_or(0, |(_, len)| *len),
+        snapshot_in_progress: driver.snapshot_in_progress(),
+        snapshot_sending: sending,
+        snapshot_receiving: receiving,
+        snapshot_stats: driver.snapshot_stats(),
+    };
+    if let Ok(mut s) = shared.lock() {
+        *s = status;
     }
 }
 

@@ -13,6 +13,10 @@
 //! 2. send `messages` (they may depend on the state persisted in step 1: votes, acknowledgements);
 //! 3. apply `committed` entries to the state machine, in order;
 //! 4. answer `reads`: a read may be served once the state machine has applied its index;
+//!
+//! Steps 3 and 4 may also run *before* step 1 (the driver does so, to answer clients without
+//! waiting for the fsync of the batch's new entries): a committed entry is already durable on a
+//! majority, whatever this node's disk holds, and a read index depends only on the commit index.
 //! 5. start sending a snapshot to each follower in `snapshots` (in the background: the outcome is
 //!    reported later with [`crate::Node::snapshot_sent`] / [`crate::Node::snapshot_failed`]).
 //!
@@ -35,7 +39,7 @@ pub struct Ready {
     pub early_messages: Vec<Message>,
     /// Messages to send, after persisting.
     pub messages: Vec<Message>,
-    /// Committed entries to apply, in order, after persisting.
+    /// Committed entries to apply, in order (before or after persisting: see the module docs).
     pub committed: Vec<Entry>,
     /// Reads whose fate is decided.
     pub reads: Vec<ReadState>,

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use engine::{Driver, DriverConfig, PeerMessage, SnapshotConfig, SnapshotJob};
+use engine::{Driver, DriverConfig, Early, PeerMessage, SnapshotConfig, SnapshotJob};
 use raft::{NodeId, Rng, Role};
 use storage::{FaultOp, LogOptions, MemFs};
 
@@ -442,16 +442,20 @@ impl World {
             let Some(node) = self.nodes.get_mut(&id) else { continue };
             let armed = node.fault_armed;
             let Some(d) = node.driver.as_mut() else { continue };
-            let mut early = Vec::new();
-            let result = d.process_with(&mut |msgs| early.extend(msgs));
-            let messages: Vec<PeerMessage> = early.into_iter().chain(d.take_messages()).collect();
-            let answers = d.take_answers();
+            let mut early = Early::default();
+            let result = d.process_with(&mut |_, out| {
+                early.messages.extend(out.messages);
+                early.answers.extend(out.answers);
+            });
+            let messages: Vec<PeerMessage> = early.messages.into_iter().chain(d.take_messages()).collect();
+            let late_answers = d.take_answers();
             let job = d.take_snapshot_job();
             if let Err(e) = result {
                 if !armed {
                     return Err(format!("node {id} stopped: {e}"));
                 }
-                // The injected fsync failure: the node dies mid-batch. What it sent early is out.
+                // The injected fsync failure: the node dies mid-batch. What it sent early is out,
+                // answers included.
                 for m in messages {
                     if let PeerMessage::Raft(r) = &m {
                         self.invariants.sent(r)?;
@@ -459,6 +463,9 @@ impl World {
                     for delay in Network::delays(&self.cfg.net, &mut self.rng) {
                         self.schedule(delay, Event::Deliver(m.clone()));
                     }
+                }
+                for (request, response) in early.answers {
+                    self.client_answer(request, response)?;
                 }
                 self.crash(id);
                 if let Some(n) = self.nodes.get_mut(&id) {
@@ -476,7 +483,7 @@ impl World {
                     self.schedule(delay, Event::Deliver(m.clone()));
                 }
             }
-            for (request, response) in answers {
+            for (request, response) in early.answers.into_iter().chain(late_answers) {
                 self.client_answer(request, response)?;
             }
             if let Some(job) = job {
