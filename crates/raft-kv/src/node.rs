@@ -339,7 +339,7 @@ fn publish(driver: &Driver<StdFs>, shared: &Mutex<Status>, pending: usize) {
         applied: driver.kv().applied_index(),
         last_index: node.last_index(),
         keys: driver.kv().len(),
-        pending: pending,
+        pending,
         peers: if node.role() == Role::Leader { peers } else { Vec::new() },
         log_first_index: node.first_index(),
         snapshot_index: snapshot.map_or(0, |(m, _)| m.index),
