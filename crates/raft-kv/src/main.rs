@@ -4,6 +4,13 @@ use std::process::ExitCode;
 
 use raft_kv::cli::{self, Command};
 
+/// mimalloc instead of glibc's malloc: the node, network and client threads allocate and free
+/// many small buffers (requests, entries, messages) on different threads; glibc's per-thread
+/// arenas then grow and shrink their heaps with `mprotect` on the hot path (about 500 calls per
+/// second on a busy leader's node thread, measured with `perf trace -s`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args().collect()) {
         Ok(c) => c,
