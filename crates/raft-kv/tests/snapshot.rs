@@ -159,8 +159,11 @@ fn a_node_down_while_the_others_compact_rejoins_through_a_snapshot_and_converges
     let sent: u64 = Cluster::field(&info, "snapshots_sent").and_then(|v| v.parse().ok()).unwrap_or(0);
     let chunks: u64 = Cluster::field(&info, "snapshot_chunks_sent").and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!(sent >= 1, "the leader reports no snapshot sent:\n{info}");
-    // The snapshot (over 100 KiB by then) went in many chunks of 4096 bytes.
-    assert!(chunks >= 25, "only {chunks} chunks sent:\n{info}");
+    // The snapshot went in many chunks of 4096 bytes. Which snapshot depends on timing: the leader
+    // may start sending one while the follower is still down (its chunks wait in the transport's
+    // queue) and the follower then catches up from it through the log; the smallest the leader can
+    // have once it compacted past the follower is its first (index ~200, about 24 KiB).
+    assert!(chunks >= 6, "only {chunks} chunks sent:\n{info}");
 
     // Every key is there, read through the rejoined node (linearizable: ReadIndex via the leader),
     // and its own state machine holds exactly the keys written.

@@ -582,3 +582,51 @@ async fn other_cluster_and_misaddressed_peers_are_refused() {
     d.transport.shutdown().await;
     e.transport.shutdown().await;
 }
+
+/// A message with a sequence number, `pad` bytes long, from 1 to 2.
+fn numbered(seq: u64, pad: usize) -> PeerMessage {
+    PeerMessage::Forward {
+        from: 1,
+        to: 2,
+        proposals: vec![Bytes::from(seq.to_be_bytes().to_vec()), Bytes::from(vec![7u8; pad])],
+    }
+}
+
+/// Direct writes (the sender writing into an idle connection) and queued writes (through the
+/// outbound task, once a direct write did not fit) must keep per-peer order and lose nothing: the
+/// receiver does not read at first, so the socket buffers fill, direct writes end part-way and the
+/// task takes over, then the receiver drains everything. Sent from a plain thread, as the node
+/// thread does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_and_queued_writes_keep_order_when_the_socket_fills() {
+    let (la, lb) = (free_listener(), free_listener());
+    let peers: BTreeMap<NodeId, String> =
+        [(1, la.local_addr().unwrap().to_string()), (2, lb.local_addr().unwrap().to_string())].into();
+    let a = start_node(1, CLUSTER, la, &peers, 100_000, tuning()).await;
+    let mut b = start_node(2, CLUSTER, lb, &peers, 100_000, tuning()).await;
+    // Connected (a heartbeat went through): later sends may take the direct path.
+    a.transport.send(vec![heartbeat(1, 2, 0)]);
+    assert_eq!(recv(&mut b.rx).await, heartbeat(1, 2, 0));
+
+    const N: u64 = 3000;
+    let sender = a.transport.clone();
+    let expected: Vec<PeerMessage> =
+        (1..=N).map(|i| numbered(i, if i % 3 == 0 { 48 * 1024 } else { (i % 200) as usize })).collect();
+    let batches = expected.clone();
+    std::thread::spawn(move || {
+        for batch in batches.chunks(7) {
+            sender.send(batch.to_vec());
+        }
+    })
+    .join()
+    .unwrap();
+    let got = recv_n(&mut b.rx, N as usize).await;
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(g == e, "message {} arrived out of order or damaged", i + 1);
+    }
+    let stats = wait_stats(&a.transport, "everything sent", |s| s.peers[&2].sent == N + 1).await;
+    assert_eq!(stats.peers[&2].dropped(), 0, "{stats:#?}");
+    assert!(b.rx.try_recv().is_err(), "more arrived than was sent");
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}

@@ -6,8 +6,9 @@
 //!   with exponential backoff and jitter, sets `TCP_NODELAY`, exchanges handshakes, then drains the
 //!   peer's queue: every message waiting in the queue (up to a batch limit) is encoded into one
 //!   buffer and written with one `write_all`, so a busy leader sends many messages per syscall. On any
-//!   error it drops the connection and dials again. Messages are only ever written on this
-//!   connection, in queue order.
+//!   error it drops the connection and dials again. When the task has nothing unwritten, the caller
+//!   of [`Transport::send`] writes the messages into the connection itself ([`lane`]: saves a thread
+//!   wake-up per message batch); either way messages go out on one connection, in send order.
 //! - **Inbound**: an accept loop ([`inbound`]) with one task per connection. A connection must open
 //!   with a valid handshake (magic, protocol version, cluster id, a known peer id) within the
 //!   handshake timeout; after that every frame is decoded and handed to the `inbound` channel with
@@ -21,8 +22,9 @@
 //!   Redis client on the core port) gets no answer: its connection is closed with a warning.
 //!
 //! # Invariants
-//! - [`Transport::send`] never blocks and never waits for the network: it `try_send`s into a bounded
-//!   queue per peer (`queue_capacity` messages) and counts what it must drop. It may be called from
+//! - [`Transport::send`] never blocks and never waits for the network: it writes with a
+//!   non-blocking `try_write` into an idle connection, or `try_send`s into a bounded queue per peer
+//!   (`queue_capacity` messages) and counts what it must drop. It may be called from
 //!   any thread, with or without a tokio runtime (the driver thread calls it).
 //! - Memory is bounded per peer: `queue_capacity` queued messages plus one batch in flight plus
 //!   snapshot chunks held back (about `outbound::MAX_HELD_CHUNK_BYTES`), and on the read side one
@@ -35,6 +37,7 @@
 //! - After [`Transport::shutdown`] returns, every task has ended and every socket is closed.
 
 mod inbound;
+mod lane;
 mod outbound;
 mod util;
 
@@ -216,8 +219,12 @@ struct Peer {
     addr: String,
     /// The outbound queue (its receiver belongs to the peer's outbound task).
     queue: mpsc::Sender<PeerMessage>,
+    /// The connection shared with the outbound task, for direct writes (see [`lane`]).
+    lane: Arc<lane::Lane>,
     /// The peer's counters.
     counters: Arc<PeerCounters>,
+    /// Limits errors about messages too large to send.
+    oversize_log: RateLimit,
 }
 
 /// What every clone of the handle shares.
@@ -225,6 +232,8 @@ struct Peer {
 struct Inner {
     /// This node's id.
     id: NodeId,
+    /// Frame limit for outgoing messages.
+    max_frame: usize,
     /// The bound listen address.
     local_addr: SocketAddr,
     /// The peers (never this node).
@@ -304,6 +313,7 @@ impl Transport {
         for (&peer_id, addr) in cfg.peers.iter().filter(|(&id, _)| id != cfg.id) {
             let (tx, rx) = mpsc::channel(cfg.queue_capacity);
             let counters = Arc::new(PeerCounters::default());
+            let lane = Arc::new(lane::Lane::default());
             let task = outbound::OutboundTask {
                 id: cfg.id,
                 cluster_id: cfg.cluster_id,
@@ -315,9 +325,11 @@ impl Transport {
                 backoff_min: tuning.backoff_min,
                 backoff_max: tuning.backoff_max,
                 counters: counters.clone(),
+                lane: lane.clone(),
             };
             tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
-            peers.insert(peer_id, Peer { addr: addr.clone(), queue: tx, counters });
+            let oversize_log = RateLimit::new(Duration::from_secs(10));
+            peers.insert(peer_id, Peer { addr: addr.clone(), queue: tx, lane, counters, oversize_log });
         }
         let ctx = InboundContext {
             id: cfg.id,
@@ -333,6 +345,7 @@ impl Transport {
         Ok(Transport {
             inner: Arc::new(Inner {
                 id: cfg.id,
+                max_frame: cfg.max_frame,
                 local_addr,
                 peers,
                 global,
@@ -353,13 +366,16 @@ impl Transport {
         self.inner.local_addr
     }
 
-    /// Queues each message for its destination peer and returns at once. A message whose peer queue
-    /// is full is dropped and counted (`dropped_full`); one for an unknown node or this node is
-    /// dropped and counted (`misrouted`). Never blocks; callable from any thread.
+    /// Sends each message to its destination peer and returns at once: written directly into the
+    /// peer's connection when it is idle (see [`lane`]), else queued for the peer's outbound task.
+    /// A message whose peer queue is full is dropped and counted (`dropped_full`); one for an
+    /// unknown node or this node is dropped and counted (`misrouted`). Never blocks (a direct write
+    /// is a non-blocking `try_write`); callable from any thread.
     pub fn send(&self, msgs: Vec<PeerMessage>) {
+        let mut by_peer: BTreeMap<NodeId, Vec<PeerMessage>> = BTreeMap::new();
         for msg in msgs {
             let to = msg.to();
-            let Some(peer) = self.inner.peers.get(&to) else {
+            if !self.inner.peers.contains_key(&to) {
                 bump(&self.inner.global.misrouted);
                 if let Some(suppressed) = self.inner.misrouted_log.allow() {
                     tracing::warn!(
@@ -369,12 +385,26 @@ impl Transport {
                     );
                 }
                 continue;
-            };
-            match peer.queue.try_send(msg) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => bump(&peer.counters.dropped_full),
-                Err(mpsc::error::TrySendError::Closed(_)) => bump(&peer.counters.dropped_lost),
             }
+            by_peer.entry(to).or_default().push(msg);
+        }
+        for (to, msgs) in by_peer {
+            let Some(peer) = self.inner.peers.get(&to) else { continue };
+            let encode = |msg: PeerMessage, buf: &mut bytes::BytesMut| {
+                let kind = outbound::describe(&msg);
+                match crate::wire::encode_message(msg, self.inner.max_frame, buf) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        bump(&peer.counters.dropped_lost);
+                        if let Some(suppressed) = peer.oversize_log.allow() {
+                            tracing::error!(peer = to, kind, error = %e, suppressed,
+                                "dropping a message too large to send");
+                        }
+                        false
+                    }
+                }
+            };
+            peer.lane.send(msgs, &peer.queue, &peer.counters, encode);
         }
     }
 

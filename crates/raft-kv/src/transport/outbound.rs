@@ -1,7 +1,9 @@
 //! The outbound side: one task per peer that owns the connection to it.
 //!
 //! The task loops: dial (with backoff), handshake, then pump the peer's queue into the socket until
-//! something fails, then dial again. Only this task reads the queue, and it writes batches in queue
+//! something fails, then dial again. While it has nothing unwritten, senders may write into the
+//! same connection directly (see [`super::lane`]); the tail of such a write that did not fit is
+//! handed to the task, which writes it before anything else. Only this task reads the queue, and it writes batches in queue
 //! order on a single connection at a time, so per-peer order is preserved. A batch whose write
 //! fails is lost with its connection (counted in `dropped_lost`); messages still queued wait for the
 //! next connection. While the peer is unreachable nothing reads the queue, so it fills up and
@@ -40,11 +42,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use engine::PeerMessage;
 use raft::NodeId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use super::lane::Lane;
 use super::util::{shutdown_signal, Backoff, FrameReader, RateLimit, ReadError};
 use super::{bump, PeerCounters};
 use crate::wire::{self, Handshake, WireError, MAX_HANDSHAKE_FRAME};
@@ -150,11 +152,31 @@ pub(super) struct OutboundTask {
     pub(super) backoff_max: Duration,
     /// The peer's counters.
     pub(super) counters: Arc<PeerCounters>,
+    /// The connection shared with direct senders.
+    pub(super) lane: Arc<Lane>,
 }
 
 impl OutboundTask {
-    /// Runs until shutdown.
-    pub(super) async fn run(self, mut queue: mpsc::Receiver<PeerMessage>, shutdown: watch::Receiver<bool>) {
+    /// Runs until shutdown; then no connection is left in the lane (so nothing is written after).
+    pub(super) async fn run(self, queue: mpsc::Receiver<PeerMessage>, shutdown: watch::Receiver<bool>) {
+        self.run_connections(queue, shutdown).await;
+        self.end_connection();
+    }
+
+    /// Gives up the lane's connection: direct senders stop using it, and a direct write's unwritten
+    /// tail is lost with it (it must never continue on another connection).
+    fn end_connection(&self) {
+        let mut state = self.lane.lock();
+        state.stream = None;
+        if !state.pending.is_empty() {
+            state.pending.clear();
+            state.unwritten = state.unwritten.saturating_sub(1);
+        }
+        let lost = std::mem::take(&mut state.pending_messages);
+        self.counters.dropped_lost.fetch_add(lost, Ordering::Relaxed);
+    }
+
+    async fn run_connections(&self, mut queue: mpsc::Receiver<PeerMessage>, shutdown: watch::Receiver<bool>) {
         let mut backoff =
             Backoff::new(self.backoff_min, self.backoff_max, self.id ^ self.peer.rotate_left(32));
         let mut failures: u64 = 0;
@@ -170,7 +192,9 @@ impl OutboundTask {
                 () = shutdown_signal(shutdown.clone()) => return,
             };
             match dialed {
-                Ok((reader, writer)) => {
+                Ok(stream) => {
+                    let stream = Arc::new(stream);
+                    self.lane.lock().stream = Some(stream.clone());
                     backoff.reset();
                     failures = 0;
                     last_warn = None;
@@ -178,9 +202,10 @@ impl OutboundTask {
                     self.counters.connected.store(true, Ordering::Relaxed);
                     tracing::info!(peer = self.peer, addr = %self.addr, "connected to peer");
                     let end = tokio::select! {
-                        end = self.pump(&mut queue, reader, writer, &mut buf, &mut held, &oversize_log) => end,
+                        end = self.pump(&mut queue, &stream, &mut buf, &mut held, &oversize_log) => end,
                         () = shutdown_signal(shutdown.clone()) => ConnectionEnd::Stopped,
                     };
+                    self.end_connection();
                     self.counters.connected.store(false, Ordering::Relaxed);
                     if let ConnectionEnd::Stopped = end {
                         return;
@@ -213,7 +238,7 @@ impl OutboundTask {
     }
 
     /// Connects, exchanges handshakes and checks the peer's answer.
-    async fn dial(&self) -> Result<(OwnedReadHalf, OwnedWriteHalf), DialError> {
+    async fn dial(&self) -> Result<TcpStream, DialError> {
         let stream = TcpStream::connect(self.addr.as_str()).await?;
         stream.set_nodelay(true)?;
         let (read, mut write) = stream.into_split();
@@ -232,17 +257,17 @@ impl OutboundTask {
         if !leftover.is_empty() {
             return Err(DialError::UnexpectedData);
         }
-        Ok((read, write))
+        // The halves of one stream always reunite.
+        read.reunite(write).map_err(|_| DialError::Io(std::io::Error::other("cannot reunite the stream")))
     }
 
-    /// Writes queued messages in batches until the connection fails or the queue is closed; snapshot
-    /// chunks go behind the other messages (see the module docs).
-    #[allow(clippy::too_many_arguments)]
+    /// Writes queued messages in batches until the connection fails or the queue is closed; a
+    /// direct write's unwritten tail goes first, and snapshot chunks go behind the other messages
+    /// (see the module docs).
     async fn pump(
         &self,
         queue: &mut mpsc::Receiver<PeerMessage>,
-        mut reader: OwnedReadHalf,
-        mut writer: OwnedWriteHalf,
+        stream: &TcpStream,
         buf: &mut BytesMut,
         held: &mut HeldChunks,
         oversize_log: &RateLimit,
@@ -251,19 +276,26 @@ impl OutboundTask {
         let mut probe = [0u8; 1];
         loop {
             if held.is_empty() {
-                // Nothing to write: wait for messages (or for the peer to close the connection).
+                // Nothing to write: wait for messages, for a direct write's tail, or for the peer
+                // to close the connection.
                 tokio::select! {
                     n = queue.recv_many(&mut batch, MAX_BATCH) => {
                         if n == 0 {
                             return ConnectionEnd::Stopped; // every handle is gone
                         }
                     }
-                    r = reader.read(&mut probe) => {
-                        return match r {
-                            Ok(0) => ConnectionEnd::ClosedByPeer,
-                            Ok(_) => ConnectionEnd::UnexpectedData,
-                            Err(e) => ConnectionEnd::Read(e),
+                    () = self.lane.wake.notified() => {}
+                    r = stream.readable() => {
+                        let r = match r {
+                            Ok(()) => stream.try_read(&mut probe),
+                            Err(e) => Err(e),
                         };
+                        match r {
+                            Ok(0) => return ConnectionEnd::ClosedByPeer,
+                            Ok(_) => return ConnectionEnd::UnexpectedData,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                            Err(e) => return ConnectionEnd::Read(e),
+                        }
                     }
                 }
             } else if held.bytes < MAX_HELD_CHUNK_BYTES {
@@ -277,7 +309,17 @@ impl OutboundTask {
                 }
             }
             buf.clear();
-            let mut count = 0u64;
+            // A direct write's tail first: it completes a frame already partly on the wire.
+            let (mut count, mut taken) = {
+                let mut state = self.lane.lock();
+                if state.pending.is_empty() {
+                    (0, 0)
+                } else {
+                    buf.extend_from_slice(&state.pending);
+                    state.pending.clear();
+                    (std::mem::take(&mut state.pending_messages), 1)
+                }
+            };
             let mut encode = |msg: PeerMessage, buf: &mut BytesMut| {
                 let kind = describe(&msg);
                 match wire::encode_message(msg, self.max_frame, buf) {
@@ -295,6 +337,7 @@ impl OutboundTask {
                 if matches!(msg, PeerMessage::SnapshotChunk { .. }) {
                     held.push(msg);
                 } else {
+                    taken += 1;
                     encode(msg, buf);
                 }
             }
@@ -302,22 +345,27 @@ impl OutboundTask {
             while chunk_bytes < CHUNK_BYTES_PER_WRITE {
                 let Some(chunk) = held.pop() else { break };
                 chunk_bytes += chunk_len(&chunk);
+                taken += 1;
                 encode(chunk, buf);
             }
-            if buf.is_empty() {
-                continue; // everything taken was too large
-            }
-            let written = tokio::time::timeout(self.write_timeout, writer.write_all(buf)).await;
-            let result = match written {
-                Ok(Ok(())) => {
-                    self.counters.sent.fetch_add(count, Ordering::Relaxed);
-                    self.counters.sent_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    bump(&self.counters.writes);
-                    None
+            let result = if buf.is_empty() {
+                None // everything taken was too large
+            } else {
+                match tokio::time::timeout(self.write_timeout, write_shared(stream, buf)).await {
+                    Ok(Ok(())) => {
+                        self.counters.sent.fetch_add(count, Ordering::Relaxed);
+                        self.counters.sent_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                        bump(&self.counters.writes);
+                        None
+                    }
+                    Ok(Err(e)) => Some(ConnectionEnd::Write(e)),
+                    Err(_) => Some(ConnectionEnd::WriteTimeout(self.write_timeout)),
                 }
-                Ok(Err(e)) => Some(ConnectionEnd::Write(e)),
-                Err(_) => Some(ConnectionEnd::WriteTimeout(self.write_timeout)),
             };
+            {
+                let mut state = self.lane.lock();
+                state.unwritten = state.unwritten.saturating_sub(taken);
+            }
             if buf.capacity() > KEEP_BUFFER {
                 *buf = BytesMut::new();
             }
@@ -329,8 +377,24 @@ impl OutboundTask {
     }
 }
 
+/// Writes all of `buf` to a stream shared with direct senders (which only write while this task
+/// has nothing unwritten, so the two never interleave).
+async fn write_shared(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A short name of a message's kind, for logs.
-fn describe(msg: &PeerMessage) -> &'static str {
+pub(super) fn describe(msg: &PeerMessage) -> &'static str {
     match msg {
         PeerMessage::Raft(m) => m.body.name(),
         PeerMessage::Forward { .. } => "Forward",
