@@ -12,11 +12,15 @@
 //!   its directory. Before that a crash may lose it, independently of the other unsynced entries.
 //! - [`FileSystem::rename`] atomically replaces the target.
 //! - Reads see every completed write, synced or not.
+//! - [`FsFile::sync_handle`] gives a handle whose [`SyncHandle::sync`] is the file's own sync, callable
+//!   from elsewhere (another thread) while the file goes on being written: it makes durable at least
+//!   every write completed before the call started.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A file system: directories, names, and the files they hold.
 pub trait FileSystem: Clone {
@@ -41,6 +45,9 @@ pub trait FileSystem: Clone {
 
 /// An open file. Positions are explicit: there is no cursor.
 pub trait FsFile {
+    /// See [`FsFile::sync_handle`].
+    type SyncHandle: SyncHandle;
+
     /// The current length in bytes (including unsynced writes).
     fn len(&self) -> io::Result<u64>;
     /// True if the file has no bytes.
@@ -57,6 +64,15 @@ pub trait FsFile {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes the content and size durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
+    /// A handle that syncs this file like [`FsFile::sync`], usable while this handle keeps writing
+    /// (for [`crate::LogStore::start_sync`]).
+    fn sync_handle(&self) -> io::Result<Self::SyncHandle>;
+}
+
+/// Syncs one file from anywhere (see [`FsFile::sync_handle`]).
+pub trait SyncHandle {
+    /// Makes every write to the file completed before this call durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// The real file system (`std::fs`), with fdatasync for [`FsFile::sync`].
@@ -66,8 +82,9 @@ pub struct StdFs;
 /// A file of [`StdFs`].
 #[derive(Debug)]
 pub struct StdFile {
-    /// The open file (read + write, no `O_APPEND`, so positioned writes work).
-    file: File,
+    /// The open file (read + write, no `O_APPEND`, so positioned writes work); shared with the
+    /// sync handles.
+    file: Arc<File>,
     /// Its length as far as this handle knows: where [`FsFile::append`] writes next. Only this handle
     /// writes the file (the data directory is locked), so it stays exact.
     len: u64,
@@ -96,12 +113,12 @@ impl FileSystem for StdFs {
     fn open(&self, path: &Path) -> io::Result<StdFile> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
-        Ok(StdFile { file, len })
+        Ok(StdFile { file: Arc::new(file), len })
     }
 
     fn create(&self, path: &Path) -> io::Result<StdFile> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        Ok(StdFile { file, len: 0 })
+        Ok(StdFile { file: Arc::new(file), len: 0 })
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -117,13 +134,25 @@ impl FileSystem for StdFs {
     }
 }
 
+/// A sync handle of a [`StdFile`]: the same open file.
+#[derive(Clone, Debug)]
+pub struct StdSyncHandle(Arc<File>);
+
+impl SyncHandle for StdSyncHandle {
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
 impl FsFile for StdFile {
+    type SyncHandle = StdSyncHandle;
+
     fn len(&self) -> io::Result<u64> {
         Ok(self.len)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        FileExt::read_exact_at(&self.file, buf, offset)
+        FileExt::read_exact_at(&*self.file, buf, offset)
     }
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
@@ -146,6 +175,10 @@ impl FsFile for StdFile {
 
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn sync_handle(&self) -> io::Result<StdSyncHandle> {
+        Ok(StdSyncHandle(self.file.clone()))
     }
 }
 

@@ -43,10 +43,10 @@ pub mod segment;
 pub mod snapshot;
 
 pub use error::StorageError;
-pub use fs::{FileSystem, FsFile, StdFile, StdFs};
+pub use fs::{FileSystem, FsFile, StdFile, StdFs, StdSyncHandle, SyncHandle};
 pub use lock::DirLock;
-pub use log::{LogOptions, LogStore, Recovered, TornTail};
-pub use memfs::{FaultOp, MemFile, MemFs, MemFsStats};
+pub use log::{LogOptions, LogStore, LogSync, PendingSync, Recovered, TornTail};
+pub use memfs::{FaultOp, MemFile, MemFs, MemFsStats, MemSyncHandle};
 pub use rng::SplitMix64;
 pub use snapshot::{
     install_snapshot, read_snapshot, read_snapshot_chunk, read_snapshot_file, read_snapshot_meta,

@@ -17,6 +17,13 @@
 //!   do, they are a prefix of them.
 //! - [`LogStore::truncate_suffix`] and [`LogStore::compact`] are durable on return, as is
 //!   [`LogStore::set_hard_state`].
+//! - [`LogStore::start_sync`] is `sync` split in two: it writes the buffer and returns a
+//!   [`PendingSync`] that the caller runs wherever it likes (a thread of its own), so that appending
+//!   goes on while the disk works. Everything appended before `start_sync` is durable once that
+//!   `PendingSync` (or any later one, or [`LogStore::sync`]) has run successfully; entries in
+//!   earlier segments already are (a segment is synced before the next one starts). A failed
+//!   `PendingSync` must be treated like a failed `sync`: the store cannot know of it, so the
+//!   caller must stop using the store and reopen it.
 //! - With [`LogOptions::sync`] false nothing is ever fsynced (`--unsafe-no-fsync`): data survives a
 //!   process crash but not a power failure or kernel crash.
 //!
@@ -75,7 +82,7 @@ use bytes::Bytes;
 use raft::{Entry, HardState};
 
 use crate::error::{Result, StorageError};
-use crate::fs::{read_all, FileSystem, FsFile};
+use crate::fs::{read_all, FileSystem, FsFile, SyncHandle};
 use crate::hard_state;
 use crate::record::{encode_record, record_len, MAX_PAYLOAD_LEN};
 use crate::segment::{self, parse_segment_name, Scanned, Segment};
@@ -126,6 +133,26 @@ pub struct TornTail {
     pub reason: String,
 }
 
+/// A sync of the log started by [`LogStore::start_sync`], to be run anywhere (see the module docs).
+#[derive(Debug)]
+pub struct PendingSync<H> {
+    /// Syncs the segment that was active when the sync was started.
+    handle: H,
+    /// That segment (for error messages).
+    path: PathBuf,
+}
+
+/// The [`PendingSync`] of a [`LogStore`] over file system `F`.
+pub type LogSync<F> = PendingSync<<<F as FileSystem>::File as FsFile>::SyncHandle>;
+
+impl<H: SyncHandle> PendingSync<H> {
+    /// Makes everything appended before [`LogStore::start_sync`] durable (one fdatasync). An error
+    /// means the store's durability is lost: stop using it (see the module docs).
+    pub fn run(&self) -> Result<()> {
+        self.handle.sync().map_err(|e| StorageError::io(&self.path, e))
+    }
+}
+
 /// The durable log and hard state of one node, in one directory, over file system `F`.
 #[derive(Debug)]
 pub struct LogStore<F: FileSystem> {
@@ -140,8 +167,12 @@ pub struct LogStore<F: FileSystem> {
     /// Encoded records appended to the active segment but not yet written to its file; they sit at
     /// file offsets `written .. index.end` of the active segment.
     buf: Vec<u8>,
-    /// True if the active segment has bytes (written or buffered) that are not yet synced.
+    /// True if the active segment has bytes (written or buffered) that are not yet synced, nor
+    /// covered by a [`PendingSync`].
     unsynced: bool,
+    /// True if a [`PendingSync`] was handed out since the last [`LogStore::sync`] (which then syncs
+    /// even if nothing was appended since: it cannot know whether that one has run).
+    handed_out: bool,
     /// The current (durable) hard state.
     hard_state: HardState,
     /// Set by an I/O failure while changing files; then every call fails.
@@ -296,6 +327,7 @@ impl<F: FileSystem> LogStore<F> {
             segments,
             buf: Vec::new(),
             unsynced: false,
+            handed_out: false,
             hard_state,
             poisoned: false,
         };
@@ -421,6 +453,7 @@ impl<F: FileSystem> LogStore<F> {
         }
         let seg = segment::create(&self.fs, &self.dir, next, self.opts.sync)?;
         self.segments.push_back(seg);
+        self.handed_out = false;
         Ok(())
     }
 
@@ -429,12 +462,32 @@ impl<F: FileSystem> LogStore<F> {
     pub fn sync(&mut self) -> Result<()> {
         self.guarded(|s| {
             s.flush_buffer()?;
-            if s.unsynced && s.opts.sync {
+            if (s.unsynced || s.handed_out) && s.opts.sync {
                 let active = s.segments.back_mut().ok_or_else(no_segment)?;
                 active.file.sync().map_err(|e| StorageError::io(&active.path, e))?;
             }
             s.unsynced = false;
+            s.handed_out = false;
             Ok(())
+        })
+    }
+
+    /// Like [`LogStore::sync`], but only writes the buffer: the fdatasync is returned, to be run by
+    /// the caller, off its hot path (see the module docs). `None` if there is nothing to sync (or
+    /// `sync` is off).
+    pub fn start_sync(&mut self) -> Result<Option<LogSync<F>>> {
+        self.guarded(|s| {
+            s.flush_buffer()?;
+            let pending = if s.unsynced && s.opts.sync {
+                let active = s.segments.back().ok_or_else(no_segment)?;
+                let handle = active.file.sync_handle().map_err(|e| StorageError::io(&active.path, e))?;
+                s.handed_out = true;
+                Some(PendingSync { handle, path: active.path.clone() })
+            } else {
+                None
+            };
+            s.unsynced = false;
+            Ok(pending)
         })
     }
 
@@ -480,6 +533,7 @@ impl<F: FileSystem> LogStore<F> {
                 active.file.sync().map_err(|e| StorageError::io(&active.path, e))?;
             }
             s.unsynced = false;
+            s.handed_out = false;
             Ok(())
         })
     }
@@ -513,6 +567,7 @@ impl<F: FileSystem> LogStore<F> {
         self.guarded(|s| {
             s.buf.clear();
             s.unsynced = false;
+            s.handed_out = false;
             while let Some(seg) = s.segments.pop_back() {
                 s.remove_segment_file(seg)?;
             }

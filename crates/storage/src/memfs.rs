@@ -47,7 +47,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{FileSystem, FsFile};
+use crate::fs::{FileSystem, FsFile, SyncHandle};
 use crate::rng::SplitMix64;
 
 /// A cloneable handle to one in-memory disk; clones share the same disk.
@@ -141,8 +141,10 @@ enum DirOp {
     Link(String, u64),
     /// A removed name.
     Unlink(String),
-    /// A rename within the directory, replacing the target.
-    Rename(String, String),
+    /// A rename within the directory, replacing the target: the inode that had the old name then
+    /// (a real file system records the inode in the new entry, so a crash that keeps this rename
+    /// but loses an earlier change of the old name still gives the new name *this* inode).
+    Rename(String, String, u64),
 }
 
 /// A file of [`MemFs`].
@@ -178,10 +180,11 @@ fn apply_dir_op(entries: &mut BTreeMap<String, u64>, op: &DirOp) {
         DirOp::Unlink(name) => {
             entries.remove(name);
         }
-        DirOp::Rename(from, to) => {
-            if let Some(ino) = entries.remove(from) {
-                entries.insert(to.clone(), ino);
+        DirOp::Rename(from, to, ino) => {
+            if entries.get(from) == Some(ino) {
+                entries.remove(from);
             }
+            entries.insert(to.clone(), *ino);
         }
     }
 }
@@ -439,7 +442,7 @@ impl FileSystem for MemFs {
         let dir = disk.dir_mut(&from_dir)?;
         let ino = dir.live.remove(&from_name).ok_or_else(|| not_found(from))?;
         dir.live.insert(to_name.clone(), ino);
-        dir.pending.push(DirOp::Rename(from_name, to_name));
+        dir.pending.push(DirOp::Rename(from_name, to_name, ino));
         Ok(())
     }
 
@@ -476,7 +479,33 @@ impl MemFile {
     }
 }
 
+impl MemFile {
+    fn sync_now(&self) -> io::Result<()> {
+        let mut disk = self.disk()?;
+        disk.spend()?;
+        disk.injected(FaultOp::Sync)?;
+        let inode = disk.inode_mut(self.ino)?;
+        inode.synced = inode.data.clone();
+        inode.pending.clear();
+        disk.stats.file_syncs += 1;
+        Ok(())
+    }
+}
+
+/// A sync handle of a [`MemFile`] (see [`FsFile::sync_handle`]): syncs whatever the file holds when
+/// it runs, and fails like the file's own sync (injected faults, a crash since it was made).
+#[derive(Debug)]
+pub struct MemSyncHandle(MemFile);
+
+impl SyncHandle for MemSyncHandle {
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_now()
+    }
+}
+
 impl FsFile for MemFile {
+    type SyncHandle = MemSyncHandle;
+
     fn len(&self) -> io::Result<u64> {
         let disk = self.disk()?;
         Ok(disk.inodes.get(&self.ino).map_or(0, |i| i.data.len() as u64))
@@ -516,14 +545,12 @@ impl FsFile for MemFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let mut disk = self.disk()?;
-        disk.spend()?;
-        disk.injected(FaultOp::Sync)?;
-        let inode = disk.inode_mut(self.ino)?;
-        inode.synced = inode.data.clone();
-        inode.pending.clear();
-        disk.stats.file_syncs += 1;
-        Ok(())
+        self.sync_now()
+    }
+
+    fn sync_handle(&self) -> io::Result<MemSyncHandle> {
+        drop(self.disk()?);
+        Ok(MemSyncHandle(MemFile { fs: self.fs.clone(), ino: self.ino, generation: self.generation }))
     }
 }
 

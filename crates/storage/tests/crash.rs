@@ -305,6 +305,8 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
         let mut x =
             Expect { log: Vec::new(), durable: 0, hard_states: vec![HardState::default()], first: (1, 1) };
         let mut term = 1;
+        // Syncs started with `start_sync` and not run yet: (the sync, last index when started).
+        let mut pending: Vec<(storage::LogSync<MemFs>, u64)> = Vec::new();
         for round in 0..4 {
             let steps = rng.below(60);
             let fault_at = if rng.below(3) == 0 { Some(rng.below(steps + 1)) } else { None };
@@ -315,7 +317,33 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
                 }
                 let last = x.log.len() as u64;
                 let first = store.first_index();
-                let result = match rng.below(10) {
+                let result = match rng.below(12) {
+                    10 => match store.start_sync() {
+                        Ok(Some(sync)) => {
+                            pending.push((sync, last));
+                            Ok(())
+                        }
+                        Ok(None) => {
+                            // Nothing new since the last sync or start_sync: durable once the
+                            // syncs already started have run.
+                            if pending.is_empty() {
+                                x.durable = last;
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    11 if !pending.is_empty() => {
+                        // Run any of them, in any order: each covers what was appended before it.
+                        let (sync, upto) = pending.swap_remove(rng.below(pending.len() as u64) as usize);
+                        if let Err(e) = sync.run() {
+                            assert!(fault_at.is_some(), "seed {seed}: unexpected error {e}");
+                            // The store cannot know: its owner stops using it.
+                            break;
+                        }
+                        x.durable = x.durable.max(upto);
+                        Ok(())
+                    }
                     0..=3 => {
                         let batch = entries(last + 1, 1 + rng.below(6), term, 50, &mut rng);
                         x.log.extend(batch.iter().cloned());
@@ -332,6 +360,11 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
                         let from = first + rng.below(last + 2 - first);
                         term += 1;
                         let r = store.truncate_suffix(from);
+                        // Syncs started before a truncation are abandoned by their owner (they
+                        // may speak of entries that are gone); a truncation past the end is a no-op.
+                        if from <= last {
+                            pending.clear();
+                        }
                         // Entries >= from may or may not be gone if the truncation failed midway;
                         // those below stay durable. Once it succeeded they are gone for good.
                         x.durable = x.durable.min(from.saturating_sub(1));
@@ -373,6 +406,10 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
             }
             fs.crash(rng.next_u64());
             drop(store);
+            // A sync started before the crash fails, like any handle of the dead process.
+            for (sync, _) in pending.drain(..) {
+                assert!(sync.run().is_err(), "seed {seed}: a sync handle survived a crash");
+            }
             let (s, rec) = match LogStore::open(fs.clone(), &dir, opts.clone()) {
                 Ok(x) => x,
                 Err(e) => panic!("seed {seed} round {round}: reopen after crash failed: {e}"),
