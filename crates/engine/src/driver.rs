@@ -29,19 +29,38 @@
 //!   ([`kv::SESSION_EXPIRED_ERR`], possible only after thousands of other sessions), the driver starts
 //!   a new session and re-proposes its unanswered writes under it.
 //!
+//! Deferred syncs ([`DriverConfig::deferred_sync`]): the fdatasync of a batch's entries need not
+//! block the thread that runs the driver. The entries are written to the OS, and the sync is handed
+//! out as a [`SyncJob`] ([`Driver::take_sync_job`]) with a ticket; the caller runs it wherever it
+//! likes and reports it with [`Driver::sync_finished`]. Meanwhile the driver goes on: it receives
+//! acknowledgements, commits, applies and answers, appends and sends more entries. Until the ticket
+//! is reported:
+//! - the core is not told the entries are persisted (a leader does not count itself for them);
+//! - the batch's acknowledgements (AppendEntriesResponse), and those of every later batch, are
+//!   held, and leave in order once their ticket is reported. The other late messages (votes,
+//!   heartbeat responses) depend at most on the hard state, which is always written inline, and
+//!   leave at once.
+//!
+//! A job covers everything written before it was started, so running only the newest one covers
+//! the older ones too (entries in earlier segments were synced when the segment was sealed). A
+//! truncation or a log reset syncs inline and makes every job in flight stale: its report is then
+//! ignored, and the messages held for it are dropped (they may acknowledge entries that are gone;
+//! dropping a message is always safe in Raft).
+//!
 //! Invariants:
 //! - Nothing leaves the node before the state it depends on is durable: a vote or an
-//!   acknowledgement waits for this node's fsync; an answer waits for its entry to be committed
-//!   (durable on a majority) and applied, not for this node's fsync of later entries.
+//!   acknowledgement waits for this node's fsync (inline, or its sync job); an answer waits for its
+//!   entry to be committed (durable on a majority) and applied, not for this node's fsync of later
+//!   entries.
 //! - Every request gets exactly one answer.
 //! - `ack_below` sent in proposals never exceeds the lowest unanswered or in-limbo sequence number.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft::{Index, Message, Node, NodeId, ReadError, ReadState, Role, Term};
-use storage::{FileSystem, LogOptions, LogStore, SnapshotMeta, StorageError};
+use raft::{Index, Message, MessageBody, Node, NodeId, ReadError, ReadState, Role, Term};
+use storage::{FileSystem, LogOptions, LogStore, LogSync, SnapshotMeta, StorageError};
 
 use crate::kv::{self, Command, KvError, KvStore, Proposal, Query, Reply};
 use crate::snapshots::{ChunkStatus, Incoming, SnapshotConfig, SnapshotJob, SnapshotStats, Transfer};
@@ -61,6 +80,27 @@ pub struct Early {
     pub messages: Vec<PeerMessage>,
     /// Answers to deliver.
     pub answers: Vec<(RequestId, Response)>,
+}
+
+/// A deferred fdatasync of the log (see the module docs): run it anywhere, then report it with
+/// [`Driver::sync_finished`].
+pub struct SyncJob<F: FileSystem> {
+    /// Identifies the job in the report.
+    ticket: u64,
+    /// The sync.
+    sync: LogSync<F>,
+}
+
+impl<F: FileSystem> SyncJob<F> {
+    /// The ticket to report.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Runs the fdatasync.
+    pub fn run(&self) -> Result<(), StorageError> {
+        self.sync.run()
+    }
 }
 
 /// Messages between drivers: Raft's own, and writes forwarded to the leader.
@@ -197,6 +237,9 @@ pub struct DriverConfig {
     pub log: LogOptions,
     /// Snapshot settings.
     pub snapshot: SnapshotConfig,
+    /// Hand the fdatasync of appended entries to the caller as [`SyncJob`]s instead of running it
+    /// inline (see the module docs).
+    pub deferred_sync: bool,
 }
 
 /// A write waiting for its entry to be applied.
@@ -293,6 +336,16 @@ pub struct Driver<F: FileSystem> {
     /// Files no longer needed (the previous snapshot, log segments the snapshot covers), for the
     /// caller to delete off its hot path (see [`Driver::take_files_to_delete`]).
     to_delete: Vec<PathBuf>,
+    /// Deferred syncs: the last ticket issued, and the last one reported (or made stale).
+    sync_issued: u64,
+    /// See `sync_issued`.
+    sync_done: u64,
+    /// The newest job not yet taken by the caller (it covers the older ones).
+    sync_job: Option<SyncJob<F>>,
+    /// Tickets in flight and the last log index each covers.
+    syncs_in_flight: VecDeque<(u64, Index)>,
+    /// Late messages waiting for a ticket, in order.
+    held: VecDeque<(u64, Vec<PeerMessage>)>,
 }
 
 impl<F: FileSystem> Driver<F> {
@@ -341,6 +394,11 @@ impl<F: FileSystem> Driver<F> {
             compacted: std::collections::VecDeque::new(),
             snapshot_retry_at: 0,
             to_delete: Vec::new(),
+            sync_issued: 0,
+            sync_done: 0,
+            sync_job: None,
+            syncs_in_flight: VecDeque::new(),
+            held: VecDeque::new(),
             config,
         })
     }
@@ -580,18 +638,52 @@ impl<F: FileSystem> Driver<F> {
             }
             if let Some(from) = rd.truncate_from {
                 self.store.truncate_suffix(from)?;
+                if self.sync_done < self.sync_issued {
+                    // Make what the jobs in flight cover durable here (a no-op when the truncation
+                    // synced it already): they are abandoned.
+                    self.store.sync()?;
+                    self.node.on_persisted(self.store.last_index());
+                    self.abandon_syncs();
+                }
             }
             if !rd.entries.is_empty() {
                 self.store.append(&rd.entries)?;
             }
-            if rd.truncate_from.is_some() || !rd.entries.is_empty() {
-                self.store.sync()?;
+            if self.config.deferred_sync {
+                if let Some(sync) = self.store.start_sync()? {
+                    self.sync_issued += 1;
+                    let ticket = self.sync_issued;
+                    self.syncs_in_flight.push_back((ticket, self.store.last_index()));
+                    self.sync_job = Some(SyncJob { ticket, sync });
+                } else if let Some(last) = rd.entries.last() {
+                    self.node.on_persisted(last.index); // Syncing is off.
+                }
+            } else {
+                if rd.truncate_from.is_some() || !rd.entries.is_empty() {
+                    self.store.sync()?;
+                }
+                if let Some(last) = rd.entries.last() {
+                    self.node.on_persisted(last.index);
+                }
             }
-            if let Some(last) = rd.entries.last() {
-                self.node.on_persisted(last.index);
+            // 3. Send what depends on the persisted state (votes, acknowledgements). Only an
+            //    AppendEntriesResponse depends on the log's durability; the others depend at most on
+            //    the hard state, written inline above. So with sync jobs in flight, the responses wait
+            //    for their ticket (in order) and the rest leave now: a slow disk must not hold up
+            //    heartbeat responses (a leader with CheckQuorum would step down) or votes.
+            if self.sync_done < self.sync_issued {
+                let (acks, rest): (Vec<_>, Vec<_>) = rd
+                    .messages
+                    .into_iter()
+                    .partition(|m| matches!(m.body, MessageBody::AppendEntriesResponse { .. }));
+                self.outbox.extend(rest.into_iter().map(PeerMessage::Raft));
+                if !acks.is_empty() {
+                    self.held
+                        .push_back((self.sync_issued, acks.into_iter().map(PeerMessage::Raft).collect()));
+                }
+            } else {
+                self.outbox.extend(rd.messages.into_iter().map(PeerMessage::Raft));
             }
-            // 3. Send what depends on the persisted state (votes, acknowledgements).
-            self.outbox.extend(rd.messages.into_iter().map(PeerMessage::Raft));
             // 4. Snapshots for followers that need them.
             for peer in rd.snapshots {
                 self.start_transfer(peer);
@@ -600,6 +692,45 @@ impl<F: FileSystem> Driver<F> {
         self.pump_transfers()?;
         self.maybe_start_snapshot();
         Ok(())
+    }
+
+    /// The newest deferred sync to run (it covers every older one not yet taken): run it, then
+    /// report it with [`Driver::sync_finished`]. Only with [`DriverConfig::deferred_sync`].
+    pub fn take_sync_job(&mut self) -> Option<SyncJob<F>> {
+        self.sync_job.take()
+    }
+
+    /// Reports a [`SyncJob`] run by the caller. An error stops the node, as a failed inline sync
+    /// does (the log's durability is unknown). Call [`Driver::process`] afterwards: the leader may
+    /// commit, and held messages are released into the outbox.
+    pub fn sync_finished(&mut self, ticket: u64, result: Result<(), StorageError>) -> Result<(), FatalError> {
+        result?;
+        if ticket <= self.sync_done || ticket > self.sync_issued {
+            return Ok(()); // Stale: a truncation or reset synced and superseded it.
+        }
+        self.sync_done = ticket;
+        let mut persisted = None;
+        while self.syncs_in_flight.front().is_some_and(|&(t, _)| t <= ticket) {
+            persisted = self.syncs_in_flight.pop_front().map(|(_, index)| index);
+        }
+        if let Some(index) = persisted {
+            self.node.on_persisted(index);
+        }
+        while self.held.front().is_some_and(|&(t, _)| t <= ticket) {
+            if let Some((_, msgs)) = self.held.pop_front() {
+                self.outbox.extend(msgs);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a truncation or reset, with everything still in the log durable: every sync in flight
+    /// is stale, and the messages held for them are dropped (see the module docs).
+    fn abandon_syncs(&mut self) {
+        self.sync_done = self.sync_issued;
+        self.sync_job = None;
+        self.syncs_in_flight.clear();
+        self.held.clear();
     }
 
     /// Takes the messages to send.

@@ -7,6 +7,6 @@ pub mod kv;
 pub mod snapshots;
 
 pub use driver::{
-    Driver, DriverConfig, Early, FatalError, PeerMessage, Request, RequestError, RequestId, Response,
+    Driver, DriverConfig, Early, FatalError, PeerMessage, Request, RequestError, RequestId, Response, SyncJob,
 };
 pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

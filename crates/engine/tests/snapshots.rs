@@ -28,6 +28,7 @@ fn config(id: NodeId, voters: &[NodeId], session: u64, snapshot: &SnapshotConfig
         limbo_ticks: 10_000,
         log: LogOptions { segment_size: 2048, ..LogOptions::default() },
         snapshot: snapshot.clone(),
+        deferred_sync: false,
     }
 }
 

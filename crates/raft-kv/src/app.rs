@@ -98,6 +98,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             ..LogOptions::default()
         },
         snapshot,
+        deferred_sync: args.sync_thread,
     };
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");

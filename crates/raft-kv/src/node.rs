@@ -6,6 +6,13 @@
 //! is persisted by the next single fsync); tick if due; let the driver persist, then hand its
 //! messages to the transport, then publish the status for `INFO`, then deliver the answers.
 //!
+//! Syncs: by default the driver fsyncs each batch on this thread (the blocking fsync is also what
+//! batches the next round's requests). With `--sync-thread` it hands the fdatasync out instead
+//! ([`Driver::take_sync_job`]): a `raft-sync` thread runs it and reports back through
+//! [`Input::Synced`], so this thread goes on receiving acknowledgements, committing, answering and
+//! appending while the disk works. The sync thread runs only the newest job it has (it covers the
+//! older ones) and exits when this thread drops its sender.
+//!
 //! Snapshots: after every round the loop asks the driver for a snapshot job
 //! ([`Driver::take_snapshot_job`]) and runs it on a background thread (`raft-snapshot`); the job
 //! only serializes an immutable view of the state machine into `snapshot.tmp` and fsyncs it, so the
@@ -19,9 +26,10 @@
 //! `shutdown_grace`, then returns; a job still running then is abandoned (the thread is detached and
 //! dies with the process; the `snapshot.tmp` it leaves is removed at the next start).
 //!
-//! Invariants: answers and messages leave only after `Driver::process` returned, i.e. after the
-//! state they depend on is durable; every client request gets exactly one answer (the driver's, or
-//! an error at shutdown); at most one snapshot job runs at a time.
+//! Invariants: answers and messages leave only when the driver lets them out (early ones from the
+//! hook of [`Driver::process_with`], the rest after it returned), i.e. once the state they depend on
+//! is durable; every client request gets exactly one answer (the driver's, or an error at
+//! shutdown); at most one snapshot job and one sync run at a time.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use engine::{
     Driver, FatalError, PeerMessage, Request, RequestError, Response, SnapshotDone, SnapshotJob,
-    SnapshotStats,
+    SnapshotStats, SyncJob,
 };
 use raft::{NodeId, Role};
 use storage::{StdFs, StorageError, SNAPSHOT_TMP};
@@ -48,6 +56,8 @@ pub enum Input {
     Peer(PeerMessage),
     /// The outcome of the snapshot job running in the background (sent by its thread).
     SnapshotDone(Result<SnapshotDone, StorageError>),
+    /// The outcome of a sync job: its ticket and result (sent by the sync thread).
+    Synced(u64, Result<(), StorageError>),
     /// Stop: answer what can be answered within the grace period, then exit.
     Shutdown,
 }
@@ -138,10 +148,41 @@ pub fn spawn(
     opts: NodeOptions,
 ) -> std::io::Result<JoinHandle<Result<(), FatalError>>> {
     let (tx, status) = (handle.tx.clone(), handle.status.clone());
+    let syncer = spawn_syncer(tx.clone())?;
     std::thread::Builder::new().name("raft-node".into()).spawn(move || {
-        NodeLoop { driver, transport, rx, tx, status, opts, waiters: HashMap::new(), next: 1, job: None }
-            .run()
+        NodeLoop {
+            driver,
+            transport,
+            rx,
+            tx,
+            status,
+            opts,
+            waiters: HashMap::new(),
+            next: 1,
+            job: None,
+            syncer,
+        }
+        .run()
     })
+}
+
+/// Starts the `raft-sync` thread: it runs the newest sync job it has, reports it as
+/// [`Input::Synced`], and exits once `Sender` it returns is dropped.
+fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<StdFs>>> {
+    let (jobs, rx) = std::sync::mpsc::channel::<SyncJob<StdFs>>();
+    std::thread::Builder::new().name("raft-sync".into()).spawn(move || {
+        while let Ok(mut job) = rx.recv() {
+            // Jobs queued meanwhile: the newest covers them all.
+            while let Ok(newer) = rx.try_recv() {
+                job = newer;
+            }
+            let result = job.run();
+            if report.send(Input::Synced(job.ticket(), result)).is_err() {
+                return; // The node thread is gone.
+            }
+        }
+    })?;
+    Ok(jobs)
 }
 
 struct NodeLoop {
@@ -157,6 +198,8 @@ struct NodeLoop {
     next: u64,
     /// The running snapshot thread (None when no job runs).
     job: Option<JoinHandle<()>>,
+    /// Sync jobs go to the `raft-sync` thread.
+    syncer: Sender<SyncJob<StdFs>>,
 }
 
 impl NodeLoop {
@@ -201,6 +244,12 @@ impl NodeLoop {
                 transport.send(early.messages);
                 deliver(driver, status, waiters, early.answers);
             })?;
+            if let Some(job) = self.driver.take_sync_job() {
+                if self.syncer.send(job).is_err() {
+                    let e = std::io::Error::other("the sync thread is gone");
+                    return Err(FatalError::Storage(StorageError::io(self.opts.data_dir.clone(), e)));
+                }
+            }
             self.transport.send(self.driver.take_messages());
             self.free_in_background();
             if shutdown_deadline.is_none() {
@@ -301,6 +350,7 @@ impl NodeLoop {
                     tracing::debug!(?took, "snapshot installed");
                 }
             }
+            Input::Synced(ticket, result) => self.driver.sync_finished(ticket, result)?,
             Input::Shutdown => return Ok(true),
         }
         Ok(false)

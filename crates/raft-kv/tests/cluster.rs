@@ -125,7 +125,17 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 
 #[test]
 fn killing_every_node_under_load_loses_no_acknowledged_write() {
-    let mut c = Cluster::start(3);
+    kill_every_node_under_load(&[]);
+}
+
+/// The same with the fdatasync on a thread of its own (acknowledgements wait for its report).
+#[test]
+fn killing_every_node_with_the_sync_thread_loses_no_acknowledged_write() {
+    kill_every_node_under_load(&["--sync-thread"]);
+}
+
+fn kill_every_node_under_load(extra: &[&str]) {
+    let mut c = Cluster::start_with(3, extra);
     c.wait_leader(Duration::from_secs(15));
     let stop = Arc::new(AtomicBool::new(false));
     let writers = load(&c, 4, stop.clone());

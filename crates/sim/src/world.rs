@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use engine::{Driver, DriverConfig, Early, PeerMessage, SnapshotConfig, SnapshotJob};
+use engine::{Driver, DriverConfig, Early, PeerMessage, SnapshotConfig, SnapshotJob, SyncJob};
 use raft::{NodeId, Rng, Role};
 use storage::{FaultOp, LogOptions, MemFs};
 
@@ -67,6 +67,10 @@ pub struct SimConfig {
     pub snapshot_job_ms: u64,
     /// Probability that a node crashes right after writing a snapshot, before installing it.
     pub snapshot_crash: f64,
+    /// Nodes hand their fdatasyncs out as sync jobs (as the server does) instead of syncing inline.
+    pub deferred_sync: bool,
+    /// Longest virtual time a sync job takes (it completes after a random delay up to this).
+    pub sync_job_ms: u64,
 }
 
 impl SimConfig {
@@ -104,6 +108,8 @@ impl SimConfig {
             },
             snapshot_job_ms: [0, 30, 300][rng.range(0, 3) as usize],
             snapshot_crash: [0.0, 0.1][rng.range(0, 2) as usize],
+            deferred_sync: rng.chance(0.7),
+            sync_job_ms: [0, 1, 5, 30][rng.range(0, 4) as usize],
         }
     }
 }
@@ -129,6 +135,8 @@ enum Event {
     Calm,
     /// A node's snapshot job completes (if the node's incarnation is still this one).
     SnapshotDone(NodeId, u64),
+    /// A node's sync job completes (if the node's incarnation is still this one).
+    SyncDone(NodeId, u64),
 }
 
 /// One simulated node.
@@ -143,6 +151,8 @@ struct SimNode {
     fault_armed: bool,
     /// The snapshot job in progress.
     job: Option<SnapshotJob<MemFs>>,
+    /// The newest sync job not yet run (it covers the older ones).
+    sync: Option<SyncJob<MemFs>>,
 }
 
 /// Why a run failed.
@@ -241,7 +251,14 @@ impl World {
         for id in 1..=w.cfg.nodes {
             w.nodes.insert(
                 id,
-                SimNode { driver: None, fs: MemFs::new(), incarnation: 0, fault_armed: false, job: None },
+                SimNode {
+                    driver: None,
+                    fs: MemFs::new(),
+                    incarnation: 0,
+                    fault_armed: false,
+                    job: None,
+                    sync: None,
+                },
             );
             w.start_node(id).expect("a fresh node starts");
             let phase = w.rng.range(0, TICK_MS);
@@ -277,6 +294,7 @@ impl World {
             limbo_ticks: 1000,
             log: LogOptions { segment_size: 4096, ..LogOptions::default() },
             snapshot: self.cfg.snapshot.clone(),
+            deferred_sync: self.cfg.deferred_sync,
         }
     }
 
@@ -363,6 +381,7 @@ impl World {
             Event::Crash(id) => 8 + (id << 8),
             Event::Calm => 7,
             Event::SnapshotDone(id, inc) => 9 + (id << 8) + (inc << 16),
+            Event::SyncDone(id, inc) => 10 + (id << 8) + (inc << 16),
         };
         let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
         self.report.trace_hash = Rng::new(h).next_u64();
@@ -405,6 +424,7 @@ impl World {
                 }
             }
             Event::SnapshotDone(id, incarnation) => self.snapshot_done(id, incarnation)?,
+            Event::SyncDone(id, incarnation) => self.sync_done(id, incarnation)?,
             Event::Heal(cuts) => {
                 for cut in cuts {
                     self.net.cut.remove(&cut);
@@ -450,6 +470,7 @@ impl World {
             let messages: Vec<PeerMessage> = early.messages.into_iter().chain(d.take_messages()).collect();
             let late_answers = d.take_answers();
             let job = d.take_snapshot_job();
+            let sync = d.take_sync_job();
             if let Err(e) = result {
                 if !armed {
                     return Err(format!("node {id} stopped: {e}"));
@@ -486,6 +507,13 @@ impl World {
             for (request, response) in early.answers.into_iter().chain(late_answers) {
                 self.client_answer(request, response)?;
             }
+            if let Some(sync) = sync {
+                let Some(node) = self.nodes.get_mut(&id) else { continue };
+                let incarnation = node.incarnation;
+                node.sync = Some(sync);
+                let delay = self.rng.range(0, self.cfg.sync_job_ms + 1);
+                self.schedule(delay, Event::SyncDone(id, incarnation));
+            }
             if let Some(job) = job {
                 let Some(node) = self.nodes.get_mut(&id) else { continue };
                 let incarnation = node.incarnation;
@@ -493,6 +521,30 @@ impl World {
                 let delay = self.rng.range(0, self.cfg.snapshot_job_ms + 1);
                 self.schedule(delay, Event::SnapshotDone(id, incarnation));
             }
+        }
+        Ok(())
+    }
+
+    /// Runs a node's pending sync job (it "took" the virtual time since it started) and reports it
+    /// to the driver. An injected fsync failure kills the node, as an inline one does.
+    fn sync_done(&mut self, id: NodeId, incarnation: u64) -> Result<(), String> {
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        if node.incarnation != incarnation {
+            return Ok(());
+        }
+        let Some(sync) = node.sync.take() else { return Ok(()) };
+        let armed = node.fault_armed;
+        let Some(d) = node.driver.as_mut() else { return Ok(()) };
+        if let Err(e) = d.sync_finished(sync.ticket(), sync.run()) {
+            if !armed {
+                return Err(format!("node {id} stopped: {e}"));
+            }
+            self.crash(id);
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.fault_armed = false;
+            }
+            let downtime = self.rng.range(20, 300);
+            self.schedule(downtime, Event::Restart(id));
         }
         Ok(())
     }
@@ -600,6 +652,7 @@ impl World {
         self.report.snapshots.1 += st.installed;
         self.report.snapshots.2 += st.chunks_sent;
         node.job = None;
+        node.sync = None;
         node.fs.crash(seed);
         // A fault armed for the dead incarnation does not carry over to the next one.
         node.fs.fail_next(FaultOp::Sync, 0);

@@ -459,7 +459,10 @@ impl<F: FileSystem> Driver<F> {
         self.since_snapshot = (0, 0);
         match self.node.restore(index, term, inc.from) {
             Some(true) => self.store.compact(index)?,
-            Some(false) => self.store.reset(index + 1)?,
+            Some(false) => {
+                self.store.reset(index + 1)?;
+                self.abandon_syncs();
+            }
             None => {
                 return Err(FatalError::Recovery(format!(
                     "the core refused snapshot {index} after it was checked as installable"

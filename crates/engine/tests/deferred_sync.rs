@@ -1,0 +1,188 @@
+//! Deferred syncs ([`DriverConfig::deferred_sync`]), step by step on three hand-driven drivers over
+//! the simulated disk: an acknowledgement leaves only once the sync job covering its entries is
+//! reported, a leader counts itself towards a majority only then, and reports of tickets unknown or
+//! already reported change nothing. (The simulator runs the random schedules, truncations of logs
+//! with syncs in flight among them; this pins the protocol down.)
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use engine::kv::{Command, Reply, SetCondition};
+use engine::{Driver, DriverConfig, PeerMessage, Request, SnapshotConfig, SyncJob};
+use raft::{MessageBody, NodeId, Role};
+use storage::{LogOptions, MemFs};
+
+fn config(id: NodeId) -> DriverConfig {
+    let mut raft = raft::Config::new(id, vec![1, 2, 3]);
+    raft.election_ticks = 10;
+    raft.heartbeat_ticks = 2;
+    raft.seed = id * 7919;
+    DriverConfig {
+        raft,
+        session: 100 + id,
+        request_timeout_ticks: 10_000,
+        forward_retry_ticks: 10_000,
+        limbo_ticks: 10_000,
+        log: LogOptions::default(),
+        snapshot: SnapshotConfig { entries: 0, ..SnapshotConfig::default() },
+        deferred_sync: true,
+    }
+}
+
+fn set(key: &str) -> Request {
+    Request::Write(Command::Set {
+        key: Bytes::from(key.to_owned()),
+        value: Bytes::from_static(b"v"),
+        condition: SetCondition::Always,
+        get: false,
+    })
+}
+
+fn is_ack(m: &PeerMessage) -> bool {
+    matches!(m, PeerMessage::Raft(r) if matches!(r.body, MessageBody::AppendEntriesResponse { .. }))
+}
+
+struct Nodes {
+    drivers: BTreeMap<NodeId, Driver<MemFs>>,
+    /// Sync jobs taken and not yet run, per node.
+    jobs: BTreeMap<NodeId, Vec<SyncJob<MemFs>>>,
+    answers: BTreeMap<u64, Reply>,
+}
+
+impl Nodes {
+    fn new() -> Nodes {
+        let mut drivers = BTreeMap::new();
+        for id in 1..=3 {
+            drivers.insert(id, Driver::open(MemFs::new(), Path::new("/d"), config(id)).expect("opens"));
+        }
+        Nodes { drivers, jobs: BTreeMap::new(), answers: BTreeMap::new() }
+    }
+
+    /// Processes `id` and returns what it sends; its sync job (if any) is kept, not run.
+    fn process(&mut self, id: NodeId) -> Vec<PeerMessage> {
+        let d = self.drivers.get_mut(&id).expect("node");
+        d.process().expect("process");
+        if let Some(job) = d.take_sync_job() {
+            self.jobs.entry(id).or_default().push(job);
+        }
+        for (req, resp) in d.take_answers() {
+            self.answers.insert(req, resp.expect("answered"));
+        }
+        d.take_messages()
+    }
+
+    /// Runs `id`'s newest sync job and reports it.
+    fn run_sync(&mut self, id: NodeId) {
+        let job = self.jobs.get_mut(&id).and_then(Vec::pop).expect("a sync job");
+        let d = self.drivers.get_mut(&id).expect("node");
+        d.sync_finished(job.ticket(), job.run()).expect("sync reported");
+    }
+
+    fn deliver(&mut self, msgs: Vec<PeerMessage>) {
+        for m in msgs {
+            if let Some(d) = self.drivers.get_mut(&m.to()) {
+                d.receive(m);
+            }
+        }
+    }
+
+    /// Runs everything, syncs included, until quiet.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut msgs = Vec::new();
+            for id in 1..=3 {
+                msgs.extend(self.process(id));
+                while self.jobs.get(&id).is_some_and(|j| !j.is_empty()) {
+                    self.run_sync(id);
+                    msgs.extend(self.process(id));
+                }
+            }
+            if msgs.is_empty() {
+                return;
+            }
+            self.deliver(msgs);
+        }
+        panic!("did not settle");
+    }
+
+    fn elect(&mut self) -> NodeId {
+        for _ in 0..200 {
+            for d in self.drivers.values_mut() {
+                d.tick();
+            }
+            self.settle();
+            if let Some((&id, _)) = self.drivers.iter().find(|(_, d)| d.node().role() == Role::Leader) {
+                return id;
+            }
+        }
+        panic!("no leader");
+    }
+}
+
+#[test]
+fn acknowledgements_wait_for_the_sync_job_and_the_leader_counts_itself_only_after_its_own() {
+    let mut n = Nodes::new();
+    let leader = n.elect();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    n.drivers.get_mut(&leader).unwrap().submit(1, set("a"));
+    let appends = n.process(leader);
+    assert!(n.jobs.get(&leader).is_some_and(|j| j.len() == 1), "the leader's write waits for its job");
+    n.deliver(appends);
+    // Both followers append; their acknowledgements are held until their syncs are reported.
+    for &f in &followers {
+        let out = n.process(f);
+        assert!(!out.iter().any(is_ack), "follower {f} acknowledged before its sync: {out:?}");
+    }
+    n.run_sync(followers[0]);
+    let acks = n.process(followers[0]);
+    assert!(acks.iter().any(is_ack), "the acknowledgement leaves once the sync is reported");
+    n.deliver(acks);
+    // One follower alone is not a majority of three while the leader's own sync is pending.
+    n.process(leader);
+    assert!(!n.answers.contains_key(&1), "committed without the leader's own log being durable");
+    n.run_sync(leader);
+    n.process(leader);
+    assert_eq!(n.answers.get(&1), Some(&Reply::Ok), "answered once the leader's log is durable too");
+}
+
+#[test]
+fn a_second_acknowledgement_commits_without_the_leaders_sync() {
+    let mut n = Nodes::new();
+    let leader = n.elect();
+    n.drivers.get_mut(&leader).unwrap().submit(1, set("a"));
+    let appends = n.process(leader);
+    n.deliver(appends);
+    let mut acks = Vec::new();
+    for f in (1..=3).filter(|&id| id != leader) {
+        n.process(f);
+        n.run_sync(f);
+        acks.extend(n.process(f));
+    }
+    n.deliver(acks);
+    n.process(leader);
+    assert_eq!(n.answers.get(&1), Some(&Reply::Ok), "two durable followers are a majority");
+}
+
+#[test]
+fn unknown_and_repeated_reports_are_ignored() {
+    let mut n = Nodes::new();
+    let leader = n.elect();
+    let f = (1..=3).find(|&id| id != leader).unwrap();
+    // The follower appends an entry and has its sync pending.
+    n.drivers.get_mut(&leader).unwrap().submit(1, set("a"));
+    let appends = n.process(leader);
+    n.deliver(appends.into_iter().filter(|m| m.to() == f).collect());
+    n.process(f);
+    let stale = n.jobs.get_mut(&f).and_then(Vec::pop).expect("a pending sync");
+    let before = n.drivers[&f].store().last_index();
+    // A report of a ticket the driver never issued changes nothing.
+    let d = n.drivers.get_mut(&f).unwrap();
+    d.sync_finished(stale.ticket() + 100, Ok(())).expect("an unknown ticket is ignored");
+    assert!(!d.take_messages().iter().any(is_ack));
+    d.sync_finished(stale.ticket(), stale.run()).expect("reported");
+    d.process().expect("process");
+    assert!(d.take_messages().iter().any(is_ack), "the real report releases the acknowledgement");
+    d.sync_finished(stale.ticket(), Ok(())).expect("a repeated report is ignored");
+    assert_eq!(n.drivers[&f].store().last_index(), before);
+}
