@@ -95,6 +95,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         log: LogOptions {
             sync: !args.unsafe_no_fsync,
             segment_size: args.log_segment_bytes,
+            preallocate: args.log_preallocate_bytes,
             ..LogOptions::default()
         },
         snapshot,

@@ -97,6 +97,10 @@ pub struct ServerArgs {
     /// them are covered. Plain bytes or with a unit: 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "BYTES")]
     pub log_segment_bytes: u64,
+    /// Zeros kept written ahead of the log's records, so that an fsync rarely has to record a new
+    /// file size (one disk write instead of two). 0 disables it. Plain bytes or with a unit.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub log_preallocate_bytes: u64,
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
 }

@@ -27,6 +27,16 @@
 //! - With [`LogOptions::sync`] false nothing is ever fsynced (`--unsafe-no-fsync`): data survives a
 //!   process crash but not a power failure or kernel crash.
 //!
+//! # Preallocation
+//! fdatasync of a file that grew must also write its inode (the new size): a second I/O per sync.
+//! So the active segment is kept filled with zeros ([`LogOptions::preallocate`] bytes, written but
+//! not synced on their own) ahead of its records: most syncs then only overwrite blocks the file
+//! already has, and the size changes once per chunk of zeros (measured on ext4: fdatasync p50
+//! 0.095 vs 0.13-0.14 ms alone, 0.148 vs 0.184 ms with three processes syncing at once). A segment
+//! therefore ends with zeros after its last record (sealed segments too); recovery reads a zero
+//! tail as the clean end of the segment (no record starts with zeros: its header checksum would
+//! not match), and records are written at the segment's logical end, not at the file's length.
+//!
 //! # Crash safety of truncation
 //! Overwriting a conflicting suffix (§5.3) must never leave a mix of old and new entries: if the
 //! file were cut but the cut not yet durable, new records written at the same offsets could later
@@ -97,11 +107,14 @@ pub struct LogOptions {
     pub sync: bool,
     /// Appended records are handed to the OS (written, not synced) once this many bytes are buffered.
     pub write_buffer_size: usize,
+    /// Bytes of zeros kept written ahead of the records in the active segment (0: none; see
+    /// "Preallocation" in the module docs). At most `segment_size` per segment.
+    pub preallocate: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { segment_size: 64 << 20, sync: true, write_buffer_size: 1 << 20 }
+        LogOptions { segment_size: 64 << 20, sync: true, write_buffer_size: 1 << 20, preallocate: 1 << 20 }
     }
 }
 
@@ -286,7 +299,7 @@ impl<F: FileSystem> LogStore<F> {
                         reason: "incomplete segment header".into(),
                     });
                     if segments.is_empty() {
-                        segments.push_back(segment::create(&fs, dir, base, opts.sync)?);
+                        segments.push_back(segment::create(&fs, dir, base, &opts)?);
                     }
                 }
                 Scanned::Segment(scan) => {
@@ -315,7 +328,7 @@ impl<F: FileSystem> LogStore<F> {
                     "no log segment: starting an empty log right after the snapshot"
                 );
             }
-            segments.push_back(segment::create(&fs, dir, base, opts.sync)?);
+            segments.push_back(segment::create(&fs, dir, base, &opts)?);
         }
 
         let hard_state = stored_hard_state.unwrap_or_default();
@@ -437,10 +450,10 @@ impl<F: FileSystem> LogStore<F> {
             return Ok(());
         }
         let active = self.segments.back_mut().ok_or_else(no_segment)?;
-        active.file.append(&self.buf).map_err(|e| StorageError::io(&active.path, e))?;
+        active.file.write_at(&self.buf, active.written).map_err(|e| StorageError::io(&active.path, e))?;
         active.written += self.buf.len() as u64;
         self.buf.clear();
-        Ok(())
+        segment::preallocate(active, &self.opts)
     }
 
     /// Seals the active segment (written and synced in full) and starts a new one.
@@ -451,7 +464,7 @@ impl<F: FileSystem> LogStore<F> {
             let active = self.segments.back_mut().ok_or_else(no_segment)?;
             active.file.sync().map_err(|e| StorageError::io(&active.path, e))?;
         }
-        let seg = segment::create(&self.fs, &self.dir, next, self.opts.sync)?;
+        let seg = segment::create(&self.fs, &self.dir, next, &self.opts)?;
         self.segments.push_back(seg);
         self.handed_out = false;
         Ok(())
@@ -571,7 +584,7 @@ impl<F: FileSystem> LogStore<F> {
             while let Some(seg) = s.segments.pop_back() {
                 s.remove_segment_file(seg)?;
             }
-            let seg = segment::create(&s.fs, &s.dir, next_index, s.opts.sync)?;
+            let seg = segment::create(&s.fs, &s.dir, next_index, &s.opts)?;
             s.segments.push_back(seg);
             Ok(())
         })

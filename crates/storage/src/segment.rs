@@ -10,12 +10,17 @@
 //!   crash, and only the last segment can have a missing or short header (a crash while creating it).
 //! - Segments are contiguous: each starts right after the previous one's last entry.
 //!
+//! - Past `written` (the end of its records) a segment holds only zeros: the preallocated space
+//!   (see "Preallocation" in [`crate::log`]).
+//!
 //! Recovery scan of one segment (`scan`): records are decoded one after another from a single
-//! in-memory copy of the file (one big read, no per-record system call). In the last segment a tail
-//! that cannot be a complete record is a *torn tail*, cut with a warning:
+//! in-memory copy of the file (one big read, no per-record system call). A rest of the file that is
+//! all zeros is the clean end of the segment (any segment). In the last segment a tail that cannot
+//! be a complete record is a *torn tail*, cut with a warning:
 //! - fewer bytes left than a record header;
 //! - a valid header whose payload extends past the end of the file;
-//! - a valid header whose payload checksum fails and that ends exactly at the end of the file;
+//! - a valid header whose payload checksum fails, when it ends exactly at the end of the file or no
+//!   valid record header follows it (zeros may: preallocation);
 //! - a header whose checksum fails, when no valid record header follows anywhere in the file.
 //!
 //! Anything else, and any of the above in a segment that is not the last, is refused with the file
@@ -29,6 +34,7 @@ use raft::Entry;
 use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, FsFile};
 use crate::index::SegmentIndex;
+use crate::log::LogOptions;
 use crate::record::{
     decode_record_header, decode_segment_header, encode_segment_header, get_u64, HeaderError,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -68,15 +74,49 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<Result<u64, ()>> {
 
 /// Creates the segment whose first entry will be `base` and writes its header. With `sync`, the
 /// header and the directory entry are durable on return (see the module invariants).
-pub(crate) fn create<F: FileSystem>(fs: &F, dir: &Path, base: u64, sync: bool) -> Result<Segment<F::File>> {
+pub(crate) fn create<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    base: u64,
+    opts: &LogOptions,
+) -> Result<Segment<F::File>> {
     let path = dir.join(segment_name(base));
-    let mut file = fs.create(&path).map_err(|e| StorageError::io(&path, e))?;
-    file.append(&encode_segment_header(base)).map_err(|e| StorageError::io(&path, e))?;
-    if sync {
-        file.sync().map_err(|e| StorageError::io(&path, e))?;
+    let file = fs.create(&path).map_err(|e| StorageError::io(&path, e))?;
+    let mut seg = Segment { path, file, index: SegmentIndex::new(base), written: 0 };
+    seg.file.append(&encode_segment_header(base)).map_err(|e| StorageError::io(&seg.path, e))?;
+    seg.written = SEGMENT_HEADER_LEN as u64;
+    preallocate(&mut seg, opts)?;
+    if opts.sync {
+        seg.file.sync().map_err(|e| StorageError::io(&seg.path, e))?;
         fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     }
-    Ok(Segment { path, file, index: SegmentIndex::new(base), written: SEGMENT_HEADER_LEN as u64 })
+    Ok(seg)
+}
+
+/// Keeps at least half of [`LogOptions::preallocate`] bytes of zeros written after the segment's
+/// records, writing a whole chunk when it runs low, never past `segment_size` (see "Preallocation"
+/// in [`crate::log`]). Only zeros are ever written past `written`.
+pub(crate) fn preallocate<W: FsFile>(seg: &mut Segment<W>, opts: &LogOptions) -> Result<()> {
+    let chunk = opts.preallocate;
+    if chunk == 0 {
+        return Ok(());
+    }
+    let len = seg.file.len().map_err(|e| StorageError::io(&seg.path, e))?;
+    let cap = opts.segment_size.max(SEGMENT_HEADER_LEN as u64);
+    if len >= cap || len >= seg.written.saturating_add(chunk / 2) {
+        return Ok(());
+    }
+    let start = len.max(seg.written);
+    let end = start.saturating_add(chunk).min(cap);
+    const PIECE: u64 = 1 << 20;
+    let zeros = vec![0u8; (end.saturating_sub(start)).min(PIECE) as usize];
+    let mut at = start;
+    while at < end {
+        let n = (end - at).min(PIECE) as usize;
+        seg.file.write_at(&zeros[..n], at).map_err(|e| StorageError::io(&seg.path, e))?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// The result of scanning one segment file's bytes.
@@ -151,6 +191,9 @@ pub(crate) fn scan(
     while at < data.len() {
         let expected = index.last_index() + 1;
         let rest = &data[at..];
+        if rest[0] == 0 && rest.iter().all(|&b| b == 0) {
+            break; // Preallocated zeros: the clean end of the segment.
+        }
         // `Ok(len)`: a good record of `len` bytes; `Err(reason)`: not a good record here.
         let outcome = match decode_record_header(rest) {
             None if rest.len() < RECORD_HEADER_LEN => Err((true, "partial record header".to_string())),
@@ -181,8 +224,9 @@ pub(crate) fn scan(
                     out.push(Entry { term: h.term, index: h.index, data });
                     Ok(len)
                 } else {
+                    // A torn tail if nothing valid follows (zeros or garbage may: preallocation).
                     Err((
-                        len == rest.len(),
+                        len == rest.len() || !valid_header_after(data, at, expected),
                         format!("payload checksum mismatch in record for index {expected}"),
                     ))
                 }

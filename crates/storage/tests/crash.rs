@@ -33,6 +33,9 @@ fn record_spans(data: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut at = SEGMENT_HEADER_LEN;
     while at < data.len() {
+        if data[at..].iter().all(|&b| b == 0) {
+            break; // Preallocated zeros.
+        }
         let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
         spans.push((at, at + 28 + len));
         at += 28 + len;
@@ -262,7 +265,9 @@ fn torn_tail_is_logged_as_a_warning() {
     }
     let dir = mem_dir();
     let fs = MemFs::new();
-    build(&fs, &dir, &LogOptions::default(), 5, 1);
+    // No preallocation: the file then ends with the last record.
+    let opts = LogOptions { preallocate: 0, ..LogOptions::default() };
+    build(&fs, &dir, &opts, 5, 1);
     let seg = dir.join(&segment_files(fs.list_dir(&dir).unwrap())[0]);
     let len = fs.read_file(&seg).unwrap().len() as u64;
     fs.set_len_durable(&seg, len - 3).unwrap();
@@ -276,6 +281,44 @@ fn torn_tail_is_logged_as_a_warning() {
         log.contains("WARN") && log.contains("torn tail") && log.contains(&seg.display().to_string()),
         "{log}"
     );
+}
+
+#[test]
+fn preallocated_zero_tails_are_clean_ends_and_a_torn_record_before_zeros_is_cut() {
+    let dir = mem_dir();
+    let opts = LogOptions { preallocate: 128, ..small_opts(300, 64) };
+    let fs = MemFs::new();
+    let es = build(&fs, &dir, &opts, 16, 5);
+    let names = segment_files(fs.list_dir(&dir).unwrap());
+    assert!(names.len() >= 3, "{names:?}");
+    let last = dir.join(names.last().unwrap());
+    let bytes = fs.read_file(&last).unwrap();
+    let spans = record_spans(&bytes);
+    let end = spans.last().unwrap().1;
+    assert!(bytes.len() > end && bytes[end..].iter().all(|&b| b == 0), "the active segment has a zero tail");
+    // Zero tails (of sealed segments and of the active one) are clean ends.
+    let (mut store, rec) = open(&fs, &dir, &opts);
+    assert_eq!(rec.entries, es);
+    assert!(rec.torn_tail.is_none(), "{:?}", rec.torn_tail);
+    // New records go after the last record, not after the zeros.
+    let more = vec![entry(17, 1, 40), entry(18, 1, 3)];
+    store.append(&more).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let (_, rec) = open(&fs, &dir, &opts);
+    assert_eq!(rec.entries, [es.clone(), more.clone()].concat());
+    // A damaged last record followed by zeros is a torn tail: cut, the rest kept.
+    let names = segment_files(fs.list_dir(&dir).unwrap());
+    let last = dir.join(names.last().unwrap());
+    let bytes = fs.read_file(&last).unwrap();
+    let spans = record_spans(&bytes);
+    let (start, stop) = *spans.last().unwrap();
+    assert!(bytes[stop..].iter().all(|&b| b == 0) && bytes.len() > stop);
+    fs.corrupt(&last, (stop - 1) as u64, 0x5A).unwrap();
+    let (_, rec) = open(&fs, &dir, &opts);
+    assert_eq!(rec.entries, [es, more[..1].to_vec()].concat());
+    let torn = rec.torn_tail.expect("torn tail reported");
+    assert_eq!((torn.path, torn.offset), (last, start as u64));
 }
 
 /// The outcome a failed operation may have had, for the crash model.
@@ -300,7 +343,10 @@ fn random_operations_then_power_failure_keep_every_synced_entry() {
     for seed in 0..seeds {
         let mut rng = SplitMix64::new(seed);
         let fs = MemFs::new();
-        let opts = small_opts(100 + rng.below(500), 1 + rng.below(300) as usize);
+        let opts = LogOptions {
+            preallocate: [0, 16, 64, 1000][rng.below(4) as usize],
+            ..small_opts(100 + rng.below(500), 1 + rng.below(300) as usize)
+        };
         let (mut store, _) = open(&fs, &dir, &opts);
         let mut x =
             Expect { log: Vec::new(), durable: 0, hard_states: vec![HardState::default()], first: (1, 1) };

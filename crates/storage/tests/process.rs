@@ -21,7 +21,8 @@ const LOCKED_EXIT: i32 = 42;
 
 fn opts() -> LogOptions {
     // Small segments so the kills also land around rollovers.
-    LogOptions { segment_size: 64 << 10, sync: true, write_buffer_size: 4 << 10 }
+    // Preallocation on (small chunks, so that segments fill past several of them).
+    LogOptions { segment_size: 64 << 10, sync: true, write_buffer_size: 4 << 10, preallocate: 8 << 10 }
 }
 
 fn payload_len(index: u64, term: u64) -> usize {

@@ -38,5 +38,5 @@ pub fn open<F: FileSystem>(fs: &F, dir: &Path, opts: &LogOptions) -> (LogStore<F
 
 /// Small segments and buffers so few entries exercise rollover and buffer flushes.
 pub fn small_opts(segment_size: u64, write_buffer_size: usize) -> LogOptions {
-    LogOptions { segment_size, sync: true, write_buffer_size }
+    LogOptions { segment_size, sync: true, write_buffer_size, preallocate: 0 }
 }
