@@ -83,6 +83,10 @@ pub struct ServerArgs {
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Threads serving the network (client connections, peer links). Default: one per CPU but one,
+    /// which is left to the node thread (Raft, log, state machine), and at least one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub io_threads: Option<u16>,
     /// UNSAFE: never fsync. Acknowledged writes can be lost on power failure or OS crash.
     #[arg(long)]
     pub unsafe_no_fsync: bool,
