@@ -127,7 +127,8 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         || std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         usize::from,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = std::sync::mpsc::channel::<Input>();
         let handle = NodeHandle { tx: tx.clone(), status: Arc::new(Mutex::new(Status::default())) };

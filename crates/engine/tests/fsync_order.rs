@@ -1,19 +1,21 @@
-//! Deferred syncs ([`DriverConfig::deferred_sync`]), step by step on three hand-driven drivers over
-//! the simulated disk: an acknowledgement leaves only once the sync job covering its entries is
-//! reported, a leader counts itself towards a majority only then, and reports of tickets unknown or
-//! already reported change nothing. (The simulator runs the random schedules, truncations of logs
-//! with syncs in flight among them; this pins the protocol down.)
+//! The order of a driver's work around its fsync, step by step on three hand-driven drivers over
+//! the simulated disk. Deferred syncs ([`DriverConfig::deferred_sync`]): an acknowledgement leaves
+//! only once the sync job covering its entries is reported, a leader counts itself towards a
+//! majority only then, and reports of tickets unknown or already reported change nothing. Inline
+//! syncs: answers to committed writes leave before the fsync of the batch's new entries. (The
+//! simulator runs the random schedules, truncations of logs with syncs in flight among them; this
+//! pins the protocol down.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
 use engine::kv::{Command, Reply, SetCondition};
-use engine::{Driver, DriverConfig, PeerMessage, Request, SnapshotConfig, SyncJob};
+use engine::{Driver, DriverConfig, Early, PeerMessage, Request, SnapshotConfig, SyncJob};
 use raft::{MessageBody, NodeId, Role};
-use storage::{LogOptions, MemFs};
+use storage::{FaultOp, LogOptions, MemFs};
 
-fn config(id: NodeId) -> DriverConfig {
+fn config(id: NodeId, deferred_sync: bool) -> DriverConfig {
     let mut raft = raft::Config::new(id, vec![1, 2, 3]);
     raft.election_ticks = 10;
     raft.heartbeat_ticks = 2;
@@ -26,7 +28,7 @@ fn config(id: NodeId) -> DriverConfig {
         limbo_ticks: 10_000,
         log: LogOptions::default(),
         snapshot: SnapshotConfig { entries: 0, ..SnapshotConfig::default() },
-        deferred_sync: true,
+        deferred_sync,
     }
 }
 
@@ -45,6 +47,7 @@ fn is_ack(m: &PeerMessage) -> bool {
 
 struct Nodes {
     drivers: BTreeMap<NodeId, Driver<MemFs>>,
+    disks: BTreeMap<NodeId, MemFs>,
     /// Sync jobs taken and not yet run, per node.
     jobs: BTreeMap<NodeId, Vec<SyncJob<MemFs>>>,
     answers: BTreeMap<u64, Reply>,
@@ -52,11 +55,18 @@ struct Nodes {
 
 impl Nodes {
     fn new() -> Nodes {
-        let mut drivers = BTreeMap::new();
+        Self::with(true)
+    }
+
+    fn with(deferred_sync: bool) -> Nodes {
+        let (mut drivers, mut disks) = (BTreeMap::new(), BTreeMap::new());
         for id in 1..=3 {
-            drivers.insert(id, Driver::open(MemFs::new(), Path::new("/d"), config(id)).expect("opens"));
+            let fs = MemFs::new();
+            let d = Driver::open(fs.clone(), Path::new("/d"), config(id, deferred_sync)).expect("opens");
+            drivers.insert(id, d);
+            disks.insert(id, fs);
         }
-        Nodes { drivers, jobs: BTreeMap::new(), answers: BTreeMap::new() }
+        Nodes { drivers, disks, jobs: BTreeMap::new(), answers: BTreeMap::new() }
     }
 
     /// Processes `id` and returns what it sends; its sync job (if any) is kept, not run.
@@ -185,4 +195,32 @@ fn unknown_and_repeated_reports_are_ignored() {
     assert!(d.take_messages().iter().any(is_ack), "the real report releases the acknowledgement");
     d.sync_finished(stale.ticket(), Ok(())).expect("a repeated report is ignored");
     assert_eq!(n.drivers[&f].store().last_index(), before);
+}
+
+#[test]
+fn inline_sync_answers_committed_writes_before_the_fsync_of_new_entries() {
+    let mut n = Nodes::with(false);
+    let leader = n.elect();
+    // W1 is appended and replicated; the followers' acknowledgements are not delivered yet.
+    n.drivers.get_mut(&leader).unwrap().submit(1, set("w1"));
+    let appends = n.process(leader);
+    n.deliver(appends);
+    let mut acks = Vec::new();
+    for f in (1..=3).filter(|&id| id != leader) {
+        acks.extend(n.process(f));
+    }
+    assert!(acks.iter().any(is_ack));
+    // W2 arrives with them: the leader's next batch commits W1 and appends W2.
+    n.drivers.get_mut(&leader).unwrap().submit(2, set("w2"));
+    n.deliver(acks);
+    // That batch's fsync fails (the node would stop): W1's answer must already be out.
+    n.disks[&leader].fail_next(FaultOp::Sync, 1);
+    let mut early = Early::default();
+    let result = n.drivers.get_mut(&leader).unwrap().process_with(&mut |_, out| {
+        early.answers.extend(out.answers);
+    });
+    assert!(result.is_err(), "the injected fsync failure stops the batch");
+    let answered: Vec<u64> = early.answers.iter().map(|(id, _)| *id).collect();
+    assert_eq!(answered, vec![1], "W1 (committed) answered before the fsync, W2 not");
+    assert_eq!(early.answers[0].1, Ok(Reply::Ok));
 }
