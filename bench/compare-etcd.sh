@@ -47,47 +47,12 @@ need_pkg jq jq
 log "building raft-kv (release)"
 cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/raft-kv-vs-etcd.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "${KEEP:-0}" = 1 ]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# 12 distinct free loopback ports, held open together while they are picked.
-read -r -a PORTS <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(12)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')"
-
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_workdir raft-kv-vs-etcd
+read -r -a PORTS <<<"$(free_ports 12)"
 # raft-kv: server ports PORTS[0..2], core ports PORTS[3..5].
-RK_GROUP=()
-RK_ENDPOINTS=()
-IDS=(A B C)
-for i in 0 1 2; do
-    RK_GROUP+=("${IDS[$i]},127.0.0.1,${PORTS[$i]},${PORTS[$((i + 3))]}")
-    RK_ENDPOINTS+=("127.0.0.1:${PORTS[$i]}")
-done
-for i in 0 1 2; do
-    "$BIN" server --group-config "${RK_GROUP[@]}" --id "${IDS[$i]}" --data-dir "$WORK/raft-kv-${IDS[$i]}" \
-        >"$WORK/raft-kv-${IDS[$i]}.log" 2>&1 &
-    PIDS+=($!)
-done
+start_raft_kv "$BIN" "${PORTS[@]:0:6}"
 
 # etcd: client ports PORTS[6..8], peer ports PORTS[9..11].
 ETCD_CLUSTER=""
@@ -108,7 +73,6 @@ for i in 0 1 2; do
     PIDS+=($!)
 done
 
-RK_EPS=$(IFS=,; echo "${RK_ENDPOINTS[*]}")
 ETCD_EPS=$(IFS=,; echo "${ETCD_ENDPOINTS[*]}")
 
 # Ready when one write succeeds (the bench exits 0 only if an operation succeeded).

@@ -26,37 +26,13 @@ if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/raft-kv-write-probe.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-read -r -a PORTS <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(6)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')"
-GROUP=()
-EPS=()
-IDS=(A B C)
-for i in 0 1 2; do
-    GROUP+=("${IDS[$i]},127.0.0.1,${PORTS[$i]},${PORTS[$((i + 3))]}")
-    EPS+=("127.0.0.1:${PORTS[$i]}")
-done
-for i in 0 1 2; do
-    "$BIN" server --group-config "${GROUP[@]}" --id "${IDS[$i]}" --data-dir "$WORK/${IDS[$i]}" "$@" \
-        >"$WORK/${IDS[$i]}.log" 2>&1 &
-    PIDS+=($!)
-done
-ALL=$(IFS=,; echo "${EPS[*]}")
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_workdir raft-kv-write-probe
+read -r -a PORTS <<<"$(free_ports 6)"
+start_raft_kv "$BIN" "${PORTS[@]}" "$@"
+EPS=("${RK_ENDPOINTS[@]}")
+ALL=$RK_EPS
 for n in $(seq 1 120); do
     if "$BIN" bench --target raft-kv --endpoints "$ALL" -c 1 -n 1 --timeout 1s --json --no-progress \
         >/dev/null 2>&1; then
