@@ -140,7 +140,9 @@ async fn write_requests(
             return Some(Pending { bytes, reply: e.0 });
         }
         buf.extend_from_slice(&bytes);
-        // Batch whatever else is already queued into the same write.
+        // Let the other clients of this connection that were woken with this one (their replies
+        // came in the same read) queue their next requests, then batch them into the same write.
+        tokio::task::yield_now().await;
         while buf.len() < MAX_BATCH_BYTES {
             let Ok(Pending { bytes, reply }) = rx.try_recv() else { break };
             if let Err(e) = slots.send(reply) {
