@@ -67,7 +67,8 @@ pub struct SimConfig {
     pub snapshot_job_ms: u64,
     /// Probability that a node crashes right after writing a snapshot, before installing it.
     pub snapshot_crash: f64,
-    /// Nodes hand their fdatasyncs out as sync jobs (as the server does) instead of syncing inline.
+    /// Nodes hand their fdatasyncs out as sync jobs (as the server does with `--sync-thread`)
+    /// instead of syncing inline (the default).
     pub deferred_sync: bool,
     /// Longest virtual time a sync job takes (it completes after a random delay up to this).
     pub sync_job_ms: u64,
@@ -108,7 +109,7 @@ impl SimConfig {
             },
             snapshot_job_ms: [0, 30, 300][rng.range(0, 3) as usize],
             snapshot_crash: [0.0, 0.1][rng.range(0, 2) as usize],
-            deferred_sync: rng.chance(0.7),
+            deferred_sync: rng.chance(0.3),
             sync_job_ms: [0, 1, 5, 30][rng.range(0, 4) as usize],
         }
     }
