@@ -321,6 +321,27 @@ fn preallocated_zero_tails_are_clean_ends_and_a_torn_record_before_zeros_is_cut(
     assert_eq!((torn.path, torn.offset), (last, start as u64));
 }
 
+#[test]
+fn a_log_written_without_preallocation_is_continued_with_it_and_back() {
+    let dir = mem_dir();
+    let fs = MemFs::new();
+    let plain = small_opts(300, 64);
+    let prealloc = LogOptions { preallocate: 100, ..plain.clone() };
+    let mut all = build(&fs, &dir, &plain, 10, 9);
+    for (round, opts) in [&prealloc, &plain, &prealloc].into_iter().enumerate() {
+        let (mut store, rec) = open(&fs, &dir, opts);
+        assert_eq!(rec.entries, all, "round {round}");
+        assert!(rec.torn_tail.is_none(), "round {round}: {:?}", rec.torn_tail);
+        let next = all.len() as u64 + 1;
+        let more: Vec<Entry> = (next..next + 7).map(|i| entry(i, 1, (i as usize * 13) % 40)).collect();
+        store.append(&more).unwrap();
+        store.sync().unwrap();
+        all.extend(more);
+    }
+    let (_, rec) = open(&fs, &dir, &plain);
+    assert_eq!(rec.entries, all);
+}
+
 /// The outcome a failed operation may have had, for the crash model.
 struct Expect {
     /// The current log (index i at position i - 1); after a crash the log must be a prefix of it.
