@@ -15,7 +15,7 @@ use crate::cli::{ClientArgs, Mode, ServerArgs, StatusArgs};
 use crate::cluster::{check_data_dir, Group};
 use crate::node::{self, Input, NodeHandle, NodeOptions, Status};
 use crate::server::{self, ServerContext, ServerOptions};
-use crate::transport::{Transport, TransportConfig};
+use crate::transport::{Transport, TransportConfig, TransportTuning};
 
 /// Resolves `host:port` to the address to bind, preferring IPv4 (`localhost` -> 127.0.0.1).
 fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
@@ -141,7 +141,10 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             .map(|(k, m)| (k as u64 + 1, m.core_addr()))
             .collect();
         let (peer_tx, mut peer_rx) = tokio::sync::mpsc::channel(65_536);
-        let transport = Transport::start(
+        // A link silent for the longest election timeout is closed and dialled again, so a healed
+        // partition is noticed within about 1.5 of them (see `transport`).
+        let longest_election = Duration::from_millis(args.tick_ms * u64::from(args.election_ticks) * 2);
+        let transport = Transport::start_with(
             TransportConfig {
                 id,
                 cluster_id: group.cluster_id(),
@@ -150,6 +153,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 queue_capacity: 65_536,
                 max_frame,
             },
+            TransportTuning::for_election_timeout(longest_election),
             peer_tx,
         )
         .await
