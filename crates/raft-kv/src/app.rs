@@ -17,16 +17,40 @@ use crate::node::{self, Input, NodeHandle, NodeOptions, Status};
 use crate::server::{self, ServerContext, ServerOptions};
 use crate::transport::{Transport, TransportConfig, TransportTuning};
 
-/// Resolves `host:port` to the address to bind, preferring IPv4 (`localhost` -> 127.0.0.1).
-fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
+/// Resolves `host:port` to the address to bind, preferring IPv4 (`localhost` -> 127.0.0.1). An
+/// IPv6 address may be written with or without brackets (`[::1]`, `::1`).
+pub fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
     let addrs: Vec<SocketAddr> =
-        (host, port).to_socket_addrs().with_context(|| format!("cannot resolve host '{host}'"))?.collect();
+        (bare, port).to_socket_addrs().with_context(|| format!("cannot resolve host '{host}'"))?.collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
         .ok_or_else(|| anyhow!("host '{host}' resolves to no address"))
+}
+
+/// Refuses a member host that is an IPv6 address without brackets: `host:port` built from it
+/// would be ambiguous.
+fn check_hosts(group: &Group) -> Result<()> {
+    for m in &group.members {
+        if m.host.contains(':') && !m.host.starts_with('[') {
+            bail!(
+                "member {}: write the IPv6 address {} in brackets ({},[{}],{},{})",
+                m.name,
+                m.host,
+                m.name,
+                m.host,
+                m.server_port,
+                m.core_port
+            );
+        }
+    }
+    Ok(())
 }
 
 fn bind(host: &str, port: u16, what: &str) -> Result<StdTcpListener> {
@@ -75,8 +99,11 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let _lock = DirLock::acquire(&args.data_dir).map_err(|e| anyhow!("{e}"))?;
     check_data_dir(&args.data_dir, &args.id, &group).map_err(|e| anyhow!(e))?;
 
-    let client_listener = bind(&me.host, me.server_port, "server")?;
-    let core_listener = bind(&me.host, me.core_port, "core")?;
+    check_hosts(&group)?;
+    let listen_host = args.listen.as_deref().unwrap_or(&me.host);
+    let client_listener = bind(listen_host, me.server_port, "server")?;
+    let core_listener = bind(listen_host, me.core_port, "core")?;
+    let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
 
     let mut raft = raft::Config::new(id, group.node_ids());
     raft.heartbeat_ticks = args.heartbeat_ticks;
@@ -191,7 +218,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             shutdown_rx,
         ));
         tracing::info!(
-            "node {} serving clients on {} and peers on {} (cluster {})",
+            "node {} serving clients on {} and peers on {} (bound to {client_bound} and {core_bound}; cluster {})",
             me.name,
             me.server_addr(),
             me.core_addr(),
@@ -230,6 +257,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
 /// `raft-kv client`: the console.
 pub fn run_client(args: ClientArgs) -> Result<i32> {
     let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    check_hosts(&group)?;
     let members: Vec<crate::console::Member> = group
         .members
         .iter()
@@ -249,6 +277,7 @@ pub fn run_client(args: ClientArgs) -> Result<i32> {
 /// `raft-kv status`: one row per member; members that do not answer are shown as down.
 pub fn run_status(args: StatusArgs) -> Result<i32> {
     let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    check_hosts(&group)?;
     let rows = crate::status::collect(&group, Duration::from_millis(1000));
     print!("{}", crate::status::render(&rows));
     Ok(if rows.iter().any(|r| r.info.is_some()) { 0 } else { 1 })
