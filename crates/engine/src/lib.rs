@@ -1,12 +1,17 @@
-//! engine: one raft-kv replica without I/O of its own — the key-value state machine ([`kv`]) and the
-//! [`driver`] that runs a Raft node, its durable log and the state machine in the order Raft demands.
-//! The server runs it on a thread; the simulator runs several over a virtual network and disk.
+//! engine: one raft-kv replica without I/O of its own — the key-value state machine ([`kv`]), the
+//! [`driver`] that runs a Raft node, its durable log and the state machine in the order Raft
+//! demands, and the [`host`] loop that feeds it batches of inputs and carries out its output. The
+//! server runs the host loop on its node thread; the simulator runs it for each simulated node over
+//! a virtual network and disk.
 
 pub mod driver;
+pub mod host;
 pub mod kv;
 pub mod snapshots;
 
 pub use driver::{
-    Driver, DriverConfig, Early, FatalError, PeerMessage, Request, RequestError, RequestId, Response, SyncJob,
+    ApplyRecord, Driver, DriverConfig, Early, FatalError, PeerMessage, Request, RequestError, RequestId,
+    Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS,
 };
+pub use host::{run_batch, Input, Io};
 pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

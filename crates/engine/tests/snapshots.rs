@@ -4,12 +4,14 @@
 //! The cluster here is a deterministic, hand-driven one (no random faults): the simulator covers
 //! the random schedules; these tests enumerate every crash point of the two procedures.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use bytes::Bytes;
 use engine::kv::{Command, Query, Reply, SetCondition};
-use engine::{Driver, DriverConfig, PeerMessage, Request, SnapshotConfig};
+use engine::{Driver, DriverConfig, Input, PeerMessage, Request, SnapshotConfig};
 use raft::{NodeId, Role};
 use storage::{LogOptions, MemFs};
 
@@ -27,8 +29,10 @@ fn config(id: NodeId, voters: &[NodeId], session: u64, snapshot: &SnapshotConfig
         forward_retry_ticks: 50,
         limbo_ticks: 10_000,
         log: LogOptions { segment_size: 2048, ..LogOptions::default() },
+        write_window: engine::DEFAULT_WRITE_WINDOW,
         snapshot: snapshot.clone(),
         deferred_sync: false,
+        record_applies: false,
     }
 }
 
@@ -49,6 +53,8 @@ struct Cluster {
     /// Nodes cut off from everyone.
     isolated: BTreeSet<NodeId>,
     queue: Vec<PeerMessage>,
+    /// Inputs for each node's next batch.
+    inbox: BTreeMap<NodeId, Vec<Input>>,
     answers: BTreeMap<u64, Reply>,
     next_request: u64,
     snapshot: SnapshotConfig,
@@ -67,6 +73,7 @@ impl Cluster {
             down: BTreeSet::new(),
             isolated: BTreeSet::new(),
             queue: Vec::new(),
+            inbox: BTreeMap::new(),
             answers: BTreeMap::new(),
             next_request: 1,
             snapshot,
@@ -97,36 +104,42 @@ impl Cluster {
         fs.set_op_budget(None);
         fs.crash(seed);
         self.queue.retain(|m| m.from() != id && m.to() != id);
+        self.inbox.remove(&id);
     }
 
-    /// Runs every live driver's work and delivers messages until quiet. Returns the first node that
-    /// stopped with an error (its driver is then dropped, like a process that died).
+    fn input(&mut self, id: NodeId, input: Input) {
+        self.inbox.entry(id).or_default().push(input);
+    }
+
+    /// Runs every live driver's batch (snapshot jobs run at once, their reports are inputs of the
+    /// next batch) and delivers messages until quiet. Returns the first node that stopped with an
+    /// error (its driver is then dropped, like a process that died).
     fn settle(&mut self) -> Option<NodeId> {
         let mut died = None;
         for _ in 0..10_000 {
             let ids: Vec<NodeId> = self.drivers.keys().copied().collect();
             for id in ids {
+                let inputs = self.inbox.remove(&id).unwrap_or_default();
                 let Some(d) = self.drivers.get_mut(&id) else { continue };
-                let mut failed = d.process().is_err();
-                if let Some(job) = d.take_snapshot_job() {
-                    let result = job.run();
-                    failed |= d.snapshot_finished(result).is_err();
+                let (result, rec) = common::run(d, inputs);
+                for job in rec.snapshots {
+                    self.inbox.entry(id).or_default().push(Input::SnapshotDone(job.run()));
                 }
-                let msgs = d.take_messages();
-                for (req, resp) in d.take_answers() {
+                for (req, resp) in rec.answers {
                     if let Ok(reply) = resp {
                         self.answers.insert(req, reply);
                     }
                 }
-                if failed {
+                if result.is_err() {
                     self.drivers.remove(&id);
+                    self.inbox.remove(&id);
                     self.down.insert(id);
                     died.get_or_insert(id);
                     continue;
                 }
-                self.queue.extend(msgs);
+                self.queue.extend(rec.messages);
             }
-            if self.queue.is_empty() {
+            if self.queue.is_empty() && self.inbox.values().all(Vec::is_empty) {
                 return died;
             }
             for mut m in std::mem::take(&mut self.queue) {
@@ -142,8 +155,8 @@ impl Cluster {
                 if self.isolated.contains(&m.from()) || self.isolated.contains(&m.to()) {
                     continue;
                 }
-                if let Some(d) = self.drivers.get_mut(&m.to()) {
-                    d.receive(m);
+                if self.drivers.contains_key(&m.to()) {
+                    self.input(m.to(), Input::Peer(m));
                 }
             }
         }
@@ -153,8 +166,9 @@ impl Cluster {
     fn tick(&mut self, n: usize) -> Option<NodeId> {
         let mut died = None;
         for _ in 0..n {
-            for d in self.drivers.values_mut() {
-                d.tick();
+            let ids: Vec<NodeId> = self.drivers.keys().copied().collect();
+            for id in ids {
+                self.input(id, Input::Tick);
             }
             if let Some(id) = self.settle() {
                 died.get_or_insert(id);
@@ -181,7 +195,8 @@ impl Cluster {
     fn submit(&mut self, id: NodeId, req: Request) -> u64 {
         let r = self.next_request;
         self.next_request += 1;
-        self.drivers.get_mut(&id).expect("live node").submit(r, req);
+        assert!(self.drivers.contains_key(&id), "live node");
+        self.input(id, Input::Client(r, req));
         r
     }
 
@@ -335,32 +350,32 @@ fn a_failed_snapshot_answers_the_admin_request_and_is_not_retried_in_a_tight_loo
     let leader = c.elect();
     c.write_range(leader, 0..10);
     let d = c.drivers.get_mut(&leader).unwrap();
-    d.submit(900, Request::Snapshot);
-    d.process().unwrap();
-    let job = d.take_snapshot_job().expect("a job for the request");
+    let (result, mut rec) = common::run(d, vec![Input::Client(900, Request::Snapshot)]);
+    result.unwrap();
+    let job = rec.snapshots.pop().expect("a job for the request");
     c.disks[&leader].set_op_budget(Some(0)); // the disk refuses every change: the job fails
     let result = job.run();
     assert!(result.is_err());
     c.disks[&leader].set_op_budget(None);
     let d = c.drivers.get_mut(&leader).unwrap();
-    d.snapshot_finished(result).unwrap();
-    let answers = d.take_answers();
+    // The report, and a new request in the same batch: no new job at once (back-off).
+    let (result, rec) =
+        common::run(d, vec![Input::SnapshotDone(result), Input::Client(901, Request::Snapshot)]);
+    result.unwrap();
     assert!(
-        matches!(answers.as_slice(), [(900, Ok(Reply::Error(e)))] if e.starts_with("ERR taking a snapshot failed")),
-        "{answers:?}"
+        matches!(rec.answers.as_slice(), [(900, Ok(Reply::Error(e)))] if e.starts_with("ERR taking a snapshot failed")),
+        "{:?}",
+        rec.answers
     );
-    // A new request does not start a job at once (back-off), but does after the back-off.
-    d.submit(901, Request::Snapshot);
-    d.process().unwrap();
-    assert!(d.take_snapshot_job().is_none(), "no new job right after a failure");
-    for _ in 0..small_snapshots().abort_ticks {
-        d.tick();
-    }
-    d.process().unwrap();
-    let job = d.take_snapshot_job().expect("retried after the back-off");
-    let result = job.run();
-    d.snapshot_finished(result).unwrap();
-    assert!(matches!(d.take_answers().as_slice(), [(901, Ok(Reply::Int(i)))] if *i >= 11));
+    assert!(rec.snapshots.is_empty(), "no new job right after a failure");
+    // After the back-off the job is retried.
+    let ticks = (0..small_snapshots().abort_ticks).map(|_| Input::Tick).collect();
+    let (result, mut rec) = common::run(d, ticks);
+    result.unwrap();
+    let job = rec.snapshots.pop().expect("retried after the back-off");
+    let (result, rec) = common::run(d, vec![Input::SnapshotDone(job.run())]);
+    result.unwrap();
+    assert!(matches!(rec.answers.as_slice(), [(901, Ok(Reply::Int(i)))] if *i >= 11), "{:?}", rec.answers);
 }
 
 #[test]

@@ -1,37 +1,43 @@
-//! The node thread: runs the [`Driver`] (Raft core + WAL + KV state machine) on a dedicated OS thread,
-//! so fsync never blocks the network tasks.
+//! The node thread: runs the host loop ([`engine::run_batch`]: Raft core + WAL + KV state machine)
+//! on a dedicated OS thread, so fsync never blocks the network tasks.
 //!
-//! Loop: wait for input (client requests, peer messages) until the next tick is due; drain everything
-//! else already queued (this is the group commit: every request that arrived during the last fsync
-//! is persisted by the next single fsync); tick if due; let the driver persist, then hand its
-//! messages to the transport, then publish the status for `INFO`, then deliver the answers.
+//! Loop: wait for input (client requests, peer messages, reports of background work) until the
+//! next tick is due; take everything else already queued, up to [`MAX_BATCH`] inputs (this is the
+//! group commit: every request that arrived during the last fsync is persisted by the next single
+//! fsync); add a tick if one is due; run the batch through the host loop, whose [`Io`] here is
+//! the transport (messages), the waiting clients (answers, after publishing the status for `INFO`)
+//! and background threads (syncs, snapshots, freeing). The order inside a batch is the host
+//! loop's, the same one the simulator runs.
 //!
 //! Syncs: by default the driver fsyncs each batch on this thread (the blocking fsync is also what
-//! batches the next round's requests). With `--sync-thread` it hands the fdatasync out instead
-//! ([`Driver::take_sync_job`]): a `raft-sync` thread runs it and reports back through
-//! [`Input::Synced`], so this thread goes on receiving acknowledgements, committing, answering and
-//! appending while the disk works. The sync thread runs only the newest job it has (it covers the
-//! older ones) and exits when this thread drops its sender.
+//! batches the next round's requests). With `--sync-thread` it hands the fdatasync out instead:
+//! a `raft-sync` thread runs it and reports back through [`Input::Synced`], so this thread goes on
+//! receiving acknowledgements, committing, answering and appending while the disk works. The sync
+//! thread runs only the newest job it has (it covers the older ones) and exits when this thread
+//! drops its sender.
 //!
-//! Snapshots: after every round the loop asks the driver for a snapshot job
-//! ([`Driver::take_snapshot_job`]) and runs it on a background thread (`raft-snapshot`); the job
-//! only serializes an immutable view of the state machine into `snapshot.tmp` and fsyncs it, so the
-//! node goes on serving meanwhile. Its outcome comes back as [`Input::SnapshotDone`] and is handed to
-//! [`Driver::snapshot_finished`] on this thread, which installs the file and compacts the log. The
-//! driver creates at most one job at a time (it waits for `snapshot_finished`), so at most one
-//! snapshot thread exists. A job thread that panics reports an I/O error instead, so the driver is
-//! never left waiting for a result that cannot come.
+//! Snapshots: a snapshot job handed out by the driver runs on a background thread
+//! (`raft-snapshot`); the job only serializes an immutable view of the state machine into
+//! `snapshot.tmp` and fsyncs it, so the node goes on serving meanwhile. Its outcome comes back as
+//! [`Input::SnapshotDone`]. The driver creates at most one job at a time, so at most one snapshot
+//! thread exists. A job thread that panics reports an I/O error instead, so the driver is never
+//! left waiting for a result that cannot come.
+//!
+//! Back-pressure: the input channel is bounded ([`INPUT_CAPACITY`]). Connection tasks and peer
+//! links wait (asynchronously) for room, so a node thread that falls behind slows its clients and
+//! peers down through TCP instead of growing a queue without bound; reports of background work use
+//! the same channel (their threads block briefly on a full one). The driver bounds its own writes in
+//! flight (`write_window`), and each client connection its pipeline.
 //!
 //! Shutdown waits for in-flight requests *and* a running snapshot job for at most
 //! `shutdown_grace`, then returns; a job still running then is abandoned (the thread is detached and
 //! dies with the process; the `snapshot.tmp` it leaves is removed at the next start).
 //!
-//! Invariants: answers and messages leave only when the driver lets them out (early ones from the
-//! hook of [`Driver::process_with`], the rest after it returned), i.e. once the state they depend on
-//! is durable; every client request gets exactly one answer (the driver's, or an error at
-//! shutdown); at most one snapshot job and one sync run at a time.
+//! Invariants: answers and messages leave only when the host loop lets them out, i.e. once the
+//! state they depend on is durable; every client request gets exactly one answer (the driver's, or
+//! an error at shutdown); at most one snapshot job and one sync run at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -39,21 +45,28 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::{
-    Driver, FatalError, PeerMessage, Request, RequestError, Response, SnapshotDone, SnapshotJob,
-    SnapshotStats, SyncJob,
+    Driver, FatalError, Io, PeerMessage, Request, RequestError, RequestId, Response, SnapshotDone,
+    SnapshotJob, SnapshotStats, SyncJob,
 };
-use raft::{NodeId, Role};
+use raft::{Entry, NodeId, Role};
 use storage::{StdFs, StorageError, SNAPSHOT_TMP};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::transport::Transport;
 
+/// Most inputs taken into one batch.
+pub const MAX_BATCH: usize = 65_536;
+
+/// Most client requests and peer messages queued for the node thread at once (see the module docs).
+pub const INPUT_CAPACITY: usize = 65_536;
+
 /// Input to the node thread.
 pub enum Input {
-    /// A client request and where to send its answer.
-    Client(Request, oneshot::Sender<Response>),
-    /// A message from a peer.
-    Peer(PeerMessage),
+    /// A client request, where to send its answer, and its place in the bounded queue (released
+    /// when the node thread takes the request).
+    Client(Request, oneshot::Sender<Response>, OwnedSemaphorePermit),
+    /// A message from a peer, with its place in the bounded queue.
+    Peer(PeerMessage, OwnedSemaphorePermit),
     /// The outcome of the snapshot job running in the background (sent by its thread).
     SnapshotDone(Result<SnapshotDone, StorageError>),
     /// The outcome of a sync job: its ticket and result (sent by the sync thread).
@@ -108,17 +121,44 @@ pub struct Status {
 pub struct NodeHandle {
     /// Input channel.
     pub tx: Sender<Input>,
+    /// Places in the input queue (see the module docs).
+    pub room: Arc<Semaphore>,
     /// The latest published status.
     pub status: Arc<Mutex<Status>>,
 }
 
 impl NodeHandle {
-    /// Submits a request; the answer arrives on the returned receiver.
-    pub fn submit(&self, request: Request) -> oneshot::Receiver<Response> {
+    /// A handle around `tx` with [`INPUT_CAPACITY`] places.
+    pub fn new(tx: Sender<Input>) -> Self {
+        NodeHandle {
+            tx,
+            room: Arc::new(Semaphore::new(INPUT_CAPACITY)),
+            status: Arc::new(Mutex::new(Status::default())),
+        }
+    }
+
+    /// Waits for a place in the input queue (back-pressure: the node thread is behind).
+    pub async fn reserve(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring only waits.
+        match self.room.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the input semaphore is never closed"),
+        }
+    }
+
+    /// Submits a request in the place `permit` holds; the answer arrives on the returned receiver.
+    pub fn submit(&self, request: Request, permit: OwnedSemaphorePermit) -> oneshot::Receiver<Response> {
         let (tx, rx) = oneshot::channel();
         // If the node thread is gone the sender is dropped and the receiver reports it.
-        let _ = self.tx.send(Input::Client(request, tx));
+        let _ = self.tx.send(Input::Client(request, tx, permit));
         rx
+    }
+
+    /// Hands a peer message to the node thread, waiting for a place first. Returns false if the
+    /// node thread is gone.
+    pub async fn deliver(&self, msg: PeerMessage) -> bool {
+        let permit = self.reserve().await;
+        self.tx.send(Input::Peer(msg, permit)).is_ok()
     }
 
     /// The latest status.
@@ -152,15 +192,19 @@ pub fn spawn(
     std::thread::Builder::new().name("raft-node".into()).spawn(move || {
         NodeLoop {
             driver,
-            transport,
             rx,
-            tx,
-            status,
+            host: ServerIo {
+                transport,
+                tx,
+                status,
+                data_dir: opts.data_dir.clone(),
+                waiters: HashMap::new(),
+                job: None,
+                syncer,
+                shutting_down: false,
+            },
             opts,
-            waiters: HashMap::new(),
             next: 1,
-            job: None,
-            syncer,
         }
         .run()
     })
@@ -187,40 +231,28 @@ fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<StdFs>>
 
 struct NodeLoop {
     driver: Driver<StdFs>,
-    transport: Transport,
     rx: Receiver<Input>,
-    /// A sender into `rx`, cloned into each snapshot thread. (So `rx` never reports
-    /// `Disconnected`: the loop stops on [`Input::Shutdown`].)
-    tx: Sender<Input>,
-    status: Arc<Mutex<Status>>,
+    /// What the host loop's output goes to.
+    host: ServerIo,
     opts: NodeOptions,
-    waiters: HashMap<u64, oneshot::Sender<Response>>,
-    next: u64,
-    /// The running snapshot thread (None when no job runs).
-    job: Option<JoinHandle<()>>,
-    /// Sync jobs go to the `raft-sync` thread (only with `--sync-thread`).
-    syncer: Option<Sender<SyncJob<StdFs>>>,
+    /// Next request id.
+    next: RequestId,
 }
 
 impl NodeLoop {
     fn run(mut self) -> Result<(), FatalError> {
         let mut next_tick = Instant::now() + self.opts.tick;
         let mut shutdown_deadline: Option<Instant> = None;
+        let mut batch = Vec::new();
         loop {
             let now = Instant::now();
             let wait = next_tick.saturating_duration_since(now);
             match self.rx.recv_timeout(wait) {
                 Ok(input) => {
-                    if self.handle(input)? {
-                        shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
-                    }
-                    for _ in 0..65_536 {
+                    self.take(input, &mut batch, &mut shutdown_deadline, now);
+                    while batch.len() < MAX_BATCH {
                         match self.rx.try_recv() {
-                            Ok(input) => {
-                                if self.handle(input)? {
-                                    shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
-                                }
-                            }
+                            Ok(input) => self.take(input, &mut batch, &mut shutdown_deadline, now),
                             Err(_) => break,
                         }
                     }
@@ -232,57 +264,146 @@ impl NodeLoop {
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.driver.tick();
+                batch.push(engine::Input::Tick);
                 next_tick += self.opts.tick;
                 if next_tick < now {
                     // We fell far behind (a long fsync): do not replay a burst of ticks.
                     next_tick = now + self.opts.tick;
                 }
             }
-            let (transport, status, waiters) = (&self.transport, &self.status, &mut self.waiters);
-            self.driver.process_with(&mut |driver, early| {
-                transport.send(early.messages);
-                deliver(driver, status, waiters, early.answers);
-            })?;
-            if let Some(job) = self.driver.take_sync_job() {
-                if self.syncer.as_ref().is_none_or(|s| s.send(job).is_err()) {
-                    let e = std::io::Error::other("the sync thread is gone");
-                    return Err(FatalError::Storage(StorageError::io(self.opts.data_dir.clone(), e)));
-                }
+            self.host.shutting_down = shutdown_deadline.is_some();
+            if let Err(e) = engine::run_batch(&mut self.driver, batch.drain(..), &mut self.host) {
+                self.host.fail_waiters();
+                return Err(e);
             }
-            self.transport.send(self.driver.take_messages());
-            self.free_in_background();
-            if shutdown_deadline.is_none() {
-                self.start_snapshot_job()?;
-            }
-            let answers = self.driver.take_answers();
-            deliver(&self.driver, &self.status, &mut self.waiters, answers);
             if let Some(deadline) = shutdown_deadline {
-                let idle = self.waiters.is_empty() && self.job.is_none();
+                let idle = self.host.waiters.is_empty() && self.host.job.is_none();
                 if idle || Instant::now() >= deadline {
-                    if self.job.take().is_some() {
+                    if self.host.job.take().is_some() {
                         tracing::warn!("shutting down while a snapshot is being written: abandoning it");
                     }
-                    for (_, w) in self.waiters.drain() {
-                        let _ = w.send(Err(RequestError::Timeout));
-                    }
+                    self.host.fail_waiters();
                     return Ok(());
                 }
             }
         }
     }
 
-    /// After a snapshot was installed: frees the compacted log prefix (up to --snapshot-entries
-    /// entries: milliseconds) and deletes the previous snapshot file and the log segments it covers
-    /// (tens of milliseconds per 64 MiB) on a short-lived thread instead of this one.
-    fn free_in_background(&mut self) {
-        let compacted = self.driver.take_compacted_entries();
-        let files = self.driver.take_files_to_delete();
-        if compacted.len() < 1024 && files.is_empty() {
+    /// Turns one input of the channel into an input of the batch (or a shutdown request).
+    fn take(
+        &mut self,
+        input: Input,
+        batch: &mut Vec<engine::Input>,
+        shutdown_deadline: &mut Option<Instant>,
+        now: Instant,
+    ) {
+        match input {
+            Input::Client(request, reply, _permit) => {
+                let id = self.next;
+                self.next += 1;
+                self.host.waiters.insert(id, reply);
+                batch.push(engine::Input::Client(id, request));
+            }
+            Input::Peer(msg, _permit) => batch.push(engine::Input::Peer(msg)),
+            Input::SnapshotDone(result) => {
+                if let Some(thread) = self.host.job.take() {
+                    // Sending the result was the thread's last act: this join returns at once.
+                    let _ = thread.join();
+                }
+                batch.push(engine::Input::SnapshotDone(result));
+            }
+            Input::Synced(ticket, result) => batch.push(engine::Input::Synced(ticket, result)),
+            Input::Shutdown => {
+                shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
+            }
+        }
+    }
+}
+
+/// The server's side of the host loop: the transport, the waiting clients, background threads.
+struct ServerIo {
+    transport: Transport,
+    /// A sender into the node thread's channel, cloned into each snapshot thread. (So the channel
+    /// never reports `Disconnected`: the loop stops on [`Input::Shutdown`].)
+    tx: Sender<Input>,
+    status: Arc<Mutex<Status>>,
+    data_dir: PathBuf,
+    /// Clients waiting for an answer, by request id.
+    waiters: HashMap<RequestId, oneshot::Sender<Response>>,
+    /// The running snapshot thread (None when no job runs).
+    job: Option<JoinHandle<()>>,
+    /// Sync jobs go to the `raft-sync` thread (only with `--sync-thread`).
+    syncer: Option<Sender<SyncJob<StdFs>>>,
+    /// No new snapshot job starts while shutting down.
+    shutting_down: bool,
+}
+
+impl ServerIo {
+    /// Answers every waiting client with a timeout (the node is stopping).
+    fn fail_waiters(&mut self) {
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(Err(RequestError::Timeout));
+        }
+    }
+}
+
+impl Io<StdFs> for ServerIo {
+    fn send(&mut self, _: &Driver<StdFs>, messages: Vec<PeerMessage>) {
+        self.transport.send(messages);
+    }
+
+    /// Publishes the driver's status (for `INFO`), then hands `answers` to their waiting clients.
+    /// The status goes first: a client that got an answer (e.g. RAFT.SNAPSHOT's) then sees an INFO
+    /// at least as new.
+    fn answer(&mut self, driver: &Driver<StdFs>, answers: Vec<(RequestId, Response)>) {
+        let answers: Vec<_> = answers
+            .into_iter()
+            .filter_map(|(id, response)| Some((self.waiters.remove(&id)?, response)))
+            .collect();
+        publish(driver, &self.status, self.waiters.len());
+        for (waiter, response) in answers {
+            let _ = waiter.send(response);
+        }
+    }
+
+    fn start_sync(&mut self, job: SyncJob<StdFs>) -> Result<(), FatalError> {
+        if self.syncer.as_ref().is_none_or(|s| s.send(job).is_err()) {
+            let e = std::io::Error::other("the sync thread is gone");
+            return Err(FatalError::Storage(StorageError::io(self.data_dir.clone(), e)));
+        }
+        Ok(())
+    }
+
+    /// Runs the snapshot job on a background thread.
+    fn start_snapshot(&mut self, job: SnapshotJob<StdFs>) -> Result<(), StorageError> {
+        if self.shutting_down {
+            return Ok(()); // Abandoned with the process; its leftovers are removed at the next start.
+        }
+        let tx = self.tx.clone();
+        let tmp = self.data_dir.join(SNAPSHOT_TMP);
+        let index = job.index();
+        let thread = std::thread::Builder::new()
+            .name("raft-snapshot".into())
+            .spawn(move || {
+                let result = run_job(job, tmp);
+                // Fails only if the node thread is gone (shutdown): nothing to report to.
+                let _ = tx.send(Input::SnapshotDone(result));
+            })
+            .map_err(|e| StorageError::io(self.data_dir.join(SNAPSHOT_TMP), e))?;
+        tracing::debug!(index, "snapshot job started");
+        self.job = Some(thread);
+        Ok(())
+    }
+
+    /// Frees the compacted log prefix (up to --snapshot-entries entries: milliseconds) and deletes
+    /// the previous snapshot file and the log segments it covers (tens of milliseconds per 64 MiB)
+    /// on a short-lived thread instead of this one.
+    fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>) {
+        if entries.len() < 1024 && files.is_empty() {
             return; // Nothing worth a thread (small batches are freed right here).
         }
         let work = move || {
-            drop(compacted);
+            drop(entries);
             for path in files {
                 // A leftover is harmless: startup removes what a snapshot covers.
                 if let Err(e) = std::fs::remove_file(&path) {
@@ -293,84 +414,6 @@ impl NodeLoop {
         if let Err(e) = std::thread::Builder::new().name("raft-free".into()).spawn(work) {
             tracing::debug!(error = %e, "could not start a thread to free the compacted log");
         }
-    }
-
-    /// Runs the driver's snapshot job, if it has one, on a background thread.
-    fn start_snapshot_job(&mut self) -> Result<(), FatalError> {
-        let Some(job) = self.driver.take_snapshot_job() else { return Ok(()) };
-        let tx = self.tx.clone();
-        let tmp = self.opts.data_dir.join(SNAPSHOT_TMP);
-        let index = job.index();
-        let spawned = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
-            let result = run_job(job, tmp);
-            // Fails only if the node thread is gone (shutdown): nothing to report to.
-            let _ = tx.send(Input::SnapshotDone(result));
-        });
-        match spawned {
-            Ok(thread) => {
-                tracing::debug!(index, "snapshot job started");
-                self.job = Some(thread);
-                Ok(())
-            }
-            Err(e) => {
-                // The job went down with the closure: tell the driver at once, so that it tries
-                // again when the next snapshot is due.
-                let err = StorageError::io(self.opts.data_dir.join(SNAPSHOT_TMP), e);
-                self.driver.snapshot_finished(Err(err))
-            }
-        }
-    }
-
-    /// Handles one input; returns true if it asks to shut down. An error is fatal (the node stops).
-    fn handle(&mut self, input: Input) -> Result<bool, FatalError> {
-        match input {
-            Input::Client(request, reply) => {
-                let id = self.next;
-                self.next += 1;
-                self.waiters.insert(id, reply);
-                self.driver.submit(id, request);
-            }
-            Input::Peer(msg) => self.driver.receive(msg),
-            Input::SnapshotDone(result) => {
-                if let Some(thread) = self.job.take() {
-                    // Sending the result was the thread's last act: this join returns at once.
-                    let _ = thread.join();
-                }
-                let started = Instant::now();
-                self.driver.snapshot_finished(result)?;
-                // Installing (rename, directory sync, compaction) runs on this thread: say when it
-                // held requests up noticeably.
-                let took = started.elapsed();
-                if took > Duration::from_millis(20) {
-                    tracing::info!(
-                        ?took,
-                        "installing the snapshot and compacting the log held the node thread"
-                    );
-                } else {
-                    tracing::debug!(?took, "snapshot installed");
-                }
-            }
-            Input::Synced(ticket, result) => self.driver.sync_finished(ticket, result)?,
-            Input::Shutdown => return Ok(true),
-        }
-        Ok(false)
-    }
-}
-
-/// Publishes the driver's status (for `INFO`), then hands `answers` to their waiting clients. The
-/// status goes first: a client that got an answer (e.g. RAFT.SNAPSHOT's) then sees an INFO at
-/// least as new.
-fn deliver(
-    driver: &Driver<StdFs>,
-    status: &Mutex<Status>,
-    waiters: &mut HashMap<u64, oneshot::Sender<Response>>,
-    answers: Vec<(u64, Response)>,
-) {
-    let answers: Vec<_> =
-        answers.into_iter().filter_map(|(id, response)| Some((waiters.remove(&id)?, response))).collect();
-    publish(driver, status, waiters.len());
-    for (waiter, response) in answers {
-        let _ = waiter.send(response);
     }
 }
 

@@ -29,7 +29,7 @@ use engine::{Request as EngineRequest, RequestError, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::Group;
 use crate::command::{self, ClientRequest, Request, SetCondition};
@@ -164,7 +164,9 @@ async fn handle_connection(
         loop {
             match parser.parse(&mut buf) {
                 Ok(Some(frame)) => {
-                    let pending = dispatch(frame, &mut conn, &ctx);
+                    // A place in the node thread's queue first (back-pressure when it is behind).
+                    let permit = ctx.node.reserve().await;
+                    let pending = dispatch(frame, &mut conn, &ctx, permit);
                     let close = matches!(pending, Pending::Close(..));
                     if tx.send(pending).await.is_err() || close {
                         break 'read;
@@ -216,7 +218,8 @@ async fn write_answers(
                         }
                         out.clear();
                     }
-                    let response = node.submit(request).await.unwrap_or(Err(RequestError::Timeout));
+                    let permit = node.reserve().await;
+                    let response = node.submit(request, permit).await.unwrap_or(Err(RequestError::Timeout));
                     outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
                     (response_frame(response), p, false)
                 }
@@ -268,6 +271,9 @@ fn response_frame(response: Response) -> Frame {
         Err(RequestError::NoLeader) => {
             Frame::error("TRYAGAIN no leader is available; the request was not executed, retry later")
         }
+        Err(RequestError::Overloaded) => Frame::error(
+            "TRYAGAIN too many writes in flight on this node; the request was not executed, retry later",
+        ),
         Err(RequestError::Timeout) => Frame::error(
             "TIMEOUT the cluster did not answer in time; a write may or may not have been applied",
         ),
@@ -290,14 +296,16 @@ fn own(b: Bytes) -> Bytes {
     Bytes::copy_from_slice(&b)
 }
 
-/// Turns one request frame into its (pending) answer.
-fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext) -> Pending {
+/// Turns one request frame into its (pending) answer; `permit` is the place in the node thread's
+/// queue a request submitted now takes.
+fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext, permit: OwnedSemaphorePermit) -> Pending {
     let p = conn.protocol;
     let request = match Request::parse(frame) {
         Ok(r) => r,
         Err(e) => return Pending::Frame(e.to_frame(), p),
     };
     let outstanding = conn.outstanding.clone();
+    let permit = std::cell::Cell::new(Some(permit));
     let engine = |r: EngineRequest, kind: Kind| {
         let other = match kind {
             Kind::Read => Kind::Write,
@@ -305,10 +313,10 @@ fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext) -> Pending {
         };
         let defer = outstanding.counter(other).load(Ordering::Acquire) > 0;
         outstanding.counter(kind).fetch_add(1, Ordering::AcqRel);
-        if defer {
-            Pending::Deferred(r, p, kind)
-        } else {
-            Pending::Engine(ctx.node.submit(r), p, kind)
+        match permit.take() {
+            Some(permit) if !defer => Pending::Engine(ctx.node.submit(r, permit), p, kind),
+            // Deferred (or, never, a second request of one frame): submitted by the writer.
+            _ => Pending::Deferred(r, p, kind),
         }
     };
     let write = |c: KvCommand| engine(EngineRequest::Write(c), Kind::Write);

@@ -24,6 +24,7 @@ pub mod rng;
 pub mod types;
 
 pub use config::Config;
+pub use log::StorageAction;
 pub use message::{Message, MessageBody};
 pub use node::{Node, Role};
 pub use ready::{ProposeError, ReadError, ReadState, Ready};

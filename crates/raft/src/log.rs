@@ -19,6 +19,17 @@ use std::collections::VecDeque;
 
 use crate::types::{Entry, Index, Term};
 
+/// What storage must do when a snapshot is installed (see [`RaftLog::restore`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageAction {
+    /// Storage holds the snapshot's last entry and everything the log keeps after it: drop the
+    /// entries up to the snapshot's index.
+    DropPrefix,
+    /// Storage must discard its whole log and restart empty after the snapshot's index; the core
+    /// hands any entries it kept after the snapshot to it again (in the next [`crate::Ready`]).
+    Reset,
+}
+
 /// The replicated log as the core sees it.
 #[derive(Clone, Debug)]
 pub struct RaftLog {
@@ -150,12 +161,18 @@ impl RaftLog {
 
     /// Follower side of AppendEntries: if the entry at `prev_index` has `prev_term`, merges `entries`
     /// (truncating at the first conflict) and returns the index of the last entry now known to match
-    /// the leader; otherwise returns None.
-    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Option<Index> {
+    /// the leader and the index truncated from, if any; otherwise returns None.
+    pub fn maybe_append(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> Option<(Index, Option<Index>)> {
         if self.term(prev_index) != Some(prev_term) {
             return None;
         }
         let last_new = prev_index + entries.len() as u64;
+        let mut truncated = None;
         for (k, e) in entries.iter().enumerate() {
             debug_assert_eq!(e.index, prev_index + 1 + k as u64);
             match self.term(e.index) {
@@ -168,6 +185,7 @@ impl RaftLog {
                         self.commit
                     );
                     self.truncate_from(e.index);
+                    truncated = Some(e.index);
                 }
                 None => {}
             }
@@ -176,7 +194,7 @@ impl RaftLog {
             }
             break;
         }
-        Some(last_new)
+        Some((last_new, truncated))
     }
 
     /// Removes every entry at or after `index`.
@@ -226,30 +244,49 @@ impl RaftLog {
         entries
     }
 
-    /// Installs a snapshot ending at (`index`, `term`) that the state machine now reflects (§7):
-    /// if the log holds that entry with that term, and storage holds it too, the entries after it are
-    /// kept (they continue the snapshot); otherwise the whole log is discarded. Commit and applied
-    /// move up to `index`. Returns true if the suffix was kept (storage only needs to drop its prefix),
-    /// false if storage must discard its whole log and restart empty after `index` (everything kept in
-    /// memory is then handed to storage again as unstable).
+    /// Installs a snapshot ending at (`index`, `term`) that the state machine now reflects (§7, and
+    /// etcd's rule): if the log holds an entry at `index` with `term`, the entries after it continue
+    /// the snapshot and are kept, stored or not; otherwise the whole log is discarded. Commit and
+    /// applied move up to `index` (commit never past the last index).
+    ///
+    /// Returns the [`StorageAction`]: storage may keep its entries after `index` only if it holds
+    /// exactly what the log keeps up to there (every kept entry up to `index` was handed to it and
+    /// none was rewritten since); otherwise it must discard its whole log and restart empty after
+    /// `index`, and every entry kept in memory is handed to it again as unstable.
     ///
     /// The caller guarantees `index > applied` (a snapshot never moves the state machine back).
-    pub fn restore(&mut self, index: Index, term: Term) -> bool {
+    ///
+    /// # Panics
+    /// If the log holds a committed entry that the snapshot contradicts (safety violation).
+    pub fn restore(&mut self, index: Index, term: Term) -> StorageAction {
         debug_assert!(index > self.applied);
-        let keep = self.term(index) == Some(term) && self.stored_last >= index && self.unstable_from > index;
-        if keep {
+        let continues = self.term(index) == Some(term);
+        let storage_keeps = continues && self.stored_last >= index && self.unstable_from > index;
+        if continues {
             let n = (index - self.offset) as usize;
             self.entries.drain(..n);
         } else {
+            assert!(
+                self.commit <= index,
+                "safety violation: snapshot {index}/{term} contradicts the log, committed up to {}",
+                self.commit
+            );
             self.entries.clear();
+        }
+        if !storage_keeps {
             self.unstable_from = index + 1;
             self.stored_last = index;
         }
         self.offset = index;
         self.offset_term = term;
         self.commit = self.commit.max(index);
+        debug_assert!(self.commit <= self.last_index());
         self.applied = index;
-        keep
+        if storage_keeps {
+            StorageAction::DropPrefix
+        } else {
+            StorageAction::Reset
+        }
     }
 
     /// Drops entries up to and including `index` (after a snapshot covers them). Only applied
@@ -300,12 +337,12 @@ mod tests {
         assert_eq!(log.maybe_append(2, 2, &[]), None);
         assert_eq!(log.maybe_append(5, 2, &[]), None);
         // Conflict at 3: truncate 3.., append new.
-        assert_eq!(log.maybe_append(2, 1, &[e(3, 3)]), Some(3));
+        assert_eq!(log.maybe_append(2, 1, &[e(3, 3)]), Some((3, Some(3))));
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.term(3), Some(3));
         assert_eq!(log.take_unstable(), (Some(3), vec![e(3, 3)]));
         // A stale, shorter append that matches does not truncate.
-        assert_eq!(log.maybe_append(1, 1, &[Entry::new(1, 2, "x")]), Some(2));
+        assert_eq!(log.maybe_append(1, 1, &[Entry::new(1, 2, "x")]), Some((2, None)));
         assert_eq!(log.last_index(), 3);
         assert!(!log.has_unstable());
     }

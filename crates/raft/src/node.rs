@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::log::RaftLog;
+use crate::log::{RaftLog, StorageAction};
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::read_index::ReadIndex;
@@ -407,12 +407,15 @@ impl Node {
         ready.committed = self.log.take_committed(usize::MAX);
         // A leader's appends and heartbeats depend only on its in-memory log: they may leave before
         // its own fsync (its commit index counts itself only up to `persisted`).
-        let (early, late): (Vec<Message>, Vec<Message>) =
-            std::mem::take(&mut self.msgs).into_iter().partition(|m| {
-                matches!(m.body, MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. })
-            });
-        ready.early_messages = early;
-        ready.messages = late;
+        for m in std::mem::take(&mut self.msgs) {
+            match m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    ready.early_messages.push(m)
+                }
+                MessageBody::AppendEntriesResponse { .. } => ready.log_acks.push(m),
+                _ => ready.messages.push(m),
+            }
+        }
         ready.reads = std::mem::take(&mut self.read_states);
         ready.snapshots = std::mem::take(&mut self.snapshot_requests);
         ready
@@ -451,24 +454,32 @@ impl Node {
 
     /// Follower: the driver has made a snapshot ending at (`index`, `term`) durable and the state
     /// machine now reflects it (§7, InstallSnapshot). The log keeps the entries after `index` if it
-    /// holds that entry with that term, and is discarded otherwise; commit and applied move up to
-    /// `index`; `leader` (the sender) is told the follower now holds everything up to `index`.
+    /// holds that entry with that term (stored yet or not), and is discarded otherwise; commit and
+    /// applied move up to `index` (commit never past the last index); `leader` (the sender) is told
+    /// the follower now holds everything up to `index`.
     ///
     /// Returns None if the snapshot is refused (this node is the leader, it already applied `index`,
-    /// or `term` is above its current term): nothing changed, and the driver must keep its current state. Otherwise
-    /// `Some(kept)`: with `kept` true storage must only drop entries up to `index`; with false it must
-    /// discard its whole log and restart empty after `index` (the core then hands any newer entries it
-    /// holds to storage again).
+    /// or `term` is above its current term): nothing changed, and the driver must keep its current
+    /// state. Otherwise what storage must do ([`StorageAction`]): drop its prefix up to `index`, or
+    /// discard its whole log and restart empty after `index` (the core then hands the entries it
+    /// kept after `index`, if any, to storage again in the next [`Ready`]).
+    ///
+    /// Acknowledgements already queued stay truthful: those for entries the log keeps leave with
+    /// (after) the Ready that makes them durable; those for entries a discarded log held are dropped.
     ///
     /// Safe whoever sent it: a snapshot only holds committed entries, which every later leader has.
-    pub fn restore(&mut self, index: Index, term: Term, leader: NodeId) -> Option<bool> {
+    pub fn restore(&mut self, index: Index, term: Term, leader: NodeId) -> Option<StorageAction> {
         if self.role == Role::Leader || index <= self.log.applied() || term > self.term {
             // A snapshot of a term this node has not reached yet would break `term >= last log
             // term`; its sender is in a newer term, which this node learns from it first.
             return None;
         }
-        let kept = self.log.restore(index, term);
-        self.persisted = if kept { self.persisted.max(index) } else { index };
+        let action = self.log.restore(index, term);
+        self.persisted = match action {
+            StorageAction::DropPrefix => self.persisted.max(index),
+            StorageAction::Reset => index,
+        };
+        self.drop_acks_beyond(self.log.last_index());
         if self.peers.contains(&leader) {
             self.send(
                 leader,
@@ -480,7 +491,16 @@ impl Node {
                 },
             );
         }
-        Some(kept)
+        Some(action)
+    }
+
+    /// Drops queued successful acknowledgements of entries beyond `last` (the log no longer holds
+    /// them: a snapshot replaced it, or a conflict truncated it before they were stored). Dropping a
+    /// message is always safe; sending one would let a leader count entries this node lacks.
+    pub(crate) fn drop_acks_beyond(&mut self, last: Index) {
+        self.msgs.retain(|m| {
+            !matches!(m.body, MessageBody::AppendEntriesResponse { success: true, index, .. } if index > last)
+        });
     }
 
     /// Leader: the driver delivered a snapshot ending at `index` to `peer`, which installed it.

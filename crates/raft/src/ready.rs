@@ -10,7 +10,13 @@
 //!    append `entries`; then make all of it durable (one fsync for the whole batch: group commit),
 //!    and report it with [`crate::Node::on_persisted`] (a leader counts its own log towards a
 //!    majority only up to what it has persisted);
-//! 2. send `messages` (they may depend on the state persisted in step 1: votes, acknowledgements);
+//! 2. send `messages` (they depend at most on the hard state of step 1: votes, heartbeat
+//!    responses, ReadIndex traffic) and `log_acks` (AppendEntriesResponses: they acknowledge log
+//!    entries, so they may leave only once every entry of this batch and of every earlier batch is
+//!    durable). With the fsync of step 1 inline both leave together; a driver that runs the log's
+//!    fsync elsewhere may send `messages` once the hard state is written and must hold `log_acks`
+//!    until that fsync completes. The core labels the messages; no layer above it needs to know
+//!    which kind of message depends on what;
 //! 3. apply `committed` entries to the state machine, in order;
 //! 4. answer `reads`: a read may be served once the state machine has applied its index;
 //!
@@ -22,6 +28,11 @@
 //!
 //! Batches must be executed in the order they were produced. A crash anywhere is fine: the core
 //! restarts from whatever step 1 made durable.
+//!
+//! Invariants the core keeps for every batch: `commit <= last_index`; an acknowledgement in
+//! `log_acks` never claims an entry that this node's log (after this batch's step 1) or its
+//! snapshot does not hold (entries a snapshot install or a conflict removed before they were
+//! stored are never acknowledged).
 
 use crate::message::Message;
 use crate::types::{Entry, HardState, Index, NodeId};
@@ -37,8 +48,11 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Messages that may be sent before persisting (a leader's AppendEntries and heartbeats).
     pub early_messages: Vec<Message>,
-    /// Messages to send, after persisting.
+    /// Messages to send once the hard state of this batch is durable (see step 2).
     pub messages: Vec<Message>,
+    /// Acknowledgements of log entries: to send once every entry of this and earlier batches is
+    /// durable (see step 2).
+    pub log_acks: Vec<Message>,
     /// Committed entries to apply, in order (before or after persisting: see the module docs).
     pub committed: Vec<Entry>,
     /// Reads whose fate is decided.
@@ -55,6 +69,7 @@ impl Ready {
             && self.truncate_from.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
+            && self.log_acks.is_empty()
             && self.early_messages.is_empty()
             && self.committed.is_empty()
             && self.reads.is_empty()

@@ -50,7 +50,11 @@ impl Node {
             entries = &entries[skip..];
         }
         match self.log.maybe_append(prev_index, prev_term, entries) {
-            Some(last_new) => {
+            Some((last_new, truncated)) => {
+                if let Some(from) = truncated {
+                    // Acknowledgements queued for the entries just replaced must not leave.
+                    self.drop_acks_beyond(from - 1);
+                }
                 self.log.commit_to(leader_commit.min(last_new));
                 self.send(
                     from,

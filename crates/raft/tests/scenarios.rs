@@ -476,7 +476,7 @@ fn a_leader_counts_its_own_log_only_as_far_as_it_is_persisted() {
         c.node_mut(2).step(m);
     }
     let acks = c.node_mut(2).ready();
-    for m in acks.early_messages.into_iter().chain(acks.messages) {
+    for m in acks.early_messages.into_iter().chain(acks.messages).chain(acks.log_acks) {
         c.node_mut(1).step(m);
     }
     // Node 2 holds the entry, node 1 has not persisted it: no majority yet.

@@ -6,7 +6,7 @@ mod harness;
 
 use harness::Cluster;
 use raft::progress::ProgressState;
-use raft::Role;
+use raft::{Role, StorageAction};
 
 /// Elects 1, isolates 3, commits `n` writes on 1 and 2, and compacts the leader up to its applied index.
 fn lagging_follower(n: usize) -> Cluster {
@@ -42,7 +42,11 @@ fn a_follower_behind_the_compaction_point_is_sent_a_snapshot_not_entries() {
     assert!(appends_with_entries <= 1, "only the first probe may carry entries: {:?}", &c.trace[mark..]);
     assert_eq!(c.node(3).last_index(), 1);
 
-    assert_eq!(c.install_snapshot(1, 3), Some(false), "3's log does not hold index 11: discarded");
+    assert_eq!(
+        c.install_snapshot(1, 3),
+        Some(StorageAction::Reset),
+        "3's log does not hold index 11: discarded"
+    );
     assert_eq!(c.node(3).first_index(), 12);
     assert_eq!(c.node(3).commit(), 11);
     assert_eq!(c.node(3).applied(), 11);
@@ -65,7 +69,7 @@ fn the_followers_acknowledgement_after_install_resumes_replication_even_without_
     // Install on 3 without telling the leader's progress (as if the driver's report were lost): the
     // follower's own AppendEntriesResponse must move the leader on.
     let index = c.node(1).applied();
-    assert_eq!(c.install_snapshot_with(1, 3, false), Some(false));
+    assert_eq!(c.install_snapshot_with(1, 3, false), Some(StorageAction::Reset));
     assert_eq!(c.node(1).progress(3).unwrap().state, ProgressState::Snapshot);
     c.settle();
     assert_eq!(c.node(1).progress(3).unwrap().match_index, index);
@@ -103,7 +107,7 @@ fn restore_keeps_the_log_suffix_that_continues_the_snapshot() {
     assert_eq!(c.node(3).last_index(), 7);
     c.compact(1, 4);
     // A snapshot at 7 (leader's applied) matches 3's entry 7: its log suffix (none) is kept.
-    assert_eq!(c.install_snapshot(1, 3), Some(true));
+    assert_eq!(c.install_snapshot(1, 3), Some(StorageAction::DropPrefix));
     assert_eq!(c.node(3).first_index(), 8);
     assert_eq!(c.node(3).applied(), 7);
     assert!(c.stored[&3].entries.is_empty());
@@ -132,7 +136,11 @@ fn restore_discards_a_log_that_conflicts_with_the_snapshot() {
     c.run_ticks(2);
     assert_ne!(c.node(1).role(), Role::Leader);
     let verdict = c.install_snapshot(leader, 1);
-    assert_eq!(verdict, Some(false), "1's entry at {index} has another term: its whole log goes");
+    assert_eq!(
+        verdict,
+        Some(StorageAction::Reset),
+        "1's entry at {index} has another term: its whole log goes"
+    );
     assert!(c.node(1).entry(2).is_none());
     c.propose(leader, "after");
     c.settle();
@@ -157,7 +165,7 @@ fn a_restarted_node_starts_from_its_snapshot_and_log_tail() {
     let mut c = lagging_follower(8);
     c.heal();
     c.run_ticks(12);
-    assert_eq!(c.install_snapshot(1, 3), Some(false));
+    assert_eq!(c.install_snapshot(1, 3), Some(StorageAction::Reset));
     c.propose(1, "tail");
     c.settle();
     c.run_ticks(2);

@@ -9,16 +9,22 @@
 //! - Monotonicity: a node's term never decreases (its persisted term survives restarts), and its
 //!   commit and applied indexes never decrease within one incarnation.
 //! - Applied <= commit; at the end, nodes that applied the same index hold identical state machines.
-//! - Leader Completeness, directly: a new leader holds every entry committed so far; and ahead of
+//! - Leader Completeness, directly: a new leader holds every entry committed in an earlier term
+//!   (§5.4: an entry committed in term T is in the log of every leader of a term above T; a leader
+//!   of an older term, elected late, need not hold it and can never commit over it); and ahead of
 //!   time: a live node that lacks a committed entry has a log less up to date than a majority of
 //!   the live logs, so no election can ever choose it.
 //! - Durable promises (checked on the messages and at every restart): a node grants at most one vote
 //!   per term, and once a vote or a term has left a node, the node recovers from a crash with at
-//!   least that term and, in the same term, the same vote.
+//!   least that term and, in the same term, the same vote. (The world checks the other durable
+//!   promise, that an acknowledgement of log entries is covered by the node's disk, as it leaves.)
+//! - A node's commit index never exceeds its last log index.
+//! - Exactly once: a proposal, identified by (session, seq), runs at one log index at most,
+//!   whichever nodes apply it (duplicates of it are recognised and not run again).
 
 use std::collections::BTreeMap;
 
-use engine::Driver;
+use engine::{ApplyRecord, Driver};
 use raft::{HardState, Index, Message, MessageBody, NodeId, Role, Term};
 use storage::MemFs;
 
@@ -41,6 +47,9 @@ pub struct Invariants {
     leaders: BTreeMap<Term, NodeId>,
     /// Index -> the committed entry.
     committed: BTreeMap<Index, Digest>,
+    /// Index -> the term in which its commit was first seen (the term of the node that had it
+    /// committed; at least the term of the leader that committed it).
+    commit_terms: BTreeMap<Index, Term>,
     /// Per node: (term, commit, applied) last seen in this incarnation.
     last: BTreeMap<NodeId, (Term, Index, Index)>,
     /// Per node: committed prefix already verified against `committed`.
@@ -49,6 +58,8 @@ pub struct Invariants {
     votes: BTreeMap<NodeId, (Term, NodeId)>,
     /// Per node: the highest term it sent in a message (PreVote terms excepted).
     terms_sent: BTreeMap<NodeId, Term>,
+    /// (session, seq) -> the log index at which the proposal ran.
+    executed: BTreeMap<(u64, u64), Index>,
 }
 
 impl Invariants {
@@ -78,6 +89,22 @@ impl Invariants {
         }
         let t = self.terms_sent.entry(id).or_insert(0);
         *t = (*t).max(msg.term);
+        Ok(())
+    }
+
+    /// Node `id` applied these proposals: each (session, seq) may run at one log index only.
+    pub fn applied(&mut self, id: NodeId, records: &[ApplyRecord]) -> Result<(), String> {
+        for r in records.iter().filter(|r| r.executed && r.session != 0) {
+            match self.executed.insert((r.session, r.seq), r.index) {
+                Some(other) if other != r.index => {
+                    return Err(format!(
+                        "exactly once: node {id} ran proposal (session {}, seq {}) at index {} but it ran at index {other} before",
+                        r.session, r.seq, r.index
+                    ))
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -119,8 +146,11 @@ impl Invariants {
                         return Err(format!("two leaders in term {}: {other} and {id}", n.term()));
                     }
                 } else {
-                    // Leader Completeness: a new leader holds every entry committed so far.
+                    // Leader Completeness: a new leader holds every entry committed in an earlier term.
                     for (&index, &c) in self.committed.range(n.first_index()..) {
+                        if self.commit_terms.get(&index).is_some_and(|&t| t >= n.term()) {
+                            continue;
+                        }
                         let held = n.entry(index).map(|e| digest(e.term, &e.data));
                         if held != Some(c) {
                             return Err(format!(
@@ -149,6 +179,9 @@ impl Invariants {
             if applied > commit {
                 return Err(format!("node {id}: applied {applied} is above commit {commit}"));
             }
+            if commit > n.last_index() {
+                return Err(format!("node {id}: commit {commit} is above its last index {}", n.last_index()));
+            }
             *last = (term.max(last.0), commit, applied);
             // Committed entries never change.
             let from = self.verified.get(&id).copied().unwrap_or(0) + 1;
@@ -167,6 +200,7 @@ impl Invariants {
                     Some(_) => {}
                     None => {
                         self.committed.insert(index, dg);
+                        self.commit_terms.insert(index, term);
                     }
                 }
             }

@@ -3,7 +3,8 @@
 //! outcome is recorded in a history for the linearizability checker.
 //!
 //! Outcomes: an answer is a completed operation; a `NoLeader` error means the write was never handed
-//! to a leader, so the operation is removed from the history (it did not happen); a timeout, or a
+//! to a leader, and an `Overloaded` error that it never left the node's queue, so the operation is
+//! removed from the history (it did not happen); a timeout, or a
 //! crash of the node holding the request, makes the operation indeterminate (it may or may not have
 //! happened, at any time after its call).
 
@@ -63,6 +64,7 @@ pub fn outcome(op: &Op, response: Response) -> Result<Option<OpOutput>, String> 
     let reply = match response {
         Ok(reply) => reply,
         Err(RequestError::NoLeader) => return Err("no leader".into()),
+        Err(RequestError::Overloaded) => return Err("overloaded".into()),
         Err(RequestError::Timeout) => return Ok(None),
     };
     let out = match (op, reply) {

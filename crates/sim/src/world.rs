@@ -1,25 +1,47 @@
-//! The simulated world: several real drivers (real Raft core, real storage over the crash-simulating
-//! [`MemFs`], real KV state machine), a seeded network, a nemesis and clients, advanced event by event
-//! in virtual time (1 unit = 1 ms). One u64 seed determines everything.
+//! The simulated world: several real replicas (real Raft core, real storage over the
+//! crash-simulating [`MemFs`], real KV state machine), each run by the real host loop
+//! ([`engine::run_batch`], the same code the server's node thread runs), a seeded network, a
+//! nemesis and clients, advanced event by event in virtual time (1 unit = 1 ms). One u64 seed
+//! determines everything.
 //!
-//! After every event the invariants of [`crate::invariants`] are checked; every read is checked to be
-//! served from a state that includes every index committed when it was issued (ReadIndex); at the end
-//! the history is checked for linearizability and the cluster for liveness (once the faults stop, a
-//! leader is elected and every request completes).
+//! Node threads: inputs (messages, client requests, ticks, reports of background work) queue at
+//! their node and are run as one batch when the node's thread gets to them, as the server forms
+//! its batches: a batch forms for a random while (0 to `batch_ms`), the thread may stall for one
+//! to three election timeouts, a batch that syncs keeps the thread busy for the disk's time (now
+//! and then one to three election timeouts: a slow disk), and everything that arrives meanwhile
+//! lands in the next batch. In some runs every message takes the same time on the wire, so what a
+//! leader sends together (AppendEntries and snapshot chunks) arrives together.
+//!
+//! After every event the invariants of [`crate::invariants`] are checked; every acknowledgement
+//! of log entries leaving a node is checked to be covered by what its disk holds durably (or its
+//! snapshot); every proposal is checked to run at most once across the cluster; every read is
+//! checked to be served from a state that includes every index committed when it was issued
+//! (ReadIndex); a host loop that does not settle (a spin) stops its node and fails the run; at
+//! the end the history is checked for linearizability and the cluster for liveness (once the
+//! faults stop, a leader is elected and every request completes).
 //!
 //! Faults: message loss, duplication, delay and reordering; symmetric, isolating (usually the
 //! leader, for long) and one-way partitions, each healed on its own; crashes (power failures: the
 //! disk loses unsynced data, undelivered messages of the node are lost half the time), including
 //! crashes in the middle of a sync (messages queued before it are out) and, in some runs, crashes of
-//! most new leaders right after their election (Figure 8). Runs also vary PreVote, CheckQuorum and
-//! the AppendEntries batch size, since each of them can hide bugs.
+//! most new leaders right after their election (Figure 8); stalled node threads and slow disks.
+//! Runs also vary PreVote, CheckQuorum, the AppendEntries batch size and pipeline depth, snapshot
+//! frequency (down to a few entries, keeping none behind), and the write window (down to a few
+//! writes, so back-pressure is exercised), since each of them can hide bugs.
+//!
+//! What the simulator does not run: the transport and the wire encoding (messages are delivered as
+//! values), the RESP server, threads (background jobs run at a random later virtual time), and real
+//! clocks. Those are covered by the real-process tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
-use engine::{Driver, DriverConfig, Early, PeerMessage, SnapshotConfig, SnapshotJob, SyncJob};
-use raft::{NodeId, Rng, Role};
-use storage::{FaultOp, LogOptions, MemFs};
+use engine::{
+    Driver, DriverConfig, FatalError, Input, Io, PeerMessage, RequestId, Response, SnapshotConfig,
+    SnapshotJob, SyncJob,
+};
+use raft::{Entry, MessageBody, NodeId, Rng, Role};
+use storage::{FaultOp, FileSystem, LogOptions, MemFs, StorageError};
 
 use crate::invariants::Invariants;
 use crate::linearizability::{self, CheckResult, Operation};
@@ -72,12 +94,26 @@ pub struct SimConfig {
     pub deferred_sync: bool,
     /// Longest virtual time a sync job takes (it completes after a random delay up to this).
     pub sync_job_ms: u64,
+    /// Longest time inputs queue at a node before its thread runs them as one batch.
+    pub batch_ms: u64,
+    /// Probability, per batch during the faults, that the node thread stalls for one to three
+    /// election timeouts first.
+    pub stall: f64,
+    /// Longest time a batch that syncs keeps the node thread busy.
+    pub disk_ms: u64,
+    /// Probability, per batch that syncs during the faults, that the disk takes one to three
+    /// election timeouts.
+    pub slow_disk: f64,
+    /// Most AppendEntries in flight per follower.
+    pub max_inflight: usize,
+    /// Most writes in flight per node ([`DriverConfig::write_window`]).
+    pub write_window: usize,
 }
 
 impl SimConfig {
     /// Draws a configuration from `rng`.
     pub fn random(rng: &mut Rng) -> SimConfig {
-        SimConfig {
+        let mut cfg = SimConfig {
             nodes: if rng.chance(0.5) { 3 } else { 5 },
             clients: rng.range(2, 7),
             keys: rng.range(1, 4),
@@ -99,11 +135,11 @@ impl SimConfig {
             max_entries: [1, 2, 64][rng.range(0, 3) as usize],
             churn: [0.0, 0.5, 0.9][rng.range(0, 3) as usize],
             snapshot: SnapshotConfig {
-                entries: [0, 8, 30, 120][rng.range(0, 4) as usize],
+                entries: [0, 3, 8, 30, 120][rng.range(0, 5) as usize],
                 log_bytes: 0,
                 keep_entries: [0, 4, 25][rng.range(0, 3) as usize],
                 chunk_size: [48, 300, 4096][rng.range(0, 3) as usize],
-                window: rng.range(1, 5) as usize,
+                window: rng.range(1, 9) as usize,
                 retransmit_ticks: 10,
                 abort_ticks: 60,
             },
@@ -111,7 +147,32 @@ impl SimConfig {
             snapshot_crash: [0.0, 0.1][rng.range(0, 2) as usize],
             deferred_sync: rng.chance(0.3),
             sync_job_ms: [0, 1, 5, 30][rng.range(0, 4) as usize],
+            batch_ms: [0, 1, 3, 10][rng.range(0, 4) as usize],
+            stall: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],
+            disk_ms: [0, 1, 2][rng.range(0, 3) as usize],
+            slow_disk: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],
+            max_inflight: [8, 64, 256][rng.range(0, 3) as usize],
+            write_window: [2, 8, engine::DEFAULT_WRITE_WINDOW][rng.range(0, 3) as usize],
+        };
+        if rng.chance(0.25) {
+            // A snapshot storm: compaction races replication, so followers are sent snapshots while
+            // entries (and late acknowledgements) are still in flight, deep pipelines included.
+            cfg.snapshot.entries = rng.range(3, 6);
+            cfg.snapshot.keep_entries = rng.range(0, 3);
+            cfg.max_inflight = [64, 256][rng.range(0, 2) as usize];
         }
+        if rng.chance(0.3) {
+            // Every message takes the same time: what a node sends together arrives together.
+            cfg.net.min_delay = cfg.net.max_delay;
+        }
+        if rng.chance(0.15) {
+            // More clients on more keys, so writes queue behind a small window. (The cluster must
+            // keep up once the faults stop: entries travel in batches.)
+            cfg.clients = rng.range(8, 14);
+            cfg.keys = cfg.clients / 3;
+            cfg.max_entries = 64;
+        }
+        cfg
     }
 }
 
@@ -138,6 +199,8 @@ enum Event {
     SnapshotDone(NodeId, u64),
     /// A node's sync job completes (if the node's incarnation is still this one).
     SyncDone(NodeId, u64),
+    /// A node's thread runs the inputs queued for it as one batch (if the incarnation matches).
+    Run(NodeId, u64),
 }
 
 /// One simulated node.
@@ -154,6 +217,12 @@ struct SimNode {
     job: Option<SnapshotJob<MemFs>>,
     /// The newest sync job not yet run (it covers the older ones).
     sync: Option<SyncJob<MemFs>>,
+    /// Inputs waiting for the node thread.
+    inbox: Vec<Input>,
+    /// A [`Event::Run`] is scheduled.
+    run_scheduled: bool,
+    /// The node thread is busy (a stall, the disk) until this time.
+    busy_until: u64,
 }
 
 /// Why a run failed.
@@ -259,6 +328,9 @@ impl World {
                     fault_armed: false,
                     job: None,
                     sync: None,
+                    inbox: Vec::new(),
+                    run_scheduled: false,
+                    busy_until: 0,
                 },
             );
             w.start_node(id).expect("a fresh node starts");
@@ -285,7 +357,7 @@ impl World {
         raft.max_entries_per_message = self.cfg.max_entries;
         raft.pre_vote = self.cfg.pre_vote;
         raft.check_quorum = self.cfg.check_quorum;
-        raft.max_inflight_messages = 8;
+        raft.max_inflight_messages = self.cfg.max_inflight;
         raft.seed = self.seed ^ (id << 32) ^ incarnation;
         DriverConfig {
             raft,
@@ -293,9 +365,11 @@ impl World {
             request_timeout_ticks: 100,
             forward_retry_ticks: 20,
             limbo_ticks: 1000,
+            write_window: self.cfg.write_window,
             log: LogOptions { segment_size: 4096, ..LogOptions::default() },
             snapshot: self.cfg.snapshot.clone(),
             deferred_sync: self.cfg.deferred_sync,
+            record_applies: true,
         }
     }
 
@@ -303,6 +377,9 @@ impl World {
         let cfg = self.driver_config(id);
         let node = self.nodes.get_mut(&id).ok_or("no such node")?;
         node.incarnation += 1;
+        node.inbox.clear();
+        node.run_scheduled = false;
+        node.busy_until = 0;
         let driver = Driver::open(node.fs.clone(), &data_dir(), cfg)
             .map_err(|e| format!("node {id} failed to recover: {e}"))?;
         let recovered = driver.store().hard_state();
@@ -362,7 +439,6 @@ impl World {
             self.report.events += 1;
             self.hash_event(&event);
             self.handle(event).map_err(|r| self.fail(r))?;
-            self.flush().map_err(|r| self.fail(r))?;
             let nodes: Vec<(NodeId, &Driver<MemFs>)> =
                 self.nodes.iter().filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d))).collect();
             self.invariants.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
@@ -383,6 +459,7 @@ impl World {
             Event::Calm => 7,
             Event::SnapshotDone(id, inc) => 9 + (id << 8) + (inc << 16),
             Event::SyncDone(id, inc) => 10 + (id << 8) + (inc << 16),
+            Event::Run(id, inc) => 11 + (id << 8) + (inc << 16),
         };
         let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
         self.report.trace_hash = Rng::new(h).next_u64();
@@ -391,18 +468,19 @@ impl World {
     fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
             Event::Tick(id) => {
-                if let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.driver.as_mut()) {
-                    d.tick();
+                // As the server: at most one tick waits in a batch (a thread that fell behind does
+                // not replay a burst of ticks).
+                if self.nodes.get(&id).is_some_and(|n| !n.inbox.iter().any(|i| matches!(i, Input::Tick))) {
+                    self.input(id, Input::Tick);
                 }
                 self.schedule(TICK_MS, Event::Tick(id));
             }
             Event::Deliver(msg) => {
                 if self.net.connected(msg.from(), msg.to()) {
-                    if let Some(d) = self.nodes.get_mut(&msg.to()).and_then(|n| n.driver.as_mut()) {
-                        d.receive(msg);
-                    }
+                    self.input(msg.to(), Input::Peer(msg));
                 }
             }
+            Event::Run(id, incarnation) => self.run_node(id, incarnation)?,
             Event::ClientWake(c) => self.client_issue(c as usize),
             Event::Nemesis => {
                 if !self.calm {
@@ -424,8 +502,8 @@ impl World {
                     self.schedule(delay, Event::Restart(id));
                 }
             }
-            Event::SnapshotDone(id, incarnation) => self.snapshot_done(id, incarnation)?,
-            Event::SyncDone(id, incarnation) => self.sync_done(id, incarnation)?,
+            Event::SnapshotDone(id, incarnation) => self.snapshot_done(id, incarnation),
+            Event::SyncDone(id, incarnation) => self.sync_done(id, incarnation),
             Event::Heal(cuts) => {
                 for cut in cuts {
                     self.net.cut.remove(&cut);
@@ -450,94 +528,128 @@ impl World {
         Ok(())
     }
 
-    /// Runs every live driver's pending work and routes its output.
-    fn flush(&mut self) -> Result<(), String> {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for id in ids {
-            if !self.calm && self.cfg.crashes && self.rng.chance(self.cfg.disk_faults) {
-                if let Some(n) = self.nodes.get_mut(&id).filter(|n| n.driver.is_some() && !n.fault_armed) {
-                    n.fs.fail_next(FaultOp::Sync, 1);
-                    n.fault_armed = true;
-                }
-            }
-            let Some(node) = self.nodes.get_mut(&id) else { continue };
-            let armed = node.fault_armed;
-            let Some(d) = node.driver.as_mut() else { continue };
-            let mut early = Early::default();
-            let result = d.process_with(&mut |_, out| {
-                early.messages.extend(out.messages);
-                early.answers.extend(out.answers);
-            });
-            let messages: Vec<PeerMessage> = early.messages.into_iter().chain(d.take_messages()).collect();
-            let late_answers = d.take_answers();
-            let job = d.take_snapshot_job();
-            let sync = d.take_sync_job();
-            if let Err(e) = result {
-                if !armed {
-                    return Err(format!("node {id} stopped: {e}"));
-                }
-                // The injected fsync failure: the node dies mid-batch. What it sent early is out,
-                // answers included.
-                for m in messages {
-                    if let PeerMessage::Raft(r) = &m {
-                        self.invariants.sent(r)?;
-                    }
-                    for delay in Network::delays(&self.cfg.net, &mut self.rng) {
-                        self.schedule(delay, Event::Deliver(m.clone()));
-                    }
-                }
-                for (request, response) in early.answers {
-                    self.client_answer(request, response)?;
-                }
-                self.die_of_injected_fault(id);
-                continue;
-            }
-            for m in messages {
-                if let PeerMessage::Raft(r) = &m {
-                    self.invariants.sent(r)?;
-                }
-                for delay in Network::delays(&self.cfg.net, &mut self.rng) {
-                    self.schedule(delay, Event::Deliver(m.clone()));
-                }
-            }
-            for (request, response) in early.answers.into_iter().chain(late_answers) {
-                self.client_answer(request, response)?;
-            }
-            if let Some(sync) = sync {
-                let Some(node) = self.nodes.get_mut(&id) else { continue };
-                let incarnation = node.incarnation;
-                node.sync = Some(sync);
-                let delay = self.rng.range(0, self.cfg.sync_job_ms + 1);
-                self.schedule(delay, Event::SyncDone(id, incarnation));
-            }
-            if let Some(job) = job {
-                let Some(node) = self.nodes.get_mut(&id) else { continue };
-                let incarnation = node.incarnation;
-                node.job = Some(job);
-                let delay = self.rng.range(0, self.cfg.snapshot_job_ms + 1);
-                self.schedule(delay, Event::SnapshotDone(id, incarnation));
-            }
-        }
-        Ok(())
+    /// Queues an input at a live node and makes sure its thread will run.
+    fn input(&mut self, id: NodeId, input: Input) {
+        let Some(node) = self.nodes.get_mut(&id).filter(|n| n.driver.is_some()) else { return };
+        node.inbox.push(input);
+        self.wake(id);
     }
 
-    /// Runs a node's pending sync job (it "took" the virtual time since it started) and reports it
-    /// to the driver. An injected fsync failure kills the node, as an inline one does.
-    fn sync_done(&mut self, id: NodeId, incarnation: u64) -> Result<(), String> {
+    /// Schedules a run of node `id`'s thread, if none is scheduled: after the time a batch takes
+    /// to form, or once the thread is no longer busy.
+    fn wake(&mut self, id: NodeId) {
+        let now = self.now;
+        let Some(node) = self.nodes.get(&id) else { return };
+        if node.run_scheduled || node.driver.is_none() {
+            return;
+        }
+        let incarnation = node.incarnation;
+        let busy = node.busy_until.saturating_sub(now);
+        let mut delay = busy.max(self.rng.range(0, self.cfg.batch_ms + 1));
+        if !self.calm && self.rng.chance(self.cfg.stall) {
+            // The node thread stalls (a GC-like pause, the OS): one to three election timeouts.
+            delay += self.rng.range(150, 451);
+        }
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.run_scheduled = true;
+        }
+        self.schedule(delay, Event::Run(id, incarnation));
+    }
+
+    /// Node `id`'s thread runs everything queued for it through the host loop, then its output goes
+    /// out: messages onto the network, answers to the clients, background jobs onto the schedule.
+    fn run_node(&mut self, id: NodeId, incarnation: u64) -> Result<(), String> {
+        let now = self.now;
+        if !self.calm && self.cfg.crashes && self.rng.chance(self.cfg.disk_faults) {
+            if let Some(n) = self.nodes.get_mut(&id).filter(|n| n.driver.is_some() && !n.fault_armed) {
+                n.fs.fail_next(FaultOp::Sync, 1);
+                n.fault_armed = true;
+            }
+        }
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
         if node.incarnation != incarnation {
             return Ok(());
         }
-        let Some(sync) = node.sync.take() else { return Ok(()) };
+        node.run_scheduled = false;
+        if node.busy_until > now {
+            self.wake(id);
+            return Ok(());
+        }
         let armed = node.fault_armed;
+        let syncs_before = node.fs.stats().file_syncs;
+        let inputs = std::mem::take(&mut node.inbox);
         let Some(d) = node.driver.as_mut() else { return Ok(()) };
-        if let Err(e) = d.sync_finished(sync.ticket(), sync.run()) {
-            if !armed {
-                return Err(format!("node {id} stopped: {e}"));
+        let mut io = SimIo::new(node.fs.clone());
+        let result = engine::run_batch(d, inputs, &mut io);
+        let records = d.take_apply_records();
+        let syncs = node.fs.stats().file_syncs - syncs_before;
+        if let Some(v) = io.violation.take() {
+            return Err(format!("node {id}: {v}"));
+        }
+        self.invariants.applied(id, &records)?;
+        let died = match result {
+            Ok(()) => false,
+            // The injected fsync failure: the node dies mid-batch. What it handed out before is
+            // out, answers included.
+            Err(FatalError::Storage(_)) if armed => true,
+            Err(e) => return Err(format!("node {id} stopped: {e}")),
+        };
+        for m in io.messages {
+            if let PeerMessage::Raft(r) = &m {
+                self.invariants.sent(r)?;
             }
+            for delay in Network::delays(&self.cfg.net, &mut self.rng) {
+                self.schedule(delay, Event::Deliver(m.clone()));
+            }
+        }
+        for (request, response) in io.answers {
+            self.client_answer(request, response)?;
+        }
+        if died {
             self.die_of_injected_fault(id);
+            return Ok(());
+        }
+        if let Some(sync) = io.sync {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.sync = Some(sync);
+            }
+            let delay = self.rng.range(0, self.cfg.sync_job_ms + 1);
+            self.schedule(delay, Event::SyncDone(id, incarnation));
+        }
+        if let Some(job) = io.snapshot {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.job = Some(job);
+            }
+            let delay = self.rng.range(0, self.cfg.snapshot_job_ms + 1);
+            self.schedule(delay, Event::SnapshotDone(id, incarnation));
+        }
+        // The thread is busy while the disk works.
+        let mut busy = 0;
+        if syncs > 0 {
+            busy = self.rng.range(0, self.cfg.disk_ms + 1);
+            if !self.calm && self.rng.chance(self.cfg.slow_disk) {
+                busy = self.rng.range(150, 451);
+            }
+        }
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        node.busy_until = now + busy;
+        if !node.inbox.is_empty() {
+            self.wake(id);
         }
         Ok(())
+    }
+
+    /// Runs a node's pending sync job (it "took" the virtual time since it started); its report
+    /// is an input of the node's next batch. An injected fsync failure kills the node there, as
+    /// an inline one does.
+    fn sync_done(&mut self, id: NodeId, incarnation: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if node.incarnation != incarnation || node.driver.is_none() {
+            return;
+        }
+        let Some(sync) = node.sync.take() else { return };
+        let result = sync.run();
+        self.input(id, Input::Synced(sync.ticket(), result));
     }
 
     /// The node hit the fsync failure armed on its disk: it crashes (the fault is spent) and
@@ -551,15 +663,15 @@ impl World {
         self.schedule(downtime, Event::Restart(id));
     }
 
-    /// Runs a node's snapshot job (it "took" the virtual time since it started) and hands the
-    /// outcome to the driver; sometimes the node crashes between writing and installing it.
-    fn snapshot_done(&mut self, id: NodeId, incarnation: u64) -> Result<(), String> {
+    /// Runs a node's snapshot job (it "took" the virtual time since it started); its outcome is an
+    /// input of the node's next batch. Sometimes the node crashes between writing and installing it.
+    fn snapshot_done(&mut self, id: NodeId, incarnation: u64) {
         let crash = !self.calm && self.cfg.crashes && self.rng.chance(self.cfg.snapshot_crash);
-        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        let Some(node) = self.nodes.get_mut(&id) else { return };
         if node.incarnation != incarnation || node.driver.is_none() {
-            return Ok(());
+            return;
         }
-        let Some(job) = node.job.take() else { return Ok(()) };
+        let Some(job) = node.job.take() else { return };
         let result = job.run();
         if result.is_err() && node.fault_armed {
             // The job consumed the injected fsync failure; the driver just logs it.
@@ -569,10 +681,9 @@ impl World {
             self.crash(id);
             let downtime = self.rng.range(20, 300);
             self.schedule(downtime, Event::Restart(id));
-            return Ok(());
+            return;
         }
-        let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.driver.as_mut()) else { return Ok(()) };
-        d.snapshot_finished(result).map_err(|e| format!("node {id} stopped installing its snapshot: {e}"))
+        self.input(id, Input::SnapshotDone(result));
     }
 
     fn client_issue(&mut self, c: usize) {
@@ -597,9 +708,7 @@ impl World {
         if matches!(request, engine::Request::Read(_)) {
             self.read_floor.insert(id, self.invariants.max_commit());
         }
-        if let Some(d) = self.nodes.get_mut(&node).and_then(|n| n.driver.as_mut()) {
-            d.submit(id, request);
-        }
+        self.input(node, Input::Client(id, request));
     }
 
     fn client_answer(&mut self, request: u64, response: engine::Response) -> Result<(), String> {
@@ -655,6 +764,8 @@ impl World {
         self.report.snapshots.2 += st.chunks_sent;
         node.job = None;
         node.sync = None;
+        node.inbox.clear();
+        node.run_scheduled = false;
         node.fs.crash(seed);
         // A fault armed for the dead incarnation does not carry over to the next one.
         node.fs.fail_next(FaultOp::Sync, 0);
@@ -805,6 +916,75 @@ impl World {
                 String::from_utf8_lossy(&key)
             ))),
             Err(e) => Err(self.fail(format!("malformed history: {e}"))),
+        }
+    }
+}
+
+/// The simulator's side of the host loop: collects a batch's output (routed by
+/// [`World::run_node`] afterwards; virtual time does not pass during a batch) and checks every
+/// acknowledgement of log entries against what the node's disk holds durably.
+struct SimIo {
+    /// The node's disk (obsolete files are deleted on it).
+    fs: MemFs,
+    /// Messages, in the order they left.
+    messages: Vec<PeerMessage>,
+    /// Answers, in the order they were delivered.
+    answers: Vec<(RequestId, Response)>,
+    /// A sync job to run later.
+    sync: Option<SyncJob<MemFs>>,
+    /// A snapshot job to run later.
+    snapshot: Option<SnapshotJob<MemFs>>,
+    /// The first violated promise, if any.
+    violation: Option<String>,
+}
+
+impl SimIo {
+    fn new(fs: MemFs) -> Self {
+        SimIo { fs, messages: Vec::new(), answers: Vec::new(), sync: None, snapshot: None, violation: None }
+    }
+}
+
+impl Io<MemFs> for SimIo {
+    fn send(&mut self, d: &Driver<MemFs>, messages: Vec<PeerMessage>) {
+        let snapshot = d.snapshot().map_or(0, |(m, _)| m.index);
+        for m in &messages {
+            let PeerMessage::Raft(r) = m else { continue };
+            if let MessageBody::AppendEntriesResponse { success: true, index, .. } = r.body {
+                // The acknowledgement promises the leader this node holds everything up to
+                // `index`: its snapshot or its durable log must, whatever a crash now keeps.
+                if index > snapshot && !d.store().record_durable(index) && self.violation.is_none() {
+                    self.violation = Some(format!(
+                        "acknowledged index {index} to node {} (term {}) but holds it durably neither in its log (last {}) nor its snapshot ({snapshot})",
+                        r.to,
+                        r.term,
+                        d.store().last_index()
+                    ));
+                }
+            }
+        }
+        self.messages.extend(messages);
+    }
+
+    fn answer(&mut self, _: &Driver<MemFs>, answers: Vec<(RequestId, Response)>) {
+        self.answers.extend(answers);
+    }
+
+    fn start_sync(&mut self, job: SyncJob<MemFs>) -> Result<(), FatalError> {
+        // The newest job covers the older ones.
+        self.sync = Some(job);
+        Ok(())
+    }
+
+    fn start_snapshot(&mut self, job: SnapshotJob<MemFs>) -> Result<(), StorageError> {
+        self.snapshot = Some(job);
+        Ok(())
+    }
+
+    fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>) {
+        drop(entries);
+        for path in files {
+            // As the server's background deletion: a leftover is removed at the next start.
+            let _ = self.fs.remove_file(&path);
         }
     }
 }

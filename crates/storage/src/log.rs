@@ -682,3 +682,23 @@ impl<F: FileSystem> LogStore<F> {
 fn no_segment() -> StorageError {
     StorageError::io(PathBuf::new(), io::Error::other("internal error: log index inconsistent"))
 }
+
+impl LogStore<crate::MemFs> {
+    /// True if entry `index` would survive a power failure right now, whatever the crash keeps:
+    /// its segment's name is durable and the record decodes from the segment's synced bytes (the
+    /// simulator checks with it that no acknowledgement claims more than the disk holds).
+    pub fn record_durable(&self, index: u64) -> bool {
+        if index < self.first_index() || index > self.last_index() {
+            return false;
+        }
+        let Some(pos) = self.segments.partition_point(|s| s.index.base <= index).checked_sub(1) else {
+            return false;
+        };
+        let Some(seg) = self.segments.get(pos) else { return false };
+        let Some((offset, len)) = seg.index.locate(index) else { return false };
+        match self.fs.durable_read(&seg.path, offset, offset + len) {
+            Some(bytes) => segment::decode_in_place(&seg.path, &bytes, index, offset).is_ok(),
+            None => false,
+        }
+    }
+}

@@ -363,6 +363,17 @@ impl MemFs {
         Ok(disk.inodes.get(&ino).map(|i| i.data.clone()).unwrap_or_default())
     }
 
+    /// The bytes `start .. end` of `path` that survive any crash right now: `None` unless the
+    /// file's name is durable in its directory and its synced content reaches `end`.
+    pub fn durable_read(&self, path: &Path, start: u64, end: u64) -> Option<Vec<u8>> {
+        let disk = self.lock();
+        let parent = path.parent()?;
+        let name = path.file_name()?.to_str()?;
+        let ino = disk.dirs.get(parent)?.synced.get(name)?;
+        let synced = &disk.inodes.get(ino)?.synced;
+        synced.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?).map(<[u8]>::to_vec)
+    }
+
     /// Operation counters so far.
     pub fn stats(&self) -> MemFsStats {
         self.lock().stats

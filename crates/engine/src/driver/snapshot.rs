@@ -1,17 +1,97 @@
 //! The driver's snapshot work: recovery from snapshot + log, taking snapshots, sending them to
 //! followers and installing received ones. The protocol and its invariants are described in
-//! [`crate::snapshots`]; this file wires them into the [`Driver`].
+//! [`crate::snapshots`]; [`SnapshotWork`] holds its state and this file wires it into the
+//! [`Driver`].
+//!
+//! Invariants (beyond [`crate::snapshots`]):
+//! - At most one snapshot job exists at a time (`job_running` from creation to its report).
+//! - A leader sends a snapshot to a follower only while the core's progress for it is in
+//!   [`ProgressState::Snapshot`]: once an acknowledgement moved it out (the follower caught up by
+//!   entries, or installed the snapshot and said so), the transfer stops, so a follower is never
+//!   handed a snapshot the leader no longer means to send.
+//! - Installing a received snapshot follows the core's verdict ([`raft::StorageAction`]): the
+//!   log keeps its suffix only if storage holds exactly what the core keeps.
 
-use std::path::Path;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 
-use raft::{Entry, HardState, Index, NodeId, Role};
+use raft::progress::ProgressState;
+use raft::{Entry, HardState, Index, NodeId, Role, StorageAction};
 use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_RECV, SNAPSHOT_TMP};
 
 use super::{Driver, DriverConfig, FatalError, PeerMessage, RequestId};
 use crate::kv::{KvStore, Reply};
 use crate::snapshots::{
-    classify_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, Transfer,
+    classify_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, SnapshotStats, Transfer,
 };
+
+/// The driver's snapshot state.
+pub(super) struct SnapshotWork<F: FileSystem> {
+    /// The file system (the store has its own handle).
+    fs: F,
+    /// The data directory.
+    dir: PathBuf,
+    /// The durable snapshot (what it covers, its file length), if any.
+    current: Option<(SnapshotMeta, u64)>,
+    /// Entries and payload bytes applied since the snapshot (to decide when to take the next one).
+    since: (u64, u64),
+    /// A snapshot job waiting to be taken by the host.
+    job: Option<SnapshotJob<F>>,
+    /// True from creating a job until its report.
+    job_running: bool,
+    /// Admin snapshot requests: (request, index the snapshot must reach).
+    waiters: Vec<(RequestId, Index)>,
+    /// Leader: snapshots being sent, by follower.
+    transfers: BTreeMap<NodeId, Transfer>,
+    /// Follower: the snapshot being received.
+    incoming: Option<Incoming<F>>,
+    /// Counters.
+    stats: SnapshotStats,
+    /// Log entries dropped by the last compaction, for the host to free off its hot path; freed
+    /// here at the next compaction otherwise.
+    compacted: VecDeque<Entry>,
+    /// After a failed snapshot job, no new one starts before this tick.
+    retry_at: u64,
+    /// Files no longer needed (the previous snapshot, log segments the snapshot covers), for the
+    /// host to delete off its hot path.
+    to_delete: Vec<PathBuf>,
+}
+
+impl<F: FileSystem> SnapshotWork<F> {
+    pub(super) fn new(fs: F, dir: PathBuf, current: Option<(SnapshotMeta, u64)>) -> Self {
+        SnapshotWork {
+            fs,
+            dir,
+            current,
+            since: (0, 0),
+            job: None,
+            job_running: false,
+            waiters: Vec::new(),
+            transfers: BTreeMap::new(),
+            incoming: None,
+            stats: SnapshotStats::default(),
+            compacted: VecDeque::new(),
+            retry_at: 0,
+            to_delete: Vec::new(),
+        }
+    }
+
+    /// An entry of `bytes` payload was applied.
+    pub(super) fn applied(&mut self, bytes: usize) {
+        self.since.0 += 1;
+        self.since.1 += bytes as u64;
+    }
+
+    /// Admin requests waiting for a snapshot.
+    pub(super) fn waiters(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// The index of the durable snapshot (0 if none).
+    fn index(&self) -> Index {
+        self.current.as_ref().map_or(0, |(m, _)| m.index)
+    }
+}
 
 /// What [`recover`] rebuilt from disk.
 pub(super) struct RecoveredState<F: FileSystem> {
@@ -99,7 +179,41 @@ pub(super) fn recover<F: FileSystem>(
 impl<F: FileSystem> Driver<F> {
     /// The index of the durable snapshot (0 if none).
     fn snapshot_index(&self) -> Index {
-        self.snapshot.as_ref().map_or(0, |(m, _)| m.index)
+        self.snap.index()
+    }
+
+    /// The durable snapshot: what it covers and its file length.
+    pub fn snapshot(&self) -> Option<&(SnapshotMeta, u64)> {
+        self.snap.current.as_ref()
+    }
+
+    /// Counters of snapshot work since this driver started.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.snap.stats
+    }
+
+    /// True while a snapshot is being written.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snap.job_running
+    }
+
+    /// Followers a snapshot is being sent to (leader), and whether one is being received.
+    pub fn snapshot_transfers(&self) -> (usize, bool) {
+        (self.snap.transfers.len(), self.snap.incoming.is_some())
+    }
+
+    /// The log entries the last compaction dropped, for the host to free off its hot path (a large
+    /// batch takes milliseconds to free).
+    pub(crate) fn take_compacted_entries(&mut self) -> VecDeque<Entry> {
+        std::mem::take(&mut self.snap.compacted)
+    }
+
+    /// Files a snapshot made obsolete (the previous snapshot file, log segments it covers), for the
+    /// host to delete off its hot path — freeing a 64 MiB segment or a 100 MB snapshot takes tens
+    /// of milliseconds. In any order, without syncing. What is left is deleted at the next
+    /// snapshot, and what survives a crash is removed at startup.
+    pub(crate) fn take_files_to_delete(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.snap.to_delete)
     }
 
     /// An admin request for a snapshot covering everything applied now.
@@ -110,20 +224,20 @@ impl<F: FileSystem> Driver<F> {
             self.answers.push((request, Ok(Reply::Int(index as i64))));
             return;
         }
-        self.snapshot_waiters.push((request, want));
+        self.snap.waiters.push((request, want));
     }
 
     /// Creates a snapshot job if one is due (by entries or bytes since the last, or requested) and
     /// none is running.
     pub(super) fn maybe_start_snapshot(&mut self) {
-        if self.job_running || self.now < self.snapshot_retry_at {
+        if self.snap.job_running || self.now < self.snap.retry_at {
             return;
         }
         let cfg = &self.config.snapshot;
-        let (entries, bytes) = self.since_snapshot;
+        let (entries, bytes) = self.snap.since;
         let due = (cfg.entries > 0 && entries >= cfg.entries)
             || (cfg.log_bytes > 0 && bytes >= cfg.log_bytes)
-            || self.snapshot_waiters.iter().any(|&(_, want)| want > self.snapshot_index());
+            || self.snap.waiters.iter().any(|&(_, want)| want > self.snapshot_index());
         let index = self.kv.applied_index();
         if !due || index <= self.snapshot_index() {
             return;
@@ -132,37 +246,37 @@ impl<F: FileSystem> Driver<F> {
             return; // Cannot happen: the applied entry is in the log or is its compaction point.
         };
         let meta = SnapshotMeta { index, term, voters: self.config.raft.voters.clone() };
-        self.job = Some(SnapshotJob {
-            fs: self.fs.clone(),
-            dir: self.dir.clone(),
+        self.snap.job = Some(SnapshotJob {
+            fs: self.snap.fs.clone(),
+            dir: self.snap.dir.clone(),
             meta,
             view: self.kv.snapshot_view(),
             sync: self.config.log.sync,
         });
-        self.job_running = true;
-        self.since_snapshot = (0, 0);
+        self.snap.job_running = true;
+        self.snap.since = (0, 0);
     }
 
     /// Takes the snapshot job to run, if one is due. Run it (anywhere: it only touches
     /// `snapshot.tmp`) and hand the result to [`Driver::snapshot_finished`].
-    pub fn take_snapshot_job(&mut self) -> Option<SnapshotJob<F>> {
-        self.job.take()
+    pub(crate) fn take_snapshot_job(&mut self) -> Option<SnapshotJob<F>> {
+        self.snap.job.take()
     }
 
     /// Installs a finished snapshot job's file and drops the log prefix it covers. A job that failed
     /// is logged and retried when the next one is due; only a failure to change the log is fatal.
-    pub fn snapshot_finished(
+    pub(crate) fn snapshot_finished(
         &mut self,
         result: Result<SnapshotDone, storage::StorageError>,
     ) -> Result<(), FatalError> {
-        self.job_running = false;
+        self.snap.job_running = false;
         let done = match result {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "taking a snapshot failed; the log is kept and it will be tried again");
                 // Not in a tight loop: wait as long as a silent transfer would be given.
-                self.snapshot_retry_at = self.now + self.config.snapshot.abort_ticks;
-                for (request, _) in std::mem::take(&mut self.snapshot_waiters) {
+                self.snap.retry_at = self.now + self.config.snapshot.abort_ticks;
+                for (request, _) in std::mem::take(&mut self.snap.waiters) {
                     self.answers
                         .push((request, Ok(Reply::Error(format!("ERR taking a snapshot failed: {e}")))));
                 }
@@ -171,25 +285,26 @@ impl<F: FileSystem> Driver<F> {
         };
         if done.meta.index <= self.snapshot_index() {
             // A snapshot received from the leader meanwhile is newer: keep it.
-            let _ = self.fs.remove_file(&self.dir.join(SNAPSHOT_TMP));
+            let _ = self.snap.fs.remove_file(&self.snap.dir.join(SNAPSHOT_TMP));
             return Ok(());
         }
         self.delete_leftovers();
-        let displaced = storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_TMP, self.config.log.sync)?;
-        self.to_delete.extend(displaced);
+        let displaced =
+            storage::install_snapshot(&self.snap.fs, &self.snap.dir, SNAPSHOT_TMP, self.config.log.sync)?;
+        self.snap.to_delete.extend(displaced);
         tracing::info!(index = done.meta.index, term = done.meta.term, bytes = done.len, "snapshot taken");
         let index = done.meta.index;
-        self.snapshot = Some((done.meta, done.len));
-        self.snapshot_stats.taken += 1;
+        self.snap.current = Some((done.meta, done.len));
+        self.snap.stats.taken += 1;
         // Keep the entries after any snapshot still being sent, so its follower continues with
         // entries once it installed it instead of needing yet another snapshot.
-        let sending = self.transfers.values().map(|t| t.index).min().unwrap_or(index);
+        let sending = self.snap.transfers.values().map(|t| t.index).min().unwrap_or(index);
         let upto = index.saturating_sub(self.config.snapshot.keep_entries).min(sending);
         if upto >= self.node.first_index() {
             // The previous batch, if nobody took it, is freed now.
-            self.compacted = self.node.compact(upto);
+            self.snap.compacted = self.node.compact(upto);
             let stale = self.store.compact_deferred(upto)?;
-            self.to_delete.extend(stale);
+            self.snap.to_delete.extend(stale);
         }
         self.answer_snapshot_waiters();
         Ok(())
@@ -198,8 +313,8 @@ impl<F: FileSystem> Driver<F> {
     /// Deletes the files of the previous snapshot that nobody took (see
     /// [`Driver::take_files_to_delete`]), before a new install could move a file to the same name.
     fn delete_leftovers(&mut self) {
-        for path in std::mem::take(&mut self.to_delete) {
-            if let Err(e) = self.fs.remove_file(&path) {
+        for path in std::mem::take(&mut self.snap.to_delete) {
+            if let Err(e) = self.snap.fs.remove_file(&path) {
                 tracing::debug!(path = %path.display(), error = %e, "could not delete an obsolete file");
             }
         }
@@ -208,8 +323,8 @@ impl<F: FileSystem> Driver<F> {
     fn answer_snapshot_waiters(&mut self) {
         let index = self.snapshot_index();
         let (done, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.snapshot_waiters).into_iter().partition(|&(_, want)| want <= index);
-        self.snapshot_waiters = waiting;
+            std::mem::take(&mut self.snap.waiters).into_iter().partition(|&(_, want)| want <= index);
+        self.snap.waiters = waiting;
         for (request, _) in done {
             self.answers.push((request, Ok(Reply::Int(index as i64))));
         }
@@ -218,19 +333,19 @@ impl<F: FileSystem> Driver<F> {
     /// Leader: the core asks for a snapshot to be sent to `peer`: the current snapshot file is
     /// loaded (or shared with another transfer of it) and sent from memory.
     pub(super) fn start_transfer(&mut self, peer: NodeId) {
-        if self.transfers.contains_key(&peer) {
+        if self.snap.transfers.contains_key(&peer) {
             return;
         }
-        let Some((meta, len)) = self.snapshot.clone() else {
+        let Some((meta, len)) = self.snap.current.clone() else {
             // Cannot happen (entries are compacted only behind a durable snapshot).
             tracing::error!(peer, "a follower needs a snapshot but there is none");
             self.node.snapshot_failed(peer);
             return;
         };
-        let shared = self.transfers.values().find(|t| t.index == meta.index && t.term == meta.term);
+        let shared = self.snap.transfers.values().find(|t| t.index == meta.index && t.term == meta.term);
         let data = match shared {
             Some(t) => t.data.clone(),
-            None => match storage::read_snapshot_chunk(&self.fs, &self.dir, 0, len as usize) {
+            None => match storage::read_snapshot_chunk(&self.snap.fs, &self.snap.dir, 0, len as usize) {
                 Ok(data) if data.len() as u64 == len => data,
                 Ok(_) | Err(_) => {
                     tracing::error!(peer, index = meta.index, "cannot read our snapshot file to send it");
@@ -239,23 +354,25 @@ impl<F: FileSystem> Driver<F> {
                 }
             },
         };
-        self.transfers.insert(peer, Transfer::new(meta.index, meta.term, data, self.now));
+        self.snap.transfers.insert(peer, Transfer::new(meta.index, meta.term, data, self.now));
     }
 
-    /// Leader: sends the chunks each transfer's window allows.
-    pub(super) fn pump_transfers(&mut self) -> Result<(), FatalError> {
-        if self.transfers.is_empty() {
-            return Ok(());
+    /// Leader: stops the transfers the core no longer wants (see the module docs) and sends the
+    /// chunks each remaining transfer's window allows.
+    pub(super) fn pump_transfers(&mut self) {
+        if self.snap.transfers.is_empty() {
+            return;
         }
-        if self.node.role() != Role::Leader {
-            self.transfers.clear();
-            return Ok(());
-        }
+        let node = &self.node;
+        self.snap.transfers.retain(|&peer, _| {
+            node.role() == Role::Leader
+                && node.progress(peer).is_some_and(|pr| pr.state == ProgressState::Snapshot)
+        });
         let term = self.node.term();
         let me = self.node.id();
-        for (&peer, t) in self.transfers.iter_mut() {
+        for (&peer, t) in self.snap.transfers.iter_mut() {
             while let Some((offset, data)) = t.next_chunk(&self.config.snapshot) {
-                self.snapshot_stats.chunks_sent += 1;
+                self.snap.stats.chunks_sent += 1;
                 self.outbox.push(PeerMessage::SnapshotChunk {
                     from: me,
                     to: peer,
@@ -268,7 +385,6 @@ impl<F: FileSystem> Driver<F> {
                 });
             }
         }
-        Ok(())
     }
 
     /// Called every tick: retransmits and abandons silent transfers, and abandons a partial receive
@@ -277,19 +393,19 @@ impl<F: FileSystem> Driver<F> {
         let now = self.now;
         let cfg = self.config.snapshot.clone();
         let mut abandoned = Vec::new();
-        for (&peer, t) in self.transfers.iter_mut() {
+        for (&peer, t) in self.snap.transfers.iter_mut() {
             if !t.tick(now, &cfg) {
                 abandoned.push(peer);
             }
         }
         for peer in abandoned {
             tracing::warn!(peer, "snapshot transfer abandoned: no answer");
-            self.transfers.remove(&peer);
+            self.snap.transfers.remove(&peer);
             self.node.snapshot_failed(peer);
         }
-        if let Some(inc) = &self.incoming {
+        if let Some(inc) = &self.snap.incoming {
             if now.saturating_sub(inc.last_chunk) >= cfg.abort_ticks {
-                if let Some(inc) = self.incoming.take() {
+                if let Some(inc) = self.snap.incoming.take() {
                     inc.receiver.abort();
                 }
             }
@@ -300,19 +416,19 @@ impl<F: FileSystem> Driver<F> {
     pub(super) fn handle_snapshot_message(&mut self, msg: PeerMessage) -> Result<(), FatalError> {
         match msg {
             PeerMessage::SnapshotAck { from, index, snap_term, received, status, .. } => {
-                let Some(t) = self.transfers.get_mut(&from) else { return Ok(()) };
+                let Some(t) = self.snap.transfers.get_mut(&from) else { return Ok(()) };
                 if t.index != index || t.term != snap_term {
                     return Ok(());
                 }
                 match status {
                     ChunkStatus::Installed => {
-                        self.snapshot_stats.sent += 1;
-                        self.transfers.remove(&from);
+                        self.snap.stats.sent += 1;
+                        self.snap.transfers.remove(&from);
                         self.node.snapshot_sent(from, index);
                     }
                     ChunkStatus::Rejected => {
                         tracing::warn!(peer = from, index, "follower rejected our snapshot");
-                        self.transfers.remove(&from);
+                        self.snap.transfers.remove(&from);
                         self.node.snapshot_failed(from);
                     }
                     ChunkStatus::Progress | ChunkStatus::Gap => t.acknowledge(received, status, self.now),
@@ -357,19 +473,19 @@ impl<F: FileSystem> Driver<F> {
             ack(self, len, ChunkStatus::Installed);
             return Ok(());
         }
-        let current = self.incoming.as_ref().map(|i| (i.index, i.term, i.receiver.len()));
+        let current = self.snap.incoming.as_ref().map(|i| (i.index, i.term, i.receiver.len()));
         let skip = match classify_chunk(current, index, snap_term, offset, data.len()) {
             ChunkAction::Answer(status, received) => {
                 ack(self, received, status);
                 return Ok(());
             }
             ChunkAction::Start => {
-                if let Some(old) = self.incoming.take() {
+                if let Some(old) = self.snap.incoming.take() {
                     old.receiver.abort();
                 }
-                match SnapshotReceiver::create(self.fs.clone(), &self.dir, self.config.log.sync) {
+                match SnapshotReceiver::create(self.snap.fs.clone(), &self.snap.dir, self.config.log.sync) {
                     Ok(receiver) => {
-                        self.incoming = Some(Incoming {
+                        self.snap.incoming = Some(Incoming {
                             from,
                             index,
                             term: snap_term,
@@ -388,12 +504,12 @@ impl<F: FileSystem> Driver<F> {
             }
             ChunkAction::Append { skip } => skip,
         };
-        let Some(inc) = self.incoming.as_mut() else { return Ok(()) };
+        let Some(inc) = self.snap.incoming.as_mut() else { return Ok(()) };
         inc.last_chunk = self.now;
         let room = inc.len.saturating_sub(inc.receiver.len()) as usize;
         let part = &data[skip..];
         if part.len() > room || inc.receiver.append(part).is_err() {
-            if let Some(inc) = self.incoming.take() {
+            if let Some(inc) = self.snap.incoming.take() {
                 inc.receiver.abort();
             }
             ack(self, 0, ChunkStatus::Rejected);
@@ -404,10 +520,10 @@ impl<F: FileSystem> Driver<F> {
             ack(self, received, ChunkStatus::Progress);
             return Ok(());
         }
-        let Some(inc) = self.incoming.take() else { return Ok(()) };
+        let Some(inc) = self.snap.incoming.take() else { return Ok(()) };
         let status = self.install_incoming(inc)?;
         if status == ChunkStatus::Rejected {
-            self.snapshot_stats.rejected += 1;
+            self.snap.stats.rejected += 1;
         }
         ack(self, if status == ChunkStatus::Installed { len } else { 0 }, status);
         Ok(())
@@ -416,19 +532,19 @@ impl<F: FileSystem> Driver<F> {
     /// Verifies a completely received snapshot and installs it: file, state machine, core, log.
     fn install_incoming(&mut self, inc: Incoming<F>) -> Result<ChunkStatus, FatalError> {
         let (index, term) = (inc.index, inc.term);
-        let path = self.dir.join(SNAPSHOT_RECV);
+        let path = self.snap.dir.join(SNAPSHOT_RECV);
         let (meta, data) = match inc.receiver.finish() {
             Ok((meta, data)) if meta.index == index && meta.term == term => (meta, data),
             Ok((meta, _)) => {
                 tracing::warn!(index, got = meta.index, "received snapshot is not the one announced");
-                let _ = self.fs.remove_file(&path);
+                let _ = self.snap.fs.remove_file(&path);
                 return Ok(ChunkStatus::Rejected);
             }
             Err(_) => return Ok(ChunkStatus::Rejected), // Logged and removed by finish.
         };
         if self.node.role() == Role::Leader || index <= self.kv.applied_index() || term > self.node.term() {
             // Caught up by entries meanwhile (or roles changed): nothing to install.
-            let _ = self.fs.remove_file(&path);
+            let _ = self.snap.fs.remove_file(&path);
             return Ok(ChunkStatus::Installed);
         }
         let kv = match KvStore::restore(&data) {
@@ -439,12 +555,12 @@ impl<F: FileSystem> Driver<F> {
                     image = kv.applied_index(),
                     "received snapshot image has the wrong index"
                 );
-                let _ = self.fs.remove_file(&path);
+                let _ = self.snap.fs.remove_file(&path);
                 return Ok(ChunkStatus::Rejected);
             }
             Err(e) => {
                 tracing::warn!(index, error = %e, "received snapshot cannot be loaded");
-                let _ = self.fs.remove_file(&path);
+                let _ = self.snap.fs.remove_file(&path);
                 return Ok(ChunkStatus::Rejected);
             }
         };
@@ -452,16 +568,19 @@ impl<F: FileSystem> Driver<F> {
         // From here on the new snapshot is the durable one; a crash before the log is reconciled is
         // repaired by `recover`.
         self.delete_leftovers();
-        let displaced = storage::install_snapshot(&self.fs, &self.dir, SNAPSHOT_RECV, self.config.log.sync)?;
-        self.to_delete.extend(displaced);
-        self.snapshot = Some((meta, inc.len));
+        let displaced =
+            storage::install_snapshot(&self.snap.fs, &self.snap.dir, SNAPSHOT_RECV, self.config.log.sync)?;
+        self.snap.to_delete.extend(displaced);
+        self.snap.current = Some((meta, inc.len));
         self.kv = kv;
-        self.since_snapshot = (0, 0);
-        match self.node.restore(index, term, inc.from) {
-            Some(true) => self.store.compact(index)?,
-            Some(false) => {
+        self.snap.since = (0, 0);
+        let restored = self.node.restore(index, term, inc.from);
+        self.drop_acks_beyond(self.node.last_index());
+        match restored {
+            Some(StorageAction::DropPrefix) => self.store.compact(index)?,
+            Some(StorageAction::Reset) => {
                 self.store.reset(index + 1)?;
-                self.abandon_syncs();
+                self.syncs.abandon();
             }
             None => {
                 return Err(FatalError::Recovery(format!(
@@ -476,32 +595,10 @@ impl<F: FileSystem> Driver<F> {
             leader = inc.from,
             "installed a snapshot from the leader"
         );
-        self.snapshot_stats.installed += 1;
-        self.answer_from_snapshot();
-        self.serve_reads();
+        self.snap.stats.installed += 1;
+        self.requests.answer_from_snapshot(&self.kv, self.now, &mut self.answers);
+        self.requests.serve_reads(&self.kv, &mut self.answers);
         self.answer_snapshot_waiters();
         Ok(ChunkStatus::Installed)
-    }
-
-    /// After installing a snapshot: writes whose entries it covers are answered from the session
-    /// table (their entries will never be applied one by one here).
-    fn answer_from_snapshot(&mut self) {
-        let session = self.session;
-        let covered: Vec<(u64, Reply)> =
-            self.writes.keys().filter_map(|&seq| self.kv.reply_for(session, seq).map(|r| (seq, r))).collect();
-        for (seq, reply) in covered {
-            self.session_known = true;
-            self.limbo.remove(&seq);
-            if let Some(w) = self.writes.remove(&seq) {
-                self.to_route.remove(&seq);
-                self.answers.push((w.request, Ok(reply)));
-            }
-        }
-        let in_limbo: Vec<u64> = self.limbo.keys().copied().collect();
-        for seq in in_limbo {
-            if self.kv.reply_for(session, seq).is_some() {
-                self.limbo.remove(&seq);
-            }
-        }
     }
 }

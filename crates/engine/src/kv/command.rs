@@ -54,7 +54,7 @@ pub enum Command {
         /// The key/value pairs (at least one).
         pairs: Vec<(Bytes, Bytes)>,
     },
-    /// `INCRBY key by` (and `INCR`, `DECR`, `DECRBY` mapped onto it; see [`Command::decr_by`]).
+    /// `INCRBY key by` (and `INCR`, `DECR`, `DECRBY` mapped onto it by the protocol layer).
     ///
     /// An absent key counts as 0. Replies with the new value as [`Reply::Int`], or the errors
     /// `ERR value is not an integer or out of range` (stored value is not a canonical decimal
@@ -89,8 +89,6 @@ pub(crate) fn value_too_long_err() -> String {
 pub(crate) const NOT_AN_INTEGER_ERR: &str = "ERR value is not an integer or out of range";
 /// Error text for an `INCRBY` whose result overflows an `i64` (exactly Redis').
 pub(crate) const OVERFLOW_ERR: &str = "ERR increment or decrement would overflow";
-/// Error text for `DECRBY key -9223372036854775808` (exactly Redis').
-pub(crate) const DECR_OVERFLOW_ERR: &str = "ERR decrement would overflow";
 
 impl Command {
     /// The lower-case Redis command name, for error messages and metrics.
@@ -101,17 +99,6 @@ impl Command {
             Command::MSet { .. } => "mset",
             Command::IncrBy { .. } => "incrby",
             Command::Append { .. } => "append",
-        }
-    }
-
-    /// Builds the command for `DECRBY key by` (`DECR` is `by = 1`): an `IncrBy` by `-by`.
-    ///
-    /// Fails like Redis with `ERR decrement would overflow` when `by` is `i64::MIN`, whose
-    /// negation does not fit an `i64`.
-    pub fn decr_by(key: Bytes, by: i64) -> Result<Command, String> {
-        match by.checked_neg() {
-            Some(neg) => Ok(Command::IncrBy { key, by: neg }),
-            None => Err(DECR_OVERFLOW_ERR.to_owned()),
         }
     }
 
@@ -346,21 +333,5 @@ mod tests {
         assert!(many.validate().unwrap_err().contains("payload exceeds"));
         let fits = Command::Del { keys: vec![Bytes::new(); MAX_COMMAND_LEN / PER_ITEM_OVERHEAD] };
         assert_eq!(fits.validate(), Ok(()));
-    }
-
-    #[test]
-    fn decr_by_refuses_i64_min() {
-        assert_eq!(
-            Command::decr_by(Bytes::from_static(b"k"), 5),
-            Ok(Command::IncrBy { key: Bytes::from_static(b"k"), by: -5 })
-        );
-        assert_eq!(
-            Command::decr_by(Bytes::from_static(b"k"), i64::MIN),
-            Err("ERR decrement would overflow".to_owned())
-        );
-        assert_eq!(
-            Command::decr_by(Bytes::from_static(b"k"), i64::MAX),
-            Ok(Command::IncrBy { key: Bytes::from_static(b"k"), by: -i64::MAX })
-        );
     }
 }

@@ -52,7 +52,7 @@ pub use codec::{decode_proposal, encode_proposal, PROPOSAL_FORMAT_VERSION};
 pub use command::{parse_i64, Command, Proposal, Query, Reply, SetCondition};
 pub use session::{
     DUPLICATE_FORGOTTEN_ERR, FIRST_SEQ, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION,
-    SESSION_EXPIRED_ERR,
+    SESSION_EXPIRED_ERR, SESSION_OVERLOADED_ERR,
 };
 pub use snapshot::{SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, WRITE_CHUNK};
 pub use store::{Applied, KvStore};

@@ -26,10 +26,13 @@
 //!    and the cached replies below it are dropped.
 //!
 //! Because replies are cached only until acknowledged, the memory of a live session is bounded by
-//! its proposer's in-flight window. As a backstop against a proposer that never acknowledges, a
-//! session caches at most [`MAX_REPLIES_PER_SESSION`] replies: beyond that the oldest is dropped
-//! and `ack_below` is raised past it, so that a late retry of it is refused (case 2) rather than
-//! executed again. A proposer must therefore keep fewer than that many proposals in flight.
+//! its proposer's in-flight window (the driver keeps at most a quarter of
+//! [`MAX_REPLIES_PER_SESSION`] sequence numbers in flight). As a backstop against a proposer that
+//! never acknowledges, a session caches at most [`MAX_REPLIES_PER_SESSION`] replies: a new `seq`
+//! arriving when the cache is full is refused *unexecuted and unremembered*, with
+//! [`SESSION_OVERLOADED_ERR`] (a later copy of it may run once there is room). Replies are never
+//! evicted, so case 2 above is exact: a `seq` below `ack_below` was answered to its proposer, and
+//! a write is never told "duplicate" unless it ran.
 //!
 //! # Bounding the number of sessions
 //!
@@ -84,6 +87,11 @@ pub const MAX_REPLIES_PER_SESSION: usize = 16 * 1024;
 /// Reply to a duplicate whose original reply is no longer cached (its proposer already had it).
 pub const DUPLICATE_FORGOTTEN_ERR: &str =
     "ERR duplicate request already executed; its reply is no longer available";
+
+/// Reply to a new proposal of a session that already caches [`MAX_REPLIES_PER_SESSION`]
+/// unacknowledged replies: it was *not* executed (and is not remembered: a later copy may run).
+pub const SESSION_OVERLOADED_ERR: &str =
+    "ERR too many unacknowledged requests in this client session; the request was not executed";
 
 /// Reply to a proposal of an evicted session: it was *not* executed; the proposer must retry it
 /// under a new session id.
@@ -174,6 +182,10 @@ impl SessionTable {
             s.raise_ack(ack_below);
             return Outcome { reply: Reply::Error(DUPLICATE_FORGOTTEN_ERR.to_owned()), duplicate: true };
         }
+        s.raise_ack(ack_below);
+        if s.replies.len() >= MAX_REPLIES_PER_SESSION {
+            return Outcome { reply: Reply::Error(SESSION_OVERLOADED_ERR.to_owned()), duplicate: true };
+        }
         let reply = execute();
         s.record(seq, ack_below, &reply);
         Outcome { reply, duplicate: false }
@@ -190,15 +202,10 @@ impl SessionTable {
 }
 
 impl Session {
-    /// Caches the reply of a newly executed `seq`, then applies `ack_below` and the cap.
+    /// Caches the reply of a newly executed `seq`, then applies `ack_below`.
     fn record(&mut self, seq: u64, ack_below: u64, reply: &Reply) {
         self.replies.insert(seq, reply.clone());
         self.raise_ack(ack_below);
-        while self.replies.len() > MAX_REPLIES_PER_SESSION {
-            let Some(&(oldest, _)) = self.replies.get_min() else { break };
-            self.replies.remove(&oldest);
-            self.ack_below = self.ack_below.max(oldest.saturating_add(1));
-        }
     }
 
     /// Raises `ack_below` (never lowers it) and drops the replies below it (one by one from the
@@ -263,20 +270,30 @@ mod tests {
     }
 
     #[test]
-    fn per_session_cap_raises_ack_below() {
+    fn a_full_session_refuses_new_requests_unexecuted_and_forgets_them() {
         let mut t = SessionTable::default();
         let mut ex = vec![];
-        let n = MAX_REPLIES_PER_SESSION as u64 + 3;
-        for seq in 1..=n {
-            run(&mut t, seq, 9, seq, 1, &mut ex);
+        let n = MAX_REPLIES_PER_SESSION as u64;
+        // seq 1 is never applied (stuck somewhere); 2..=n+1 fill the cache.
+        for seq in 2..=n + 1 {
+            assert!(!run(&mut t, seq, 9, seq, 1, &mut ex).duplicate);
         }
-        let s = &t.sessions[&9];
-        assert_eq!(s.replies.len(), MAX_REPLIES_PER_SESSION);
-        assert_eq!(s.ack_below, 4);
-        // The dropped seq 3 is refused, not executed again.
-        let o = run(&mut t, n + 1, 9, 3, 1, &mut ex);
-        assert!(o.duplicate);
+        assert_eq!(t.sessions[&9].replies.len(), MAX_REPLIES_PER_SESSION);
+        // A new seq is refused, not executed, not remembered...
+        let o = run(&mut t, n + 2, 9, n + 2, 1, &mut ex);
+        assert_eq!(o, Outcome { reply: Reply::Error(SESSION_OVERLOADED_ERR.to_owned()), duplicate: true });
         assert_eq!(ex.len() as u64, n);
+        // ...and the stuck seq 1 is not told it already ran (it did not): it is refused the same way
+        // while the cache is full, and runs once the proposer acknowledges earlier replies.
+        let o = run(&mut t, n + 3, 9, 1, 1, &mut ex);
+        assert_eq!(o.reply, Reply::Error(SESSION_OVERLOADED_ERR.to_owned()));
+        assert_eq!(ex.len() as u64, n);
+        // Once the proposer acknowledges (gave up on seq 1 and got the answers below n), there is
+        // room again and a new seq runs.
+        let o = run(&mut t, n + 4, 9, n + 3, n, &mut ex);
+        assert!(!o.duplicate);
+        assert_eq!(ex.len() as u64, n + 1);
+        assert_eq!(t.sessions[&9].ack_below, n);
     }
 
     #[test]

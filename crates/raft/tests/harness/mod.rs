@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use raft::{Config, Entry, HardState, Message, MessageBody, Node, NodeId, ReadState, Role, Term};
+use raft::{
+    Config, Entry, HardState, Message, MessageBody, Node, NodeId, ReadState, Role, StorageAction, Term,
+};
 
 /// What a node has made durable.
 #[derive(Clone, Default, Debug)]
@@ -131,7 +133,7 @@ impl Cluster {
             if let Some(last) = last {
                 self.nodes.get_mut(&id).unwrap().on_persisted(last);
             }
-            for m in rd.messages {
+            for m in rd.messages.into_iter().chain(rd.log_acks) {
                 self.queue.push_back(m);
             }
             self.applied.get_mut(&id).unwrap().extend(rd.committed);
@@ -154,21 +156,26 @@ impl Cluster {
 
     /// `leader` sends its snapshot (its state machine at its applied index) to `peer`, which installs
     /// it. Returns the node's verdict (see `Node::restore`).
-    pub fn install_snapshot(&mut self, leader: NodeId, peer: NodeId) -> Option<bool> {
+    pub fn install_snapshot(&mut self, leader: NodeId, peer: NodeId) -> Option<StorageAction> {
         self.install_snapshot_with(leader, peer, true)
     }
 
     /// Like `install_snapshot`; with `report` false the leader's driver never reports the outcome.
-    pub fn install_snapshot_with(&mut self, leader: NodeId, peer: NodeId, report: bool) -> Option<bool> {
+    pub fn install_snapshot_with(
+        &mut self,
+        leader: NodeId,
+        peer: NodeId,
+        report: bool,
+    ) -> Option<StorageAction> {
         let l = &self.nodes[&leader];
         let index = l.applied();
         let term = l.entry_term(index).unwrap();
         let image: Vec<Entry> = self.applied[&leader].iter().filter(|e| e.index <= index).cloned().collect();
         let verdict = self.nodes.get_mut(&peer).unwrap().restore(index, term, leader);
-        if let Some(kept) = verdict {
+        if let Some(action) = verdict {
             let s = self.stored.get_mut(&peer).unwrap();
             s.snapshot = (index, term);
-            if kept {
+            if action == StorageAction::DropPrefix {
                 s.entries.retain(|e| e.index > index);
             } else {
                 s.entries.clear();

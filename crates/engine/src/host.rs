@@ -1,0 +1,109 @@
+//! The host loop: the one place that turns a batch of inputs into a replica's work, in the order
+//! the Ready contract ([`raft::ready`]) states. The server's node thread and the simulator both run
+//! [`run_batch`]; only the [`Io`] behind it differs (sockets, threads and files in the server; a
+//! virtual network, scheduled events and an in-memory disk in the simulator). No other copy of this
+//! order exists.
+//!
+//! One run:
+//! 1. every input takes effect in the order given: client requests are submitted, peer messages
+//!    stepped (snapshot chunks installed, when complete), ticks advance time, reports of background
+//!    work (a sync job, a snapshot job) are handed over;
+//! 2. the driver executes the core's Readys ([`Driver::process_with`]). What may leave before this
+//!    node's own fsync leaves at once through [`Io::send`] / [`Io::answer`] (a leader's appends
+//!    and heartbeats, forwarded writes, answers to committed writes and to reads); then the batch
+//!    is persisted (one fsync);
+//! 3. a deferred sync job, if any, is handed to [`Io::start_sync`];
+//! 4. the messages that depended on the persisted state leave ([`Io::send`]);
+//! 5. compacted log entries and obsolete files go to [`Io::free`];
+//! 6. a due snapshot job goes to [`Io::start_snapshot`];
+//! 7. the remaining answers are delivered ([`Io::answer`]).
+//!
+//! A host forms batches the way its load does: the server takes everything queued on its channel
+//! (up to a bound), the simulator lets inputs queue for a random number of events. Any batching is
+//! correct; the simulator varies it because some orders (AppendEntries and the last chunk of a
+//! snapshot in one batch) only occur in batches.
+//!
+//! An error is fatal: the node must stop (its storage or state machine can no longer be trusted).
+//! Output handed to the `Io` before the error stays valid (it never depended on the failed step).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use raft::Entry;
+use storage::{FileSystem, StorageError};
+
+use crate::driver::{Driver, FatalError, PeerMessage, Request, RequestId, Response, SyncJob};
+use crate::snapshots::{SnapshotDone, SnapshotJob};
+
+/// One input to a replica.
+#[derive(Debug)]
+pub enum Input {
+    /// A client request, with the host's id for its answer.
+    Client(RequestId, Request),
+    /// A message from a peer.
+    Peer(PeerMessage),
+    /// One tick of logical time passed.
+    Tick,
+    /// The outcome of the snapshot job handed to [`Io::start_snapshot`].
+    SnapshotDone(Result<SnapshotDone, StorageError>),
+    /// The outcome of the sync job handed to [`Io::start_sync`]: its ticket and result.
+    Synced(u64, Result<(), StorageError>),
+}
+
+/// What a host does with a replica's output.
+pub trait Io<F: FileSystem> {
+    /// Sends messages to peers. Must not block on the network (a partition is silence).
+    fn send(&mut self, driver: &Driver<F>, messages: Vec<PeerMessage>);
+    /// Delivers answers to the requests they belong to (with the driver, so the host can publish
+    /// the replica's state before the clients see the answers).
+    fn answer(&mut self, driver: &Driver<F>, answers: Vec<(RequestId, Response)>);
+    /// Runs a deferred sync somewhere and reports it later as [`Input::Synced`]. An error stops
+    /// the node.
+    fn start_sync(&mut self, job: SyncJob<F>) -> Result<(), FatalError>;
+    /// Runs a snapshot job somewhere and reports it later as [`Input::SnapshotDone`]. If it cannot
+    /// be started, the error is reported to the driver at once (it retries later).
+    fn start_snapshot(&mut self, job: SnapshotJob<F>) -> Result<(), StorageError>;
+    /// Frees log entries a compaction dropped and deletes files a snapshot made obsolete, ideally
+    /// off the node's hot path. Files may be left behind: startup removes them.
+    fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>);
+}
+
+/// Runs one batch of `inputs` through `driver`, in the order described in the module docs.
+pub fn run_batch<F: FileSystem>(
+    driver: &mut Driver<F>,
+    inputs: impl IntoIterator<Item = Input>,
+    io: &mut dyn Io<F>,
+) -> Result<(), FatalError> {
+    for input in inputs {
+        match input {
+            Input::Client(id, request) => driver.submit(id, request),
+            Input::Peer(msg) => driver.receive(msg)?,
+            Input::Tick => driver.tick(),
+            Input::SnapshotDone(result) => driver.snapshot_finished(result)?,
+            Input::Synced(ticket, result) => driver.sync_finished(ticket, result)?,
+        }
+    }
+    driver.process_with(&mut |d, early| {
+        io.send(d, early.messages);
+        io.answer(d, early.answers);
+    })?;
+    if let Some(job) = driver.take_sync_job() {
+        io.start_sync(job)?;
+    }
+    let messages = driver.take_messages();
+    if !messages.is_empty() {
+        io.send(driver, messages);
+    }
+    let (entries, files) = (driver.take_compacted_entries(), driver.take_files_to_delete());
+    if !entries.is_empty() || !files.is_empty() {
+        io.free(entries, files);
+    }
+    if let Some(job) = driver.take_snapshot_job() {
+        if let Err(e) = io.start_snapshot(job) {
+            driver.snapshot_finished(Err(e))?;
+        }
+    }
+    let answers = driver.take_answers();
+    io.answer(driver, answers);
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Test support: a host [`Io`] that records everything a batch hands out, for tests that drive
+//! drivers by hand through the one host loop ([`engine::run_batch`]).
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use engine::{Driver, FatalError, Input, Io, PeerMessage, RequestId, Response, SnapshotJob, SyncJob};
+use raft::Entry;
+use storage::{FileSystem, StorageError};
+
+/// Everything one run of the host loop handed out, in order.
+pub struct Recorder<F: FileSystem> {
+    /// Messages, in the order they left.
+    pub messages: Vec<PeerMessage>,
+    /// Answers, in the order they were delivered.
+    pub answers: Vec<(RequestId, Response)>,
+    /// Sync jobs handed out (not run).
+    pub syncs: Vec<SyncJob<F>>,
+    /// Snapshot jobs handed out (not run).
+    pub snapshots: Vec<SnapshotJob<F>>,
+}
+
+impl<F: FileSystem> Default for Recorder<F> {
+    fn default() -> Self {
+        Recorder { messages: Vec::new(), answers: Vec::new(), syncs: Vec::new(), snapshots: Vec::new() }
+    }
+}
+
+impl<F: FileSystem> Io<F> for Recorder<F> {
+    fn send(&mut self, _: &Driver<F>, messages: Vec<PeerMessage>) {
+        self.messages.extend(messages);
+    }
+
+    fn answer(&mut self, _: &Driver<F>, answers: Vec<(RequestId, Response)>) {
+        self.answers.extend(answers);
+    }
+
+    fn start_sync(&mut self, job: SyncJob<F>) -> Result<(), FatalError> {
+        self.syncs.push(job);
+        Ok(())
+    }
+
+    fn start_snapshot(&mut self, job: SnapshotJob<F>) -> Result<(), StorageError> {
+        self.snapshots.push(job);
+        Ok(())
+    }
+
+    fn free(&mut self, _: VecDeque<Entry>, _: Vec<PathBuf>) {}
+}
+
+/// Runs one batch of `inputs` through `driver`; returns its outcome and what it handed out (also
+/// what it handed out before failing).
+pub fn run<F: FileSystem>(
+    driver: &mut Driver<F>,
+    inputs: Vec<Input>,
+) -> (Result<(), FatalError>, Recorder<F>) {
+    let mut rec = Recorder::default();
+    let result = engine::run_batch(driver, inputs, &mut rec);
+    (result, rec)
+}
