@@ -15,18 +15,42 @@ use crate::cli::{ClientArgs, Mode, ServerArgs, StatusArgs};
 use crate::cluster::{check_data_dir, Group};
 use crate::node::{self, Input, NodeHandle, NodeOptions};
 use crate::server::{self, ServerContext, ServerOptions};
-use crate::transport::{Transport, TransportConfig};
+use crate::transport::{Transport, TransportConfig, TransportTuning};
 
-/// Resolves `host:port` to the address to bind, preferring IPv4 (`localhost` -> 127.0.0.1).
-fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
+/// Resolves `host:port` to the address to bind, preferring IPv4 (`localhost` -> 127.0.0.1). An
+/// IPv6 address may be written with or without brackets (`[::1]`, `::1`).
+pub fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
     let addrs: Vec<SocketAddr> =
-        (host, port).to_socket_addrs().with_context(|| format!("cannot resolve host '{host}'"))?.collect();
+        (bare, port).to_socket_addrs().with_context(|| format!("cannot resolve host '{host}'"))?.collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
         .ok_or_else(|| anyhow!("host '{host}' resolves to no address"))
+}
+
+/// Refuses a member host that is an IPv6 address without brackets: `host:port` built from it
+/// would be ambiguous.
+fn check_hosts(group: &Group) -> Result<()> {
+    for m in &group.members {
+        if m.host.contains(':') && !m.host.starts_with('[') {
+            bail!(
+                "member {}: write the IPv6 address {} in brackets ({},[{}],{},{})",
+                m.name,
+                m.host,
+                m.name,
+                m.host,
+                m.server_port,
+                m.core_port
+            );
+        }
+    }
+    Ok(())
 }
 
 fn bind(host: &str, port: u16, what: &str) -> Result<StdTcpListener> {
@@ -75,8 +99,11 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let _lock = DirLock::acquire(&args.data_dir).map_err(|e| anyhow!("{e}"))?;
     check_data_dir(&args.data_dir, &args.id, &group).map_err(|e| anyhow!(e))?;
 
-    let client_listener = bind(&me.host, me.server_port, "server")?;
-    let core_listener = bind(&me.host, me.core_port, "core")?;
+    check_hosts(&group)?;
+    let listen_host = args.listen.as_deref().unwrap_or(&me.host);
+    let client_listener = bind(listen_host, me.server_port, "server")?;
+    let core_listener = bind(listen_host, me.core_port, "core")?;
+    let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
 
     let mut raft = raft::Config::new(id, group.node_ids());
     raft.heartbeat_ticks = args.heartbeat_ticks;
@@ -143,7 +170,10 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             .map(|(k, m)| (k as u64 + 1, m.core_addr()))
             .collect();
         let (peer_tx, mut peer_rx) = tokio::sync::mpsc::channel(65_536);
-        let transport = Transport::start(
+        // A link silent for the longest election timeout is closed and dialled again, so a healed
+        // partition is noticed within about 1.5 of them (see `transport`).
+        let longest_election = Duration::from_millis(args.tick_ms * u64::from(args.election_ticks) * 2);
+        let transport = Transport::start_with(
             TransportConfig {
                 id,
                 cluster_id: group.cluster_id(),
@@ -152,6 +182,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 queue_capacity: 65_536,
                 max_frame,
             },
+            TransportTuning::for_election_timeout(longest_election),
             peer_tx,
         )
         .await
@@ -189,7 +220,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             shutdown_rx,
         ));
         tracing::info!(
-            "node {} serving clients on {} and peers on {} (cluster {})",
+            "node {} serving clients on {} and peers on {} (bound to {client_bound} and {core_bound}; cluster {})",
             me.name,
             me.server_addr(),
             me.core_addr(),
@@ -228,6 +259,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
 /// `raft-kv client`: the console.
 pub fn run_client(args: ClientArgs) -> Result<i32> {
     let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    check_hosts(&group)?;
     let members: Vec<crate::console::Member> = group
         .members
         .iter()
@@ -247,6 +279,7 @@ pub fn run_client(args: ClientArgs) -> Result<i32> {
 /// `raft-kv status`: one row per member; members that do not answer are shown as down.
 pub fn run_status(args: StatusArgs) -> Result<i32> {
     let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
+    check_hosts(&group)?;
     let rows = crate::status::collect(&group, Duration::from_millis(1000));
     print!("{}", crate::status::render(&rows));
     Ok(if rows.iter().any(|r| r.info.is_some()) { 0 } else { 1 })

@@ -68,6 +68,12 @@ pub struct ServerArgs {
     /// Cluster membership mode.
     #[arg(long, short = 'm', value_enum, default_value = "group-member")]
     pub mode: Mode,
+    /// Address to bind the server (client) and core (peer) ports on, e.g. 0.0.0.0, :: (IPv6 and
+    /// IPv4) or a host name. Default: this node's host in the group configuration. The ports
+    /// always come from the group configuration, whose host is what peers and clients are told to
+    /// dial (the advertised address): behind NAT or in a container the two differ.
+    #[arg(long, value_name = "HOST")]
+    pub listen: Option<String>,
     /// Length of one Raft tick in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub tick_ms: u64,
@@ -219,6 +225,10 @@ pub struct LocalArgs {
     /// Leave the nodes running when the console exits.
     #[arg(long)]
     pub keep: bool,
+    /// Flags passed to every node's `raft-kv server` (after `--`), e.g.
+    /// `raft-kv local -- --snapshot-entries 1000 --tick-ms 20`. See `raft-kv server --help`.
+    #[arg(last = true, value_name = "SERVER_FLAGS")]
+    pub server_args: Vec<String>,
 }
 
 /// Parses the process arguments, accepting the seed's command line too.
@@ -303,6 +313,17 @@ mod tests {
         assert_eq!(s.mode, Mode::GroupMember);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/a"));
         assert_eq!(s.group.group.len(), 3);
+    }
+
+    #[test]
+    fn listen_and_local_passthrough_parse() {
+        let cli = parse(argv("raft-kv server -g A,node-a,1,2 -i A -d d --listen 0.0.0.0")).unwrap();
+        let Command::Server(s) = cli.command else { panic!("not a server") };
+        assert_eq!(s.listen.as_deref(), Some("0.0.0.0"));
+        let cli = parse(argv("raft-kv local --keep -- --snapshot-entries 1000 --tick-ms 20")).unwrap();
+        let Command::Local(l) = cli.command else { panic!("not local") };
+        assert!(l.keep);
+        assert_eq!(l.server_args, argv("--snapshot-entries 1000 --tick-ms 20"));
     }
 
     #[test]

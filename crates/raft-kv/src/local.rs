@@ -23,6 +23,17 @@ pub fn run(args: LocalArgs) -> Result<i32> {
         .enumerate()
         .map(|(k, n)| format!("{n},127.0.0.1,{},{}", base + k as u16, base + 10_000 + k as u16))
         .collect();
+    // Flags for the nodes are checked here, so that a typo is one clear error and not three logs.
+    let mut probe = vec!["raft-kv".to_string(), "server".into(), "--id".into(), "A".into()];
+    probe.extend(["--data-dir".into(), args.dir.join("A").display().to_string()]);
+    probe.extend(args.server_args.iter().cloned());
+    probe.push("--group-config".into());
+    probe.extend(group.iter().cloned());
+    if let Err(e) = <crate::cli::Cli as clap::Parser>::try_parse_from(probe) {
+        return Err(anyhow!(
+            "bad server flags after `--` (local sets --id, --data-dir and --group-config itself):\n{e}"
+        ));
+    }
     crate::app::ensure_dir(&args.dir)?;
     let mut children: Vec<Child> = Vec::new();
     for name in names {
@@ -34,8 +45,10 @@ pub fn run(args: LocalArgs) -> Result<i32> {
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let mut cmd = Command::new(&exe);
-        cmd.arg("server").arg("--id").arg(name).arg("--data-dir").arg(&dir).arg("--group-config");
-        cmd.args(&group);
+        cmd.arg("server").arg("--id").arg(name).arg("--data-dir").arg(&dir);
+        // Before --group-config, whose list of members runs to the end of the line.
+        cmd.args(&args.server_args);
+        cmd.arg("--group-config").args(&group);
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = cmd.spawn().with_context(|| format!("cannot start node {name}"))?;
         children.push(child);

@@ -19,6 +19,7 @@
 //!   uint32  version    = 2;  // PROTOCOL_VERSION; bumped only on incompatible changes
 //!   uint64  cluster_id = 3;
 //!   uint64  node_id    = 4;  // the sender's id (never 0)
+//!   uint32  keepalive_ms = 5;  // added without a version bump: see Keepalives; 0 = none
 //! }
 //!
 //! // Every later frame.
@@ -81,6 +82,16 @@
 //! }
 //! ```
 //!
+//! # Keepalives
+//! A frame with an empty body (the four bytes `00 00 00 00`, [`KEEPALIVE_FRAME`]) is a keepalive:
+//! it carries nothing and only proves that the link is alive. A node that sends a non-zero
+//! `keepalive_ms` in its handshake understands keepalives and sends one at least that often on the
+//! connection (in whichever direction it writes), so that its peer can close a connection that has
+//! been silent for much longer (a partition that drops packets silently would otherwise leave the
+//! connection waiting out TCP's retransmission backoff). Keepalives are sent only to a peer whose
+//! handshake announced them: an older node (`keepalive_ms` absent, i.e. 0) never receives one (it
+//! would read the empty envelope as an unknown kind) and is never timed out for silence.
+//!
 //! # Evolution
 //! - A new kind of message is a new `oneof` variant with a fresh tag (in [`Envelope`] for a new
 //!   peer-level message such as a snapshot transfer, in [`RaftMessage`] for a new Raft RPC). It does not
@@ -128,6 +139,8 @@ pub const SNAPSHOT_CHUNK_OVERHEAD: usize = 128;
 pub fn max_frame_for_chunks(chunk_size: usize) -> usize {
     DEFAULT_MAX_FRAME.max(chunk_size.saturating_add(SNAPSHOT_CHUNK_OVERHEAD))
 }
+/// A keepalive: a frame with an empty body (see the module docs).
+pub const KEEPALIVE_FRAME: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// The maximum body length of a handshake frame. Small, so that a stranger's bytes on the core port
 /// are rejected at once (e.g. a Redis client's `PING\r\n` reads as a length of 1 346 981 447).
 pub const MAX_HANDSHAKE_FRAME: usize = 1024;
@@ -210,12 +223,28 @@ pub struct Handshake {
     /// The sender's node id.
     #[prost(uint64, tag = "4")]
     pub node_id: u64,
+    /// The interval at which the sender sends keepalives on this connection, in milliseconds;
+    /// 0 (an older node): it neither sends nor understands them (see the module docs).
+    #[prost(uint32, tag = "5")]
+    pub keepalive_ms: u32,
 }
 
 impl Handshake {
     /// The handshake this node sends.
     pub fn new(cluster_id: u64, node_id: NodeId) -> Self {
-        Handshake { magic: MAGIC, version: PROTOCOL_VERSION, cluster_id, node_id }
+        Handshake { magic: MAGIC, version: PROTOCOL_VERSION, cluster_id, node_id, keepalive_ms: 0 }
+    }
+
+    /// The same handshake announcing keepalives every `interval` (rounded up to whole
+    /// milliseconds, at least 1).
+    pub fn with_keepalive(self, interval: std::time::Duration) -> Self {
+        let ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
+        let ms = if std::time::Duration::from_millis(u64::from(ms)) < interval {
+            ms.saturating_add(1)
+        } else {
+            ms
+        };
+        Handshake { keepalive_ms: ms.max(1), ..self }
     }
 
     /// Checks magic, version and cluster id and returns the sender's node id. Whether that node is
@@ -979,6 +1008,31 @@ mod tests {
             decode_handshake(Bytes::new()).unwrap().validate(42),
             Err(WireError::BadMagic { got: 0 })
         ));
+    }
+
+    #[test]
+    fn keepalive_handshake_and_frame() {
+        use std::time::Duration;
+        let hs = Handshake::new(42, 3).with_keepalive(Duration::from_micros(100_500));
+        assert_eq!(hs.keepalive_ms, 101, "rounded up");
+        assert_eq!(Handshake::new(1, 2).with_keepalive(Duration::ZERO).keepalive_ms, 1);
+        let mut buf = BytesMut::new();
+        encode_frame(&hs, MAX_HANDSHAKE_FRAME, &mut buf).unwrap();
+        let body = decode_frame(&mut buf, MAX_HANDSHAKE_FRAME).unwrap().unwrap();
+        assert_eq!(decode_handshake(body).unwrap(), hs);
+        // An older node's handshake (no field 5) reads as "no keepalives"; an older node reading
+        // ours skips the unknown field.
+        let old = Handshake::new(42, 3);
+        let mut buf = BytesMut::new();
+        encode_frame(&old, MAX_HANDSHAKE_FRAME, &mut buf).unwrap();
+        let body = decode_frame(&mut buf, MAX_HANDSHAKE_FRAME).unwrap().unwrap();
+        assert_eq!(decode_handshake(body).unwrap().keepalive_ms, 0);
+        // A keepalive is an empty frame, split off like any other.
+        let mut buf = BytesMut::from(&KEEPALIVE_FRAME[..]);
+        buf.extend_from_slice(&KEEPALIVE_FRAME);
+        assert_eq!(decode_frame(&mut buf, 16).unwrap(), Some(Bytes::new()));
+        assert_eq!(decode_frame(&mut buf, 16).unwrap(), Some(Bytes::new()));
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -28,6 +28,8 @@ fn tuning() -> TransportTuning {
         write_timeout: Duration::from_secs(10),
         backoff_min: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
+        keepalive_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(2),
     }
 }
 
@@ -243,18 +245,21 @@ async fn three_nodes_exchange_every_kind_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_down_at_start_is_reached_when_it_comes_up() {
+async fn peer_slow_to_answer_at_start_gets_the_queued_messages() {
+    // B's port accepts connections (the kernel completes them) but B does not answer yet: A's first
+    // dial is under way, not failed, so messages wait in the queue for it.
     let a_listener = free_listener();
-    let b_addr = dead_addr();
+    let b_listener = free_listener();
+    let b_addr = b_listener.local_addr().unwrap();
     let peers = BTreeMap::from([(1, a_listener.local_addr().unwrap().to_string()), (2, b_addr.to_string())]);
     let a = start_node(1, CLUSTER, a_listener, &peers, 4096, tuning()).await;
 
     let msgs: Vec<_> = (0..50).flat_map(|seq| all_kinds(1, 2, seq)).collect();
     a.transport.send(msgs.clone());
-    wait_stats(&a.transport, "failed dials to the absent peer", |s| s.peers[&2].connect_failures >= 2).await;
-    assert_eq!(a.transport.stats().peers[&2].queued, msgs.len(), "messages wait in the queue");
+    let s = a.transport.stats().peers[&2].clone();
+    assert_eq!((s.queued, s.dropped(), s.connect_failures), (msgs.len(), 0, 0), "messages wait in the queue");
 
-    let mut b = start_node(2, CLUSTER, listener_on(b_addr), &peers, 4096, tuning()).await;
+    let mut b = start_node(2, CLUSTER, b_listener, &peers, 4096, tuning()).await;
     assert_eq!(recv_n(&mut b.rx, msgs.len()).await, msgs, "queued messages delivered in order");
     let total = msgs.len() as u64;
     let stats =
@@ -287,14 +292,18 @@ async fn restarted_peer_is_reconnected() {
     b.transport.shutdown().await;
     wait_stats(&a.transport, "A to notice B is gone", |s| !s.peers[&2].connected).await;
     wait_stats(&a.transport, "A to fail dialing B", |s| s.peers[&2].connect_failures >= 1).await;
+    // B is away: nothing is kept for it.
     a.transport.send((10..20).map(|i| heartbeat(1, 2, i)).collect());
+    let s = a.transport.stats().peers[&2].clone();
+    assert_eq!((s.queued, s.dropped_away), (0, 10), "{s:?}");
 
     // B restarts on the same port, as a new process would.
     let mut b = start_node(2, CLUSTER, listener_on(b_addr), &peers, 4096, tuning()).await;
-    assert_eq!(recv_n(&mut b.rx, 10).await, (10..20).map(|i| heartbeat(1, 2, i)).collect::<Vec<_>>());
     let stats = wait_stats(&a.transport, "A reconnected", |s| s.peers[&2].connected).await;
     assert_eq!(stats.peers[&2].reconnects(), 1);
-    assert_eq!(stats.peers[&2].dropped(), 0);
+    assert_eq!(stats.peers[&2].dropped(), 10);
+    a.transport.send((20..30).map(|i| heartbeat(1, 2, i)).collect());
+    assert_eq!(recv_n(&mut b.rx, 10).await, (20..30).map(|i| heartbeat(1, 2, i)).collect::<Vec<_>>());
     // The new B reaches A (whose inbound side drops the dead connection of the old B).
     b.transport.send(vec![heartbeat(2, 1, 101)]);
     assert_eq!(recv(&mut a.rx).await, heartbeat(2, 1, 101));
@@ -308,26 +317,41 @@ async fn dead_peer_queue_stays_bounded() {
     let peers = BTreeMap::from([(1, la.local_addr().unwrap().to_string()), (2, dead_addr().to_string())]);
     let a = start_node(1, CLUSTER, la, &peers, 100, tuning()).await;
 
-    // The driver thread is a plain thread: send() must work and never block there.
+    // The driver thread is a plain thread: send() must work and never block there. Before the
+    // first dial failed, the queue fills up to its capacity and drops the rest.
     let t = a.transport.clone();
-    std::thread::spawn(move || {
-        for i in 0..10_000 {
-            t.send(vec![heartbeat(1, 2, i)]);
-        }
-    })
-    .join()
-    .unwrap();
+    let send_all = move |from: u64| {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            for i in from..from + 10_000 {
+                t.send(vec![heartbeat(1, 2, i)]);
+            }
+        })
+        .join()
+        .unwrap()
+    };
+    send_all(0);
+    let s = wait_stats(&a.transport, "the dial to fail", |s| s.peers[&2].connect_failures >= 1).await;
+    let s = s.peers[&2].clone();
+    // Either the dial failed before the sends (all dropped as away) or after (100 queued, then
+    // discarded as away, and the rest dropped as the queue was full).
+    assert_eq!((s.queued, s.dropped(), s.sent, s.connected), (0, 10_000, 0, false), "{s:?}");
+    assert!(s.dropped_full <= 9_900, "{s:?}");
+    // Once away, nothing is queued at all.
+    send_all(10_000);
     let s = a.transport.stats().peers[&2].clone();
-    assert_eq!((s.queued, s.dropped_full, s.sent, s.connected), (100, 9_900, 0, false));
-    assert_eq!((a.transport.queued(2), a.transport.queued(3)), (Some(100), None));
+    assert_eq!((s.queued, s.dropped_away, s.sent), (0, 20_000 - s.dropped_full, 0), "{s:?}");
+    assert_eq!((a.transport.queued(2), a.transport.queued(3)), (Some(0), None));
     a.transport.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_chunks_go_behind_heartbeats_and_keep_their_order() {
-    // Everything is queued while B is down, so the first batch holds all of it (deterministic).
+    // Everything is queued while B does not answer A's first dial yet, so the first batch holds all
+    // of it (deterministic).
     let a_listener = free_listener();
-    let b_addr = dead_addr();
+    let b_listener = free_listener();
+    let b_addr = b_listener.local_addr().unwrap();
     let peers = BTreeMap::from([(1, a_listener.local_addr().unwrap().to_string()), (2, b_addr.to_string())]);
     let a = start_node(1, CLUSTER, a_listener, &peers, 4096, tuning()).await;
     const CHUNKS: u64 = 12;
@@ -339,10 +363,9 @@ async fn snapshot_chunks_go_behind_heartbeats_and_keep_their_order() {
     let mut msgs = chunks.clone();
     msgs.extend(controls.clone());
     a.transport.send(msgs.clone());
-    wait_stats(&a.transport, "failed dials to the absent peer", |s| s.peers[&2].connect_failures >= 1).await;
     assert_eq!(a.transport.stats().peers[&2].queued, msgs.len());
 
-    let mut b = start_node(2, CLUSTER, listener_on(b_addr), &peers, 4096, tuning()).await;
+    let mut b = start_node(2, CLUSTER, b_listener, &peers, 4096, tuning()).await;
     let got = recv_n(&mut b.rx, msgs.len()).await;
     // The small messages went first, in their order, although they were queued after 12 MiB of
     // chunks; the chunks followed, in theirs.
@@ -483,7 +506,8 @@ async fn strangers_and_garbage_are_disconnected_and_the_transport_keeps_working(
     assert_eq!(poke(a_addr, b"").await, b"");
 
     // raft-kv peers that must be refused get A's handshake (so they can log why), then the close.
-    let answer = frame(&Handshake::new(CLUSTER, 1));
+    // (A announces its keepalives in its answer.)
+    let answer = frame(&Handshake::new(CLUSTER, 1).with_keepalive(tuning.keepalive_interval));
     assert_eq!(poke(a_addr, &frame(&Handshake::new(CLUSTER + 1, 3))).await, answer, "other cluster");
     let v2 = Handshake { version: wire::PROTOCOL_VERSION + 1, ..Handshake::new(CLUSTER, 3) };
     assert_eq!(poke(a_addr, &frame(&v2)).await, answer, "other version");
@@ -561,7 +585,7 @@ async fn other_cluster_and_misaddressed_peers_are_refused() {
     for t in [&a.transport, &c.transport] {
         let s = t.stats();
         let p = s.peers.values().next().unwrap();
-        assert_eq!((p.connects, p.sent, p.received, p.queued), (0, 0, 0, 1));
+        assert_eq!((p.connects, p.sent, p.received, p.queued, p.dropped_away), (0, 0, 0, 0, 1));
     }
     a.transport.shutdown().await;
     c.transport.shutdown().await;
@@ -576,7 +600,7 @@ async fn other_cluster_and_misaddressed_peers_are_refused() {
     d.transport.send(vec![heartbeat(1, 2, 1)]);
     let s =
         wait_stats(&d.transport, "misaddressed dials to fail", |s| s.peers[&2].connect_failures >= 2).await;
-    assert_eq!((s.peers[&2].connects, s.peers[&2].queued), (0, 1));
+    assert_eq!((s.peers[&2].connects, s.peers[&2].queued, s.peers[&2].dropped_away), (0, 0, 1));
     assert!(e.rx.try_recv().is_err(), "node 2's message reached node 3");
     assert_eq!(e.transport.stats().peers[&1].received, 0);
     d.transport.shutdown().await;
@@ -627,6 +651,172 @@ async fn direct_and_queued_writes_keep_order_when_the_socket_fills() {
     let stats = wait_stats(&a.transport, "everything sent", |s| s.peers[&2].sent == N + 1).await;
     assert_eq!(stats.peers[&2].dropped(), 0, "{stats:#?}");
     assert!(b.rx.try_recv().is_err(), "more arrived than was sent");
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+/// A TCP relay that can be cut silently, the way a partition that drops packets looks to both ends:
+/// while cut, it neither reads nor writes on any connection (the senders' writes pile up in socket
+/// buffers, no error, no close), and new connections are accepted but never relayed. Connections
+/// relayed before a cut stay frozen for ever, as if stuck in TCP's retransmission backoff: only
+/// connections made after the heal carry data.
+struct SilentRelay {
+    addr: SocketAddr,
+    /// Even: up; odd: cut. Each cut and heal bumps it.
+    epoch: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentRelay {
+    async fn start(target: SocketAddr) -> SilentRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (epoch, rx) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                let mut rx = rx.clone();
+                conns.spawn(async move {
+                    let born = *rx.borrow();
+                    if born % 2 == 1 {
+                        // Accepted during a cut: never relayed.
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(mut server) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                        _ = rx.wait_for(|e| *e != born) => {}
+                    }
+                    // Cut: hold both sockets open and silent for ever.
+                    let _frozen = (client, server);
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        SilentRelay { addr, epoch, task }
+    }
+
+    fn cut(&self) {
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    fn heal(&self) {
+        self.cut();
+    }
+}
+
+/// A partition that silences the link (no error, no close) for longer than the idle timeout: both
+/// ends close their silent connections, the peer counts as away (nothing queued for it), and once
+/// the network heals a fresh connection carries messages again within about the dial timeout plus
+/// the largest backoff, although the old connections never recover. Without the idle timeout the
+/// link would stay on its frozen connections for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_partition_is_detected_and_healed_within_the_dial_timeout() {
+    let (la, lb) = (free_listener(), free_listener());
+    let (a_addr, b_addr) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    // Each node reaches the other through a relay.
+    let to_b = SilentRelay::start(b_addr).await;
+    let to_a = SilentRelay::start(a_addr).await;
+    let tuning = TransportTuning {
+        handshake_timeout: Duration::from_millis(300),
+        backoff_max: Duration::from_millis(150),
+        keepalive_interval: Duration::from_millis(50),
+        idle_timeout: Duration::from_millis(300),
+        ..tuning()
+    };
+    let a_peers = BTreeMap::from([(2, to_b.addr.to_string())]);
+    let b_peers = BTreeMap::from([(1, to_a.addr.to_string())]);
+    let mut a = start_node(1, CLUSTER, la, &a_peers, 4096, tuning).await;
+    let mut b = start_node(2, CLUSTER, lb, &b_peers, 4096, tuning).await;
+    a.transport.send(vec![heartbeat(1, 2, 0)]);
+    b.transport.send(vec![heartbeat(2, 1, 0)]);
+    assert_eq!(recv(&mut b.rx).await, heartbeat(1, 2, 0));
+    assert_eq!(recv(&mut a.rx).await, heartbeat(2, 1, 0));
+
+    to_b.cut();
+    to_a.cut();
+    let cut_at = Instant::now();
+    // Both ends notice the silence on their own (neither has anything to write).
+    for (t, peer) in [(&a.transport, 2), (&b.transport, 1)] {
+        wait_stats(t, "the silent link closed and the peer away", |s| {
+            let p = &s.peers[&peer];
+            p.silent_closes >= 1 && !p.connected && p.connect_failures >= 1
+        })
+        .await;
+    }
+    let noticed = cut_at.elapsed();
+    assert!(noticed < Duration::from_millis(1500), "silence noticed only after {noticed:?}");
+    // While away, messages cost no memory: dropped and counted.
+    a.transport.send((1..=100).map(|i| heartbeat(1, 2, i)).collect());
+    let s = a.transport.stats().peers[&2].clone();
+    assert_eq!(s.queued, 0, "{s:?}");
+    assert!(s.dropped_away >= 100, "{s:?}");
+    // Stay cut for a while: the dial timeouts and backoff go on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    to_b.heal();
+    to_a.heal();
+    let healed_at = Instant::now();
+    let mut seq = 1000;
+    let mut delivered = [None, None];
+    while delivered.iter().any(Option::is_none) {
+        assert!(healed_at.elapsed() < DEADLINE, "the link did not recover after the heal: {delivered:?}");
+        seq += 1;
+        a.transport.send(vec![heartbeat(1, 2, seq)]);
+        b.transport.send(vec![heartbeat(2, 1, seq)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for (i, rx) in [&mut b.rx, &mut a.rx].into_iter().enumerate() {
+            while let Ok(msg) = rx.try_recv() {
+                assert!(
+                    matches!(&msg, PeerMessage::Raft(m) if matches!(m.body, MessageBody::Heartbeat { read_round, .. } if read_round > 1000)),
+                    "a message sent during the cut was delivered: {msg:?}"
+                );
+                delivered[i].get_or_insert(healed_at.elapsed());
+            }
+        }
+    }
+    let worst = delivered.iter().flatten().max().copied().unwrap_or_default();
+    eprintln!(
+        "silent cut: noticed after {noticed:?}; after the heal, A->B {:?}, B->A {:?}",
+        delivered[0], delivered[1]
+    );
+    // Dial timeout 300 ms + backoff at most 150 ms between fresh attempts; the rest is slack for a
+    // loaded machine.
+    assert!(worst < Duration::from_millis(1500), "link back only {worst:?} after the heal");
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+    to_a.task.abort();
+    to_b.task.abort();
+}
+
+/// Keepalives keep an idle link up: with no message at all for many idle timeouts, the link is
+/// never closed for silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_link_stays_up_on_keepalives() {
+    let (la, lb) = (free_listener(), free_listener());
+    let peers = BTreeMap::from([
+        (1, la.local_addr().unwrap().to_string()),
+        (2, lb.local_addr().unwrap().to_string()),
+    ]);
+    let tuning = TransportTuning {
+        keepalive_interval: Duration::from_millis(20),
+        idle_timeout: Duration::from_millis(200),
+        ..tuning()
+    };
+    let a = start_node(1, CLUSTER, la, &peers, 4096, tuning).await;
+    let mut b = start_node(2, CLUSTER, lb, &peers, 4096, tuning).await;
+    a.transport.send(vec![heartbeat(1, 2, 0)]);
+    assert_eq!(recv(&mut b.rx).await, heartbeat(1, 2, 0));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.transport.send(vec![heartbeat(1, 2, 1)]);
+    assert_eq!(recv(&mut b.rx).await, heartbeat(1, 2, 1));
+    for t in [&a.transport, &b.transport] {
+        let s = t.stats();
+        let p = s.peers.values().next().unwrap();
+        assert_eq!((p.silent_closes, p.connect_failures, p.dropped()), (0, 0, 0), "{s:#?}");
+    }
+    assert_eq!(a.transport.stats().peers[&2].connects, 1);
     a.transport.shutdown().await;
     b.transport.shutdown().await;
 }

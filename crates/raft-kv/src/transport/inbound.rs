@@ -14,6 +14,11 @@
 //!   a rate-limited warning, and the connection carries on.
 //!
 //! At most one connection per peer is live: a newly accepted one closes the previous one.
+//!
+//! With a peer that announced keepalives in its handshake, the connection also writes a keepalive
+//! every keepalive interval, and is closed when no frame at all (keepalives included) arrived for
+//! the idle timeout while it was waiting to read (time spent waiting for room in the inbound
+//! channel does not count): the dialer then sees silence too and dials again.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +75,10 @@ enum End {
     Superseded,
     #[error("the inbound channel is closed")]
     ConsumerGone,
+    #[error("nothing heard for {0:?} (peer unreachable?)")]
+    Silent(Duration),
+    #[error("writing a keepalive failed: {0}")]
+    Keepalive(std::io::Error),
 }
 
 /// Accepts connections until shutdown, then closes them all.
@@ -135,13 +144,13 @@ async fn connection(
     registry: Registry,
     conn: u64,
 ) {
-    // Best effort: only our small handshake answer is ever written on this connection.
+    // Best effort: only our small handshake answer and keepalives are written on this connection.
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let handshake =
         tokio::time::timeout(ctx.handshake_timeout, handshake(&mut reader, &mut write, &ctx)).await;
-    let peer = match handshake {
+    let (peer, peer_keepalive) = match handshake {
         Ok(Ok(peer)) => peer,
         Ok(Err(Refusal::ClosedEarly)) => {
             bump(&ctx.global.rejected_connections);
@@ -173,22 +182,45 @@ async fn connection(
         Registered { registry: registry.clone(), peer, conn }
     };
     tracing::info!(peer, %remote, "accepted connection from peer");
+    // Keepalives only with a peer that announced them; it is given three of its own intervals.
+    let idle = (peer_keepalive > 0)
+        .then(|| ctx.idle_timeout.max(Duration::from_millis(u64::from(peer_keepalive)) * 3));
     let end = tokio::select! {
-        end = receive(&mut reader, peer, counters, &ctx) => end,
+        end = receive(&mut reader, peer, counters, &ctx, idle) => end,
+        end = send_keepalives(&mut write, ctx.keepalive_interval), if idle.is_some() => end,
         () = closed.notified() => End::Superseded,
     };
     match &end {
         End::Bad(_) => tracing::warn!(peer, %remote, reason = %end, "closed connection from peer"),
+        End::Silent(_) => {
+            bump(&counters.silent_closes);
+            tracing::warn!(peer, %remote, reason = %end, "closed the silent connection from peer");
+        }
         _ => tracing::info!(peer, %remote, reason = %end, "connection from peer ended"),
     }
 }
 
-/// Reads and checks the dialer's handshake, answers it, and returns the peer's id.
+/// Writes a keepalive every `interval` until a write fails.
+async fn send_keepalives(write: &mut OwnedWriteHalf, interval: Duration) -> End {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        // A write that cannot complete (the peer is not reading) blocks here; the read side's
+        // idle timeout then closes the connection if the peer is silent too.
+        if let Err(e) = write.write_all(&wire::KEEPALIVE_FRAME).await {
+            return End::Keepalive(e);
+        }
+    }
+}
+
+/// Reads and checks the dialer's handshake, answers it, and returns the peer's id and its keepalive
+/// interval in milliseconds (0: none).
 async fn handshake(
     reader: &mut FrameReader<OwnedReadHalf>,
     write: &mut OwnedWriteHalf,
     ctx: &InboundContext,
-) -> Result<NodeId, Refusal> {
+) -> Result<(NodeId, u32), Refusal> {
     let stranger = |error: String, reader: &FrameReader<OwnedReadHalf>| Refusal::Stranger {
         error,
         preview: reader.preview(),
@@ -209,7 +241,8 @@ async fn handshake(
     };
     // The right magic: answer even if we refuse below, so that the dialer can log why.
     let mut answer = BytesMut::new();
-    wire::encode_frame(&Handshake::new(ctx.cluster_id, ctx.id), MAX_HANDSHAKE_FRAME, &mut answer)?;
+    let ours = Handshake::new(ctx.cluster_id, ctx.id).with_keepalive(ctx.keepalive_interval);
+    wire::encode_frame(&ours, MAX_HANDSHAKE_FRAME, &mut answer)?;
     write.write_all(&answer).await?;
     let peer = theirs.validate(ctx.cluster_id)?;
     if peer == ctx.id {
@@ -218,7 +251,7 @@ async fn handshake(
     if !ctx.peers.contains_key(&peer) {
         return Err(Refusal::UnknownPeer(peer));
     }
-    Ok(peer)
+    Ok((peer, theirs.keepalive_ms))
 }
 
 /// Decodes frames and hands the messages on until the connection ends.
@@ -227,10 +260,20 @@ async fn receive(
     peer: NodeId,
     counters: &PeerCounters,
     ctx: &InboundContext,
+    idle: Option<Duration>,
 ) -> End {
     let invalid_log = RateLimit::new(Duration::from_secs(10));
     loop {
-        let frame = match reader.next_frame(ctx.max_frame).await {
+        let next = match idle {
+            // `next_frame` is cancel-safe: a timeout loses no bytes (the connection ends anyway).
+            Some(idle) => match tokio::time::timeout(idle, reader.next_frame(ctx.max_frame)).await {
+                Ok(next) => next,
+                Err(_) => return End::Silent(idle),
+            },
+            None => reader.next_frame(ctx.max_frame).await,
+        };
+        let frame = match next {
+            Ok(Some(frame)) if frame.is_empty() => continue, // a keepalive
             Ok(Some(frame)) => frame,
             Ok(None) => return End::Closed,
             Err(ReadError::Io(e)) => return End::Io(e),

@@ -17,6 +17,8 @@
 //!   (whole frames must go out contiguously); the task writes it before anything else, under its
 //!   write timeout, so a stuck peer is handled like before.
 //! - Snapshot chunks never take the direct path (the task holds them behind other messages).
+//! - While `away` is set (by the task, after a failed dial; cleared when it connects) nothing is
+//!   queued: messages are counted as `dropped_away` and dropped.
 //! - `stream` is set by the task after the handshake and cleared by it when the connection ends or
 //!   the task stops, so nothing is written on a connection after it was given up or after shutdown.
 
@@ -49,6 +51,8 @@ pub(super) struct LaneState {
     pub(super) pending: BytesMut,
     /// Messages in `pending` (counted as sent once it is written, as lost if the connection ends).
     pub(super) pending_messages: u64,
+    /// The peer is away (a dial failed, no connection since): messages are dropped, not queued.
+    pub(super) away: bool,
 }
 
 impl Lane {
@@ -67,6 +71,10 @@ impl Lane {
         encode: impl Fn(PeerMessage, &mut BytesMut) -> bool,
     ) {
         let mut state = self.lock();
+        if state.away {
+            counters.dropped_away.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            return;
+        }
         let direct = state.stream.clone().filter(|_| {
             state.unwritten == 0 && !msgs.iter().any(|m| matches!(m, PeerMessage::SnapshotChunk { .. }))
         });

@@ -9,8 +9,14 @@
 //! next connection. While the peer is unreachable nothing reads the queue, so it fills up and
 //! [`Transport::send`](super::Transport::send) drops what does not fit.
 //!
-//! After the handshake the peer never sends anything on this connection; the task still reads it,
-//! to notice at once when the peer closes it (end of stream) instead of at the next write.
+//! After the handshake the peer sends nothing on this connection but keepalives (if both announced
+//! them); the task reads it all the time, also while a write is blocked, to notice at once when the
+//! peer closes it (end of stream) and to close it itself when nothing at all was heard for the idle
+//! timeout (a silent partition; see the transport's module docs). It sends its own keepalive every
+//! keepalive interval through the same write path as its batches.
+//!
+//! A failed dial marks the peer *away*: queued and held messages are discarded and later ones are
+//! dropped by the senders, all counted in `dropped_away`, until a connection is established.
 //!
 //! # Snapshot chunks go behind everything else
 //! A snapshot chunk is large (1 MiB by default, up to 16 MiB) and a leader sends a window of them at
@@ -45,6 +51,7 @@ use raft::NodeId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant as TokioInstant;
 
 use super::lane::Lane;
 use super::util::{shutdown_signal, Backoff, FrameReader, RateLimit, ReadError};
@@ -126,8 +133,55 @@ enum ConnectionEnd {
     Read(std::io::Error),
     #[error("peer sent unexpected data after the handshake")]
     UnexpectedData,
+    #[error("nothing heard for {0:?} (peer unreachable?)")]
+    Silent(Duration),
     #[error("transport stopped")]
     Stopped,
+}
+
+/// Watches the read side of an established connection: keepalives (zero bytes) refresh it, anything
+/// else ends the connection, as does silence for longer than `idle` (if the peer sends keepalives).
+struct Liveness {
+    /// `None` if the peer announced no keepalives (an older node): silence is then never an error.
+    idle: Option<Duration>,
+    /// When something was last read.
+    last_heard: TokioInstant,
+    /// Read buffer.
+    buf: [u8; 64],
+}
+
+impl Liveness {
+    fn new(idle: Option<Duration>) -> Self {
+        Liveness { idle, last_heard: TokioInstant::now(), buf: [0; 64] }
+    }
+
+    /// Reads until the connection must end, and says why. Cancel-safe (it only records when it last
+    /// heard something), so it can be raced against writes and the queue.
+    async fn watch(&mut self, stream: &TcpStream) -> ConnectionEnd {
+        loop {
+            let ready = match self.idle {
+                Some(idle) => {
+                    match tokio::time::timeout_at(self.last_heard + idle, stream.readable()).await {
+                        Ok(r) => r,
+                        Err(_) => return ConnectionEnd::Silent(idle),
+                    }
+                }
+                None => stream.readable().await,
+            };
+            if let Err(e) = ready {
+                return ConnectionEnd::Read(e);
+            }
+            match stream.try_read(&mut self.buf) {
+                Ok(0) => return ConnectionEnd::ClosedByPeer,
+                // Keepalive frames are all zeros; any other byte is not ours to accept.
+                Ok(n) if self.buf[..n].iter().all(|&b| b == 0) => self.last_heard = TokioInstant::now(),
+                Ok(_) => return ConnectionEnd::UnexpectedData,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return ConnectionEnd::Read(e),
+            }
+        }
+    }
 }
 
 /// Everything one peer's outbound task needs.
@@ -150,6 +204,10 @@ pub(super) struct OutboundTask {
     pub(super) backoff_min: Duration,
     /// Backoff bounds.
     pub(super) backoff_max: Duration,
+    /// How often to send a keepalive (to a peer that announced them).
+    pub(super) keepalive_interval: Duration,
+    /// Silence after which the connection is closed.
+    pub(super) idle_timeout: Duration,
     /// The peer's counters.
     pub(super) counters: Arc<PeerCounters>,
     /// The connection shared with direct senders.
@@ -192,17 +250,30 @@ impl OutboundTask {
                 () = shutdown_signal(shutdown.clone()) => return,
             };
             match dialed {
-                Ok(stream) => {
+                Ok((stream, peer_keepalive)) => {
                     let stream = Arc::new(stream);
-                    self.lane.lock().stream = Some(stream.clone());
+                    {
+                        let mut state = self.lane.lock();
+                        state.stream = Some(stream.clone());
+                        state.away = false;
+                    }
                     backoff.reset();
                     failures = 0;
                     last_warn = None;
                     bump(&self.counters.connects);
                     self.counters.connected.store(true, Ordering::Relaxed);
                     tracing::info!(peer = self.peer, addr = %self.addr, "connected to peer");
+                    // Keepalives only with a peer that announced them (see `wire`); it is given at
+                    // least three of its own intervals.
+                    let (keepalive, idle) = if peer_keepalive == 0 {
+                        (None, None)
+                    } else {
+                        let theirs = Duration::from_millis(u64::from(peer_keepalive));
+                        (Some(self.keepalive_interval), Some(self.idle_timeout.max(theirs * 3)))
+                    };
+                    let mut live = Liveness::new(idle);
                     let end = tokio::select! {
-                        end = self.pump(&mut queue, &stream, &mut buf, &mut held, &oversize_log) => end,
+                        end = self.pump(&mut queue, &stream, &mut buf, &mut held, &oversize_log, &mut live, keepalive) => end,
                         () = shutdown_signal(shutdown.clone()) => ConnectionEnd::Stopped,
                     };
                     self.end_connection();
@@ -210,10 +281,17 @@ impl OutboundTask {
                     if let ConnectionEnd::Stopped = end {
                         return;
                     }
-                    tracing::info!(peer = self.peer, addr = %self.addr, reason = %end, "disconnected from peer");
+                    if let ConnectionEnd::Silent(_) = end {
+                        bump(&self.counters.silent_closes);
+                        tracing::warn!(peer = self.peer, addr = %self.addr, reason = %end,
+                            "closing the silent connection to peer; dialing again");
+                    } else {
+                        tracing::info!(peer = self.peer, addr = %self.addr, reason = %end, "disconnected from peer");
+                    }
                 }
                 Err(e) => {
                     bump(&self.counters.connect_failures);
+                    self.go_away(&mut queue, &mut held);
                     failures += 1;
                     let warn_now = match last_warn {
                         None => true,
@@ -237,33 +315,63 @@ impl OutboundTask {
         }
     }
 
-    /// Connects, exchanges handshakes and checks the peer's answer.
-    async fn dial(&self) -> Result<TcpStream, DialError> {
+    /// Marks the peer away after a failed dial: discards what is queued and held (counted in
+    /// `dropped_away`); senders drop what comes later until a connection is established.
+    fn go_away(&self, queue: &mut mpsc::Receiver<PeerMessage>, held: &mut HeldChunks) {
+        let mut state = self.lane.lock();
+        if state.away {
+            return; // already discarded; nothing was queued since
+        }
+        state.away = true;
+        let mut dropped = 0usize;
+        while queue.try_recv().is_ok() {
+            dropped += 1;
+        }
+        while held.pop().is_some() {
+            dropped += 1;
+        }
+        state.unwritten = state.unwritten.saturating_sub(dropped);
+        self.counters.dropped_away.fetch_add(dropped as u64, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::debug!(peer = self.peer, dropped, "peer away: discarded its queued messages");
+        }
+    }
+
+    /// Connects (resolving the address again), exchanges handshakes and checks the peer's answer;
+    /// returns the connection and the peer's keepalive interval in milliseconds (0: none).
+    async fn dial(&self) -> Result<(TcpStream, u32), DialError> {
         let stream = TcpStream::connect(self.addr.as_str()).await?;
         stream.set_nodelay(true)?;
         let (read, mut write) = stream.into_split();
         let mut hello = BytesMut::new();
-        wire::encode_frame(&Handshake::new(self.cluster_id, self.id), MAX_HANDSHAKE_FRAME, &mut hello)?;
+        let ours = Handshake::new(self.cluster_id, self.id).with_keepalive(self.keepalive_interval);
+        wire::encode_frame(&ours, MAX_HANDSHAKE_FRAME, &mut hello)?;
         write.write_all(&hello).await?;
         let mut reader = FrameReader::new(read);
         let Some(frame) = reader.next_frame(MAX_HANDSHAKE_FRAME).await? else {
             return Err(DialError::Closed);
         };
-        let got = wire::decode_handshake(frame)?.validate(self.cluster_id)?;
+        let theirs = wire::decode_handshake(frame)?;
+        let got = theirs.validate(self.cluster_id)?;
         if got != self.peer {
             return Err(DialError::WrongNode { expected: self.peer, got });
         }
         let (read, leftover) = reader.into_parts();
-        if !leftover.is_empty() {
+        // Keepalives (zeros) may already follow the answer; nothing else may.
+        if !leftover.iter().all(|&b| b == 0) {
             return Err(DialError::UnexpectedData);
         }
         // The halves of one stream always reunite.
-        read.reunite(write).map_err(|_| DialError::Io(std::io::Error::other("cannot reunite the stream")))
+        let stream = read
+            .reunite(write)
+            .map_err(|_| DialError::Io(std::io::Error::other("cannot reunite the stream")))?;
+        Ok((stream, theirs.keepalive_ms))
     }
 
     /// Writes queued messages in batches until the connection fails or the queue is closed; a
     /// direct write's unwritten tail goes first, and snapshot chunks go behind the other messages
-    /// (see the module docs).
+    /// (see the module docs). With `keepalive` set, a keepalive frame goes out at that interval.
+    #[allow(clippy::too_many_arguments)]
     async fn pump(
         &self,
         queue: &mut mpsc::Receiver<PeerMessage>,
@@ -271,13 +379,16 @@ impl OutboundTask {
         buf: &mut BytesMut,
         held: &mut HeldChunks,
         oversize_log: &RateLimit,
+        live: &mut Liveness,
+        keepalive: Option<Duration>,
     ) -> ConnectionEnd {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut probe = [0u8; 1];
+        // Far in the future when keepalives are off (the branch below is then disabled anyway).
+        let mut next_keepalive = TokioInstant::now() + keepalive.unwrap_or(Duration::from_secs(86_400));
         loop {
             if held.is_empty() {
-                // Nothing to write: wait for messages, for a direct write's tail, or for the peer
-                // to close the connection.
+                // Nothing to write: wait for messages, for a direct write's tail, for the time of a
+                // keepalive, or for the peer to close (or go silent on) the connection.
                 tokio::select! {
                     n = queue.recv_many(&mut batch, MAX_BATCH) => {
                         if n == 0 {
@@ -285,18 +396,8 @@ impl OutboundTask {
                         }
                     }
                     () = self.lane.wake.notified() => {}
-                    r = stream.readable() => {
-                        let r = match r {
-                            Ok(()) => stream.try_read(&mut probe),
-                            Err(e) => Err(e),
-                        };
-                        match r {
-                            Ok(0) => return ConnectionEnd::ClosedByPeer,
-                            Ok(_) => return ConnectionEnd::UnexpectedData,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                            Err(e) => return ConnectionEnd::Read(e),
-                        }
-                    }
+                    () = tokio::time::sleep_until(next_keepalive), if keepalive.is_some() => {}
+                    end = live.watch(stream) => return end,
                 }
             } else if held.bytes < MAX_HELD_CHUNK_BYTES {
                 // Chunks are waiting: take whatever else is queued now, without waiting.
@@ -312,13 +413,22 @@ impl OutboundTask {
             // A direct write's tail first: it completes a frame already partly on the wire.
             let (mut count, mut taken) = {
                 let mut state = self.lane.lock();
-                if state.pending.is_empty() {
-                    (0, 0)
-                } else {
+                let mut taken = 0;
+                let mut count = 0;
+                if !state.pending.is_empty() {
                     buf.extend_from_slice(&state.pending);
                     state.pending.clear();
-                    (std::mem::take(&mut state.pending_messages), 1)
+                    count = std::mem::take(&mut state.pending_messages);
+                    taken = 1;
                 }
+                if let Some(interval) = keepalive.filter(|_| TokioInstant::now() >= next_keepalive) {
+                    // Counted as unwritten (under the lock) so that no direct write interleaves.
+                    state.unwritten += 1;
+                    taken += 1;
+                    buf.extend_from_slice(&wire::KEEPALIVE_FRAME);
+                    next_keepalive = TokioInstant::now() + interval;
+                }
+                (count, taken)
             };
             let mut encode = |msg: PeerMessage, buf: &mut BytesMut| {
                 let kind = describe(&msg);
@@ -351,14 +461,16 @@ impl OutboundTask {
             let result = if buf.is_empty() {
                 None // everything taken was too large
             } else {
-                match tokio::time::timeout(self.write_timeout, write_shared(stream, buf)).await {
+                match tokio::time::timeout(self.write_timeout, write_shared(stream, buf, live)).await {
                     Ok(Ok(())) => {
                         self.counters.sent.fetch_add(count, Ordering::Relaxed);
                         self.counters.sent_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                        bump(&self.counters.writes);
+                        if count > 0 {
+                            bump(&self.counters.writes); // a write of only a keepalive is not counted
+                        }
                         None
                     }
-                    Ok(Err(e)) => Some(ConnectionEnd::Write(e)),
+                    Ok(Err(end)) => Some(end),
                     Err(_) => Some(ConnectionEnd::WriteTimeout(self.write_timeout)),
                 }
             };
@@ -378,16 +490,20 @@ impl OutboundTask {
 }
 
 /// Writes all of `buf` to a stream shared with direct senders (which only write while this task
-/// has nothing unwritten, so the two never interleave).
-async fn write_shared(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+/// has nothing unwritten, so the two never interleave), watching the read side meanwhile: a peer
+/// that went silent or closed the connection ends a blocked write at once.
+async fn write_shared(stream: &TcpStream, mut buf: &[u8], live: &mut Liveness) -> Result<(), ConnectionEnd> {
     while !buf.is_empty() {
-        stream.writable().await?;
+        tokio::select! {
+            r = stream.writable() => r.map_err(ConnectionEnd::Write)?,
+            end = live.watch(stream) => return Err(end),
+        }
         match stream.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err(ConnectionEnd::Write(std::io::ErrorKind::WriteZero.into())),
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(ConnectionEnd::Write(e)),
         }
     }
     Ok(())
