@@ -150,14 +150,14 @@ impl Default for TransportTuning {
 
 impl TransportTuning {
     /// Settings for a cluster whose longest election timeout is `election`: a link silent for that
-    /// long is closed, each dial (connect + handshake) gets as long, keepalives go five times as
-    /// often, and the dial backoff tops out at half of it, so a healed link is back within about
-    /// 1.5 election timeouts.
+    /// long is closed, keepalives go five times as often, each dial (connect + handshake) gets half
+    /// of it and the dial backoff tops out at a fifth, so that while a peer is unreachable a fresh
+    /// dial starts at least every 0.7 election timeouts, and a healed link is back within about that.
     pub fn for_election_timeout(election: Duration) -> Self {
         let election = election.max(Duration::from_millis(10));
         TransportTuning {
-            handshake_timeout: election,
-            backoff_max: (election / 2).max(Duration::from_millis(10)),
+            handshake_timeout: election / 2,
+            backoff_max: (election / 5).max(Duration::from_millis(10)),
             keepalive_interval: election / 5,
             idle_timeout: election,
             ..TransportTuning::default()
