@@ -12,7 +12,8 @@ use engine::{Driver, DriverConfig};
 use storage::{DirLock, LogOptions, StdFs};
 
 use crate::cli::{ClientArgs, Mode, ServerArgs, StatusArgs};
-use crate::cluster::{check_data_dir, Group};
+use crate::cluster::Group;
+use crate::identity::{self, StartAs};
 use crate::node::{self, Input, NodeHandle, NodeOptions};
 use crate::server::{self, ServerContext, ServerOptions};
 use crate::transport::{Transport, TransportConfig, TransportTuning};
@@ -92,12 +93,21 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         bail!("--log-segment-bytes must be at least 4KiB, not {}", args.log_segment_bytes);
     }
     let me = group.member(&args.id).map_err(|e| anyhow!(e))?.clone();
-    let id = group.node_id(&args.id).map_err(|e| anyhow!(e))?;
 
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let _lock = DirLock::acquire(&args.data_dir).map_err(|e| anyhow!("{e}"))?;
-    check_data_dir(&args.data_dir, &args.id, &group).map_err(|e| anyhow!(e))?;
+    let identity =
+        identity::open(&args.data_dir, &args.id, &group, StartAs::Member, "").map_err(|e| anyhow!(e))?;
+    if identity.upgraded {
+        tracing::info!(
+            "upgraded {} to version 2 (node ids and cluster id kept)",
+            args.data_dir.join(identity::META_FILE).display()
+        );
+    }
+    let (Some(id), Some(cluster_id)) = (identity.node_id, identity.cluster_id) else {
+        bail!("data directory {} has no node id yet", args.data_dir.display());
+    };
 
     check_hosts(&group)?;
     let listen_host = args.listen.as_deref().unwrap_or(&me.host);
@@ -176,7 +186,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         let transport = Transport::start_with(
             TransportConfig {
                 id,
-                cluster_id: group.cluster_id(),
+                cluster_id,
                 listener: core_listener,
                 peers,
                 queue_capacity: 65_536,

@@ -1,17 +1,18 @@
-//! The cluster's static membership, as given on the command line in the seed's format
+//! The group configuration given on the command line in the seed's format
 //! (`-gc A,localhost,10001,20001 B,localhost,10002,20002 ...`: `id,host,serverPort,corePort` per
-//! member), and the identity record kept in each data directory.
+//! member), and how a member is recorded in the cluster's membership.
+//!
+//! The `-gc` list only *bootstraps* a new cluster (see [`crate::identity`]): node ids are assigned
+//! once, by the sorted member names (1, 2, ...), so every bootstrap member computes the same ids
+//! whatever order it lists them in, and are recorded in each data directory. From then on the
+//! membership is data in the Raft log and in snapshots ([`raft::Membership`]), where each member's
+//! context is its `-gc` entry ([`Member::context`]); a new member gets the next unused id.
 //!
 //! Invariants:
 //! - Member names are unique, non-empty, and made of `[A-Za-z0-9_-]`; ports are non-zero; no two
 //!   members share a (host, port).
-//! - Raft node ids are assigned by the *sorted* member names (1, 2, ...), so listing the members in a
-//!   different order on another node, or on restart, names the same nodes.
-//! - A data directory belongs to exactly one (cluster, node): the first start records both in
-//!   `raft-kv.meta`; later starts with another node id or membership are refused.
 
 use std::fmt;
-use std::path::Path;
 
 use raft::NodeId;
 
@@ -37,6 +38,19 @@ impl Member {
     /// `host:core_port`.
     pub fn core_addr(&self) -> String {
         format!("{}:{}", self.host, self.core_port)
+    }
+}
+
+impl Member {
+    /// The member's record in a [`raft::Membership`]: its `-gc` entry, `name,host,serverPort,corePort`.
+    pub fn context(&self) -> bytes::Bytes {
+        bytes::Bytes::from(self.to_string())
+    }
+
+    /// Reads a [`Member::context`] back.
+    pub fn from_context(context: &[u8]) -> Result<Member, String> {
+        let text = std::str::from_utf8(context).map_err(|_| "a member record is not UTF-8".to_string())?;
+        parse_member(text)
     }
 }
 
@@ -122,15 +136,57 @@ impl Group {
         self.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
     }
 
-    /// A 64-bit id of the cluster (FNV-1a of the member names), exchanged in peer handshakes.
+    /// The cluster id versions before membership changes used (FNV-1a of the member names): kept
+    /// by directories upgraded from them, so upgraded and not yet upgraded members still talk.
     pub fn cluster_id(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.names().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        fnv1a(self.names().as_bytes())
     }
+
+    /// The cluster id a new cluster bootstrapped from this group gets: FNV-1a of every member's
+    /// full entry (names, hosts, ports) and of `token` (`--cluster-token`, empty by default).
+    /// Computed once at bootstrap by every member alike and stored; membership changes never
+    /// change it. Two clusters with the same names but other addresses (or tokens) differ.
+    pub fn bootstrap_cluster_id(&self, token: &str) -> u64 {
+        let entries: Vec<String> = self.members.iter().map(|m| m.to_string()).collect();
+        fnv1a(format!("raft-kv cluster\n{token}\n{}", entries.join(" ")).as_bytes()).max(1)
+    }
+
+    /// The membership of a cluster bootstrapped from this group: every member a voter, with the
+    /// id [`Group::node_id`] gives it.
+    pub fn bootstrap_membership(&self) -> raft::Membership {
+        let mut m = raft::Membership::new();
+        for (k, member) in self.members.iter().enumerate() {
+            m.insert(k as u64 + 1, raft::Suffrage::Voter, member.context());
+        }
+        m
+    }
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Parses one `id,host,serverPort,corePort` entry (the `-gc` format, also `member add`'s).
+pub fn parse_member_entry(entry: &str) -> Result<Member, String> {
+    parse_member(entry.trim())
+}
+
+/// Reads the members of a [`raft::Membership`] back: id, record, suffrage. A member whose record
+/// does not parse (never written by raft-kv) is an error.
+pub fn members_of(m: &raft::Membership) -> Result<Vec<(NodeId, Member, raft::Suffrage)>, String> {
+    m.members()
+        .iter()
+        .map(|(&id, rec)| {
+            let member = Member::from_context(&rec.context).map_err(|e| format!("member {id}: {e}"))?;
+            Ok((id, member, rec.suffrage))
+        })
+        .collect()
 }
 
 fn parse_member(entry: &str) -> Result<Member, String> {
@@ -160,60 +216,6 @@ fn parse_member(entry: &str) -> Result<Member, String> {
         return Err(format!("member '{name}' uses port {server_port} for both server and core"));
     }
     Ok(Member { name: name.to_string(), host: host.to_string(), server_port, core_port })
-}
-
-/// The identity file in a data directory.
-pub const META_FILE: &str = "raft-kv.meta";
-
-/// Checks that `dir` belongs to node `name` of `group`, recording it on first use.
-pub fn check_data_dir(dir: &Path, name: &str, group: &Group) -> Result<(), String> {
-    let path = dir.join(META_FILE);
-    let want = format!("raft-kv data directory v1\nnode={name}\nmembers={}\n", group.names());
-    match std::fs::read_to_string(&path) {
-        Ok(found) => {
-            if found == want {
-                return Ok(());
-            }
-            let field =
-                |key: &str| found.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").to_string();
-            let (node, members) = (field("node="), field("members="));
-            if node != name {
-                return Err(format!(
-                    "data directory {} belongs to node '{node}', not '{name}': give each node its own directory",
-                    dir.display()
-                ));
-            }
-            Err(format!(
-                "data directory {} belongs to a cluster with members {members}, not {}",
-                dir.display(),
-                group.names()
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let has_data = std::fs::read_dir(dir)
-                .map(|mut it| {
-                    it.any(|e| e.is_ok_and(|e| e.file_name() != "LOCK" && e.file_name() != ".lock"))
-                })
-                .unwrap_or(false);
-            if has_data {
-                return Err(format!(
-                    "data directory {} holds files but no {META_FILE}: it is not a raft-kv directory (or from an older version)",
-                    dir.display()
-                ));
-            }
-            let tmp = dir.join(format!("{META_FILE}.tmp"));
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(want.as_bytes())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()
-            };
-            write().map_err(|e| format!("cannot write {}: {e}", path.display()))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
 }
 
 #[cfg(test)]
@@ -258,18 +260,23 @@ mod tests {
     }
 
     #[test]
-    fn data_dir_identity_is_recorded_and_enforced() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = Group::parse(&args("A,localhost,1,2 B,localhost,3,4 C,localhost,5,6")).unwrap();
-        check_data_dir(dir.path(), "A", &g).unwrap();
-        check_data_dir(dir.path(), "A", &g).unwrap();
-        let err = check_data_dir(dir.path(), "B", &g).unwrap_err();
-        assert!(err.contains("belongs to node 'A'"), "{err}");
-        let other = Group::parse(&args("A,localhost,1,2 B,localhost,3,4")).unwrap();
-        let err = check_data_dir(dir.path(), "A", &other).unwrap_err();
-        assert!(err.contains("members A,B,C"), "{err}");
-        let foreign = tempfile::tempdir().unwrap();
-        std::fs::write(foreign.path().join("something"), b"x").unwrap();
-        assert!(check_data_dir(foreign.path(), "A", &g).unwrap_err().contains("not a raft-kv directory"));
+    fn members_are_recorded_by_their_gc_entry_and_bootstrap_ids_follow_sorted_names() {
+        let g = Group::parse(&args("B,h2,3,4 A,h1,1,2 C,h3,5,6")).unwrap();
+        let m = g.bootstrap_membership();
+        assert_eq!(m.voters(), vec![1, 2, 3]);
+        let back = members_of(&m).unwrap();
+        assert_eq!(back[0].1.name, "A");
+        assert_eq!(back[2].1, *g.member("C").unwrap());
+        assert_eq!(Member::from_context(b"D,host,7,8").unwrap().core_addr(), "host:8");
+        assert!(Member::from_context(b"nonsense").is_err());
+        // The legacy id depends on names only; a bootstrap id on addresses and the token too.
+        let moved = Group::parse(&args("A,h9,1,2 B,h2,3,4 C,h3,5,6")).unwrap();
+        assert_eq!(g.cluster_id(), moved.cluster_id());
+        assert_ne!(g.bootstrap_cluster_id(""), moved.bootstrap_cluster_id(""));
+        assert_ne!(g.bootstrap_cluster_id(""), g.bootstrap_cluster_id("prod"));
+        assert_eq!(
+            g.bootstrap_cluster_id("x"),
+            Group::parse(&args("C,h3,5,6 A,h1,1,2 B,h2,3,4")).unwrap().bootstrap_cluster_id("x")
+        );
     }
 }

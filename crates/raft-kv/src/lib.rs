@@ -1,7 +1,8 @@
 //! raft-kv: a replicated, Redis-compatible key-value store built on its own Raft.
 //!
-//! Modules: [`cli`] (arguments, the seed's command line included), [`cluster`] (membership and
-//! data-directory identity), [`app`] (what each command runs), [`node`] (the driver thread),
+//! Modules: [`cli`] (arguments, the seed's command line included), [`cluster`] (the group
+//! configuration and member records), [`identity`] (which cluster and node a data directory
+//! belongs to), [`app`] (what each command runs), [`node`] (the driver thread),
 //! [`server`] (RESP connections), [`transport`] / [`wire`] (peer messages over TCP), [`resp`] and
 //! [`command`] (the Redis protocol), [`console`] (the interactive client), [`status`], [`local`],
 //! [`bench`] (the load generator).
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod command;
 pub mod console;
+pub mod identity;
 pub mod local;
 pub mod node;
 pub mod resp;

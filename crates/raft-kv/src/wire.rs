@@ -47,11 +47,16 @@
 //!     HeartbeatResponse     heartbeat_response      = 11;
 //!     ReadIndex             read_index              = 12;
 //!     ReadIndexResponse     read_index_response     = 13;
+//!     TimeoutNow            timeout_now             = 14;  // leadership transfer (added)
 //!   }
 //! }
-//! message VoteRequest           { uint64 last_log_index = 1; uint64 last_log_term = 2; }
+//! message VoteRequest           { uint64 last_log_index = 1; uint64 last_log_term = 2;
+//!                                 bool transfer = 3; }  // RequestVote only (added)
 //! message VoteResponse          { bool granted = 1; }
-//! message Entry                 { uint64 term = 1; uint64 index = 2; bytes data = 3; }
+//! message Entry                 { uint64 term = 1; uint64 index = 2; bytes data = 3;
+//!                                 uint32 kind = 4; }    // raft::EntryKind::code: 0 normal (the
+//!                                                       // default), 1 configuration (added)
+//! message TimeoutNow            { }
 //! message AppendEntries         { uint64 prev_log_index = 1; uint64 prev_log_term = 2;
 //!                                 repeated Entry entries = 3; uint64 leader_commit = 4; }
 //! message AppendEntriesResponse { bool success = 1; uint64 index = 2;
@@ -304,7 +309,7 @@ pub struct RaftMessage {
     #[prost(uint64, tag = "3")]
     pub term: u64,
     /// The RPC; `None` if empty or of a kind this version does not know.
-    #[prost(oneof = "RaftBody", tags = "4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
+    #[prost(oneof = "RaftBody", tags = "4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
     pub body: Option<RaftBody>,
 }
 
@@ -341,7 +346,14 @@ pub enum RaftBody {
     /// [`MessageBody::ReadIndexResponse`].
     #[prost(message, tag = "13")]
     ReadIndexResponse(ReadIndexResponse),
+    /// [`MessageBody::TimeoutNow`].
+    #[prost(message, tag = "14")]
+    TimeoutNow(TimeoutNow),
 }
+
+/// [`MessageBody::TimeoutNow`]: no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeoutNow {}
 
 /// PreVote and RequestVote arguments.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -352,6 +364,9 @@ pub struct VoteRequest {
     /// Term of the candidate's last log entry.
     #[prost(uint64, tag = "2")]
     pub last_log_term: u64,
+    /// RequestVote only: the campaign is a leadership transfer (false from older peers).
+    #[prost(bool, tag = "3")]
+    pub transfer: bool,
 }
 
 /// PreVote and RequestVote answers.
@@ -374,6 +389,9 @@ pub struct Entry {
     /// The command (empty for a no-op); decoded as a slice of the frame, without copying.
     #[prost(bytes = "bytes", tag = "3")]
     pub data: Bytes,
+    /// [`raft::EntryKind::code`]: 0 normal (also what older peers send), 1 configuration.
+    #[prost(uint32, tag = "4")]
+    pub kind: u32,
 }
 
 /// AppendEntries arguments.
@@ -628,11 +646,11 @@ impl From<Message> for RaftMessage {
     fn from(m: Message) -> Self {
         let body = match m.body {
             MessageBody::PreVote { last_log_index, last_log_term } => {
-                RaftBody::PreVote(VoteRequest { last_log_index, last_log_term })
+                RaftBody::PreVote(VoteRequest { last_log_index, last_log_term, transfer: false })
             }
             MessageBody::PreVoteResponse { granted } => RaftBody::PreVoteResponse(VoteResponse { granted }),
-            MessageBody::RequestVote { last_log_index, last_log_term } => {
-                RaftBody::RequestVote(VoteRequest { last_log_index, last_log_term })
+            MessageBody::RequestVote { last_log_index, last_log_term, transfer } => {
+                RaftBody::RequestVote(VoteRequest { last_log_index, last_log_term, transfer })
             }
             MessageBody::RequestVoteResponse { granted } => {
                 RaftBody::RequestVoteResponse(VoteResponse { granted })
@@ -643,7 +661,12 @@ impl From<Message> for RaftMessage {
                     prev_log_term,
                     entries: entries
                         .into_iter()
-                        .map(|e| Entry { term: e.term, index: e.index, data: e.data })
+                        .map(|e| Entry {
+                            term: e.term,
+                            index: e.index,
+                            data: e.data,
+                            kind: u32::from(e.kind.code()),
+                        })
                         .collect(),
                     leader_commit,
                 })
@@ -666,6 +689,7 @@ impl From<Message> for RaftMessage {
             MessageBody::ReadIndexResponse { request_id, index } => {
                 RaftBody::ReadIndexResponse(ReadIndexResponse { request_id, index })
             }
+            MessageBody::TimeoutNow => RaftBody::TimeoutNow(TimeoutNow {}),
         };
         RaftMessage { from: m.from, to: m.to, term: m.term, body: Some(body) }
     }
@@ -680,9 +704,11 @@ impl TryFrom<RaftMessage> for Message {
                 MessageBody::PreVote { last_log_index: v.last_log_index, last_log_term: v.last_log_term }
             }
             Some(RaftBody::PreVoteResponse(v)) => MessageBody::PreVoteResponse { granted: v.granted },
-            Some(RaftBody::RequestVote(v)) => {
-                MessageBody::RequestVote { last_log_index: v.last_log_index, last_log_term: v.last_log_term }
-            }
+            Some(RaftBody::RequestVote(v)) => MessageBody::RequestVote {
+                last_log_index: v.last_log_index,
+                last_log_term: v.last_log_term,
+                transfer: v.transfer,
+            },
             Some(RaftBody::RequestVoteResponse(v)) => MessageBody::RequestVoteResponse { granted: v.granted },
             Some(RaftBody::AppendEntries(a)) => MessageBody::AppendEntries {
                 prev_log_index: a.prev_log_index,
@@ -690,8 +716,13 @@ impl TryFrom<RaftMessage> for Message {
                 entries: a
                     .entries
                     .into_iter()
-                    .map(|e| raft::Entry { term: e.term, index: e.index, data: e.data })
-                    .collect(),
+                    .map(|e| {
+                        let kind = raft::EntryKind::from_code(u64::from(e.kind)).ok_or(
+                            WireError::UnknownEnumValue { field: "Entry.kind", value: e.kind as i32 },
+                        )?;
+                        Ok(raft::Entry { term: e.term, index: e.index, kind, data: e.data })
+                    })
+                    .collect::<Result<_, WireError>>()?,
                 leader_commit: a.leader_commit,
             },
             Some(RaftBody::AppendEntriesResponse(a)) => MessageBody::AppendEntriesResponse {
@@ -710,6 +741,7 @@ impl TryFrom<RaftMessage> for Message {
             Some(RaftBody::ReadIndexResponse(r)) => {
                 MessageBody::ReadIndexResponse { request_id: r.request_id, index: r.index }
             }
+            Some(RaftBody::TimeoutNow(_)) => MessageBody::TimeoutNow,
             None => return Err(WireError::UnknownKind { message: "RaftMessage" }),
         };
         Ok(Message {
@@ -798,8 +830,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_entry() -> impl Strategy<Value = raft::Entry> {
-        (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(term, index, data)| raft::Entry::new(term, index, data))
+        (any::<u64>(), any::<u64>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
+            |(term, index, config, data)| {
+                let kind = if config { raft::EntryKind::Config } else { raft::EntryKind::Normal };
+                raft::Entry::with_kind(term, index, kind, data)
+            },
+        )
     }
 
     fn arb_body() -> impl Strategy<Value = MessageBody> {
@@ -809,9 +845,11 @@ mod tests {
                 last_log_term
             }),
             any::<bool>().prop_map(|granted| MessageBody::PreVoteResponse { granted }),
-            (any::<u64>(), any::<u64>()).prop_map(|(last_log_index, last_log_term)| {
-                MessageBody::RequestVote { last_log_index, last_log_term }
-            }),
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+                |(last_log_index, last_log_term, transfer)| {
+                    MessageBody::RequestVote { last_log_index, last_log_term, transfer }
+                }
+            ),
             any::<bool>().prop_map(|granted| MessageBody::RequestVoteResponse { granted }),
             (any::<u64>(), any::<u64>(), proptest::collection::vec(arb_entry(), 0..8), any::<u64>())
                 .prop_map(|(prev_log_index, prev_log_term, entries, leader_commit)| {
@@ -831,6 +869,7 @@ mod tests {
             any::<u64>().prop_map(|request_id| MessageBody::ReadIndex { request_id }),
             (any::<u64>(), any::<Option<u64>>())
                 .prop_map(|(request_id, index)| MessageBody::ReadIndexResponse { request_id, index }),
+            Just(MessageBody::TimeoutNow),
         ]
     }
 

@@ -113,7 +113,12 @@ fn all_kinds(from: NodeId, to: NodeId, seq: u64) -> Vec<PeerMessage> {
     vec![
         raft(from, to, seq, MessageBody::PreVote { last_log_index: seq, last_log_term: 1 }),
         raft(from, to, seq, MessageBody::PreVoteResponse { granted: seq & 1 == 0 }),
-        raft(from, to, seq, MessageBody::RequestVote { last_log_index: seq, last_log_term: 2 }),
+        raft(
+            from,
+            to,
+            seq,
+            MessageBody::RequestVote { last_log_index: seq, last_log_term: 2, transfer: false },
+        ),
         raft(from, to, seq, MessageBody::RequestVoteResponse { granted: true }),
         raft(
             from,

@@ -1,7 +1,9 @@
 //! Static configuration of a Raft node.
 //!
 //! Time in the core is counted in ticks: the driver calls [`crate::Node::tick`] at a fixed interval,
-//! so every timeout here is a number of ticks. Membership is fixed for the life of the cluster.
+//! so every timeout here is a number of ticks. Membership is not configuration: it is data in the
+//! log and in snapshots ([`crate::membership`]); `voters` here only seeds a node that has no record
+//! of it yet.
 
 use crate::types::NodeId;
 
@@ -10,7 +12,9 @@ use crate::types::NodeId;
 pub struct Config {
     /// This node's id (never 0).
     pub id: NodeId,
-    /// Every voting member of the cluster, this node included, without duplicates.
+    /// The voters to start from when the node has no record of its membership
+    /// ([`crate::Node::new`]: the membership as of the compaction point), without duplicates. Empty
+    /// for a node that waits to be added to a cluster; it need not include this node (a learner).
     pub voters: Vec<NodeId>,
     /// The minimum election timeout in ticks; each term draws a timeout uniformly from
     /// `[election_ticks, 2 * election_ticks)` with the node's seeded RNG (§5.2).
@@ -28,6 +32,9 @@ pub struct Config {
     /// CheckQuorum: a leader steps down when it has not heard from a majority within an election
     /// timeout, and followers that hear from a leader ignore vote requests during that time.
     pub check_quorum: bool,
+    /// A learner is promoted only if it holds the leader's log up to at most this many entries
+    /// (otherwise commits could wait for it to catch up).
+    pub max_promote_lag: u64,
     /// Seed of the node's RNG (election timeouts).
     pub seed: u64,
 }
@@ -45,6 +52,7 @@ impl Config {
             max_inflight_messages: 64,
             pre_vote: true,
             check_quorum: true,
+            max_promote_lag: 1024,
             seed: id,
         }
     }
@@ -53,9 +61,6 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("node id 0 is reserved".into());
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(format!("node {} is not among the voters {:?}", self.id, self.voters));
         }
         let mut sorted = self.voters.clone();
         sorted.sort_unstable();

@@ -10,9 +10,16 @@
 //!   the answer leaves the node (the driver's Ready order guarantees that).
 //! - A new leader appends a no-op entry of its term at once, so that entries of earlier terms get
 //!   committed through it (Figure 8) and ReadIndex can start.
+//! - Only voters of the node's latest configuration campaign, votes are asked of its voters and
+//!   counted only from them ([`crate::membership::Membership::vote_result`]): a learner's or a
+//!   stranger's answer never counts. Any node answers a vote request whatever its own
+//!   configuration (thesis §4.1: the candidate may know a configuration the voter has not seen).
+//! - A campaign started by [`MessageBody::TimeoutNow`] (leadership transfer) skips PreVote and
+//!   marks its requests, so voters answer it despite having heard from the leader recently.
 
 use std::collections::BTreeMap;
 
+use crate::membership::VoteResult;
 use crate::message::MessageBody;
 use crate::node::{Node, Role};
 use crate::progress::Progress;
@@ -21,11 +28,20 @@ use crate::types::{Index, NodeId, Term};
 impl Node {
     /// The election timer fired: start a pre-campaign (or a campaign when PreVote is off).
     pub(crate) fn campaign(&mut self) {
+        if !self.is_voter() {
+            return;
+        }
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
+    }
+
+    /// The voters of the latest configuration other than this node.
+    fn other_voters(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.membership().voters().into_iter().filter(|&v| v != me).collect()
     }
 
     fn become_pre_candidate(&mut self) {
@@ -34,16 +50,17 @@ impl Node {
         self.votes = BTreeMap::from([(self.config.id, true)]);
         self.reset_election_timer();
         if self.has_won() {
-            self.become_candidate();
+            self.become_candidate(false);
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.peers.clone() {
+        for peer in self.other_voters() {
             self.send_with_term(peer, self.term + 1, MessageBody::PreVote { last_log_index, last_log_term });
         }
     }
 
-    fn become_candidate(&mut self) {
+    /// Starts a real campaign in the next term; `transfer` if the leader asked for it.
+    pub(crate) fn become_candidate(&mut self, transfer: bool) {
         self.term += 1;
         self.voted_for = Some(self.config.id);
         self.role = Role::Candidate;
@@ -56,15 +73,15 @@ impl Node {
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.peers.clone() {
-            self.send(peer, MessageBody::RequestVote { last_log_index, last_log_term });
+        for peer in self.other_voters() {
+            self.send(peer, MessageBody::RequestVote { last_log_index, last_log_term, transfer });
         }
     }
 
     pub(crate) fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
-        self.votes.clear();
+        // `votes` keeps the votes this leadership was won with (see `Node::votes`).
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let last = self.log.last_index();
@@ -76,11 +93,11 @@ impl Node {
     }
 
     fn has_won(&self) -> bool {
-        self.votes.values().filter(|&&g| g).count() >= self.quorum()
+        self.membership().vote_result(&self.votes) == VoteResult::Won
     }
 
     fn has_lost(&self) -> bool {
-        self.votes.values().filter(|&&g| !g).count() >= self.quorum()
+        self.membership().vote_result(&self.votes) == VoteResult::Lost
     }
 
     pub(crate) fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: Index, last_term: Term) {
@@ -108,7 +125,7 @@ impl Node {
         }
         self.votes.insert(from, granted);
         if self.has_won() {
-            self.become_candidate();
+            self.become_candidate(false);
         } else if self.has_lost() {
             self.become_follower(self.term, None);
         }

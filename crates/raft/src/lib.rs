@@ -9,24 +9,31 @@
 //!
 //! Modules: [`types`] (terms, indexes, entries), [`message`] (the RPCs), [`config`], [`node`] (roles,
 //! term rules, the public API), [`election`], [`replication`], [`read_index`], [`log`] (the in-memory
-//! log), [`progress`] (per-follower replication state), [`ready`] (the driver contract), [`rng`].
+//! log), [`progress`] (per-follower replication state), [`ready`] (the driver contract),
+//! [`membership`] (voters, learners, quorums, configuration entries), [`reconfig`] (configuration
+//! changes on a node), [`transfer`] (leadership transfer), [`rng`].
 
 pub mod config;
 pub mod election;
 pub mod log;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod progress;
 pub mod read_index;
 pub mod ready;
+pub mod reconfig;
 pub mod replication;
 pub mod rng;
+pub mod transfer;
 pub mod types;
 
 pub use config::Config;
 pub use log::StorageAction;
+pub use membership::{ConfChange, ConfChangeError, Member, Membership, Suffrage, VoteResult};
 pub use message::{Message, MessageBody};
 pub use node::{Node, Role};
 pub use ready::{ProposeError, ReadError, ReadState, Ready};
 pub use rng::Rng;
-pub use types::{Entry, HardState, Index, NodeId, Term};
+pub use transfer::TransferError;
+pub use types::{Entry, EntryKind, HardState, Index, NodeId, Term};

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::types::{Entry, Index, Term};
+use crate::types::{Entry, EntryKind, Index, Term};
 
 /// What storage must do when a snapshot is installed (see [`RaftLog::restore`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,9 +153,14 @@ impl RaftLog {
 
     /// Appends a new entry at the end (leader).
     pub fn append(&mut self, term: Term, data: bytes::Bytes) -> Index {
+        self.append_kind(term, EntryKind::Normal, data)
+    }
+
+    /// Appends a new entry of `kind` at the end (leader).
+    pub fn append_kind(&mut self, term: Term, kind: EntryKind, data: bytes::Bytes) -> Index {
         let index = self.last_index() + 1;
         debug_assert!(term >= self.last_term());
-        self.entries.push_back(Entry { term, index, data });
+        self.entries.push_back(Entry { term, index, kind, data });
         index
     }
 

@@ -1,5 +1,5 @@
-//! Messages exchanged between Raft nodes (paper Figure 2, plus PreVote from thesis §9.6 and
-//! ReadIndex from thesis §6.4).
+//! Messages exchanged between Raft nodes (paper Figure 2, plus PreVote from thesis §9.6,
+//! ReadIndex from thesis §6.4 and TimeoutNow for leadership transfer from thesis §3.10).
 //!
 //! Every message carries the sender's current term. A node that receives a message with a higher term
 //! steps down to follower in that term (except PreVote traffic, which never changes anyone's term).
@@ -42,6 +42,9 @@ pub enum MessageBody {
         last_log_index: Index,
         /// Term of the candidate's last log entry.
         last_log_term: Term,
+        /// The campaign was asked for by the leader ([`MessageBody::TimeoutNow`]): voters answer
+        /// it even if they heard from that leader within the election timeout.
+        transfer: bool,
     },
     /// The answer to RequestVote.
     RequestVoteResponse {
@@ -101,6 +104,9 @@ pub enum MessageBody {
         /// The read index, or None if the request failed.
         index: Option<Index>,
     },
+    /// A leader hands over leadership (thesis §3.10): the receiver, whose log holds everything the
+    /// leader has, starts an election at once, without PreVote.
+    TimeoutNow,
 }
 
 impl MessageBody {
@@ -117,6 +123,7 @@ impl MessageBody {
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
         }
     }
 }

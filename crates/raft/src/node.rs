@@ -14,7 +14,11 @@
 //! - Hard state and entries reach `Ready` before, or together with, the messages that depend on them.
 //!
 //! The per-role logic lives in sibling modules: [`crate::election`] (PreVote, RequestVote),
-//! [`crate::replication`] (AppendEntries, heartbeats, commit) and [`crate::read_index`] (ReadIndex).
+//! [`crate::replication`] (AppendEntries, heartbeats, commit), [`crate::read_index`] (ReadIndex),
+//! [`crate::membership`] (voters, learners, configuration changes) and [`crate::transfer`]
+//! (leadership transfer). Every majority is counted over the voters of the latest configuration in
+//! the log ([`Node::membership`]); messages are accepted from any node (thesis §4.1: a node may not
+//! know the configuration that makes its sender a member yet).
 
 use std::collections::BTreeMap;
 
@@ -22,12 +26,14 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::log::{RaftLog, StorageAction};
+use crate::membership::{Configs, Membership};
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::read_index::ReadIndex;
 use crate::ready::{ProposeError, ReadError, ReadState, Ready};
 use crate::rng::Rng;
-use crate::types::{Entry, HardState, Index, NodeId, Term};
+use crate::transfer::Transfer;
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Term};
 
 /// The role a node plays in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,8 +65,14 @@ impl Role {
 pub struct Node {
     /// The static configuration.
     pub(crate) config: Config,
-    /// The other voters, sorted.
+    /// Every other member this node replicates to when it leads, sorted: the voters and learners
+    /// of the latest configuration and of the latest committed one (so that a removed node hears
+    /// of its removal). Recomputed on every configuration change.
     pub(crate) peers: Vec<NodeId>,
+    /// The configurations; the latest is in effect (see [`crate::membership`]).
+    pub(crate) configs: Configs,
+    /// Leader: the leadership transfer in progress, if any (proposals wait meanwhile).
+    pub(crate) transfer: Option<Transfer>,
     /// The current term.
     pub(crate) term: Term,
     /// Whom this node voted for in `term`.
@@ -105,9 +117,26 @@ pub struct Node {
 impl Node {
     /// Starts a node from its durable state: the hard state, and the log after the compaction point
     /// (`offset`, `offset_term`; 0 and 0 if nothing was ever compacted). `applied` is the index the
-    /// state machine already reflects (a snapshot's index, or 0).
+    /// state machine already reflects (a snapshot's index, or 0). The membership as of `offset` is
+    /// `config.voters`; see [`Node::with_membership`] to give it explicitly.
     pub fn new(
         config: Config,
+        hard_state: HardState,
+        offset: Index,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        applied: Index,
+    ) -> Result<Node, String> {
+        let base = Membership::from_voters(&config.voters);
+        Node::with_membership(config, base, hard_state, offset, offset_term, entries, applied)
+    }
+
+    /// Like [`Node::new`], with `base` the membership as of `offset` (the snapshot's, or the
+    /// bootstrap configuration when nothing was compacted; empty for a node that waits to be
+    /// added). The configuration entries in `entries` apply on top of it.
+    pub fn with_membership(
+        config: Config,
+        base: Membership,
         hard_state: HardState,
         offset: Index,
         offset_term: Term,
@@ -125,8 +154,12 @@ impl Node {
                 return Err(format!("log is not consecutive at index {}", e.index));
             }
         }
-        let mut peers: Vec<NodeId> = config.voters.iter().copied().filter(|&v| v != config.id).collect();
-        peers.sort_unstable();
+        let mut configs = Configs::new(offset, offset_term, base);
+        for e in entries.iter().filter(|e| e.kind == EntryKind::Config) {
+            let m = Membership::decode(&e.data)
+                .map_err(|err| format!("configuration entry {} (term {}): {err}", e.index, e.term))?;
+            configs.push(e.index, e.term, m);
+        }
         let rng = Rng::new(config.seed);
         let persisted = offset + entries.len() as u64;
         // A snapshot installed just before a crash may be of a term the hard state never recorded:
@@ -138,7 +171,9 @@ impl Node {
             (hard_state.term, hard_state.voted_for)
         };
         let mut node = Node {
-            peers,
+            peers: Vec::new(),
+            configs,
+            transfer: None,
             term,
             voted_for,
             role: Role::Follower,
@@ -161,6 +196,7 @@ impl Node {
             config,
         };
         node.reset_election_timer();
+        node.membership_changed();
         Ok(node)
     }
 
@@ -234,7 +270,7 @@ impl Node {
         self.log.entry(index)
     }
 
-    /// The other voters.
+    /// Every other member this node replicates to when it leads (voters and learners, sorted).
     pub fn peers(&self) -> &[NodeId] {
         &self.peers
     }
@@ -242,11 +278,6 @@ impl Node {
     /// Leader only: a peer's replication progress.
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
-    }
-
-    /// The number of votes that makes a majority.
-    pub(crate) fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
     }
 
     /// Advances logical time by one tick.
@@ -257,8 +288,9 @@ impl Node {
             self.tick_leader();
             return;
         }
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.election_timeout {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.election_timeout && self.is_voter() {
+            // Learners, removed nodes and nodes that wait to be added never campaign.
             self.campaign();
         }
     }
@@ -268,13 +300,19 @@ impl Node {
         for pr in self.progress.values_mut() {
             pr.retransmit_if_stale(self.ticks, timeout);
         }
+        self.tick_transfer();
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
             if self.config.check_quorum {
-                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
-                if active < self.quorum() {
+                // Voters only; the leader counts itself only if it is one (it may be leaving).
+                let me = self.config.id;
+                let progress = &self.progress;
+                let active = self
+                    .membership()
+                    .has_quorum(|id| id == me || progress.get(&id).is_some_and(|p| p.recent_active));
+                if !active {
                     // CheckQuorum: we cannot reach a majority; stop pretending to lead.
                     self.become_follower(self.term, None);
                     return;
@@ -296,6 +334,9 @@ impl Node {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
+        if let Some(t) = &self.transfer {
+            return Err(ProposeError::TransferInProgress { to: t.target });
+        }
         Ok(self.log.append(self.term, data))
     }
 
@@ -313,16 +354,20 @@ impl Node {
 
     /// Handles a message from a peer.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.config.id || !self.peers.contains(&msg.from) {
-            return; // Misrouted or from a stranger: not ours to handle.
+        if msg.to != self.config.id || msg.from == self.config.id || msg.from == 0 {
+            return; // Misrouted: not ours to handle.
         }
         if msg.term > self.term {
             let in_lease = self.config.check_quorum
                 && self.leader.is_some()
                 && self.election_elapsed < self.config.election_ticks;
             match msg.body {
-                MessageBody::PreVote { .. } | MessageBody::RequestVote { .. } if in_lease => {
-                    // We heard from a live leader recently: this candidate is disruptive (§9.6, §6).
+                MessageBody::PreVote { .. } | MessageBody::RequestVote { transfer: false, .. }
+                    if in_lease =>
+                {
+                    // We heard from a live leader recently: this candidate is disruptive (§9.6, §6;
+                    // a removed node that has not heard of its removal, §4.2.3). A campaign the
+                    // leader asked for (leadership transfer, §3.10) is not.
                     return;
                 }
                 MessageBody::PreVote { .. } => {}
@@ -353,9 +398,10 @@ impl Node {
             MessageBody::PreVote { last_log_index, last_log_term } => {
                 self.handle_pre_vote(msg.from, msg.term, last_log_index, last_log_term)
             }
-            MessageBody::RequestVote { last_log_index, last_log_term } => {
+            MessageBody::RequestVote { last_log_index, last_log_term, .. } => {
                 self.handle_request_vote(msg.from, last_log_index, last_log_term)
             }
+            MessageBody::TimeoutNow => self.handle_timeout_now(msg.from),
             MessageBody::PreVoteResponse { granted } => {
                 self.handle_pre_vote_response(msg.from, msg.term, granted)
             }
@@ -558,6 +604,7 @@ impl Node {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.transfer = None;
         self.progress.clear();
         self.snapshot_requests.clear();
         self.votes.clear();

@@ -4,9 +4,10 @@
 //! 1. the leader must have committed an entry of its own term (its no-op), so its commit index is at
 //!    least as high as any committed index of any earlier leader; reads wait for that;
 //! 2. the read index is the commit index when the read's heartbeat round starts;
-//! 3. the round's heartbeat goes to every follower; once a majority (counting the leader) has answered
-//!    a heartbeat of that round or a later one, no other leader can have existed when the round began,
-//!    so the read index covers every write acknowledged before the read arrived;
+//! 3. the round's heartbeat goes to every follower; once a majority of the voters (counting the
+//!    leader if it is one; learners never count) has answered a heartbeat of that round or a later
+//!    one, no other leader can have existed when the round began, so the read index covers every
+//!    write acknowledged before the read arrived;
 //! 4. the driver serves the read after its state machine has applied the read index.
 //!
 //! All reads that arrive between two flushes share one round (one heartbeat broadcast): many
@@ -127,8 +128,14 @@ impl Node {
     /// Leader: answers every round a majority has confirmed.
     pub(crate) fn advance_reads(&mut self) {
         while let Some(&(round, index, _)) = self.reads.awaiting.front() {
-            let acks = 1 + self.progress.values().filter(|p| p.read_round >= round).count();
-            if acks < self.quorum() {
+            let me = self.config.id;
+            let progress = &self.progress;
+            let confirmed = self
+                .configs
+                .latest()
+                .membership
+                .has_quorum(|id| id == me || progress.get(&id).is_some_and(|p| p.read_round >= round));
+            if !confirmed {
                 break;
             }
             let Some((_, _, reads)) = self.reads.awaiting.pop_front() else { break };

@@ -111,4 +111,10 @@ pub enum ProposeError {
         /// The current leader, if known.
         leader: Option<NodeId>,
     },
+    /// This node leads but is handing leadership to `to` (thesis §3.10); proposals resume when the
+    /// transfer ends: the target leads, or the transfer times out.
+    TransferInProgress {
+        /// The transfer's target.
+        to: NodeId,
+    },
 }

@@ -4,9 +4,13 @@
 //!   batches with up to `max_inflight_messages` in flight (see [`crate::progress`]). A rejection
 //!   carries a hint (the conflicting term and its first index) so the leader skips a whole term per
 //!   round trip instead of one entry.
-//! - Commit: the leader's commit index is the highest index stored on a majority (its own log counts
-//!   up to what the driver reported durable, so its fsync overlaps the followers'), and only if that
-//!   entry is of the leader's current term (Figure 8); earlier entries commit with it.
+//! - Commit: the leader's commit index is the highest index stored on a majority of the voters of
+//!   its latest configuration (its own log counts up to what the driver reported durable, so its
+//!   fsync overlaps the followers', and only if the leader is a voter; learners never count), and
+//!   only if that entry is of the leader's current term (Figure 8); earlier entries commit with it.
+//! - Configuration entries take effect when appended, on the leader and on followers, and a
+//!   truncated one is forgotten ([`crate::membership`]). A leader that is not a voter of its
+//!   latest configuration steps down once that configuration is committed (thesis §4.2.2).
 //! - Follower: AppendEntries is accepted only if its log holds `prev_log_index` with `prev_log_term`
 //!   (Log Matching); conflicting entries are truncated, never committed ones.
 //! - Heartbeats carry `min(commit, follower's match index)`, which the follower is known to hold, so
@@ -55,6 +59,7 @@ impl Node {
                     // Acknowledgements queued for the entries just replaced must not leave.
                     self.drop_acks_beyond(from - 1);
                 }
+                self.configs_appended(entries);
                 self.log.commit_to(leader_commit.min(last_new));
                 self.send(
                     from,
@@ -109,6 +114,7 @@ impl Node {
         if success {
             if pr.acknowledge(index.min(last)) {
                 self.maybe_commit();
+                self.transfer_progressed(from);
             }
         } else {
             pr.reject(index, hint.max(1));
@@ -129,17 +135,28 @@ impl Node {
         self.advance_reads();
     }
 
-    /// Leader: raises the commit index to the highest index of the current term stored on a majority.
+    /// Leader: raises the commit index to the highest index of the current term stored on a
+    /// majority of the voters.
     pub(crate) fn maybe_commit(&mut self) {
-        let mut matched: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.config.id;
         // The leader's own log counts only as far as it is durable.
-        matched.push(self.persisted.min(self.log.last_index()));
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matched[self.quorum() - 1];
+        let own = self.persisted.min(self.log.last_index());
+        let progress = &self.progress;
+        let quorum_index = self.configs.latest().membership.committed_index(|id| {
+            if id == me {
+                own
+            } else {
+                progress.get(&id).map_or(0, |p| p.match_index)
+            }
+        });
         if quorum_index > self.log.commit() && self.log.term(quorum_index) == Some(self.term) {
             self.log.commit_to(quorum_index);
             self.commit_dirty = true;
             self.release_reads_waiting_for_commit();
+            self.leader_committed();
         }
     }
 

@@ -4,8 +4,11 @@
 //! Invariants:
 //! - `Term` and `Index` start at 0; index 0 / term 0 name the empty position before the first entry,
 //!   so the first real entry has index 1.
-//! - An [`Entry`] with empty `data` is a no-op (appended by every new leader at the start of its term);
-//!   the state machine above never proposes an empty command.
+//! - An [`Entry`] of kind [`EntryKind::Normal`] with empty `data` is a no-op (appended by every new
+//!   leader at the start of its term); the state machine above never proposes an empty command.
+//! - An [`Entry`] of kind [`EntryKind::Config`] carries a whole cluster membership
+//!   ([`crate::membership::Membership::encode`]); it takes effect on a node as soon as the node's log
+//!   holds it (see [`crate::membership`]), and the state machine above only records it.
 
 use bytes::Bytes;
 
@@ -16,6 +19,35 @@ pub type Index = u64;
 /// A cluster member's identity. 0 is never a valid id (it means "none").
 pub type NodeId = u64;
 
+/// What an entry carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, PartialOrd, Ord, Hash)]
+pub enum EntryKind {
+    /// A command for the state machine (or, when empty, a new leader's no-op).
+    #[default]
+    Normal,
+    /// A configuration entry: the whole membership of the cluster from this entry on.
+    Config,
+}
+
+impl EntryKind {
+    /// The kind's number in storage and wire formats (0 normal, 1 config).
+    pub fn code(self) -> u8 {
+        match self {
+            EntryKind::Normal => 0,
+            EntryKind::Config => 1,
+        }
+    }
+
+    /// The kind with number `code`, if any.
+    pub fn from_code(code: u64) -> Option<EntryKind> {
+        match code {
+            0 => Some(EntryKind::Normal),
+            1 => Some(EntryKind::Config),
+            _ => None,
+        }
+    }
+}
+
 /// One entry of the replicated log.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Entry {
@@ -23,19 +55,32 @@ pub struct Entry {
     pub term: Term,
     /// The entry's position in the log.
     pub index: Index,
-    /// The command for the state machine; empty for a leader's no-op.
+    /// What `data` is: a command, or a configuration.
+    pub kind: EntryKind,
+    /// The command for the state machine (empty for a leader's no-op), or the encoded membership of
+    /// a configuration entry.
     pub data: Bytes,
 }
 
 impl Entry {
-    /// Builds an entry.
+    /// Builds a normal entry (a command, or a no-op if `data` is empty).
     pub fn new(term: Term, index: Index, data: impl Into<Bytes>) -> Self {
-        Entry { term, index, data: data.into() }
+        Entry { term, index, kind: EntryKind::Normal, data: data.into() }
+    }
+
+    /// Builds an entry of `kind`.
+    pub fn with_kind(term: Term, index: Index, kind: EntryKind, data: impl Into<Bytes>) -> Self {
+        Entry { term, index, kind, data: data.into() }
     }
 
     /// True for the no-op entry a new leader appends at the start of its term.
     pub fn is_noop(&self) -> bool {
-        self.data.is_empty()
+        self.kind == EntryKind::Normal && self.data.is_empty()
+    }
+
+    /// True for a configuration entry.
+    pub fn is_config(&self) -> bool {
+        self.kind == EntryKind::Config
     }
 }
 

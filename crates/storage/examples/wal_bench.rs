@@ -97,8 +97,7 @@ fn batched(a: &Args, sync: bool) -> Result<PathBuf, Box<dyn std::error::Error>> 
     let mut next = 1;
     while next <= a.entries {
         let n = a.batch.min(a.entries + 1 - next);
-        let batch: Vec<Entry> =
-            (next..next + n).map(|i| Entry { term: 1, index: i, data: data.clone() }).collect();
+        let batch: Vec<Entry> = (next..next + n).map(|i| Entry::new(1, i, data.clone())).collect();
         let t = Instant::now();
         store.append(&batch)?;
         store.sync()?;
@@ -129,7 +128,7 @@ fn single(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     for i in 1..=a.single {
         let t = Instant::now();
-        store.append(&[Entry { term: 1, index: i, data: data.clone() }])?;
+        store.append(&[Entry::new(1, i, data.clone())])?;
         store.sync()?;
         lat.push(t.elapsed());
     }

@@ -16,11 +16,18 @@
 //! ```text
 //! 0  header_crc u32    CRC-32 of bytes 4..28 of this header
 //! 4  body_crc   u32    CRC-32 of the payload
-//! 8  len        u32    payload length
+//! 8  len_kind   u32    bits 0..28: payload length; bits 28..32: the entry's kind
+//!                      (0 normal, 1 configuration; `raft::EntryKind::code`)
 //! 12 index      u64    the entry's log index
 //! 20 term       u64    the entry's term
 //! 28 payload    [u8; len]  the entry's data
 //! ```
+//! The kind bits came with membership changes, without a version bump: every record an earlier
+//! build wrote has them zero (its payloads are far below 256 MiB: commands are at most 16 MiB), so
+//! its logs read unchanged as logs of normal entries. The other way round, an earlier build would
+//! misread a configuration record; the node's directory identity file (`raft-kv.meta`, version 2
+//! once membership is recorded there) makes such a build refuse the directory before it reads it.
+//! An unknown kind (a later build) is refused as [`crate::StorageError::Corrupt`] naming the kind.
 //! The header has its own checksum so that a damaged length field is *detected* rather than trusted:
 //! with one checksum over everything, a flipped bit in the length of a record in the middle of a
 //! segment would look exactly like a torn last record, and recovery would silently drop everything
@@ -31,7 +38,7 @@
 //! 32 bits, which covers torn sectors and flipped bytes.
 
 use bytes::Bytes;
-use raft::Entry;
+use raft::{Entry, EntryKind};
 
 /// The format version of every file this crate writes; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -41,8 +48,10 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"RKVLOG\r\n";
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Length of a record header (the payload follows).
 pub const RECORD_HEADER_LEN: usize = 28;
-/// The largest payload a record can carry.
-pub const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
+/// The largest payload a record can carry (256 MiB - 1: the `len_kind` field's low 28 bits).
+pub const MAX_PAYLOAD_LEN: usize = (1 << KIND_SHIFT) - 1;
+/// Where the kind starts in a record header's `len_kind` field.
+const KIND_SHIFT: u32 = 28;
 
 /// CRC-32 of `data`.
 pub(crate) fn crc(data: &[u8]) -> u32 {
@@ -106,6 +115,8 @@ pub(crate) struct RecordHeader {
     pub body_crc: u32,
     /// Payload length.
     pub len: u32,
+    /// The entry's kind code (see [`raft::EntryKind::from_code`]; checked by the reader).
+    pub kind: u8,
     /// Log index of the entry.
     pub index: u64,
     /// Term of the entry.
@@ -129,7 +140,8 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, entry: &Entry) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; 4]);
     buf.extend_from_slice(&crc(&entry.data).to_le_bytes());
-    buf.extend_from_slice(&(entry.data.len() as u32).to_le_bytes());
+    let len_kind = entry.data.len() as u32 | u32::from(entry.kind.code()) << KIND_SHIFT;
+    buf.extend_from_slice(&len_kind.to_le_bytes());
     buf.extend_from_slice(&entry.index.to_le_bytes());
     buf.extend_from_slice(&entry.term.to_le_bytes());
     let header_crc = crc(&buf[start + 4..start + RECORD_HEADER_LEN]);
@@ -143,9 +155,11 @@ pub(crate) fn decode_record_header(b: &[u8]) -> Option<RecordHeader> {
     if b.len() < RECORD_HEADER_LEN || crc(&b[4..RECORD_HEADER_LEN]) != get_u32(b, 0) {
         return None;
     }
+    let len_kind = get_u32(b, 8);
     Some(RecordHeader {
         body_crc: get_u32(b, 4),
-        len: get_u32(b, 8),
+        len: len_kind & ((1 << KIND_SHIFT) - 1),
+        kind: (len_kind >> KIND_SHIFT) as u8,
         index: get_u64(b, 12),
         term: get_u64(b, 20),
     })
@@ -159,7 +173,8 @@ pub(crate) fn decode_record(b: &[u8]) -> Option<Entry> {
     if body.len() as u64 != u64::from(h.len) || crc(body) != h.body_crc {
         return None;
     }
-    Some(Entry { term: h.term, index: h.index, data: Bytes::copy_from_slice(body) })
+    let kind = EntryKind::from_code(u64::from(h.kind))?;
+    Some(Entry { term: h.term, index: h.index, kind, data: Bytes::copy_from_slice(body) })
 }
 
 #[cfg(test)]
@@ -184,6 +199,28 @@ mod tests {
             bad[i] ^= 1;
             assert_eq!(decode_record_header(&bad), None);
         }
+    }
+
+    #[test]
+    fn the_kind_rides_in_the_length_field_and_old_records_read_as_normal() {
+        let e = Entry::with_kind(3, 9, EntryKind::Config, &b"membership"[..]);
+        let mut buf = Vec::new();
+        encode_record(&mut buf, &e);
+        let h = decode_record_header(&buf).unwrap();
+        assert_eq!((h.len, h.kind), (10, 1));
+        assert_eq!(decode_record(&buf), Some(e));
+        // A record as an earlier build wrote it: the length alone, kind bits zero.
+        let mut old = Vec::new();
+        encode_record(&mut old, &Entry::new(3, 9, &b"command"[..]));
+        assert_eq!(get_u32(&old, 8), 7);
+        assert_eq!(decode_record(&old).map(|e| e.kind), Some(EntryKind::Normal));
+        // An unknown kind (a later build) does not decode as an entry.
+        let mut future = buf.clone();
+        future[11] = 0x50; // kind 5
+        let c = crc(&future[4..RECORD_HEADER_LEN]);
+        future[0..4].copy_from_slice(&c.to_le_bytes());
+        assert_eq!(decode_record_header(&future).map(|h| h.kind), Some(5));
+        assert_eq!(decode_record(&future), None);
     }
 
     #[test]

@@ -29,7 +29,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft::Entry;
+use raft::{Entry, EntryKind};
 
 use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, FsFile};
@@ -220,8 +220,18 @@ pub(crate) fn scan(
                 let len = h.record_len() as usize;
                 let body = &rest[RECORD_HEADER_LEN..len];
                 if crate::record::crc(body) == h.body_crc {
+                    let Some(kind) = EntryKind::from_code(u64::from(h.kind)) else {
+                        return Err(StorageError::corrupt(
+                            path,
+                            at as u64,
+                            format!(
+                                "record for index {expected} has entry kind {}, unknown to this build (written by a later version?)",
+                                h.kind
+                            ),
+                        ));
+                    };
                     let data = data.slice(at + RECORD_HEADER_LEN..at + len);
-                    out.push(Entry { term: h.term, index: h.index, data });
+                    out.push(Entry { term: h.term, index: h.index, kind, data });
                     Ok(len)
                 } else {
                     // A torn tail if nothing valid follows (zeros or garbage may: preallocation).

@@ -36,7 +36,8 @@ fn record_spans(data: &[u8]) -> Vec<(usize, usize)> {
         if data[at..].iter().all(|&b| b == 0) {
             break; // Preallocated zeros.
         }
-        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        // The low 28 bits of `len_kind` are the payload length (the high 4 the entry kind).
+        let len = (u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) & 0x0FFF_FFFF) as usize;
         spans.push((at, at + 28 + len));
         at += 28 + len;
     }

@@ -57,9 +57,8 @@ fn child_writer() {
         }
         let lo = store.last_index() + 1;
         let n = 1 + rng.below(64);
-        let batch: Vec<Entry> = (lo..lo + n)
-            .map(|i| Entry { index: i, term, data: payload(i, term, payload_len(i, term)) })
-            .collect();
+        let batch: Vec<Entry> =
+            (lo..lo + n).map(|i| Entry::new(term, i, payload(i, term, payload_len(i, term)))).collect();
         store.append(&batch).unwrap();
         store.sync().unwrap();
         writeln!(out, "@@ A {lo} {} {term}", lo + n - 1).unwrap();

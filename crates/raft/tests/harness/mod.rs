@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use raft::{
-    Config, Entry, HardState, Message, MessageBody, Node, NodeId, ReadState, Role, StorageAction, Term,
+    ConfChange, Config, Entry, HardState, Membership, Message, MessageBody, Node, NodeId, ReadState, Role,
+    StorageAction, Term,
 };
 
 /// What a node has made durable.
@@ -18,6 +19,9 @@ pub struct Stored {
     pub snapshot: (u64, Term),
     /// The entries after `snapshot.0`.
     pub entries: Vec<Entry>,
+    /// The membership as of `snapshot.0` (the bootstrap membership while there is no snapshot;
+    /// empty for a node added later).
+    pub membership: Membership,
 }
 
 pub struct Cluster {
@@ -33,6 +37,8 @@ pub struct Cluster {
     pub configs: BTreeMap<NodeId, Config>,
     /// Snapshot requests from Ready::snapshots: (leader, follower).
     pub snapshot_requests: Vec<(NodeId, NodeId)>,
+    /// Messages of these kinds (`MessageBody::name`) are dropped.
+    pub drop_kinds: BTreeSet<&'static str>,
 }
 
 pub fn config(id: NodeId, n: u64) -> Config {
@@ -64,6 +70,7 @@ impl Cluster {
             trace: Vec::new(),
             configs: BTreeMap::new(),
             snapshot_requests: Vec::new(),
+            drop_kinds: BTreeSet::new(),
         };
         for (i, (term, terms)) in logs.into_iter().enumerate() {
             let id = i as u64 + 1;
@@ -75,7 +82,8 @@ impl Cluster {
                 .map(|(k, t)| Entry::new(*t, k as u64 + 1, format!("{id}:{k}")))
                 .collect();
             let hs = HardState { term, voted_for: None };
-            c.stored.insert(id, Stored { hard_state: hs, snapshot: (0, 0), entries });
+            let membership = Membership::from_voters(&cfg.voters);
+            c.stored.insert(id, Stored { hard_state: hs, snapshot: (0, 0), entries, membership });
             c.configs.insert(id, cfg);
             c.start(id);
         }
@@ -85,8 +93,16 @@ impl Cluster {
     fn start(&mut self, id: NodeId) {
         let s = self.stored[&id].clone();
         let (offset, offset_term) = s.snapshot;
-        let node = Node::new(self.configs[&id].clone(), s.hard_state, offset, offset_term, s.entries, offset)
-            .unwrap();
+        let node = Node::with_membership(
+            self.configs[&id].clone(),
+            s.membership,
+            s.hard_state,
+            offset,
+            offset_term,
+            s.entries,
+            offset,
+        )
+        .unwrap();
         self.nodes.insert(id, node);
         // The "state machine" after a restart is the snapshot: the applied prefix up to its index.
         let kept: Vec<Entry> = self
@@ -149,9 +165,35 @@ impl Cluster {
         let upto = upto.min(node.applied());
         let term = node.entry_term(upto).unwrap();
         node.compact(upto);
+        let membership = self.membership_at(id, upto);
         let s = self.stored.get_mut(&id).unwrap();
         s.entries.retain(|e| e.index > upto);
         s.snapshot = (upto, term);
+        s.membership = membership;
+    }
+
+    /// The membership of `id`'s state machine as of `index` (at most its applied index): the last
+    /// configuration entry it applied up to there, or its stored base.
+    pub fn membership_at(&self, id: NodeId, index: u64) -> Membership {
+        self.applied[&id]
+            .iter()
+            .rfind(|e| e.index <= index && e.is_config())
+            .map(|e| Membership::decode(&e.data).unwrap())
+            .unwrap_or_else(|| self.stored[&id].membership.clone())
+    }
+
+    /// Adds node `id`, empty, waiting to be added to the cluster (it knows no membership).
+    pub fn add_node(&mut self, id: NodeId) {
+        let mut cfg = Config::new(id, vec![]);
+        cfg.seed = id * 7919;
+        self.configs.insert(id, cfg);
+        self.stored.insert(id, Stored::default());
+        self.start(id);
+    }
+
+    /// Proposes a configuration change on `leader`; returns its entry's index.
+    pub fn change(&mut self, leader: NodeId, change: ConfChange) -> Result<u64, raft::ConfChangeError> {
+        self.node_mut(leader).propose_conf_change(change)
     }
 
     /// `leader` sends its snapshot (its state machine at its applied index) to `peer`, which installs
@@ -171,10 +213,17 @@ impl Cluster {
         let index = l.applied();
         let term = l.entry_term(index).unwrap();
         let image: Vec<Entry> = self.applied[&leader].iter().filter(|e| e.index <= index).cloned().collect();
-        let verdict = self.nodes.get_mut(&peer).unwrap().restore(index, term, leader);
+        let membership = self.membership_at(leader, index);
+        let verdict = self.nodes.get_mut(&peer).unwrap().restore_with_membership(
+            index,
+            term,
+            membership.clone(),
+            leader,
+        );
         if let Some(action) = verdict {
             let s = self.stored.get_mut(&peer).unwrap();
             s.snapshot = (index, term);
+            s.membership = membership;
             if action == StorageAction::DropPrefix {
                 s.entries.retain(|e| e.index > index);
             } else {
@@ -192,7 +241,11 @@ impl Cluster {
     /// the queue is empty.
     pub fn deliver_one(&mut self) -> bool {
         let Some(m) = self.queue.pop_front() else { return false };
-        if self.cut.contains(&(m.from, m.to)) || self.down.contains(&m.to) || self.down.contains(&m.from) {
+        if self.cut.contains(&(m.from, m.to))
+            || self.down.contains(&m.to)
+            || self.down.contains(&m.from)
+            || self.drop_kinds.contains(m.body.name())
+        {
             self.trace.push(format!("drop {}", describe(&m)));
             return true;
         }
@@ -211,6 +264,17 @@ impl Cluster {
             while self.deliver_one() {}
         }
         panic!("cluster did not settle");
+    }
+
+    /// Like `settle`, but gives up quietly after `rounds` rounds.
+    pub fn settle_bounded(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            self.flush();
+            if self.queue.is_empty() {
+                return;
+            }
+            while self.deliver_one() {}
+        }
     }
 
     pub fn tick(&mut self, id: NodeId) {
@@ -346,8 +410,9 @@ pub fn describe(m: &Message) -> String {
             format!("PreVote last={last_log_index}/{last_log_term}")
         }
         MessageBody::PreVoteResponse { granted } => format!("PreVoteResponse granted={granted}"),
-        MessageBody::RequestVote { last_log_index, last_log_term } => {
-            format!("RequestVote last={last_log_index}/{last_log_term}")
+        MessageBody::RequestVote { last_log_index, last_log_term, transfer } => {
+            let t = if *transfer { " transfer" } else { "" };
+            format!("RequestVote last={last_log_index}/{last_log_term}{t}")
         }
         MessageBody::RequestVoteResponse { granted } => format!("RequestVoteResponse granted={granted}"),
         MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => format!(
@@ -369,6 +434,7 @@ pub fn describe(m: &Message) -> String {
         MessageBody::ReadIndexResponse { request_id, index } => {
             format!("ReadIndexResponse id={request_id} index={index:?}")
         }
+        MessageBody::TimeoutNow => "TimeoutNow".to_string(),
     };
     format!("{}->{} t{} {}", m.from, m.to, m.term, body)
 }

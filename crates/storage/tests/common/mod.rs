@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft::Entry;
+use raft::{Entry, EntryKind};
 use storage::{FileSystem, LogOptions, LogStore, Recovered, SplitMix64};
 
 /// The data directory used for MemFs tests.
@@ -18,9 +18,19 @@ pub fn payload(index: u64, term: u64, len: usize) -> Bytes {
     Bytes::from(tag.bytes().cycle().take(len).collect::<Vec<u8>>())
 }
 
-/// An entry with the deterministic payload.
+/// The deterministic kind of entry (index, term): one in seven is a configuration entry, so the
+/// kind bits of the record format are exercised by every test that writes entries.
+pub fn kind(index: u64, term: u64) -> EntryKind {
+    if (index + term).is_multiple_of(7) {
+        EntryKind::Config
+    } else {
+        EntryKind::Normal
+    }
+}
+
+/// An entry with the deterministic payload and kind.
 pub fn entry(index: u64, term: u64, len: usize) -> Entry {
-    Entry { index, term, data: payload(index, term, len) }
+    Entry { index, term, kind: kind(index, term), data: payload(index, term, len) }
 }
 
 /// `n` entries starting at `first` of `term`, payload sizes drawn from `rng` in `0..max_len`.
