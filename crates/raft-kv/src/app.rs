@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use engine::{Driver, DriverConfig};
-use storage::{DirLock, LogOptions, StdFs};
+use storage::{DirLock, LogOptions};
 
 use crate::cli::{ClientArgs, Mode, ServerArgs, StatusArgs};
 use crate::cluster::Group;
 use crate::identity::{self, StartAs};
+use crate::metrics::collector::StatusCollector;
+use crate::metrics::fs::MeteredFs;
+use crate::metrics::http::Endpoint;
+use crate::metrics::Metrics;
 use crate::node::{self, Input, NodeHandle, NodeOptions};
 use crate::server::{self, ServerContext, ServerOptions};
 use crate::transport::{Transport, TransportConfig, TransportTuning};
@@ -33,6 +37,17 @@ pub fn bind_addr(host: &str, port: u16) -> Result<SocketAddr> {
         .or_else(|| addrs.first())
         .copied()
         .ok_or_else(|| anyhow!("host '{host}' resolves to no address"))
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6).
+fn split_host_port(addr: &str) -> Result<(&str, u16)> {
+    let bad = || anyhow!("bad address '{addr}': expected host:port (e.g. 0.0.0.0:9100 or [::]:9100)");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+        return Err(bad());
+    }
+    Ok((host, port))
 }
 
 /// Refuses a member host that is an IPv6 address without brackets: `host:port` built from it
@@ -114,6 +129,13 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let client_listener = bind(listen_host, me.server_port, "server")?;
     let core_listener = bind(listen_host, me.core_port, "core")?;
     let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
+    let metrics_listener = match &args.metrics_listen {
+        Some(addr) => {
+            let (host, port) = split_host_port(addr)?;
+            Some(bind(host, port, "metrics")?)
+        }
+        None => None,
+    };
 
     let mut raft = raft::Config::new(id, group.node_ids());
     raft.heartbeat_ticks = args.heartbeat_ticks;
@@ -144,7 +166,10 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost if the machine crashes");
     }
     let started = std::time::Instant::now();
-    let driver = Driver::open(StdFs, &args.data_dir, config)
+    // Metrics exist only with --metrics-listen (made now: the file system times the fsyncs).
+    let metrics = metrics_listener.is_some().then(Metrics::new);
+    let fs = metrics.as_ref().map_or_else(MeteredFs::plain, |m| MeteredFs::new(m.node.fsync_seconds.clone()));
+    let driver = Driver::open(fs, &args.data_dir, config)
         .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?;
     let (snap_index, snap_bytes) = driver.snapshot().map_or((0, 0), |(m, len)| (m.index, *len));
     let first = driver.node().first_index();
@@ -212,16 +237,42 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             transport.clone(),
             rx,
             &handle,
-            NodeOptions { tick, shutdown_grace: Duration::from_secs(2), data_dir: args.data_dir.clone() },
+            NodeOptions {
+                tick,
+                shutdown_grace: Duration::from_secs(2),
+                data_dir: args.data_dir.clone(),
+                metrics: metrics.as_ref().map(|m| m.node.clone()),
+            },
         )?;
 
+        let (shutdown_tx, shutdown_rx) = tokio::sync::broadcast::channel(1);
+        let node_running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let metrics = match (metrics_listener, metrics) {
+            (Some(listener), Some(metrics)) => {
+                metrics.register_collector(StatusCollector {
+                    node: handle.clone(),
+                    transport: transport.clone(),
+                    group: group.clone(),
+                });
+                let endpoint = Arc::new(Endpoint {
+                    metrics: metrics.clone(),
+                    node: handle.clone(),
+                    node_running: node_running.clone(),
+                });
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+                tokio::spawn(crate::metrics::http::serve(listener, endpoint, shutdown_tx.subscribe()));
+                Some(metrics)
+            }
+            _ => None,
+        };
         let ctx = Arc::new(ServerContext {
             node: handle,
             name: me.name.clone(),
             group: group.clone(),
             next_client: AtomicI64::new(1),
+            metrics,
         });
-        let (shutdown_tx, shutdown_rx) = tokio::sync::broadcast::channel(1);
         let listener = tokio::net::TcpListener::from_std(client_listener)?;
         let server = tokio::spawn(server::serve(
             listener,
@@ -246,6 +297,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             _ = term.recv() => None,
             r = &mut node_done => Some(r),
         };
+        node_running.store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(());
         let _ = tx.send(Input::Shutdown);

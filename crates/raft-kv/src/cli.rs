@@ -74,6 +74,11 @@ pub struct ServerArgs {
     /// dial (the advertised address): behind NAT or in a container the two differ.
     #[arg(long, value_name = "HOST")]
     pub listen: Option<String>,
+    /// Serve Prometheus metrics on this address (`host:port`, e.g. 0.0.0.0:9100 or [::]:9100) at
+    /// /metrics, with /health (live) and /ready (knows a leader, has applied what it knows
+    /// committed). Off by default: without it no metrics are collected at all.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Length of one Raft tick in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub tick_ms: u64,

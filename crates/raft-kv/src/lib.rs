@@ -14,6 +14,7 @@ pub mod command;
 pub mod console;
 pub mod identity;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod resp;
 pub mod server;

@@ -49,9 +49,11 @@ use engine::{
     SnapshotJob, SnapshotStats, SyncJob,
 };
 use raft::{Entry, NodeId, Role};
-use storage::{StdFs, StorageError, SNAPSHOT_TMP};
+use storage::{StorageError, SNAPSHOT_TMP};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::fs::MeteredFs;
+use crate::metrics::NodeMetrics;
 use crate::transport::Transport;
 
 /// Most inputs taken into one batch.
@@ -114,6 +116,12 @@ pub struct Status {
     pub snapshot_receiving: bool,
     /// Snapshot counters since this process started.
     pub snapshot_stats: SnapshotStats,
+    /// Times the known leader changed to another known leader since this process started (for
+    /// metrics; counted when the status is published).
+    pub leader_changes: u64,
+    /// The last leader known, kept while none is known (so that a node elected again after an
+    /// election is not counted as a change).
+    pub last_leader: Option<NodeId>,
 }
 
 /// Handle to the node thread.
@@ -176,12 +184,14 @@ pub struct NodeOptions {
     pub shutdown_grace: Duration,
     /// The data directory (named in the error reported if a snapshot thread panics).
     pub data_dir: PathBuf,
+    /// Timings of the loop, if metrics are on (the log's fsyncs are timed by the file system).
+    pub metrics: Option<NodeMetrics>,
 }
 
 /// Starts the node thread. `handle` is the handle whose channel `rx` receives (snapshot threads
 /// report through it).
 pub fn spawn(
-    driver: Driver<StdFs>,
+    driver: Driver<MeteredFs>,
     transport: Transport,
     rx: Receiver<Input>,
     handle: &NodeHandle,
@@ -202,6 +212,7 @@ pub fn spawn(
                 job: None,
                 syncer,
                 shutting_down: false,
+                snapshot_seconds: opts.metrics.as_ref().map(|m| m.snapshot_seconds.clone()),
             },
             opts,
             next: 1,
@@ -212,8 +223,8 @@ pub fn spawn(
 
 /// Starts the `raft-sync` thread: it runs the newest sync job it has, reports it as
 /// [`Input::Synced`], and exits once `Sender` it returns is dropped.
-fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<StdFs>>> {
-    let (jobs, rx) = std::sync::mpsc::channel::<SyncJob<StdFs>>();
+fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<MeteredFs>>> {
+    let (jobs, rx) = std::sync::mpsc::channel::<SyncJob<MeteredFs>>();
     std::thread::Builder::new().name("raft-sync".into()).spawn(move || {
         while let Ok(mut job) = rx.recv() {
             // Jobs queued meanwhile: the newest covers them all.
@@ -230,7 +241,7 @@ fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<StdFs>>
 }
 
 struct NodeLoop {
-    driver: Driver<StdFs>,
+    driver: Driver<MeteredFs>,
     rx: Receiver<Input>,
     /// What the host loop's output goes to.
     host: ServerIo,
@@ -272,9 +283,19 @@ impl NodeLoop {
                 }
             }
             self.host.shutting_down = shutdown_deadline.is_some();
+            let timed = self.opts.metrics.as_ref().map(|m| {
+                let inputs = batch.iter().filter(|i| !matches!(i, engine::Input::Tick)).count();
+                (m, Instant::now(), inputs)
+            });
             if let Err(e) = engine::run_batch(&mut self.driver, batch.drain(..), &mut self.host) {
                 self.host.fail_waiters();
                 return Err(e);
+            }
+            if let Some((m, started, inputs)) = timed {
+                m.process_seconds.observe(started.elapsed().as_secs_f64());
+                if inputs > 0 {
+                    m.batch_inputs.observe(inputs as f64);
+                }
             }
             if let Some(deadline) = shutdown_deadline {
                 let idle = self.host.waiters.is_empty() && self.host.job.is_none();
@@ -333,9 +354,11 @@ struct ServerIo {
     /// The running snapshot thread (None when no job runs).
     job: Option<JoinHandle<()>>,
     /// Sync jobs go to the `raft-sync` thread (only with `--sync-thread`).
-    syncer: Option<Sender<SyncJob<StdFs>>>,
+    syncer: Option<Sender<SyncJob<MeteredFs>>>,
     /// No new snapshot job starts while shutting down.
     shutting_down: bool,
+    /// Times snapshot jobs (metrics).
+    snapshot_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl ServerIo {
@@ -347,15 +370,15 @@ impl ServerIo {
     }
 }
 
-impl Io<StdFs> for ServerIo {
-    fn send(&mut self, _: &Driver<StdFs>, messages: Vec<PeerMessage>) {
+impl Io<MeteredFs> for ServerIo {
+    fn send(&mut self, _: &Driver<MeteredFs>, messages: Vec<PeerMessage>) {
         self.transport.send(messages);
     }
 
     /// Publishes the driver's status (for `INFO`), then hands `answers` to their waiting clients.
     /// The status goes first: a client that got an answer (e.g. RAFT.SNAPSHOT's) then sees an INFO
     /// at least as new.
-    fn answer(&mut self, driver: &Driver<StdFs>, answers: Vec<(RequestId, Response)>) {
+    fn answer(&mut self, driver: &Driver<MeteredFs>, answers: Vec<(RequestId, Response)>) {
         let answers: Vec<_> = answers
             .into_iter()
             .filter_map(|(id, response)| Some((self.waiters.remove(&id)?, response)))
@@ -366,7 +389,7 @@ impl Io<StdFs> for ServerIo {
         }
     }
 
-    fn start_sync(&mut self, job: SyncJob<StdFs>) -> Result<(), FatalError> {
+    fn start_sync(&mut self, job: SyncJob<MeteredFs>) -> Result<(), FatalError> {
         if self.syncer.as_ref().is_none_or(|s| s.send(job).is_err()) {
             let e = std::io::Error::other("the sync thread is gone");
             return Err(FatalError::Storage(StorageError::io(self.data_dir.clone(), e)));
@@ -375,17 +398,22 @@ impl Io<StdFs> for ServerIo {
     }
 
     /// Runs the snapshot job on a background thread.
-    fn start_snapshot(&mut self, job: SnapshotJob<StdFs>) -> Result<(), StorageError> {
+    fn start_snapshot(&mut self, job: SnapshotJob<MeteredFs>) -> Result<(), StorageError> {
         if self.shutting_down {
             return Ok(()); // Abandoned with the process; its leftovers are removed at the next start.
         }
         let tx = self.tx.clone();
         let tmp = self.data_dir.join(SNAPSHOT_TMP);
         let index = job.index();
+        let histogram = self.snapshot_seconds.clone();
         let thread = std::thread::Builder::new()
             .name("raft-snapshot".into())
             .spawn(move || {
+                let started = Instant::now();
                 let result = run_job(job, tmp);
+                if let (Some(h), Ok(_)) = (&histogram, &result) {
+                    h.observe(started.elapsed().as_secs_f64());
+                }
                 // Fails only if the node thread is gone (shutdown): nothing to report to.
                 let _ = tx.send(Input::SnapshotDone(result));
             })
@@ -418,7 +446,7 @@ impl Io<StdFs> for ServerIo {
 }
 
 /// Publishes the driver's status for `INFO` and `raft-kv status`.
-fn publish(driver: &Driver<StdFs>, shared: &Mutex<Status>, pending: usize) {
+fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
     let node = driver.node();
     let snapshot = driver.snapshot();
     let (sending, receiving) = driver.snapshot_transfers();
@@ -442,14 +470,19 @@ fn publish(driver: &Driver<StdFs>, shared: &Mutex<Status>, pending: usize) {
         snapshot_sending: sending,
         snapshot_receiving: receiving,
         snapshot_stats: driver.snapshot_stats(),
+        leader_changes: 0,
+        last_leader: None,
     };
     if let Ok(mut s) = shared.lock() {
-        *s = status;
+        let changed = status.leader.is_some() && status.leader != s.last_leader;
+        let leader_changes = s.leader_changes + u64::from(changed && s.last_leader.is_some());
+        let last_leader = status.leader.or(s.last_leader);
+        *s = Status { leader_changes, last_leader, ..status };
     }
 }
 
 /// Runs a snapshot job; a panic in it is reported as an I/O error on `tmp` rather than lost.
-fn run_job(job: SnapshotJob<StdFs>, tmp: PathBuf) -> Result<SnapshotDone, StorageError> {
+fn run_job(job: SnapshotJob<MeteredFs>, tmp: PathBuf) -> Result<SnapshotDone, StorageError> {
     // Serializing competes for the CPU with the threads that serve requests: run it at a lower
     // priority (on Linux `setpriority` with a thread id applies to that thread alone).
     #[cfg(target_os = "linux")]

@@ -33,6 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::Group;
 use crate::command::{self, ClientRequest, Request, SetCondition};
+use crate::metrics::{CommandKind, Metrics, RequestTimer};
 use crate::node::NodeHandle;
 use crate::resp::{encode_as, Frame, Limits, Parser, Protocol};
 
@@ -56,6 +57,8 @@ pub struct ServerContext {
     pub group: Group,
     /// Next client id.
     pub next_client: AtomicI64,
+    /// Metrics (`--metrics-listen`); `None`: none are collected.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Accepts connections until `shutdown` fires.
@@ -80,14 +83,25 @@ pub async fn serve(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            if let Some(m) = &ctx.metrics {
+                m.client_connections_refused.inc();
+            }
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
             continue;
         };
+        if let Some(m) = &ctx.metrics {
+            m.client_connections_accepted.inc();
+            m.client_connections.inc();
+        }
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.resubscribe();
         tokio::spawn(async move {
+            let metrics = ctx.metrics.clone();
             handle_connection(stream, ctx, shutdown).await;
+            if let Some(m) = metrics {
+                m.client_connections.dec();
+            }
             drop(permit);
         });
     }
@@ -98,9 +112,9 @@ enum Pending {
     /// Known now.
     Frame(Frame, Protocol),
     /// Comes from the node thread.
-    Engine(oneshot::Receiver<Response>, Protocol, Kind),
+    Engine(oneshot::Receiver<Response>, Protocol, Kind, Option<RequestTimer>),
     /// To submit once every earlier request of the connection is answered (see the module docs).
-    Deferred(EngineRequest, Protocol, Kind),
+    Deferred(EngineRequest, Protocol, Kind, Option<RequestTimer>),
     /// Known now; close the connection after writing it.
     Close(Frame, Protocol),
 }
@@ -210,7 +224,7 @@ async fn write_answers(
             let (frame, protocol, close) = match pending {
                 Pending::Frame(f, p) => (f, p, false),
                 Pending::Close(f, p) => (f, p, true),
-                Pending::Deferred(request, p, kind) => {
+                Pending::Deferred(request, p, kind, timer) => {
                     // Every earlier request is answered: submit now and wait.
                     if !out.is_empty() {
                         if wr.write_all(&out).await.is_err() {
@@ -221,9 +235,12 @@ async fn write_answers(
                     let permit = node.reserve().await;
                     let response = node.submit(request, permit).await.unwrap_or(Err(RequestError::Timeout));
                     outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
+                    if let Some(t) = timer {
+                        t.finish(&response);
+                    }
                     (response_frame(response), p, false)
                 }
-                Pending::Engine(mut answer, p, kind) => {
+                Pending::Engine(mut answer, p, kind, timer) => {
                     let response = match answer.try_recv() {
                         Ok(r) => Some(r),
                         Err(oneshot::error::TryRecvError::Empty) => None,
@@ -243,6 +260,9 @@ async fn write_answers(
                         }
                     };
                     outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
+                    if let Some(t) = timer {
+                        t.finish(&response);
+                    }
                     (response_frame(response), p, false)
                 }
             };
@@ -306,6 +326,9 @@ fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext, permit: OwnedSem
     };
     let outstanding = conn.outstanding.clone();
     let permit = std::cell::Cell::new(Some(permit));
+    // Taken by the one engine request this request becomes (Cell: the closures below share it).
+    let timer =
+        std::cell::Cell::new(ctx.metrics.as_ref().map(|m| RequestTimer::start(m, command_kind(&request))));
     let engine = |r: EngineRequest, kind: Kind| {
         let other = match kind {
             Kind::Read => Kind::Write,
@@ -314,9 +337,9 @@ fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext, permit: OwnedSem
         let defer = outstanding.counter(other).load(Ordering::Acquire) > 0;
         outstanding.counter(kind).fetch_add(1, Ordering::AcqRel);
         match permit.take() {
-            Some(permit) if !defer => Pending::Engine(ctx.node.submit(r, permit), p, kind),
+            Some(permit) if !defer => Pending::Engine(ctx.node.submit(r, permit), p, kind, timer.take()),
             // Deferred (or, never, a second request of one frame): submitted by the writer.
-            _ => Pending::Deferred(r, p, kind),
+            _ => Pending::Deferred(r, p, kind, timer.take()),
         }
     };
     let write = |c: KvCommand| engine(EngineRequest::Write(c), Kind::Write);
@@ -388,6 +411,24 @@ fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext, permit: OwnedSem
         Request::Admin { name, .. } => {
             Pending::Frame(Frame::error(format!("ERR unknown administrative command '{name}'")), p)
         }
+    }
+}
+
+/// The metrics label of a request that goes to the node thread.
+fn command_kind(request: &Request) -> CommandKind {
+    match request {
+        Request::Get(_) => CommandKind::Get,
+        Request::MGet(_) => CommandKind::MGet,
+        Request::Exists(_) => CommandKind::Exists,
+        Request::StrLen(_) => CommandKind::StrLen,
+        Request::DbSize => CommandKind::DbSize,
+        Request::Set(_) => CommandKind::Set,
+        Request::Del(_) => CommandKind::Del,
+        Request::MSet(_) => CommandKind::MSet,
+        Request::IncrBy { .. } => CommandKind::IncrBy,
+        Request::Append { .. } => CommandKind::Append,
+        Request::Admin { .. } => CommandKind::Snapshot,
+        _ => CommandKind::Other,
     }
 }
 
