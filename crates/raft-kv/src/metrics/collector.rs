@@ -3,7 +3,8 @@
 //!
 //! Peers are labelled with their member name (`peer="B"`). Per-peer replication values (match
 //! index, lag) exist only on the leader; a follower exports none, so a graph of lag shows the
-//! current leader's view.
+//! current leader's view. Lag is exported once the leader knows the follower's match index (a new
+//! leader learns it from the follower's first answer).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -108,8 +109,11 @@ impl Collector for StatusCollector {
             MetricType::Gauge,
             &matched,
         )?;
+        // A new leader knows a follower's match index only once the follower answered (0 before):
+        // no lag is exported until then, rather than a spike of the whole log.
         let lag: Vec<([(&str, &str); 1], i64)> = peers
             .iter()
+            .filter(|(_, m)| *m > 0)
             .map(|(p, m)| ([("peer", p.as_str())], i(st.last_index.saturating_sub(*m))))
             .collect();
         family(
