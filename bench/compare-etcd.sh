@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# raft-kv vs etcd on this machine, measured by the same load generator (`raft-kv bench`).
+# raft-kv vs etcd on this machine, measured by the same load generator (`raft-kv bench`), with a
+# single redis-server as the ceiling.
 #
 # Starts a 3-node raft-kv cluster and a 3-member etcd cluster on loopback (free ports, data in a
-# temporary directory, fsync on for both: raft-kv fsyncs by default, etcd always does), runs the
-# same closed-loop workloads against each, interleaved, stops everything it started (by PID, on
-# any exit) and prints one Markdown table.
+# temporary directory, fsync on for both: raft-kv fsyncs by default, etcd always does), and one
+# redis-server (no replication, no persistence: the in-memory ceiling users compare us with, not
+# a durable peer), runs the same closed-loop workloads against each, interleaved, stops everything
+# it started (by PID, on any exit) and prints one Markdown table. Reads are linearizable on raft-kv
+# and etcd; redis-server has nothing to agree with.
 #
 # Environment (all optional):
 #   DURATION=10s            measured time of each run
@@ -12,9 +15,11 @@
 #   WORKLOADS="write read"  workloads (write, read, mixed; incr is raft-kv only)
 #   KEYS=10000 VALUE_SIZE=100
 #   KEEP=1                  keep the temporary directory (logs, data, JSON results)
+#   RESULTS=DIR             copy the JSON results there (bench/chart.sh DIR draws them)
+#   REDIS=0                 leave redis-server out
 #
 # Needs: cargo, and etcd (installed from Debian's etcd-server/etcd-client packages when missing
-# and running as root), jq (same).
+# and running as root), jq and redis-server (same).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -43,6 +48,8 @@ need_pkg() { # command, packages...
 }
 need_pkg etcd etcd-server etcd-client
 need_pkg jq jq
+REDIS=${REDIS:-1}
+[ "$REDIS" = 1 ] && need_pkg redis-server redis-server
 
 log "building raft-kv (release)"
 cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
@@ -50,7 +57,7 @@ cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 bench_workdir raft-kv-vs-etcd
-read -r -a PORTS <<<"$(free_ports 12)"
+read -r -a PORTS <<<"$(free_ports 13)"
 # raft-kv: server ports PORTS[0..2], core ports PORTS[3..5].
 start_raft_kv "$BIN" "${PORTS[@]:0:6}"
 
@@ -75,6 +82,16 @@ done
 
 ETCD_EPS=$(IFS=,; echo "${ETCD_ENDPOINTS[*]}")
 
+# redis-server: PORTS[12]. In memory only (no RDB, no AOF), one I/O thread: the default setup.
+TARGETS="raft-kv etcd"
+REDIS_EPS="127.0.0.1:${PORTS[12]}"
+if [ "$REDIS" = 1 ]; then
+    redis-server --port "${PORTS[12]}" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+        --dir "$WORK" --logfile "$WORK/redis.log" >/dev/null 2>&1 &
+    PIDS+=($!)
+    TARGETS="raft-kv etcd redis"
+fi
+
 # Ready when one write succeeds (the bench exits 0 only if an operation succeeded).
 wait_ready() { # target endpoints
     local n
@@ -91,7 +108,8 @@ wait_ready() { # target endpoints
 }
 wait_ready raft-kv "$RK_EPS"
 wait_ready etcd "$ETCD_EPS"
-log "both clusters ready (raft-kv $RK_EPS, etcd $ETCD_EPS); data and logs in $WORK"
+[ "$REDIS" = 1 ] && wait_ready raft-kv "$REDIS_EPS"
+log "ready (raft-kv $RK_EPS, etcd $ETCD_EPS, redis ${REDIS_EPS}); data and logs in $WORK"
 
 # The disk's fsync floor, where the data lives: 200 x (pwrite 128 B + fdatasync).
 FSYNC=$(python3 -c '
@@ -113,9 +131,12 @@ mkdir -p "$WORK/results"
 declare -A WARMED=()
 for wl in $WORKLOADS; do
     for c in $CLIENTS; do
-        for target in raft-kv etcd; do
+        for target in $TARGETS; do
             eps=$RK_EPS
+            proto=$target
             [ "$target" = etcd ] && eps=$ETCD_EPS
+            # redis-server speaks the same protocol as raft-kv: the same client drives both.
+            [ "$target" = redis ] && eps=$REDIS_EPS && proto=raft-kv
             # Read workloads preload the keys once per target; later runs find them there.
             warm=()
             if [ "$wl" != write ] && [ -n "${WARMED[$target]:-}" ]; then
@@ -123,7 +144,7 @@ for wl in $WORKLOADS; do
             fi
             log "$wl, $c clients, $target, $DURATION"
             out="$WORK/results/$wl-$c-$target.json"
-            "$BIN" bench --target "$target" --endpoints "$eps" --workload "$wl" --clients "$c" \
+            "$BIN" bench --target "$proto" --endpoints "$eps" --workload "$wl" --clients "$c" \
                 --duration "$DURATION" --keys "$KEYS" --value-size "$VALUE_SIZE" --json --no-progress \
                 "${warm[@]}" >"$out" || true
             [ "$wl" != write ] && WARMED[$target]=1
@@ -132,22 +153,35 @@ for wl in $WORKLOADS; do
     done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ -n "${RESULTS:-}" ]; then
+    mkdir -p "$RESULTS"
+    cp "$WORK"/results/*.json "$RESULTS"/
+    {
+        echo "machine: $(nproc) CPUs; load average before $LOAD_BEFORE, after $LOAD_AFTER"
+        echo "raft-kv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), etcd $(etcd --version | awk '/etcd Version/ {print $3}')$([ "$REDIS" = 1 ] && echo ", redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')")"
+        echo "$DURATION per run, $KEYS keys, $VALUE_SIZE B values; $FSYNC"
+    } >"$RESULTS/README.txt"
+    log "results copied to $RESULTS"
+fi
 
 echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), $(df -T "$WORK" | awk 'NR == 2 {print $2}') under $WORK ($FSYNC); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 echo "etcd $(etcd --version | awk '/etcd Version/ {print $3}'), raft-kv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $DURATION per run, $KEYS keys, $VALUE_SIZE B values, uniform"
 echo
-echo "| workload | clients | raft-kv ops/s | etcd ops/s | ratio | raft-kv p50 / p99 ms | etcd p50 / p99 ms | errors raft-kv / etcd |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| workload | clients | raft-kv ops/s | etcd ops/s | ratio | raft-kv p50 / p99 ms | etcd p50 / p99 ms | errors raft-kv / etcd | redis-server ops/s | raft-kv / redis |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for wl in $WORKLOADS; do
     for c in $CLIENTS; do
+        red="$WORK/results/$wl-$c-redis.json"
+        [ -s "$red" ] || echo '{}' >"$red"
         jq -rn --slurpfile r "$WORK/results/$wl-$c-raft-kv.json" --slurpfile e "$WORK/results/$wl-$c-etcd.json" \
-            --arg wl "$wl" --arg c "$c" '
+            --slurpfile d "$red" --arg wl "$wl" --arg c "$c" '
             def ops(x): (x.ops_per_sec // 0);
             def ms(x): ((x // 0) / 1000 * 100 | round) / 100;
             def lat(x): "\(ms(x.latency_us.p50)) / \(ms(x.latency_us.p99))";
-            $r[0] as $r | $e[0] as $e |
-            "| \($wl) | \($c) | \(ops($r) | round) | \(ops($e) | round) | " +
-            (if ops($e) > 0 then "\((ops($r) / ops($e) * 100 | round) / 100)" else "-" end) +
-            " | \(lat($r)) | \(lat($e)) | \($r.errors // "-") / \($e.errors // "-") |"'
+            def ratio(a; b): if ops(b) > 0 then "\((ops(a) / ops(b) * 100 | round) / 100)" else "-" end;
+            $r[0] as $r | $e[0] as $e | $d[0] as $d |
+            "| \($wl) | \($c) | \(ops($r) | round) | \(ops($e) | round) | " + ratio($r; $e) +
+            " | \(lat($r)) | \(lat($e)) | \($r.errors // "-") / \($e.errors // "-") | " +
+            (if ops($d) > 0 then "\(ops($d) | round)" else "-" end) + " | " + ratio($r; $d) + " |"'
     done
 done
