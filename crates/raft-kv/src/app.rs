@@ -125,7 +125,10 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     };
 
     check_hosts(&group)?;
+    let users = args.security.users()?;
+    let client_tls = args.security.client_tls()?;
     let listen_host = args.listen.as_deref().unwrap_or(&me.host);
+    crate::security::announce(listen_host, &users, client_tls.is_some());
     let client_listener = bind(listen_host, me.server_port, "server")?;
     let core_listener = bind(listen_host, me.core_port, "core")?;
     let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
@@ -272,12 +275,13 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             group: group.clone(),
             next_client: AtomicI64::new(1),
             metrics,
+            auth: crate::auth::session::Gate::new(users),
         });
         let listener = tokio::net::TcpListener::from_std(client_listener)?;
         let server = tokio::spawn(server::serve(
             listener,
             ctx,
-            ServerOptions { max_connections: args.max_connections },
+            ServerOptions { max_connections: args.max_connections, tls: client_tls.clone() },
             shutdown_rx,
         ));
         tracing::info!(
@@ -290,6 +294,20 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
 
         // Run until a signal, or until the node thread stops on its own (a fatal error).
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // SIGHUP: read the certificates again (connections accepted afterwards use them).
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reload_tls = client_tls.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match &reload_tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: client-port TLS certificate reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: certificate reload failed, keeping the old one: {e}"),
+                    },
+                    None => tracing::info!("SIGHUP: no TLS certificates to reload"),
+                }
+            }
+        });
         let node_done = tokio::task::spawn_blocking(move || node_thread.join());
         tokio::pin!(node_done);
         let result = tokio::select! {
@@ -320,6 +338,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
 
 /// `raft-kv client`: the console.
 pub fn run_client(args: ClientArgs) -> Result<i32> {
+    args.security.install()?;
     let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
     check_hosts(&group)?;
     let members: Vec<crate::console::Member> = group
@@ -340,6 +359,7 @@ pub fn run_client(args: ClientArgs) -> Result<i32> {
 
 /// `raft-kv status`: one row per member; members that do not answer are shown as down.
 pub fn run_status(args: StatusArgs) -> Result<i32> {
+    args.security.install()?;
     let group = Group::parse(&args.group.group).map_err(|e| anyhow!(e))?;
     check_hosts(&group)?;
     let rows = crate::status::collect(&group, Duration::from_millis(1000));

@@ -35,6 +35,10 @@ pub enum Command {
     Local(LocalArgs),
     /// Closed-loop load generator against raft-kv (Redis protocol) or etcd (v3 gRPC).
     Bench(crate::bench::BenchArgs),
+    /// Make a cluster CA and node/client certificates for TLS (see SECURITY.md).
+    Certs(crate::certs::CertsArgs),
+    /// Read a password from stdin and print its hash for a users file (`#$argon2id$...`).
+    Passwd,
 }
 
 /// How a node runs.
@@ -118,6 +122,8 @@ pub struct ServerArgs {
     pub log_preallocate_bytes: u64,
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
 }
 
 /// Snapshot and log-compaction settings of `raft-kv server` (checked by
@@ -209,6 +215,8 @@ pub struct ClientArgs {
     /// The member to talk to first (default: the first one).
     #[arg(long, short = 'i')]
     pub id: Option<String>,
+    #[command(flatten)]
+    pub security: crate::security::ClientSecurityArgs,
 }
 
 /// `raft-kv status`.
@@ -216,6 +224,8 @@ pub struct ClientArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub group: GroupArgs,
+    #[command(flatten)]
+    pub security: crate::security::ClientSecurityArgs,
 }
 
 /// `raft-kv local`.

@@ -7,7 +7,9 @@
 //! [`command`] (the Redis protocol), [`console`] (the interactive client), [`status`], [`local`],
 //! [`bench`] (the load generator).
 pub mod app;
+pub mod auth;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod command;
@@ -17,7 +19,9 @@ pub mod local;
 pub mod metrics;
 pub mod node;
 pub mod resp;
+pub mod security;
 pub mod server;
 pub mod status;
+pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -30,6 +30,13 @@ fn main() -> ExitCode {
         Command::Status(args) => raft_kv::app::run_status(args),
         Command::Local(args) => raft_kv::local::run(args),
         Command::Bench(args) => raft_kv::bench::run(args),
+        Command::Certs(args) => raft_kv::certs::make(&args).map(|written| {
+            for path in written {
+                println!("{}", path.display());
+            }
+            0
+        }),
+        Command::Passwd => raft_kv::security::run_passwd().map(|()| 0),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -26,11 +26,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use engine::kv::{Command as KvCommand, Query, Reply, SetCondition as KvSetCondition};
 use engine::{Request as EngineRequest, RequestError, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::auth::session::Screen;
 use crate::cluster::Group;
 use crate::command::{self, ClientRequest, Request, SetCondition};
 use crate::metrics::{CommandKind, Metrics, RequestTimer};
@@ -45,6 +45,9 @@ const MAX_PIPELINE: usize = 4096;
 pub struct ServerOptions {
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// TLS on the client port (`crate::tls`): every connection must complete a handshake within
+    /// `tls::HANDSHAKE_TIMEOUT` before a byte of RESP is read.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// What every connection shares.
@@ -59,6 +62,8 @@ pub struct ServerContext {
     pub next_client: AtomicI64,
     /// Metrics (`--metrics-listen`); `None`: none are collected.
     pub metrics: Option<Arc<Metrics>>,
+    /// Users and authentication (`crate::auth`).
+    pub auth: crate::auth::session::Gate,
 }
 
 /// Accepts connections until `shutdown` fires.
@@ -96,9 +101,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.resubscribe();
+        let tls = opts.tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let metrics = ctx.metrics.clone();
-            handle_connection(stream, ctx, shutdown).await;
+            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            match tls {
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    handle_connection(rd, wr, peer, local, ctx, shutdown).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let (rd, wr) = tokio::io::split(tls_stream);
+                            handle_connection(rd, wr, peer, local, ctx, shutdown).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake refused: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             if let Some(m) = metrics {
                 m.client_connections.dec();
             }
@@ -150,16 +173,21 @@ struct Conn {
     name: Bytes,
     peer: String,
     local: String,
+    /// Who the connection is authenticated as.
+    auth: crate::auth::session::ConnAuth,
 }
 
-async fn handle_connection(
-    stream: TcpStream,
+async fn handle_connection<R, W>(
+    mut rd: R,
+    wr: W,
+    peer: String,
+    local: String,
     ctx: Arc<ServerContext>,
     mut shutdown: broadcast::Receiver<()>,
-) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (mut rd, wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Pending>(MAX_PIPELINE);
     let outstanding = Arc::new(Outstanding::default());
     let writer = tokio::spawn(write_answers(wr, rx, ctx.node.clone(), outstanding.clone()));
@@ -168,6 +196,7 @@ async fn handle_connection(
         outstanding,
         protocol: Protocol::Resp2,
         name: Bytes::new(),
+        auth: ctx.auth.connection(&peer),
         peer,
         local,
     };
@@ -178,9 +207,19 @@ async fn handle_connection(
         loop {
             match parser.parse(&mut buf) {
                 Ok(Some(frame)) => {
+                    // AUTH, HELLO ... AUTH, ACL and the NOAUTH rule (crate::auth::session).
+                    let (frame, name) = match ctx.auth.screen(&mut conn.auth, frame).await {
+                        Screen::Pass { frame, name } => (frame, name),
+                        Screen::Answer(answer) => {
+                            if tx.send(Pending::Frame(answer, conn.protocol)).await.is_err() {
+                                break 'read;
+                            }
+                            continue;
+                        }
+                    };
                     // A place in the node thread's queue first (back-pressure when it is behind).
                     let permit = ctx.node.reserve().await;
-                    let pending = dispatch(frame, &mut conn, &ctx, permit);
+                    let pending = dispatch(frame, &name, &mut conn, &ctx, permit);
                     let close = matches!(pending, Pending::Close(..));
                     if tx.send(pending).await.is_err() || close {
                         break 'read;
@@ -211,8 +250,8 @@ async fn handle_connection(
 }
 
 /// Writes answers in request order, batching whatever is ready into one write.
-async fn write_answers(
-    mut wr: OwnedWriteHalf,
+async fn write_answers<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Pending>,
     node: NodeHandle,
     outstanding: Arc<Outstanding>,
@@ -318,12 +357,21 @@ fn own(b: Bytes) -> Bytes {
 
 /// Turns one request frame into its (pending) answer; `permit` is the place in the node thread's
 /// queue a request submitted now takes.
-fn dispatch(frame: Frame, conn: &mut Conn, ctx: &ServerContext, permit: OwnedSemaphorePermit) -> Pending {
+fn dispatch(
+    frame: Frame,
+    name: &[u8],
+    conn: &mut Conn,
+    ctx: &ServerContext,
+    permit: OwnedSemaphorePermit,
+) -> Pending {
     let p = conn.protocol;
     let request = match Request::parse(frame) {
         Ok(r) => r,
         Err(e) => return Pending::Frame(e.to_frame(), p),
     };
+    if let Err(refusal) = conn.auth.permit(name, &request) {
+        return Pending::Frame(refusal, p);
+    }
     let outstanding = conn.outstanding.clone();
     let permit = std::cell::Cell::new(Some(permit));
     // Taken by the one engine request this request becomes (Cell: the closures below share it).

@@ -144,6 +144,9 @@ pub const SNAPSHOT_CHUNK_OVERHEAD: usize = 128;
 pub fn max_frame_for_chunks(chunk_size: usize) -> usize {
     DEFAULT_MAX_FRAME.max(chunk_size.saturating_add(SNAPSHOT_CHUNK_OVERHEAD))
 }
+/// Most bytes [`decode_frame`] reserves ahead of a frame's bytes arriving; a larger frame grows
+/// the buffer as it arrives.
+pub const MAX_FRAME_RESERVE: usize = 1 << 20;
 /// A keepalive: a frame with an empty body (see the module docs).
 pub const KEEPALIVE_FRAME: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// The maximum body length of a handshake frame. Small, so that a stranger's bytes on the core port
@@ -807,7 +810,10 @@ pub fn decode_frame(src: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes
     }
     let total = FRAME_HEADER_LEN + len;
     if src.len() < total {
-        src.reserve(total - src.len());
+        // Room for the announced frame, but at most MAX_FRAME_RESERVE ahead of the bytes that
+        // arrived: a header alone (a peer's or a stranger's) must not make us allocate up to
+        // `max_frame` (found by tests/fuzz.rs: 11 bytes made a 64 MiB reservation).
+        src.reserve((total - src.len()).min(MAX_FRAME_RESERVE));
         return Ok(None);
     }
     src.advance(FRAME_HEADER_LEN);

@@ -138,6 +138,8 @@ pub struct BenchArgs {
     /// Do not draw the progress bar (it is drawn on stderr only when stderr is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub security: crate::security::ClientSecurityArgs,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1.5s`, `250us` or a bare number of seconds.
@@ -159,6 +161,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the benchmark; returns the process exit code (1 if no operation succeeded).
 pub fn run(args: BenchArgs) -> Result<i32> {
+    args.security.install()?;
     let plan = Plan::new(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -101,10 +100,38 @@ async fn run(addr: String, connect_timeout: Duration, mut rx: mpsc::Receiver<Pen
             }
         };
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        // TLS and AUTH when `raft-kv bench --tls/--pass` asked for them.
+        let security = crate::security::client_security();
         let (slots_tx, slots_rx) = mpsc::unbounded_channel();
-        let mut reader = tokio::spawn(read_replies(rd, slots_rx));
-        carried = write_requests(first, &mut rx, wr, slots_tx, &mut reader).await;
+        let mut reader;
+        match &security.tls {
+            None => {
+                let mut stream = stream;
+                if let Err(e) = crate::security::authenticate_async(&mut stream, security).await {
+                    let _ = first.reply.send(Err(ConnError::Connect(e)));
+                    continue;
+                }
+                let (rd, wr) = stream.into_split();
+                reader = tokio::spawn(read_replies(rd, slots_rx));
+                carried = write_requests(first, &mut rx, wr, slots_tx, &mut reader).await;
+            }
+            Some(tls) => {
+                let mut stream = match crate::security::tls_connect(tls, &addr, stream).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = first.reply.send(Err(ConnError::Connect(e)));
+                        continue;
+                    }
+                };
+                if let Err(e) = crate::security::authenticate_async(&mut stream, security).await {
+                    let _ = first.reply.send(Err(ConnError::Connect(e)));
+                    continue;
+                }
+                let (rd, wr) = tokio::io::split(stream);
+                reader = tokio::spawn(read_replies(rd, slots_rx));
+                carried = write_requests(first, &mut rx, wr, slots_tx, &mut reader).await;
+            }
+        }
         // Dropping the reader drops the slots still queued: their requests fail with `Lost`.
         reader.abort();
     }
@@ -116,10 +143,10 @@ type Slots = mpsc::UnboundedSender<oneshot::Sender<Result<Frame, ConnError>>>;
 /// Writes requests until the connection breaks or every handle is dropped. Returns a request that
 /// was taken from the queue but not written (the reader had already stopped), to be sent on the
 /// next connection.
-async fn write_requests(
+async fn write_requests<W: AsyncWrite + Unpin>(
     first: Pending,
     rx: &mut mpsc::Receiver<Pending>,
-    mut wr: OwnedWriteHalf,
+    mut wr: W,
     slots: Slots,
     reader: &mut JoinHandle<()>,
 ) -> Option<Pending> {
@@ -158,8 +185,8 @@ async fn write_requests(
 }
 
 /// Reads replies and hands each to the oldest waiting slot, until the connection breaks.
-async fn read_replies(
-    mut rd: OwnedReadHalf,
+async fn read_replies<R: AsyncRead + Unpin>(
+    mut rd: R,
     mut slots: mpsc::UnboundedReceiver<oneshot::Sender<Result<Frame, ConnError>>>,
 ) {
     let mut parser = Parser::replies(Limits::client());

@@ -1,5 +1,6 @@
 //! A minimal blocking RESP client over `std::net::TcpStream`, for the console, `raft-kv status`
-//! and tests.
+//! and tests. [`Connection::connect`] applies the process's client security settings
+//! ([`crate::security::client_security`]): TLS over the socket and `AUTH` right after connecting.
 //!
 //! Sending and receiving are separate steps on purpose: a caller that must not repeat a write
 //! needs to know whether a failure happened before the request left ([`Connection::send`]
@@ -41,6 +42,9 @@ pub enum ClientError {
     /// The server sent bytes that are not valid RESP2.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+    /// TLS or authentication failed.
+    #[error("{0}")]
+    Security(String),
 }
 
 /// One blocking connection to a RESP server.
@@ -48,6 +52,8 @@ pub enum ClientError {
 pub struct Connection {
     /// The socket.
     stream: TcpStream,
+    /// TLS over the socket, if used (see [`crate::security`]).
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes received and not yet parsed.
     read_buf: BytesMut,
     /// Commands queued and not yet written.
@@ -62,13 +68,26 @@ impl Connection {
     /// Connects to `addr` (`host:port`; every address it resolves to is tried in turn), waiting
     /// at most `timeout` for each. Sets `TCP_NODELAY`.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        Connection::connect_with(addr, timeout, crate::security::client_security())
+    }
+
+    /// [`Connection::connect`] with the given security settings instead of the process's.
+    pub fn connect_with(
+        addr: &str,
+        timeout: Duration,
+        security: &crate::security::ClientSecurity,
+    ) -> Result<Connection, ClientError> {
         let addrs = addr
             .to_socket_addrs()
             .map_err(|source| ClientError::Resolve { addr: addr.to_string(), source })?;
         let mut last = None;
         for a in addrs {
             match TcpStream::connect_timeout(&a, timeout) {
-                Ok(stream) => return Connection::from_stream(stream),
+                Ok(stream) => {
+                    let mut conn = Connection::from_stream(stream)?;
+                    conn.secure(addr, timeout, security)?;
+                    return Ok(conn);
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -83,11 +102,36 @@ impl Connection {
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream,
+            tls: None,
             read_buf: BytesMut::with_capacity(16 << 10),
             write_buf: BytesMut::with_capacity(4 << 10),
             parser: Parser::replies(Limits::client()),
             scratch: vec![0; 64 << 10],
         })
+    }
+
+    /// TLS handshake and `AUTH`, as the process's client security settings say.
+    fn secure(
+        &mut self,
+        addr: &str,
+        timeout: Duration,
+        security: &crate::security::ClientSecurity,
+    ) -> Result<(), ClientError> {
+        if let Some(tls) = &security.tls {
+            let mut conn = tls.client_connection(addr).map_err(|e| ClientError::Security(e.to_string()))?;
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.stream.set_write_timeout(Some(timeout))?;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut self.stream)
+                    .map_err(|e| ClientError::Security(format!("TLS handshake with {addr}: {e}")))?;
+            }
+            self.tls = Some(Box::new(conn));
+        }
+        if let Some((user, pass)) = &security.auth {
+            let answer = self.request(&[b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()])?;
+            crate::security::auth_answer(answer).map_err(ClientError::Security)?;
+        }
+        Ok(())
     }
 
     /// Sets the read and write timeout (`None`: block forever). A timed-out read is an
@@ -135,7 +179,13 @@ impl Connection {
     /// Writes every queued command. On error nothing more can be said about how much of it the
     /// server received, except that the last command is incomplete there.
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        let result = self.stream.write_all(&self.write_buf);
+        let result = match &mut self.tls {
+            None => self.stream.write_all(&self.write_buf),
+            Some(tls) => {
+                let mut s = rustls::Stream::new(tls.as_mut(), &mut self.stream);
+                s.write_all(&self.write_buf).and_then(|()| s.flush())
+            }
+        };
         self.write_buf.clear();
         result?;
         Ok(())
@@ -154,7 +204,11 @@ impl Connection {
                 return Ok(frame);
             }
             let n = loop {
-                match self.stream.read(&mut self.scratch) {
+                let read = match &mut self.tls {
+                    None => self.stream.read(&mut self.scratch),
+                    Some(tls) => rustls::Stream::new(tls.as_mut(), &mut self.stream).read(&mut self.scratch),
+                };
+                match read {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e.into()),
@@ -164,6 +218,16 @@ impl Connection {
                 return Err(ClientError::Closed);
             }
             self.read_buf.extend_from_slice(&self.scratch[..n]);
+            // Keep no plaintext inside rustls: `is_closed_by_peer` looks only at our buffer and
+            // the socket.
+            if let Some(tls) = &mut self.tls {
+                loop {
+                    match tls.reader().read(&mut self.scratch) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => self.read_buf.extend_from_slice(&self.scratch[..k]),
+                    }
+                }
+            }
         }
     }
 
