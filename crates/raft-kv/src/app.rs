@@ -275,7 +275,8 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             group: group.clone(),
             next_client: AtomicI64::new(1),
             metrics,
-            auth: crate::auth::session::Gate::new(users),
+            auth: crate::auth::session::Gate::new(users)
+                .with_auth_timeout(Duration::from_millis(args.security.auth_timeout_ms.max(1))),
         });
         let listener = tokio::net::TcpListener::from_std(client_listener)?;
         let server = tokio::spawn(server::serve(

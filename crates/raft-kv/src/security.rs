@@ -17,7 +17,7 @@ use crate::auth::Users;
 use crate::tls::{ClientTls, ServerFiles, ServerTls};
 
 /// Security flags of `raft-kv server`.
-#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
 #[command(next_help_heading = "Security (see SECURITY.md)")]
 pub struct SecurityArgs {
     /// Password of the `default` user: clients must `AUTH password` first. Visible to other local
@@ -31,6 +31,10 @@ pub struct SecurityArgs {
     /// `user alice on #<hash from raft-kv passwd> ~app:* +@read +@write`.
     #[arg(long, value_name = "FILE")]
     pub users_file: Option<PathBuf>,
+    /// A connection that must authenticate and has not within this many milliseconds is closed
+    /// (so idle strangers cannot hold connection slots).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub auth_timeout_ms: u64,
     /// Serve clients over TLS with this certificate chain (PEM). Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -202,6 +202,9 @@ async fn handle_connection<R, W>(
     };
     let mut parser = Parser::requests(Limits::server());
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // A connection that must authenticate has this long to do it (strangers cannot hold slots).
+    let mut auth_deadline =
+        conn.auth.user.is_none().then(|| Box::pin(tokio::time::sleep(ctx.auth.auth_timeout())));
     'read: loop {
         // Drain every complete request already buffered.
         loop {
@@ -236,9 +239,22 @@ async fn handle_connection<R, W>(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
+        if conn.auth.user.is_some() {
+            auth_deadline = None;
+        }
         let n = tokio::select! {
             r = rd.read_buf(&mut buf) => r,
             _ = shutdown.recv() => break,
+            _ = async {
+                match auth_deadline.as_mut() {
+                    Some(d) => d.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            }, if auth_deadline.is_some() => {
+                tracing::debug!(peer = %conn.peer, "closing a connection that did not authenticate in time");
+                let _ = tx.send(Pending::Close(Frame::error(crate::auth::session::AUTH_TIMEOUT_ERROR), conn.protocol)).await;
+                break;
+            }
         };
         match n {
             Ok(0) | Err(_) => break, // Closed (possibly mid-request): nothing else to do.

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Failures allowed before blocking starts.
-pub const FREE_FAILURES: u32 = 3;
+pub const FREE_FAILURES: u32 = 5;
 /// The longest block.
 pub const MAX_BLOCK: Duration = Duration::from_secs(60);
 /// A record idle this long is forgotten.
@@ -114,7 +114,7 @@ mod tests {
             assert_eq!(l.check(a, t0), Verdict::Check);
             assert_eq!(l.failed(a, t0), (k, None));
         }
-        assert_eq!(l.failed(a, t0), (4, Some(Duration::from_secs(1))));
+        assert_eq!(l.failed(a, t0), (FREE_FAILURES + 1, Some(Duration::from_secs(1))));
         assert_eq!(l.check(a, t0), Verdict::Blocked(Duration::from_secs(1)));
         assert_eq!(l.check(ip(2), t0), Verdict::Check, "other peers are not affected");
         let t1 = t0 + Duration::from_secs(1);

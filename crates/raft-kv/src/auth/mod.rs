@@ -25,6 +25,7 @@
 
 pub mod limit;
 pub mod session;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -29,7 +29,13 @@ pub struct Gate {
     users: Arc<Users>,
     limiter: Mutex<Limiter>,
     argon: Semaphore,
+    auth_timeout: Duration,
 }
+
+/// How long a connection that must authenticate may take to do it, by default.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The last answer of a connection closed for not authenticating in time.
+pub const AUTH_TIMEOUT_ERROR: &str = "ERR authentication timeout: the connection is closed";
 
 /// The authentication state of one connection.
 #[derive(Debug)]
@@ -64,7 +70,23 @@ pub const NOAUTH: &str = "NOAUTH Authentication required.";
 impl Gate {
     /// A gate over `users`.
     pub fn new(users: Users) -> Gate {
-        Gate { users: Arc::new(users), limiter: Mutex::new(Limiter::default()), argon: Semaphore::new(1) }
+        Gate {
+            users: Arc::new(users),
+            limiter: Mutex::new(Limiter::default()),
+            argon: Semaphore::new(1),
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a connection may take to authenticate (when it must).
+    pub fn with_auth_timeout(mut self, timeout: Duration) -> Gate {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may take to authenticate.
+    pub fn auth_timeout(&self) -> Duration {
+        self.auth_timeout
     }
 
     /// The users.
@@ -162,7 +184,7 @@ impl Gate {
             if let Verdict::Blocked(left) = verdict {
                 tracing::warn!(peer = %conn.peer_text, user = %printable(&user_name), "authentication refused: too many failures from this address");
                 return Err(Frame::error(format!(
-                    "ERR too many failed authentication attempts from your address; retry in {} s",
+                    "WRONGPASS too many failed authentication attempts from your address; retry in {} s",
                     left.as_secs().max(1)
                 )));
             }
@@ -394,7 +416,7 @@ mod tests {
         }
         // Blocked now, even with the right password; another address is not.
         let refused = answer(g.screen(&mut c, req(&["AUTH", "s3cret"])).await);
-        assert!(starts(&refused, "ERR too many"), "{refused:?}");
+        assert!(starts(&refused, "WRONGPASS too many"), "{refused:?}");
         let mut d = g.connection("10.1.2.4:4000");
         assert_eq!(answer(g.screen(&mut d, req(&["AUTH", "s3cret"])).await), Frame::ok());
         assert_eq!(answer(g.screen(&mut d, req(&["ACL", "WHOAMI"])).await), Frame::bulk("default"));
