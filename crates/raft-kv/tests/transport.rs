@@ -804,16 +804,17 @@ async fn idle_link_stays_up_on_keepalives() {
         (1, la.local_addr().unwrap().to_string()),
         (2, lb.local_addr().unwrap().to_string()),
     ]);
+    // 25 keepalives per idle timeout: a loaded machine does not starve the link that long.
     let tuning = TransportTuning {
         keepalive_interval: Duration::from_millis(20),
-        idle_timeout: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(500),
         ..tuning()
     };
     let a = start_node(1, CLUSTER, la, &peers, 4096, tuning).await;
     let mut b = start_node(2, CLUSTER, lb, &peers, 4096, tuning).await;
     a.transport.send(vec![heartbeat(1, 2, 0)]);
     assert_eq!(recv(&mut b.rx).await, heartbeat(1, 2, 0));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await; // four idle timeouts without a message
     a.transport.send(vec![heartbeat(1, 2, 1)]);
     assert_eq!(recv(&mut b.rx).await, heartbeat(1, 2, 1));
     for t in [&a.transport, &b.transport] {
