@@ -127,8 +127,9 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     check_hosts(&group)?;
     let users = args.security.users()?;
     let client_tls = args.security.client_tls()?;
+    let cluster_token = args.security.cluster_token()?;
     let listen_host = args.listen.as_deref().unwrap_or(&me.host);
-    crate::security::announce(listen_host, &users, client_tls.is_some());
+    crate::security::announce(listen_host, &users, client_tls.is_some(), cluster_token.is_some());
     let client_listener = bind(listen_host, me.server_port, "server")?;
     let core_listener = bind(listen_host, me.core_port, "core")?;
     let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
@@ -219,6 +220,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 peers,
                 queue_capacity: 65_536,
                 max_frame,
+                cluster_token,
             },
             TransportTuning::for_election_timeout(longest_election),
             peer_tx,

@@ -35,6 +35,11 @@ pub struct SecurityArgs {
     /// (so idle strangers cannot hold connection slots).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
+    /// File whose first line is the cluster token (at least 16 bytes; the same on every member):
+    /// peers prove it to each other in the handshake (an HMAC over fresh nonces; the token is never
+    /// sent), and a peer without it is refused. Every member needs it, or none.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_token_file: Option<PathBuf>,
     /// Serve clients over TLS with this certificate chain (PEM). Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -50,6 +55,15 @@ impl SecurityArgs {
     /// The users database the flags describe.
     pub fn users(&self) -> Result<Users> {
         Users::load(self.requirepass.as_deref(), self.requirepass_file.as_deref(), self.users_file.as_deref())
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// The cluster token, if one is configured.
+    pub fn cluster_token(&self) -> Result<Option<crate::auth::token::ClusterToken>> {
+        self.cluster_token_file
+            .as_deref()
+            .map(crate::auth::token::ClusterToken::from_file)
+            .transpose()
             .map_err(|e| anyhow!("{e}"))
     }
 
@@ -75,15 +89,24 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// Logs the start-up facts about security, loudly when a node any other machine can reach lets
 /// every client in (Redis' protected mode is the anchor; raft-kv warns rather than refuses).
-pub fn announce(bind_host: &str, users: &Users, tls: bool) {
+pub fn announce(bind_host: &str, users: &Users, tls: bool, cluster_token: bool) {
     let auth = if users.required() { "required" } else { "off" };
     tracing::info!(
         authentication = auth,
         users = users.users().count(),
         client_tls = tls,
-        "client security: authentication {auth}, TLS {}",
-        if tls { "on" } else { "off" }
+        cluster_token,
+        "client security: authentication {auth}, TLS {}; peers: cluster token {}",
+        if tls { "on" } else { "off" },
+        if cluster_token { "required" } else { "off" }
     );
+    if !cluster_token && !is_loopback_host(bind_host) {
+        tracing::warn!(
+            "SECURITY WARNING: the core (peer) port on {bind_host} is not authenticated: anyone who can reach it \
+             and knows the member list can join the peer conversation. Set --cluster-token-file on every member \
+             and keep core ports on a private network. See SECURITY.md."
+        );
+    }
     if !users.required() && !is_loopback_host(bind_host) {
         tracing::warn!(
             "SECURITY WARNING: this node listens on {bind_host}, which other machines may reach, and NO PASSWORD \

@@ -235,12 +235,33 @@ pub struct Handshake {
     /// 0 (an older node): it neither sends nor understands them (see the module docs).
     #[prost(uint32, tag = "5")]
     pub keepalive_ms: u32,
+    /// Cluster-token authentication ([`crate::auth::token`]): the sender's fresh nonce; empty (an
+    /// older node, or one without a token): the sender does not authenticate.
+    #[prost(bytes = "vec", tag = "6")]
+    pub nonce: Vec<u8>,
+    /// Cluster-token authentication: the sender's proof. Set in the listener's answer, and in the
+    /// proof frame the dialer sends after it (a handshake message with only `magic` and `proof`).
+    #[prost(bytes = "vec", tag = "7")]
+    pub proof: Vec<u8>,
 }
 
 impl Handshake {
     /// The handshake this node sends.
     pub fn new(cluster_id: u64, node_id: NodeId) -> Self {
-        Handshake { magic: MAGIC, version: PROTOCOL_VERSION, cluster_id, node_id, keepalive_ms: 0 }
+        Handshake {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            cluster_id,
+            node_id,
+            keepalive_ms: 0,
+            nonce: Vec::new(),
+            proof: Vec::new(),
+        }
+    }
+
+    /// The dialer's proof frame (cluster-token authentication).
+    pub fn proof_frame(proof: Vec<u8>) -> Self {
+        Handshake { magic: MAGIC, proof, ..Handshake::default() }
     }
 
     /// The same handshake announcing keepalives every `interval` (rounded up to whole

@@ -492,3 +492,80 @@ fn connections_that_do_not_authenticate_in_time_are_closed() {
     let mut authed = authed;
     assert!(matches!(authed.request(&["PING"]).unwrap(), Frame::Simple(_)));
 }
+
+/// Reads `INFO raft` of node `k` as `field`.
+fn info_field(c: &Cluster, k: usize, sec: &ClientSecurity, field: &str) -> Option<String> {
+    let mut conn = connect(c, k, sec)?;
+    match conn.request(&["INFO", "raft"]).ok()? {
+        Frame::Bulk(b) => Cluster::field(&String::from_utf8_lossy(&b), field),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_peer_with_a_wrong_cluster_token_or_none_is_refused_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("token"), dir.path().join("other-token"));
+    std::fs::write(&good, "the-cluster-token-of-this-test\n").unwrap();
+    std::fs::write(&bad, "a-different-token-of-a-stranger\n").unwrap();
+    let mut c = Cluster::start_with(3, &["--cluster-token-file", &good.display().to_string()]);
+    let open = ClientSecurity::default();
+    wait_leader(&c, &open, Duration::from_secs(20));
+    let mut w = connect(&c, 0, &open).unwrap();
+    assert_eq!(w.request(&["SET", "before", "1"]).unwrap(), ok());
+    let token_of_the_good = std::fs::read_to_string(&good).unwrap();
+
+    // C is replaced by an impostor with C's name and a fresh data directory: once with another
+    // token, once with none. Neither may join: the others refuse it, it gets no entries.
+    for (label, args) in [
+        ("wrong token", vec!["--cluster-token-file".to_string(), bad.display().to_string()]),
+        ("no token", vec![]),
+    ] {
+        c.kill(2);
+        let impostor_dir = dir.path().join(format!("impostor-{}", label.replace(' ', "-")));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-gc")
+            .args(&c.group)
+            .args(["-m", "group-member", "-i", "C", "-d"])
+            .arg(&impostor_dir)
+            .args(&args);
+        let log_path = dir.path().join(format!("impostor-{}.log", label.replace(' ', "-")));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut impostor = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        // Writes go on through the majority (A, B); the impostor never learns them.
+        for i in 0..20 {
+            assert_eq!(w.request(&["SET", &format!("{label}-{i}"), "x"]).unwrap(), ok());
+        }
+        let start = Instant::now();
+        let refused_by_a = |c: &Cluster| c.log(0).matches("cluster token").count();
+        while refused_by_a(&c) == 0 || !std::fs::read_to_string(&log_path).unwrap().contains("cluster token")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no refusal logged ({label}); A: {}",
+                c.log(0)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let applied = info_field(&c, 2, &open, "applied_index").and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(applied, Some(0), "the impostor ({label}) applied entries");
+        let _ = impostor.kill();
+        let _ = impostor.wait();
+    }
+    // The log names the refusal, never the token.
+    let log_a = c.log(0);
+    assert!(log_a.contains("refused a connection on the peer port"), "{log_a}");
+    assert!(!log_a.contains(token_of_the_good.trim()));
+    // The real C comes back and catches up.
+    c.start_node(2);
+    let start = Instant::now();
+    loop {
+        let mut r = connect(&c, 2, &open);
+        if let Some(Frame::Bulk(v)) = r.as_mut().and_then(|r| r.request(&["GET", "no token-19"]).ok()) {
+            assert_eq!(&v[..], b"x");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "C did not catch up: {}", c.log(2));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -69,6 +69,7 @@ async fn start_node(
         peers: peers.clone(),
         queue_capacity,
         max_frame: wire::DEFAULT_MAX_FRAME,
+        cluster_token: None,
     };
     let transport = Transport::start_with(cfg, tuning, tx).await.unwrap();
     Node { transport, rx }

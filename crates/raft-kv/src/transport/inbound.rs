@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 
 use super::util::{shutdown_signal, FrameReader, RateLimit, ReadError};
 use super::{bump, InboundContext, PeerCounters};
+use crate::auth::token::{self, Role};
 use crate::wire::{self, Handshake, WireError, FRAME_HEADER_LEN, MAGIC, MAX_HANDSHAKE_FRAME};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
@@ -60,6 +61,8 @@ enum Refusal {
     UnknownPeer(NodeId),
     #[error("a node with this node's own id {0} connected (duplicate node id?)")]
     OwnId(NodeId),
+    #[error("cluster token: {0}")]
+    Token(&'static str),
 }
 
 /// Why an accepted connection ended.
@@ -241,7 +244,23 @@ async fn handshake(
     };
     // The right magic: answer even if we refuse below, so that the dialer can log why.
     let mut answer = BytesMut::new();
-    let ours = Handshake::new(ctx.cluster_id, ctx.id).with_keepalive(ctx.keepalive_interval);
+    let mut ours = Handshake::new(ctx.cluster_id, ctx.id).with_keepalive(ctx.keepalive_interval);
+    // With a token, prove it over the dialer's nonce and ours (only to a dialer that has one).
+    let transcript_nonce = match (&ctx.cluster_token, theirs.nonce.is_empty()) {
+        (Some(secret), false) if theirs.nonce.len() <= 64 => {
+            ours.nonce = token::nonce();
+            let t = token::Transcript {
+                cluster_id: ctx.cluster_id,
+                dialer: theirs.node_id,
+                listener: ctx.id,
+                dialer_nonce: &theirs.nonce,
+                listener_nonce: &ours.nonce,
+            };
+            ours.proof = secret.proof(Role::Listener, &t).to_vec();
+            Some(ours.nonce.clone())
+        }
+        _ => None,
+    };
     wire::encode_frame(&ours, MAX_HANDSHAKE_FRAME, &mut answer)?;
     write.write_all(&answer).await?;
     let peer = theirs.validate(ctx.cluster_id)?;
@@ -250,6 +269,35 @@ async fn handshake(
     }
     if !ctx.peers.contains_key(&peer) {
         return Err(Refusal::UnknownPeer(peer));
+    }
+    match (&ctx.cluster_token, transcript_nonce) {
+        (None, _) if theirs.nonce.is_empty() => {}
+        (None, _) => return Err(Refusal::Token("the peer has a cluster token and this node has none")),
+        (Some(_), None) => {
+            return Err(Refusal::Token(
+                "this node has a cluster token and the peer has none (or a bad nonce)",
+            ))
+        }
+        (Some(secret), Some(our_nonce)) => {
+            // The dialer's proof comes before any message.
+            let frame = match reader.next_frame(MAX_HANDSHAKE_FRAME).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Err(Refusal::Token("closed before proving the cluster token")),
+                Err(ReadError::Io(e)) => return Err(Refusal::Io(e)),
+                Err(e) => return Err(stranger(e.to_string(), reader)),
+            };
+            let proof = wire::decode_handshake(frame).map(|h| h.proof).unwrap_or_default();
+            let t = token::Transcript {
+                cluster_id: ctx.cluster_id,
+                dialer: peer,
+                listener: ctx.id,
+                dialer_nonce: &theirs.nonce,
+                listener_nonce: &our_nonce,
+            };
+            if !secret.verify(Role::Dialer, &t, &proof) {
+                return Err(Refusal::Token("wrong proof (a different cluster token?)"));
+            }
+        }
     }
     Ok((peer, theirs.keepalive_ms))
 }

@@ -112,6 +112,10 @@ pub struct TransportConfig {
     /// good value). A larger outgoing message is dropped; a larger incoming frame closes the
     /// connection.
     pub max_frame: usize,
+    /// The cluster token: when set, every connection proves it both ways in the handshake
+    /// ([`crate::auth::token`]) and a peer without it is refused; `None`: the handshake of nodes
+    /// without a token.
+    pub cluster_token: Option<crate::auth::token::ClusterToken>,
 }
 
 /// Timing knobs, with defaults fit for a LAN (see [`Transport::start_with`]).
@@ -327,6 +331,8 @@ struct InboundContext {
     peers: BTreeMap<NodeId, Arc<PeerCounters>>,
     global: Arc<GlobalCounters>,
     inbound: mpsc::Sender<PeerMessage>,
+    /// The cluster token, if the cluster has one.
+    cluster_token: Option<crate::auth::token::ClusterToken>,
 }
 
 impl Transport {
@@ -395,6 +401,7 @@ impl Transport {
                 idle_timeout: tuning.idle_timeout,
                 counters: counters.clone(),
                 lane: lane.clone(),
+                cluster_token: cfg.cluster_token.clone(),
             };
             tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
             let oversize_log = RateLimit::new(Duration::from_secs(10));
@@ -410,6 +417,7 @@ impl Transport {
             peers: peers.iter().map(|(&id, p)| (id, p.counters.clone())).collect(),
             global: global.clone(),
             inbound,
+            cluster_token: cfg.cluster_token.clone(),
         };
         tasks.push(tokio::spawn(inbound::accept_loop(listener, Arc::new(ctx), shutdown_rx)));
         tracing::info!(id = cfg.id, %local_addr, peers = peers.len(), "peer transport listening");

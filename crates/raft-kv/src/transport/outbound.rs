@@ -56,6 +56,7 @@ use tokio::time::Instant as TokioInstant;
 use super::lane::Lane;
 use super::util::{shutdown_signal, Backoff, FrameReader, RateLimit, ReadError};
 use super::{bump, PeerCounters};
+use crate::auth::token::{self, ClusterToken, Role};
 use crate::wire::{self, Handshake, WireError, MAX_HANDSHAKE_FRAME};
 
 /// Most messages taken from the queue for one write.
@@ -118,6 +119,8 @@ enum DialError {
     UnexpectedData,
     #[error("dialed node {expected} but node {got} answered (peer addresses mixed up?)")]
     WrongNode { expected: NodeId, got: NodeId },
+    #[error("cluster token: {0}")]
+    Token(&'static str),
 }
 
 /// Why an established connection ended.
@@ -212,6 +215,8 @@ pub(super) struct OutboundTask {
     pub(super) counters: Arc<PeerCounters>,
     /// The connection shared with direct senders.
     pub(super) lane: Arc<Lane>,
+    /// The cluster token, if the cluster has one.
+    pub(super) cluster_token: Option<ClusterToken>,
 }
 
 impl OutboundTask {
@@ -344,7 +349,10 @@ impl OutboundTask {
         stream.set_nodelay(true)?;
         let (read, mut write) = stream.into_split();
         let mut hello = BytesMut::new();
-        let ours = Handshake::new(self.cluster_id, self.id).with_keepalive(self.keepalive_interval);
+        let mut ours = Handshake::new(self.cluster_id, self.id).with_keepalive(self.keepalive_interval);
+        if self.cluster_token.is_some() {
+            ours.nonce = token::nonce();
+        }
         wire::encode_frame(&ours, MAX_HANDSHAKE_FRAME, &mut hello)?;
         write.write_all(&hello).await?;
         let mut reader = FrameReader::new(read);
@@ -355,6 +363,35 @@ impl OutboundTask {
         let got = theirs.validate(self.cluster_id)?;
         if got != self.peer {
             return Err(DialError::WrongNode { expected: self.peer, got });
+        }
+        match (&self.cluster_token, theirs.nonce.is_empty()) {
+            (None, true) => {}
+            (None, false) => {
+                return Err(DialError::Token("the peer has a cluster token and this node has none"))
+            }
+            (Some(_), true) => {
+                return Err(DialError::Token("this node has a cluster token and the peer has none"))
+            }
+            (Some(secret), false) => {
+                // The listener proves the token first; only then do we prove ours.
+                let t = token::Transcript {
+                    cluster_id: self.cluster_id,
+                    dialer: self.id,
+                    listener: got,
+                    dialer_nonce: &ours.nonce,
+                    listener_nonce: &theirs.nonce,
+                };
+                if !secret.verify(Role::Listener, &t, &theirs.proof) {
+                    return Err(DialError::Token("the peer's proof is wrong (a different cluster token?)"));
+                }
+                let mut proof = BytesMut::new();
+                wire::encode_frame(
+                    &Handshake::proof_frame(secret.proof(Role::Dialer, &t).to_vec()),
+                    MAX_HANDSHAKE_FRAME,
+                    &mut proof,
+                )?;
+                write.write_all(&proof).await?;
+            }
         }
         let (read, leftover) = reader.into_parts();
         // Keepalives (zeros) may already follow the answer; nothing else may.
