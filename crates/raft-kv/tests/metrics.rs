@@ -58,11 +58,25 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn metrics_health_and_ready_reflect_the_cluster() {
-    let mut c = Cluster::start_with(3, &[]);
-    // Started above without metrics: restart each node with its own metrics port.
-    let mports = free_ports(3);
+    // All ports picked in one go (held open together while picked, so they are distinct), before
+    // any node starts: a port picked while the nodes are still binding theirs could collide.
+    let ports = free_ports(9);
+    let names: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
+    let group = names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| format!("{n},127.0.0.1,{},{}", ports[k], ports[3 + k]))
+        .collect();
+    let mut c = Cluster {
+        names,
+        server_ports: ports[..3].to_vec(),
+        group,
+        dir: tempfile::tempdir().unwrap(),
+        procs: (0..3).map(|_| None).collect(),
+        extra_args: Vec::new(),
+    };
+    let mports = ports[6..].to_vec();
     for (k, &port) in mports.iter().enumerate() {
-        c.kill(k);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
