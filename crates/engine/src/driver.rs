@@ -12,6 +12,8 @@
 //!   leader, timeouts, back-pressure;
 //! - [`sync`]: deferred syncs and the acknowledgements held for them;
 //! - [`snapshot`]: taking, sending, receiving and installing snapshots;
+//! - [`admin`]: membership changes and leadership transfers asked of the node, and the membership
+//!   the state machine has applied (snapshots record it);
 //!
 //! and this file, which owns the core, the log store and the state machine and runs each batch.
 //!
@@ -33,19 +35,22 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use raft::{Index, Message, Node, NodeId, Role, Term};
+use raft::{Entry, Index, Membership, Message, Node, NodeId, Role, Term};
 use storage::{FileSystem, LogOptions, LogStore, StorageError};
 
 use crate::kv::{Command, KvError, KvStore, Query, Reply};
 use crate::snapshots::{ChunkStatus, SnapshotConfig};
 
+mod admin;
 mod requests;
 mod snapshot;
 mod sync;
 
+pub use admin::{member_name, MemberChange};
 pub use requests::DEFAULT_WRITE_WINDOW;
 pub use sync::SyncJob;
 
+use admin::Admin;
 use requests::{Requests, Timing};
 use snapshot::SnapshotWork;
 use sync::SyncTickets;
@@ -147,6 +152,11 @@ pub enum Request {
     /// Take a snapshot now (an admin command): answered with the index of a durable snapshot that
     /// covers everything applied when the request arrived.
     Snapshot,
+    /// Change the membership (leader only): answered with the changed node's id once this node
+    /// applied the change (see [`admin`]).
+    Member(MemberChange),
+    /// Hand leadership to a voter (leader only): answered once it leads (see [`admin`]).
+    TransferLeader(NodeId),
 }
 
 /// Why a request failed.
@@ -161,6 +171,13 @@ pub enum RequestError {
     /// The request was not answered in time; a write may or may not have been executed.
     #[error("timed out; a write may or may not have been executed")]
     Timeout,
+    /// Only the leader does this (membership changes, leadership transfer); `leader` is the one
+    /// this node knows of. Nothing was done.
+    #[error("not the leader; nothing was done")]
+    NotLeader {
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+    },
 }
 
 /// The answer to a request.
@@ -186,6 +203,14 @@ pub enum FatalError {
     /// The core kept producing work without settling (a bug): stopping beats spinning.
     #[error("the consensus core did not settle: {0}")]
     Stuck(String),
+    /// A committed configuration entry does not decode (a damaged log or another version's).
+    #[error("applying configuration entry {index}: {reason}")]
+    Membership {
+        /// The entry's index.
+        index: Index,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Driver settings (times in ticks).
@@ -262,6 +287,8 @@ pub struct Driver<F: FileSystem> {
     syncs: SyncTickets<F>,
     /// Snapshot work.
     snap: SnapshotWork<F>,
+    /// Admin requests and the applied membership.
+    admin: Admin,
     /// Messages to send.
     outbox: Vec<PeerMessage>,
     /// Answers to deliver.
@@ -273,14 +300,38 @@ pub struct Driver<F: FileSystem> {
 impl<F: FileSystem> Driver<F> {
     /// Opens the replica's storage in `dir` and recovers its state: the snapshot (if any), then the
     /// log entries after it (see [`crate::snapshots`] for how a log that does not continue the
-    /// snapshot is reconciled).
+    /// snapshot is reconciled). The bootstrap membership is `config.raft.voters` (see
+    /// [`Driver::open_with`]).
     pub fn open(fs: F, dir: &Path, config: DriverConfig) -> Result<Self, FatalError> {
+        let bootstrap = Membership::from_voters(&config.raft.voters);
+        Self::open_with(fs, dir, config, bootstrap)
+    }
+
+    /// Like [`Driver::open`], with `bootstrap` the membership as of log index 0 (the members a
+    /// cluster was bootstrapped with, with their records; empty for a node that joined a running
+    /// cluster). A snapshot's membership, when there is one, takes its place; a version 1
+    /// snapshot's voters get their records from `bootstrap`.
+    pub fn open_with(
+        fs: F,
+        dir: &Path,
+        config: DriverConfig,
+        bootstrap: Membership,
+    ) -> Result<Self, FatalError> {
         config.validate().map_err(FatalError::Recovery)?;
-        let recovered = snapshot::recover(&fs, dir, &config)?;
-        let snapshot::RecoveredState { store, kv, snapshot, hard_state, offset, entries } = recovered;
+        let recovered = snapshot::recover(&fs, dir, &config, &bootstrap)?;
+        let snapshot::RecoveredState { store, kv, snapshot, hard_state, offset, entries, membership } =
+            recovered;
         let applied = snapshot.as_ref().map_or(0, |(m, _)| m.index);
-        let node = Node::new(config.raft.clone(), hard_state, offset.0, offset.1, entries, applied)
-            .map_err(FatalError::Recovery)?;
+        let node = Node::with_membership(
+            config.raft.clone(),
+            membership.clone(),
+            hard_state,
+            offset.0,
+            offset.1,
+            entries,
+            applied,
+        )
+        .map_err(FatalError::Recovery)?;
         let timing = Timing {
             request_timeout: config.request_timeout_ticks,
             forward_retry: config.forward_retry_ticks,
@@ -294,6 +345,7 @@ impl<F: FileSystem> Driver<F> {
             requests: Requests::new(config.session, timing, config.write_window),
             syncs: SyncTickets::new(),
             snap: SnapshotWork::new(fs, dir.to_path_buf(), snapshot),
+            admin: Admin::new(membership, applied),
             outbox: Vec::new(),
             answers: Vec::new(),
             apply_records: Vec::new(),
@@ -328,7 +380,14 @@ impl<F: FileSystem> Driver<F> {
 
     /// Number of requests not yet answered.
     pub fn pending(&self) -> usize {
-        self.requests.pending() + self.snap.waiters()
+        self.requests.pending() + self.snap.waiters() + self.admin.pending()
+    }
+
+    /// The membership as of the state machine's applied index, and the index it comes from (the
+    /// configuration entry's, or the snapshot's / 0 for the bootstrap one). The core's
+    /// [`Node::membership`] is the latest in the log, committed or not.
+    pub fn applied_membership(&self) -> (&Membership, Index) {
+        (&self.admin.applied, self.admin.applied_index)
     }
 
     /// Writes in flight (proposed or forwarded) and writes waiting for room in the window.
@@ -359,6 +418,12 @@ impl<F: FileSystem> Driver<F> {
             }
             Request::Read(query) => self.requests.submit_read(request, query, self.now, &mut self.node),
             Request::Snapshot => self.request_snapshot(request),
+            Request::Member(change) => {
+                self.admin.submit_change(request, change, &mut self.node, self.now, &mut self.answers)
+            }
+            Request::TransferLeader(target) => {
+                self.admin.submit_transfer(request, target, &mut self.node, self.now, &mut self.answers)
+            }
         }
     }
 
@@ -388,6 +453,7 @@ impl<F: FileSystem> Driver<F> {
         self.now += 1;
         self.node.tick();
         self.requests.tick(self.now, &mut self.node, &mut self.answers);
+        self.admin.tick(self.now, self.config.request_timeout_ticks, &mut self.answers);
         self.tick_snapshots();
     }
 
@@ -432,7 +498,7 @@ impl<F: FileSystem> Driver<F> {
             // 1. Apply what is committed and serve the reads it allows (see above for why this may
             //    precede the persist step).
             for entry in &rd.committed {
-                self.apply(entry.index, &entry.data)?;
+                self.apply(entry)?;
             }
             for rs in rd.reads {
                 self.requests.read_state(rs);
@@ -490,7 +556,9 @@ impl<F: FileSystem> Driver<F> {
             for peer in rd.snapshots {
                 self.start_transfer(peer);
             }
+            self.admin.check_transfers(&self.node, &mut self.answers);
         }
+        self.admin.check_transfers(&self.node, &mut self.answers);
         self.pump_transfers();
         self.maybe_start_snapshot();
         Ok(())
@@ -543,7 +611,17 @@ impl<F: FileSystem> Driver<F> {
         self.syncs.drop_held(stale);
     }
 
-    fn apply(&mut self, index: Index, data: &[u8]) -> Result<(), FatalError> {
+    fn apply(&mut self, entry: &Entry) -> Result<(), FatalError> {
+        let (index, data) = (entry.index, &entry.data[..]);
+        if entry.is_config() {
+            // The state machine only moves past it; the membership is the admin part's.
+            let m = Membership::decode(data)
+                .map_err(|e| FatalError::Membership { index, reason: e.to_string() })?;
+            self.kv.advance_to(index).map_err(|source| FatalError::Apply { index, source })?;
+            self.snap.applied(data.len());
+            self.admin.applied_config(entry, m, &mut self.answers);
+            return Ok(());
+        }
         let applied = self.kv.apply(index, data).map_err(|source| FatalError::Apply { index, source })?;
         self.snap.applied(data.len());
         let Some(a) = applied else { return Ok(()) };

@@ -10,8 +10,8 @@ pub mod kv;
 pub mod snapshots;
 
 pub use driver::{
-    ApplyRecord, Driver, DriverConfig, Early, FatalError, PeerMessage, Request, RequestError, RequestId,
-    Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS,
+    member_name, ApplyRecord, Driver, DriverConfig, Early, FatalError, MemberChange, PeerMessage, Request,
+    RequestError, RequestId, Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS,
 };
 pub use host::{run_batch, Input, Io};
 pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

@@ -222,8 +222,17 @@ pub fn open(
 }
 
 fn create(dir: &Path, name: &str, group: &Group, start_as: StartAs, token: &str) -> Result<Identity, String> {
+    // The lock, and our own temporary left by a crash while the identity was first written, are
+    // not data.
+    let tmp = format!("{META_FILE}.tmp");
     let has_data = std::fs::read_dir(dir)
-        .map(|mut it| it.any(|e| e.is_ok_and(|e| e.file_name() != "LOCK" && e.file_name() != ".lock")))
+        .map(|mut it| {
+            it.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name() != "LOCK" && e.file_name() != ".lock" && e.file_name() != tmp.as_str()
+                })
+            })
+        })
         .unwrap_or(false);
     if has_data {
         return Err(format!(
@@ -295,6 +304,10 @@ mod tests {
         );
         let err = open(dir.path(), "A", &g, StartAs::Member, "").unwrap_err();
         assert!(err.contains("belongs to node 'B'"), "{err}");
+        // A crash while the identity was first written leaves only its temporary: a fresh start.
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::write(crashed.path().join("raft-kv.meta.tmp"), b"raft-kv data dir").unwrap();
+        assert_eq!(open(crashed.path(), "B", &g, StartAs::Member, "").unwrap().node_id, Some(2));
         let foreign = tempfile::tempdir().unwrap();
         std::fs::write(foreign.path().join("something"), b"x").unwrap();
         let err = open(foreign.path(), "A", &g, StartAs::Member, "").unwrap_err();

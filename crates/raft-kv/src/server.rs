@@ -352,6 +352,9 @@ fn response_frame(response: Response) -> Frame {
         Err(RequestError::Timeout) => Frame::error(
             "TIMEOUT the cluster did not answer in time; a write may or may not have been applied",
         ),
+        Err(RequestError::NotLeader { .. }) => {
+            Frame::error("NOTLEADER only the leader does this and this node is not it; nothing was done")
+        }
     }
 }
 

@@ -282,7 +282,11 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
                 let _ = kv.apply(i, &engine::kv::encode_proposal(&p));
             }
             let image = kv.snapshot();
-            let meta = storage::snapshot::SnapshotMeta { index: 3, term: 1, voters: vec![1, 2, 3] };
+            let meta = storage::snapshot::SnapshotMeta {
+                index: 3,
+                term: 1,
+                membership: raft::Membership::from_voters(&[1, 2, 3]),
+            };
             let mut w =
                 storage::snapshot::SnapshotWriter::create(fs.clone(), dir, "s", &meta, false).unwrap();
             w.write(&image).unwrap();

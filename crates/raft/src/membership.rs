@@ -240,7 +240,7 @@ const ENCODING_VERSION: u8 = 1;
 /// The most members a membership may hold.
 pub const MAX_MEMBERS: usize = 1024;
 /// The largest context of one member.
-pub const MAX_CONTEXT_LEN: usize = 64 * 1024;
+pub const MAX_CONTEXT_LEN: usize = 1024;
 
 impl Membership {
     /// An empty membership (a node that has not been told its cluster's configuration yet).

@@ -234,15 +234,19 @@ impl Invariants {
         Ok(())
     }
 
-    /// Committed entries are safe from the next election: a live node that lacks a committed entry
-    /// must have a log less up to date than a majority of logs (so it can never collect a majority
-    /// of votes). This catches a wrongly committed entry as soon as it is at risk, before some
+    /// Committed entries are safe from the next election: a live voter that lacks a committed entry
+    /// must have a log less up to date than those of a majority of the voters of its configuration
+    /// (so it can never collect a majority of votes). This catches a wrongly committed entry as soon as it is at risk, before some
     /// election actually overwrites it (Figure 8).
     fn check_electable(&self, nodes: &[(NodeId, &Driver<MemFs>)]) -> Result<(), String> {
         let Some(&max_committed) = self.committed.keys().next_back() else { return Ok(()) };
         for &(id, d) in nodes {
             let n = d.node();
-            let quorum = n.config().voters.len() / 2 + 1;
+            // The node campaigns in its own latest configuration: only its voters' votes count.
+            let m = n.membership();
+            if !m.is_voter(id) {
+                continue; // Learners and removed nodes never campaign.
+            }
             let from = (n.commit() + 1).max(n.first_index());
             if from > max_committed {
                 continue;
@@ -253,9 +257,11 @@ impl Invariants {
                 .find(|&(&index, &c)| n.entry(index).map(|e| digest(e.term, &e.data)) != Some(c));
             let Some((&index, _)) = lacking else { continue };
             let mine = (n.last_term(), n.last_index());
-            let behind =
-                nodes.iter().filter(|(_, o)| (o.node().last_term(), o.node().last_index()) <= mine).count();
-            if behind >= quorum {
+            let behind = nodes
+                .iter()
+                .filter(|(o, od)| m.is_voter(*o) && (od.node().last_term(), od.node().last_index()) <= mine)
+                .count();
+            if behind >= m.quorum() {
                 return Err(format!(
                     "node {id} lacks committed entry {index} but its log (last term {}, index {}) is as up to date as {behind} logs: it could be elected",
                     mine.0, mine.1

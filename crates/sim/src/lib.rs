@@ -6,8 +6,11 @@
 //! One u64 seed determines the whole run, event for event. Run seeds with `cargo test -p sim`;
 //! `RAFT_SIM_SEEDS=N` sets how many, `RAFT_SIM_SEED=S` replays one.
 
+mod config;
 pub mod invariants;
+mod io;
 pub mod linearizability;
+pub mod membership;
 pub mod network;
 pub mod workload;
 pub mod world;

@@ -66,6 +66,8 @@ pub fn outcome(op: &Op, response: Response) -> Result<Option<OpOutput>, String> 
         Err(RequestError::NoLeader) => return Err("no leader".into()),
         Err(RequestError::Overloaded) => return Err("overloaded".into()),
         Err(RequestError::Timeout) => return Ok(None),
+        // Only admin requests get this; a client operation never does.
+        Err(RequestError::NotLeader { .. }) => return Err("not the leader".into()),
     };
     let out = match (op, reply) {
         (Op::Get, Reply::Bulk(v)) => OpOutput::Value(Some(v.to_vec())),

@@ -20,6 +20,11 @@
 //! the end the history is checked for linearizability and the cluster for liveness (once the
 //! faults stop, a leader is elected and every request completes).
 //!
+//! Membership: in every run an operator changes the cluster (add learners, promote, remove voters
+//! and the leader, replace nodes, 3 -> 5 -> 3, transfer leadership) through the admin requests the
+//! server submits, under all the faults; see [`crate::membership`] for the plans and the checks
+//! that go with them.
+//!
 //! Faults: message loss, duplication, delay and reordering; symmetric, isolating (usually the
 //! leader, for long) and one-way partitions, each healed on its own; crashes (power failures: the
 //! disk loses unsynced data, undelivered messages of the node are lost half the time), including
@@ -33,148 +38,23 @@
 //! values), the RESP server, threads (background jobs run at a random later virtual time), and real
 //! clocks. Those are covered by the real-process tests.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use engine::{
-    Driver, DriverConfig, FatalError, Input, Io, PeerMessage, RequestId, Response, SnapshotConfig,
-    SnapshotJob, SyncJob,
-};
-use raft::{Entry, MessageBody, NodeId, Rng, Role};
-use storage::{FaultOp, FileSystem, LogOptions, MemFs, StorageError};
+use engine::{Driver, DriverConfig, FatalError, Input, PeerMessage, SnapshotJob, SyncJob};
+use raft::{Membership, NodeId, Rng, Role};
+use storage::{FaultOp, LogOptions, MemFs};
 
+pub use crate::config::SimConfig;
 use crate::invariants::Invariants;
+use crate::io::SimIo;
 use crate::linearizability::{self, CheckResult, Operation};
-use crate::network::{NetConfig, Network};
+use crate::membership::{self, Action, MembershipChecks, Operator};
+use crate::network::Network;
 use crate::workload::{self, Client};
 
 /// Ticks: one every 10 ms of virtual time.
 pub const TICK_MS: u64 = 10;
-
-/// The shape of one simulated run, drawn from the seed.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// Cluster size (3 or 5).
-    pub nodes: u64,
-    /// Number of clients.
-    pub clients: u64,
-    /// Number of hot keys.
-    pub keys: u64,
-    /// Network faults while the nemesis is active.
-    pub net: NetConfig,
-    /// Virtual time during which faults happen.
-    pub fault_ms: u64,
-    /// Virtual time after the faults stop, for liveness.
-    pub calm_ms: u64,
-    /// Mean time between nemesis actions.
-    pub nemesis_every_ms: u64,
-    /// Whether nodes crash and restart.
-    pub crashes: bool,
-    /// Whether the network is partitioned.
-    pub partitions: bool,
-    /// Probability, per node and step, that the node's next fsync fails: the node then crashes
-    /// after having sent its early messages (a leader's appends) but before its log was durable.
-    pub disk_faults: f64,
-    /// Raft PreVote on or off (it hides election bugs when always on).
-    pub pre_vote: bool,
-    /// Raft CheckQuorum on or off (it shortens the life of a deposed leader when on).
-    pub check_quorum: bool,
-    /// Most entries per AppendEntries (small values make followers acknowledge log prefixes).
-    pub max_entries: usize,
-    /// Probability that a new leader is crashed right after its election (with `crashes`).
-    pub churn: f64,
-    /// Snapshot settings (`entries` 0: no snapshots in this run).
-    pub snapshot: SnapshotConfig,
-    /// Longest virtual time a snapshot job takes (it completes after a random delay up to this).
-    pub snapshot_job_ms: u64,
-    /// Probability that a node crashes right after writing a snapshot, before installing it.
-    pub snapshot_crash: f64,
-    /// Nodes hand their fdatasyncs out as sync jobs (as the server does with `--sync-thread`)
-    /// instead of syncing inline (the default).
-    pub deferred_sync: bool,
-    /// Longest virtual time a sync job takes (it completes after a random delay up to this).
-    pub sync_job_ms: u64,
-    /// Longest time inputs queue at a node before its thread runs them as one batch.
-    pub batch_ms: u64,
-    /// Probability, per batch during the faults, that the node thread stalls for one to three
-    /// election timeouts first.
-    pub stall: f64,
-    /// Longest time a batch that syncs keeps the node thread busy.
-    pub disk_ms: u64,
-    /// Probability, per batch that syncs during the faults, that the disk takes one to three
-    /// election timeouts.
-    pub slow_disk: f64,
-    /// Most AppendEntries in flight per follower.
-    pub max_inflight: usize,
-    /// Most writes in flight per node ([`DriverConfig::write_window`]).
-    pub write_window: usize,
-}
-
-impl SimConfig {
-    /// Draws a configuration from `rng`.
-    pub fn random(rng: &mut Rng) -> SimConfig {
-        let mut cfg = SimConfig {
-            nodes: if rng.chance(0.5) { 3 } else { 5 },
-            clients: rng.range(2, 7),
-            keys: rng.range(1, 4),
-            net: NetConfig {
-                drop: [0.0, 0.01, 0.05, 0.15][rng.range(0, 4) as usize],
-                duplicate: [0.0, 0.02, 0.1][rng.range(0, 3) as usize],
-                min_delay: 1,
-                max_delay: rng.range(2, 25),
-                spike: [0.0, 0.01, 0.05][rng.range(0, 3) as usize],
-            },
-            fault_ms: 3_000,
-            calm_ms: 3_000,
-            nemesis_every_ms: rng.range(100, 600),
-            crashes: rng.chance(0.8),
-            partitions: rng.chance(0.8),
-            disk_faults: [0.0, 0.0005, 0.003][rng.range(0, 3) as usize],
-            pre_vote: rng.chance(0.5),
-            check_quorum: rng.chance(0.5),
-            max_entries: [1, 2, 64][rng.range(0, 3) as usize],
-            churn: [0.0, 0.5, 0.9][rng.range(0, 3) as usize],
-            snapshot: SnapshotConfig {
-                entries: [0, 3, 8, 30, 120][rng.range(0, 5) as usize],
-                log_bytes: 0,
-                keep_entries: [0, 4, 25][rng.range(0, 3) as usize],
-                chunk_size: [48, 300, 4096][rng.range(0, 3) as usize],
-                window: rng.range(1, 9) as usize,
-                retransmit_ticks: 10,
-                abort_ticks: 60,
-            },
-            snapshot_job_ms: [0, 30, 300][rng.range(0, 3) as usize],
-            snapshot_crash: [0.0, 0.1][rng.range(0, 2) as usize],
-            deferred_sync: rng.chance(0.3),
-            sync_job_ms: [0, 1, 5, 30][rng.range(0, 4) as usize],
-            batch_ms: [0, 1, 3, 10][rng.range(0, 4) as usize],
-            stall: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],
-            disk_ms: [0, 1, 2][rng.range(0, 3) as usize],
-            slow_disk: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],
-            max_inflight: [8, 64, 256][rng.range(0, 3) as usize],
-            write_window: [2, 8, engine::DEFAULT_WRITE_WINDOW][rng.range(0, 3) as usize],
-        };
-        if rng.chance(0.25) {
-            // A snapshot storm: compaction races replication, so followers are sent snapshots while
-            // entries (and late acknowledgements) are still in flight, deep pipelines included.
-            cfg.snapshot.entries = rng.range(3, 6);
-            cfg.snapshot.keep_entries = rng.range(0, 3);
-            cfg.max_inflight = [64, 256][rng.range(0, 2) as usize];
-        }
-        if rng.chance(0.3) {
-            // Every message takes the same time: what a node sends together arrives together.
-            cfg.net.min_delay = cfg.net.max_delay;
-        }
-        if rng.chance(0.15) {
-            // More clients on more keys, so writes queue behind a small window. (The cluster must
-            // keep up once the faults stop: entries travel in batches.)
-            cfg.clients = rng.range(8, 14);
-            cfg.keys = cfg.clients / 3;
-            cfg.max_entries = 64;
-        }
-        cfg
-    }
-}
 
 /// Something scheduled to happen.
 #[derive(Clone, Debug)]
@@ -201,12 +81,16 @@ enum Event {
     SyncDone(NodeId, u64),
     /// A node's thread runs the inputs queued for it as one batch (if the incarnation matches).
     Run(NodeId, u64),
+    /// The membership operator acts.
+    Operator,
 }
 
 /// One simulated node.
 struct SimNode {
     /// The running replica; None while crashed.
     driver: Option<Driver<MemFs>>,
+    /// The membership it was bootstrapped with (empty for a node added later).
+    bootstrap: Membership,
     /// Its disk (survives crashes, losing what was not synced).
     fs: MemFs,
     /// Incarnation counter (for session ids).
@@ -255,6 +139,10 @@ pub struct Report {
     pub terms_with_leader: usize,
     /// Snapshots taken, installed from a leader, and chunks sent (summed over incarnations).
     pub snapshots: (u64, u64, u64),
+    /// What the membership operator did.
+    pub membership: membership::OperatorStats,
+    /// Configuration changes committed.
+    pub config_changes: usize,
 }
 
 /// The world.
@@ -282,6 +170,12 @@ pub struct World {
     last_leader_term: u64,
     /// Time from which every request must succeed (liveness), once calm.
     must_succeed_after: u64,
+    /// Changes the membership.
+    operator: Operator,
+    /// Checks what membership changes must not break.
+    mchecks: MembershipChecks,
+    /// Nodes stopped for good (decommissioned after their removal).
+    retired: std::collections::BTreeSet<NodeId>,
 }
 
 fn data_dir() -> PathBuf {
@@ -297,7 +191,8 @@ impl World {
     }
 
     /// Builds a world with an explicit configuration.
-    pub fn with_config(seed: u64, cfg: SimConfig, rng: Rng) -> World {
+    pub fn with_config(seed: u64, cfg: SimConfig, mut rng: Rng) -> World {
+        let operator = Operator::new(&mut rng, cfg.nodes);
         let mut w = World {
             seed,
             rng,
@@ -316,6 +211,9 @@ impl World {
             report: Report::default(),
             must_succeed_after: u64::MAX,
             last_leader_term: 0,
+            operator,
+            mchecks: MembershipChecks::new(membership::bootstrap(cfg.nodes)),
+            retired: std::collections::BTreeSet::new(),
             cfg,
         };
         for id in 1..=w.cfg.nodes {
@@ -323,6 +221,7 @@ impl World {
                 id,
                 SimNode {
                     driver: None,
+                    bootstrap: membership::bootstrap(w.cfg.nodes),
                     fs: MemFs::new(),
                     incarnation: 0,
                     fault_armed: false,
@@ -344,6 +243,8 @@ impl World {
         }
         let first = w.rng.range(0, w.cfg.nemesis_every_ms * 2);
         w.schedule(first, Event::Nemesis);
+        let first = w.rng.range(100, 600);
+        w.schedule(first, Event::Operator);
         let fault_ms = w.cfg.fault_ms;
         w.schedule(fault_ms, Event::Calm);
         w
@@ -351,13 +252,15 @@ impl World {
 
     fn driver_config(&mut self, id: NodeId) -> DriverConfig {
         let incarnation = self.nodes[&id].incarnation;
-        let mut raft = raft::Config::new(id, (1..=self.cfg.nodes).collect());
+        // The membership comes from the bootstrap one and the log (see `start_node`).
+        let mut raft = raft::Config::new(id, Vec::new());
         raft.election_ticks = 15;
         raft.heartbeat_ticks = 3;
         raft.max_entries_per_message = self.cfg.max_entries;
         raft.pre_vote = self.cfg.pre_vote;
         raft.check_quorum = self.cfg.check_quorum;
         raft.max_inflight_messages = self.cfg.max_inflight;
+        raft.max_promote_lag = membership::CAUGHT_UP;
         raft.seed = self.seed ^ (id << 32) ^ incarnation;
         DriverConfig {
             raft,
@@ -380,11 +283,12 @@ impl World {
         node.inbox.clear();
         node.run_scheduled = false;
         node.busy_until = 0;
-        let driver = Driver::open(node.fs.clone(), &data_dir(), cfg)
+        let driver = Driver::open_with(node.fs.clone(), &data_dir(), cfg, node.bootstrap.clone())
             .map_err(|e| format!("node {id} failed to recover: {e}"))?;
         let recovered = driver.store().hard_state();
         node.driver = Some(driver);
         self.invariants.restarted(id);
+        self.mchecks.restarted(id);
         self.invariants.check_recovered(id, recovered)?;
         Ok(())
     }
@@ -413,15 +317,29 @@ impl World {
                         d.snapshot_stats()
                     ));
                     out.push_str(&format!(
-                        "  node {id}: {} term {} leader {:?} commit {} applied {} last {} pending {}\n",
+                        "  node {id}: {} term {} leader {:?} commit {} applied {} last {} pending {}; {} (at {})\n",
                         r.role().as_str(),
                         r.term(),
                         r.leader(),
                         r.commit(),
                         d.kv().applied_index(),
                         r.last_index(),
-                        d.pending()
+                        d.pending(),
+                        r.membership(),
+                        r.membership_index()
                     ));
+                    if r.role() == Role::Leader {
+                        let progress: Vec<String> = r
+                            .peers()
+                            .iter()
+                            .filter_map(|&p| {
+                                r.progress(p).map(|pr| {
+                                    format!("{p}: {:?} {}/{}", pr.state, pr.match_index, pr.next_index)
+                                })
+                            })
+                            .collect();
+                        out.push_str(&format!("  node {id}: progress {}\n", progress.join(", ")));
+                    }
                 }
             }
         }
@@ -442,6 +360,7 @@ impl World {
             let nodes: Vec<(NodeId, &Driver<MemFs>)> =
                 self.nodes.iter().filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d))).collect();
             self.invariants.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
+            self.mchecks.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
             self.churn();
         }
         self.finish()
@@ -460,6 +379,7 @@ impl World {
             Event::SnapshotDone(id, inc) => 9 + (id << 8) + (inc << 16),
             Event::SyncDone(id, inc) => 10 + (id << 8) + (inc << 16),
             Event::Run(id, inc) => 11 + (id << 8) + (inc << 16),
+            Event::Operator => 12,
         };
         let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
         self.report.trace_hash = Rng::new(h).next_u64();
@@ -481,6 +401,17 @@ impl World {
                 }
             }
             Event::Run(id, incarnation) => self.run_node(id, incarnation)?,
+            Event::Operator => {
+                // No new change in the last stretch of the run: the end checks want a settled
+                // cluster (a change takes the leader away for a moment).
+                if self.now + 1500 < self.cfg.fault_ms + self.cfg.calm_ms {
+                    self.operate()?;
+                }
+                if !self.operator.done() {
+                    let next = self.rng.range(20, 200);
+                    self.schedule(next, Event::Operator);
+                }
+            }
             Event::ClientWake(c) => self.client_issue(c as usize),
             Event::Nemesis => {
                 if !self.calm {
@@ -491,7 +422,7 @@ impl World {
                 }
             }
             Event::Restart(id) => {
-                if self.nodes[&id].driver.is_none() {
+                if self.nodes[&id].driver.is_none() && !self.retired.contains(&id) {
                     self.start_node(id)?;
                 }
             }
@@ -515,8 +446,12 @@ impl World {
                 self.cfg.net.drop = 0.0;
                 self.cfg.net.duplicate = 0.0;
                 self.cfg.net.spike = 0.0;
-                let down: Vec<NodeId> =
-                    self.nodes.iter().filter(|(_, n)| n.driver.is_none()).map(|(id, _)| *id).collect();
+                let down: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(id, n)| n.driver.is_none() && !self.retired.contains(id))
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in down {
                     self.start_node(id)?;
                 }
@@ -602,8 +537,16 @@ impl World {
                 self.schedule(delay, Event::Deliver(m.clone()));
             }
         }
+        let mut removed = Vec::new();
         for (request, response) in io.answers {
-            self.client_answer(request, response)?;
+            if self.operator.owns(request) {
+                removed.extend(self.operator.answered(request, &response));
+            } else {
+                self.client_answer(request, response)?;
+            }
+        }
+        for id in removed {
+            self.removed(id);
         }
         if died {
             self.die_of_injected_fault(id);
@@ -690,8 +633,14 @@ impl World {
         if self.clients[c].outstanding.is_some() {
             return;
         }
-        let live: Vec<NodeId> =
-            self.nodes.iter().filter(|(_, n)| n.driver.is_some()).map(|(id, _)| *id).collect();
+        // Clients use the live nodes the operator has not removed (a removed node may not know it,
+        // and never hears of a leader again).
+        let live: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.driver.is_some() && self.operator.serves(**id))
+            .map(|(id, _)| *id)
+            .collect();
         if live.is_empty() {
             let delay = self.rng.range(10, 50);
             self.schedule(delay, Event::ClientWake(c as u64));
@@ -738,7 +687,8 @@ impl World {
                 self.history[index].output = Some(out);
                 self.report.completed += 1;
             }
-            Ok(None) | Err(_) if call >= self.must_succeed_after => {
+            // A node the operator removed meanwhile may never hear of a leader again.
+            Ok(None) | Err(_) if call >= self.must_succeed_after && self.operator.serves(node) => {
                 return Err(format!(
                     "liveness: request {op:?} issued at {call} ms, after the faults stopped, failed at {} ms: {response:?}",
                     self.now
@@ -767,6 +717,7 @@ impl World {
         node.inbox.clear();
         node.run_scheduled = false;
         node.fs.crash(seed);
+        self.operator.crashed(id);
         // A fault armed for the dead incarnation does not carry over to the next one.
         node.fs.fail_next(FaultOp::Sync, 0);
         node.fault_armed = false;
@@ -794,6 +745,58 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The membership operator acts on the leader of the newest term (see [`crate::membership`]).
+    fn operate(&mut self) -> Result<(), String> {
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.driver.as_ref().map(|d| (*id, d)))
+            .filter(|(_, d)| d.node().role() == Role::Leader)
+            .max_by_key(|(_, d)| d.node().term());
+        let actions = self.operator.act(leader, &mut self.next_request, &mut self.rng);
+        for action in actions {
+            match action {
+                Action::StartNode(id) => self.add_node(id)?,
+                Action::Submit(node, request, req) => self.input(node, Input::Client(request, req)),
+                Action::Removed(id) => self.removed(id),
+            }
+        }
+        Ok(())
+    }
+
+    /// The operator removed node `id`. Without PreVote and CheckQuorum a removed node that missed
+    /// its removal disrupts the cluster with every election it starts (thesis §4.2.3; the server
+    /// always runs with both): such runs decommission removed nodes; the others keep them running.
+    fn removed(&mut self, id: NodeId) {
+        if !self.cfg.pre_vote && !self.cfg.check_quorum {
+            self.retired.insert(id);
+            self.crash(id);
+        }
+    }
+
+    /// Starts a new, empty node `id` (it waits to be added: it knows no membership).
+    fn add_node(&mut self, id: NodeId) -> Result<(), String> {
+        self.nodes.insert(
+            id,
+            SimNode {
+                driver: None,
+                bootstrap: Membership::new(),
+                fs: MemFs::new(),
+                incarnation: 0,
+                fault_armed: false,
+                job: None,
+                sync: None,
+                inbox: Vec::new(),
+                run_scheduled: false,
+                busy_until: 0,
+            },
+        );
+        self.start_node(id)?;
+        let phase = self.rng.range(0, TICK_MS);
+        self.schedule(phase, Event::Tick(id));
+        Ok(())
     }
 
     /// Leader churn (Figure 8): a new leader is sometimes crashed before its no-op reaches a
@@ -901,6 +904,8 @@ impl World {
             self.report.snapshots.2 += st.chunks_sent;
         }
         self.report.commit = self.invariants.max_commit();
+        self.report.membership = self.operator.stats;
+        self.report.config_changes = self.mchecks.committed_changes();
         self.report.terms_with_leader = self.invariants.terms_with_leader();
         // Linearizability of everything the clients saw.
         self.history.retain(|op| op.call != u64::MAX);
@@ -916,75 +921,6 @@ impl World {
                 String::from_utf8_lossy(&key)
             ))),
             Err(e) => Err(self.fail(format!("malformed history: {e}"))),
-        }
-    }
-}
-
-/// The simulator's side of the host loop: collects a batch's output (routed by
-/// [`World::run_node`] afterwards; virtual time does not pass during a batch) and checks every
-/// acknowledgement of log entries against what the node's disk holds durably.
-struct SimIo {
-    /// The node's disk (obsolete files are deleted on it).
-    fs: MemFs,
-    /// Messages, in the order they left.
-    messages: Vec<PeerMessage>,
-    /// Answers, in the order they were delivered.
-    answers: Vec<(RequestId, Response)>,
-    /// A sync job to run later.
-    sync: Option<SyncJob<MemFs>>,
-    /// A snapshot job to run later.
-    snapshot: Option<SnapshotJob<MemFs>>,
-    /// The first violated promise, if any.
-    violation: Option<String>,
-}
-
-impl SimIo {
-    fn new(fs: MemFs) -> Self {
-        SimIo { fs, messages: Vec::new(), answers: Vec::new(), sync: None, snapshot: None, violation: None }
-    }
-}
-
-impl Io<MemFs> for SimIo {
-    fn send(&mut self, d: &Driver<MemFs>, messages: Vec<PeerMessage>) {
-        let snapshot = d.snapshot().map_or(0, |(m, _)| m.index);
-        for m in &messages {
-            let PeerMessage::Raft(r) = m else { continue };
-            if let MessageBody::AppendEntriesResponse { success: true, index, .. } = r.body {
-                // The acknowledgement promises the leader this node holds everything up to
-                // `index`: its snapshot or its durable log must, whatever a crash now keeps.
-                if index > snapshot && !d.store().record_durable(index) && self.violation.is_none() {
-                    self.violation = Some(format!(
-                        "acknowledged index {index} to node {} (term {}) but holds it durably neither in its log (last {}) nor its snapshot ({snapshot})",
-                        r.to,
-                        r.term,
-                        d.store().last_index()
-                    ));
-                }
-            }
-        }
-        self.messages.extend(messages);
-    }
-
-    fn answer(&mut self, _: &Driver<MemFs>, answers: Vec<(RequestId, Response)>) {
-        self.answers.extend(answers);
-    }
-
-    fn start_sync(&mut self, job: SyncJob<MemFs>) -> Result<(), FatalError> {
-        // The newest job covers the older ones.
-        self.sync = Some(job);
-        Ok(())
-    }
-
-    fn start_snapshot(&mut self, job: SnapshotJob<MemFs>) -> Result<(), StorageError> {
-        self.snapshot = Some(job);
-        Ok(())
-    }
-
-    fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>) {
-        drop(entries);
-        for path in files {
-            // As the server's background deletion: a leftover is removed at the next start.
-            let _ = self.fs.remove_file(&path);
         }
     }
 }

@@ -81,3 +81,29 @@ fn the_simulator_exercises_snapshots_and_install_snapshot() {
         "runs where a follower installed a leader's snapshot: {runs_with_install}"
     );
 }
+
+#[test]
+fn the_simulator_exercises_membership_changes() {
+    // Every run changes the membership; over a fixed set of seeds, every kind of change must
+    // actually commit under the faults, the leader's own removal and transfers included.
+    let mut total = sim::membership::OperatorStats::default();
+    let (mut changes, mut runs_with_change) = (0, 0);
+    for seed in 2_000_000..2_000_060 {
+        let r = run_seed(seed).unwrap_or_else(|f| panic!("seed {} failed: {}", f.seed, f.reason));
+        changes += r.config_changes;
+        runs_with_change += u64::from(r.config_changes > 0);
+        let m = r.membership;
+        total.added += m.added;
+        total.promoted += m.promoted;
+        total.removed += m.removed;
+        total.leaders_removed += m.leaders_removed;
+        total.transfers += m.transfers;
+        total.retries += m.retries;
+    }
+    println!(
+        "60 seeds: {changes} configuration changes committed ({runs_with_change} runs); operator: {total:?}"
+    );
+    assert!(runs_with_change >= 50, "runs with a committed change: {runs_with_change}");
+    assert!(total.added >= 30 && total.promoted >= 20 && total.removed >= 20, "{total:?}");
+    assert!(total.leaders_removed >= 5 && total.transfers >= 10, "{total:?}");
+}

@@ -22,26 +22,32 @@
 //! # Format (little endian)
 //! ```text
 //! header:  0  magic        [u8; 8] = b"RAFTSNAP"
-//!          8  version      u16     = SNAPSHOT_FORMAT_VERSION (1)
+//!          8  version      u16     = SNAPSHOT_FORMAT_VERSION (2)
 //!          10 index        u64     last log index the snapshot includes
 //!          18 term         u64     term of that entry
-//!          26 voter count  u32     n <= MAX_VOTERS (1024)
-//!          30 voters       n x u64 node ids of the cluster membership
-//!          30+8n crc       u32     CRC-32 of header bytes 0 .. 30+8n
+//!          26 length       u32     n <= MAX_MEMBERSHIP_LEN
+//!          30 membership   n bytes the cluster membership as of `index`
+//!                                  (`raft::Membership::encode`: voters, learners, their records)
+//!          30+n crc        u32     CRC-32 of header bytes 0 .. 30+n
 //! data:    the state machine image (opaque here), any length
 //! trailer: data length     u64     must equal file length - header length - 20
 //!          data crc        u32     CRC-32 of the data
 //!          end magic       [u8; 8] = b"SNAPDONE"
 //! ```
-//! Verification order: magic, header length and voter count, header checksum, version, then the
-//! trailer's end magic, data length and data checksum. A header whose checksum is valid but whose
-//! version is not 1 is [`StorageError::UnsupportedVersion`] (a file from another build); every other
-//! mismatch is [`StorageError::Corrupt`] naming the byte offset.
+//! Version 1 (written before membership changes) is still read: its bytes 26..30 count voters
+//! (n <= MAX_VOTERS), followed by n u64 voter ids; it reads as a membership of those voters with
+//! empty records ([`raft::Membership::from_voters`]). Only version 2 is written.
+//!
+//! Verification order: magic, header length (by version) and its count, header checksum, version,
+//! then the trailer's end magic, data length and data checksum. A header whose checksum is valid but
+//! whose version is neither is [`StorageError::UnsupportedVersion`] (a file from another build);
+//! every other mismatch is [`StorageError::Corrupt`] naming the byte offset.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use raft::Membership;
 
 use crate::error::{Result, StorageError};
 use crate::fs::{read_all, FileSystem, FsFile};
@@ -59,10 +65,14 @@ pub const SNAPSHOT_OLD: &str = "snapshot.old";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTSNAP";
 /// Magic number at the very end of a complete snapshot file.
 pub const SNAPSHOT_END_MAGIC: [u8; 8] = *b"SNAPDONE";
-/// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
-/// The largest voter count a snapshot header may carry.
+/// The snapshot format version this build writes (it reads this one and version 1).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// The version written before membership changes (voter ids only); still read.
+const VERSION_1: u16 = 1;
+/// The largest voter count a version 1 snapshot header may carry.
 pub const MAX_VOTERS: usize = 1024;
+/// The largest encoded membership a version 2 snapshot header may carry.
+pub const MAX_MEMBERSHIP_LEN: usize = 4 << 20;
 /// Length of the trailer (data length, data CRC, end magic).
 pub const SNAPSHOT_TRAILER_LEN: usize = 20;
 
@@ -78,26 +88,30 @@ pub struct SnapshotMeta {
     pub index: u64,
     /// Term of that entry.
     pub term: u64,
-    /// Node ids of the voting members of the cluster as of `index`.
-    pub voters: Vec<u64>,
+    /// The cluster membership as of `index` (from a version 1 file: its voters, with empty records).
+    pub membership: Membership,
 }
 
-/// Length of the header of a snapshot with `voters` voters.
-fn header_len(voters: usize) -> usize {
-    FIXED_HEADER_LEN + 8 * voters + 4
+/// Length of a header whose count field (bytes 26..30) is `n`, for format `version`.
+fn header_len(version: u16, n: usize) -> usize {
+    if version == VERSION_1 {
+        FIXED_HEADER_LEN + 8 * n + 4
+    } else {
+        FIXED_HEADER_LEN + n + 4
+    }
 }
 
-/// Encodes the header of a snapshot described by `meta` (the voter count must be checked before).
+/// Encodes the header of a snapshot described by `meta` (version 2; the membership's length must
+/// be checked before).
 fn encode_header(meta: &SnapshotMeta) -> Vec<u8> {
-    let mut b = Vec::with_capacity(header_len(meta.voters.len()));
+    let membership = meta.membership.encode();
+    let mut b = Vec::with_capacity(header_len(SNAPSHOT_FORMAT_VERSION, membership.len()));
     b.extend_from_slice(&SNAPSHOT_MAGIC);
     b.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&meta.index.to_le_bytes());
     b.extend_from_slice(&meta.term.to_le_bytes());
-    b.extend_from_slice(&(meta.voters.len() as u32).to_le_bytes());
-    for v in &meta.voters {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
+    b.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+    b.extend_from_slice(&membership);
     let c = crc(&b);
     b.extend_from_slice(&c.to_le_bytes());
     b
@@ -112,21 +126,32 @@ fn encode_trailer(data_len: u64, data_crc: u32) -> [u8; SNAPSHOT_TRAILER_LEN] {
     t
 }
 
-/// The fixed part of a header: checks the magic and the voter count, returns the full header
-/// length. `fixed` must hold at least [`FIXED_HEADER_LEN`] bytes.
+/// The fixed part of a header: checks the magic and the count (voters in version 1, membership
+/// bytes otherwise), returns the full header length. `fixed` must hold at least
+/// [`FIXED_HEADER_LEN`] bytes. The version is not trusted yet (the checksum comes later).
 fn check_fixed_header(path: &Path, fixed: &[u8]) -> Result<usize> {
     if fixed[0..8] != SNAPSHOT_MAGIC {
         return Err(StorageError::corrupt(path, 0, "bad magic number: not a raft-kv snapshot file"));
     }
-    let voters = get_u32(fixed, 26) as usize;
-    if voters > MAX_VOTERS {
+    let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+    let n = get_u32(fixed, 26) as usize;
+    if version == VERSION_1 && n > MAX_VOTERS {
         return Err(StorageError::corrupt(
             path,
             26,
-            format!("snapshot header claims {voters} voters, more than the maximum {MAX_VOTERS}"),
+            format!("snapshot header claims {n} voters, more than the maximum {MAX_VOTERS}"),
         ));
     }
-    Ok(header_len(voters))
+    if version != VERSION_1 && n > MAX_MEMBERSHIP_LEN {
+        return Err(StorageError::corrupt(
+            path,
+            26,
+            format!(
+                "snapshot header claims {n} bytes of membership, more than the maximum {MAX_MEMBERSHIP_LEN}"
+            ),
+        ));
+    }
+    Ok(header_len(version, n))
 }
 
 /// Decodes a complete header (`header` is exactly the header's bytes): checksum, then version.
@@ -134,7 +159,7 @@ fn decode_header(path: &Path, header: &[u8]) -> Result<SnapshotMeta> {
     let crc_at = header.len() - 4;
     let version = u16::from_le_bytes([header[8], header[9]]);
     if crc(&header[..crc_at]) != get_u32(header, crc_at) {
-        let hint = if version == SNAPSHOT_FORMAT_VERSION {
+        let hint = if version == SNAPSHOT_FORMAT_VERSION || version == VERSION_1 {
             String::new()
         } else {
             format!(
@@ -147,15 +172,24 @@ fn decode_header(path: &Path, header: &[u8]) -> Result<SnapshotMeta> {
             format!("snapshot header checksum mismatch{hint}"),
         ));
     }
-    if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(StorageError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: u32::from(version),
-            supported: u32::from(SNAPSHOT_FORMAT_VERSION),
-        });
-    }
-    let voters = (FIXED_HEADER_LEN..crc_at).step_by(8).map(|at| get_u64(header, at)).collect();
-    Ok(SnapshotMeta { index: get_u64(header, 10), term: get_u64(header, 18), voters })
+    let membership = match version {
+        VERSION_1 => {
+            let voters: Vec<u64> =
+                (FIXED_HEADER_LEN..crc_at).step_by(8).map(|at| get_u64(header, at)).collect();
+            Membership::from_voters(&voters)
+        }
+        SNAPSHOT_FORMAT_VERSION => Membership::decode(&header[FIXED_HEADER_LEN..crc_at]).map_err(|e| {
+            StorageError::corrupt(path, FIXED_HEADER_LEN as u64, format!("snapshot header: {e}"))
+        })?,
+        _ => {
+            return Err(StorageError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: u32::from(version),
+                supported: u32::from(SNAPSHOT_FORMAT_VERSION),
+            })
+        }
+    };
+    Ok(SnapshotMeta { index: get_u64(header, 10), term: get_u64(header, 18), membership })
 }
 
 /// Checks the trailer (the last [`SNAPSHOT_TRAILER_LEN`] bytes of a file of `file_len` bytes whose
@@ -262,18 +296,18 @@ pub const SNAPSHOT_SYNC_EVERY: u64 = 8 << 20;
 
 impl<F: FileSystem> SnapshotWriter<F> {
     /// Creates (or truncates) `dir/name` for the snapshot described by `meta`. With `sync`,
-    /// [`SnapshotWriter::finish`] makes the file's content durable. Refuses more than
-    /// [`MAX_VOTERS`] voters.
+    /// [`SnapshotWriter::finish`] makes the file's content durable. Refuses a membership that
+    /// encodes to more than [`MAX_MEMBERSHIP_LEN`] bytes.
     pub fn create(fs: F, dir: &Path, name: &str, meta: &SnapshotMeta, sync: bool) -> Result<Self> {
-        if meta.voters.len() > MAX_VOTERS {
+        let buf = encode_header(meta);
+        if buf.len() > header_len(SNAPSHOT_FORMAT_VERSION, MAX_MEMBERSHIP_LEN) {
             return Err(StorageError::InvalidArgument(format!(
-                "a snapshot can name at most {MAX_VOTERS} voters, got {}",
-                meta.voters.len()
+                "a snapshot's membership can take at most {MAX_MEMBERSHIP_LEN} bytes, got {}",
+                buf.len() - header_len(SNAPSHOT_FORMAT_VERSION, 0)
             )));
         }
         let path = dir.join(name);
         let file = fs.create(&path).map_err(|e| StorageError::io(&path, e))?;
-        let buf = encode_header(meta);
         let header_len = buf.len() as u64;
         Ok(SnapshotWriter {
             file,
@@ -620,22 +654,24 @@ mod tests {
     use crate::MemFs;
 
     fn meta() -> SnapshotMeta {
-        SnapshotMeta { index: 42, term: 7, voters: vec![1, 2, 3] }
+        let mut membership = Membership::from_voters(&[1, 2, 3]);
+        membership.insert(4, raft::Suffrage::Learner, Bytes::from_static(b"D,h,1,2"));
+        SnapshotMeta { index: 42, term: 7, membership }
     }
 
     #[test]
     fn header_layout_matches_the_documented_format() {
         let h = encode_header(&meta());
-        assert_eq!(h.len(), header_len(3));
-        assert_eq!(h.len(), 30 + 24 + 4);
+        let m = meta().membership.encode();
+        assert_eq!(h.len(), header_len(2, m.len()));
+        assert_eq!(h.len(), 30 + m.len() + 4);
         assert_eq!(&h[0..8], b"RAFTSNAP");
-        assert_eq!(u16::from_le_bytes([h[8], h[9]]), 1);
+        assert_eq!(u16::from_le_bytes([h[8], h[9]]), 2);
         assert_eq!(get_u64(&h, 10), 42);
         assert_eq!(get_u64(&h, 18), 7);
-        assert_eq!(get_u32(&h, 26), 3);
-        assert_eq!(get_u64(&h, 30), 1);
-        assert_eq!(get_u64(&h, 46), 3);
-        assert_eq!(get_u32(&h, 54), crc32fast::hash(&h[..54]));
+        assert_eq!(get_u32(&h, 26) as usize, m.len());
+        assert_eq!(&h[30..30 + m.len()], &m[..]);
+        assert_eq!(get_u32(&h, 30 + m.len()), crc32fast::hash(&h[..30 + m.len()]));
         assert_eq!(decode_header(Path::new("x"), &h).unwrap(), meta());
         let t = encode_trailer(5, 9);
         assert_eq!((get_u64(&t, 0), get_u32(&t, 8), &t[12..]), (5, 9, &b"SNAPDONE"[..]));
@@ -661,17 +697,55 @@ mod tests {
         assert_eq!(&file[range], &want[..]);
     }
 
+    /// A version 1 header, exactly as builds before membership changes wrote it.
+    fn v1_header(index: u64, term: u64, voters: &[u64]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&SNAPSHOT_MAGIC);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&index.to_le_bytes());
+        b.extend_from_slice(&term.to_le_bytes());
+        b.extend_from_slice(&(voters.len() as u32).to_le_bytes());
+        for v in voters {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let c = crc(&b);
+        b.extend_from_slice(&c.to_le_bytes());
+        b
+    }
+
     #[test]
-    fn too_many_voters_are_refused_when_writing_and_reading() {
+    fn a_version_1_header_reads_as_its_voters() {
+        let h = v1_header(9, 3, &[1, 2, 3]);
+        assert_eq!(check_fixed_header(Path::new("x"), &h).unwrap(), h.len());
+        let m = decode_header(Path::new("x"), &h).unwrap();
+        assert_eq!((m.index, m.term, m.membership.voters()), (9, 3, vec![1, 2, 3]));
+        assert!(m.membership.learners().is_empty());
+        let mut file = h.clone();
+        file.extend_from_slice(b"image");
+        file.extend_from_slice(&encode_trailer(5, crc(b"image")));
+        let (meta, range) = verify_bytes(Path::new("x"), &file).unwrap();
+        assert_eq!((meta, &file[range]), (m, &b"image"[..]));
+    }
+
+    #[test]
+    fn oversized_counts_are_refused_when_writing_and_reading() {
         let fs = MemFs::new();
         let dir = Path::new("/d");
         fs.create_dir_all(dir).unwrap();
-        let many = SnapshotMeta { index: 1, term: 1, voters: (0..=MAX_VOTERS as u64).collect() };
+        let mut big = Membership::new();
+        for id in 1..=1000u64 {
+            big.insert(id, raft::Suffrage::Voter, Bytes::from(vec![b'x'; 8 << 10]));
+        }
+        let many = SnapshotMeta { index: 1, term: 1, membership: big };
         let err = SnapshotWriter::create(fs, dir, SNAPSHOT_TMP, &many, false).unwrap_err();
         assert!(matches!(err, StorageError::InvalidArgument(_)), "{err}");
         let mut fixed = encode_header(&meta());
-        fixed[26..30].copy_from_slice(&(MAX_VOTERS as u32 + 1).to_le_bytes());
+        fixed[26..30].copy_from_slice(&(MAX_MEMBERSHIP_LEN as u32 + 1).to_le_bytes());
         let err = check_fixed_header(Path::new("x"), &fixed).unwrap_err();
+        assert!(err.to_string().contains("membership"), "{err}");
+        let mut v1 = v1_header(1, 1, &[1]);
+        v1[26..30].copy_from_slice(&(MAX_VOTERS as u32 + 1).to_le_bytes());
+        let err = check_fixed_header(Path::new("x"), &v1).unwrap_err();
         assert!(err.to_string().contains("voters"), "{err}");
     }
 }

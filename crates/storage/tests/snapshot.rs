@@ -26,7 +26,7 @@ fn image(len: usize, salt: u64) -> Vec<u8> {
 }
 
 fn meta(index: u64, term: u64, voters: &[u64]) -> SnapshotMeta {
-    SnapshotMeta { index, term, voters: voters.to_vec() }
+    SnapshotMeta { index, term, membership: raft::Membership::from_voters(voters) }
 }
 
 /// Writes `dir/name` with a `SnapshotWriter`, feeding `data` in pieces of `piece` bytes.
@@ -114,7 +114,7 @@ fn round_trip<F: FileSystem>(fs: &F, dir: &Path) {
         assert_eq!(read_snapshot_meta(fs, dir).unwrap(), Some((m.clone(), len)));
         let file = file_bytes(fs, &dir.join(SNAPSHOT_FILE));
         assert_eq!(file.len() as u64, len);
-        assert_eq!(len, 30 + 8 * m.voters.len() as u64 + 4 + data.len() as u64 + 20);
+        assert_eq!(len, 30 + m.membership.encode().len() as u64 + 4 + data.len() as u64 + 20);
         // Chunks at and around the end of the file.
         assert_eq!(read_snapshot_chunk(fs, dir, 0, 5).unwrap(), &file[..5]);
         assert_eq!(read_snapshot_chunk(fs, dir, len - 3, 10).unwrap(), &file[file.len() - 3..]);
@@ -174,7 +174,8 @@ fn small_file() -> (Vec<u8>, usize) {
     let dir = mem_dir();
     fs.create_dir_all(&dir).unwrap();
     write_file(&fs, &dir, SNAPSHOT_TMP, &meta(12, 2, &[1, 2, 3]), &image(40, 5), 9).unwrap();
-    (fs.read_file(&dir.join(SNAPSHOT_TMP)).unwrap(), 30 + 24 + 4)
+    let membership_len = meta(12, 2, &[1, 2, 3]).membership.encode().len();
+    (fs.read_file(&dir.join(SNAPSHOT_TMP)).unwrap(), 30 + membership_len + 4)
 }
 
 #[test]
@@ -240,7 +241,7 @@ fn every_truncation_and_any_extra_bytes_are_refused() {
 #[test]
 fn another_format_version_is_refused() {
     let (mut file, header_len) = small_file();
-    file[8..10].copy_from_slice(&2u16.to_le_bytes());
+    file[8..10].copy_from_slice(&3u16.to_le_bytes());
     let crc = crc32fast::hash(&file[..header_len - 4]);
     file[header_len - 4..header_len].copy_from_slice(&crc.to_le_bytes());
     let fs = MemFs::new();
@@ -252,7 +253,7 @@ fn another_format_version_is_refused() {
         read_snapshot(&fs, &dir).unwrap_err(),
         read_snapshot_meta(&fs, &dir).unwrap_err(),
     ] {
-        assert!(matches!(err, StorageError::UnsupportedVersion { found: 2, supported: 1, .. }), "{err}");
+        assert!(matches!(err, StorageError::UnsupportedVersion { found: 3, supported: 2, .. }), "{err}");
     }
 }
 

@@ -315,10 +315,14 @@ impl Requests {
         let me = node.id();
         let mut forwards = Vec::new();
         let mut forward_bytes = 0usize;
+        let mut refused = Vec::new();
         for seq in std::mem::take(&mut self.to_route) {
             let Some(w) = self.writes.get_mut(&seq) else { continue };
             if leader == me {
                 if node.propose(w.data.clone()).is_err() {
+                    // A leadership transfer is under way: proposed again at the next batch (or
+                    // routed to the new leader once it is known).
+                    refused.push(seq);
                     continue;
                 }
             } else {
@@ -336,6 +340,7 @@ impl Requests {
         if !forwards.is_empty() {
             outbox.push(PeerMessage::Forward { from: me, to: leader, proposals: forwards });
         }
+        self.to_route.extend(refused);
     }
 
     /// The state machine applied a proposal: answers it if it is one of ours.

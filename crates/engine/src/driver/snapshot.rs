@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use raft::progress::ProgressState;
-use raft::{Entry, HardState, Index, NodeId, Role, StorageAction};
+use raft::{Entry, HardState, Index, Membership, NodeId, Role, StorageAction};
 use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_RECV, SNAPSHOT_TMP};
 
 use super::{Driver, DriverConfig, FatalError, PeerMessage, RequestId};
@@ -104,6 +104,26 @@ pub(super) struct RecoveredState<F: FileSystem> {
     pub offset: (Index, raft::Term),
     /// The log entries after `offset`.
     pub entries: Vec<Entry>,
+    /// The membership as of the snapshot's index (the bootstrap one without a snapshot).
+    pub membership: Membership,
+}
+
+/// A version 1 snapshot records voter ids only: their records come from the bootstrap membership
+/// (such a snapshot was written before any membership change, so the bootstrap members are its
+/// members).
+fn with_records(mut m: Membership, bootstrap: &Membership) -> Membership {
+    let missing: Vec<(NodeId, raft::Suffrage)> = m
+        .members()
+        .iter()
+        .filter(|(_, rec)| rec.context.is_empty())
+        .map(|(&id, rec)| (id, rec.suffrage))
+        .collect();
+    for (id, suffrage) in missing {
+        if let Some(rec) = bootstrap.get(id) {
+            m.insert(id, suffrage, rec.context.clone());
+        }
+    }
+    m
 }
 
 /// Loads the snapshot (if any), then the log after it. A log that does not continue the snapshot
@@ -113,6 +133,7 @@ pub(super) fn recover<F: FileSystem>(
     fs: &F,
     dir: &Path,
     config: &DriverConfig,
+    bootstrap: &Membership,
 ) -> Result<RecoveredState<F>, FatalError> {
     fs.create_dir_all(dir).map_err(|e| FatalError::Storage(storage::StorageError::io(dir, e)))?;
     storage::remove_snapshot_temporaries(fs, dir, config.log.sync)?;
@@ -173,7 +194,11 @@ pub(super) fn recover<F: FileSystem>(
             recovered.first_index
         )));
     }
-    Ok(RecoveredState { store, kv, snapshot, hard_state: recovered.hard_state, offset, entries })
+    let membership = match &snapshot {
+        Some((meta, _)) => with_records(meta.membership.clone(), bootstrap),
+        None => bootstrap.clone(),
+    };
+    Ok(RecoveredState { store, kv, snapshot, hard_state: recovered.hard_state, offset, entries, membership })
 }
 
 impl<F: FileSystem> Driver<F> {
@@ -242,10 +267,15 @@ impl<F: FileSystem> Driver<F> {
         if !due || index <= self.snapshot_index() {
             return;
         }
+        if self.admin.applied.is_empty() {
+            // A node that joined a running cluster and has not applied the configuration that
+            // admitted it yet: its snapshot would record no membership.
+            return;
+        }
         let Some(term) = self.node.entry_term(index) else {
             return; // Cannot happen: the applied entry is in the log or is its compaction point.
         };
-        let meta = SnapshotMeta { index, term, voters: self.config.raft.voters.clone() };
+        let meta = SnapshotMeta { index, term, membership: self.admin.applied.clone() };
         self.snap.job = Some(SnapshotJob {
             fs: self.snap.fs.clone(),
             dir: self.snap.dir.clone(),
@@ -571,10 +601,12 @@ impl<F: FileSystem> Driver<F> {
         let displaced =
             storage::install_snapshot(&self.snap.fs, &self.snap.dir, SNAPSHOT_RECV, self.config.log.sync)?;
         self.snap.to_delete.extend(displaced);
+        let membership = with_records(meta.membership.clone(), &self.admin.applied);
         self.snap.current = Some((meta, inc.len));
         self.kv = kv;
         self.snap.since = (0, 0);
-        let restored = self.node.restore(index, term, inc.from);
+        let restored = self.node.restore_with_membership(index, term, membership.clone(), inc.from);
+        self.admin.restored(index, membership, &mut self.answers);
         self.drop_acks_beyond(self.node.last_index());
         match restored {
             Some(StorageAction::DropPrefix) => self.store.compact(index)?,

@@ -120,7 +120,9 @@ impl Outcome {
         match response {
             Ok(engine::kv::Reply::Error(_)) => Outcome::Error,
             Ok(_) => Outcome::Ok,
-            Err(RequestError::NoLeader | RequestError::Overloaded) => Outcome::NotExecuted,
+            Err(RequestError::NoLeader | RequestError::Overloaded | RequestError::NotLeader { .. }) => {
+                Outcome::NotExecuted
+            }
             Err(RequestError::Timeout) => Outcome::TimedOut,
         }
     }
