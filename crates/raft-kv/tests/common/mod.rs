@@ -160,6 +160,11 @@ impl Drop for Cluster {
         for k in 0..self.procs.len() {
             self.kill(k);
         }
+        if std::thread::panicking() {
+            // A failing test names this directory: keep the nodes' logs and data for whoever reads it.
+            self.dir.disable_cleanup(true);
+            eprintln!("kept {} (nodes' logs and data)", self.dir.path().display());
+        }
     }
 }
 
