@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# What client security costs: a fresh 3-node cluster per run, plain (no TLS, no password) vs
-# secure (TLS on the client port with `raft-kv certs` certificates, and every client connection
-# authenticated as a user from a users file with an Argon2id hash), PAIRS pairs (default 2) back
+# What security costs: a fresh 3-node cluster per run, plain (no TLS, no password) vs secure (TLS
+# on the client port with `raft-kv certs` certificates, every client connection authenticated as a
+# user from a users file with an Argon2id hash, mutual TLS between peers against the same CA, and a
+# cluster token in the peer handshake), PAIRS pairs (default 2) back
 # to back, the order alternating (plain/secure, secure/plain, ...). Each run measures writes, then
 # linearizable reads, at CLIENTS clients (default 64) for DURATION (default 10s) each, with
 # `raft-kv bench` spreading its connections over the three nodes. Prints ops/s and server CPU per
 # 1000 operations for each run and the means of each side.
 #
-# The peer port has no TLS yet (SECURITY.md, known gaps): this measures the client side only.
 # Needs: cargo, python3. Run it alone (hold /work/bench.lock on a shared machine).
 set -euo pipefail
 
@@ -29,8 +29,10 @@ one_run() { # plain|secure -> prints "write_ops write_cpu read_ops read_cpu erro
             "$BIN" certs --dir "$WORK/tls" node=localhost,127.0.0.1 >/dev/null
             echo "bench-password" >"$WORK/pass"
             echo "user bench on $(echo bench-password | "$BIN" passwd) ~* +@read +@write" >"$WORK/users.acl"
+            head -c 32 /dev/urandom | base64 >"$WORK/token"
             start_raft_kv "$BIN" "${ports[@]}" --tls-cert "$WORK/tls/node.pem" --tls-key "$WORK/tls/node-key.pem" \
-                --users-file "$WORK/users.acl"
+                --users-file "$WORK/users.acl" --cluster-token-file "$WORK/token" --peer-tls-ca "$WORK/tls/ca.pem" \
+                --peer-tls-cert "$WORK/tls/node.pem" --peer-tls-key "$WORK/tls/node-key.pem"
             client=(--tls --cacert "$WORK/tls/ca.pem" --user bench --pass-file "$WORK/pass")
         else
             start_raft_kv "$BIN" "${ports[@]}"

@@ -128,8 +128,15 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let users = args.security.users()?;
     let client_tls = args.security.client_tls()?;
     let cluster_token = args.security.cluster_token()?;
+    let peer_tls = args.security.peer_tls()?;
     let listen_host = args.listen.as_deref().unwrap_or(&me.host);
-    crate::security::announce(listen_host, &users, client_tls.is_some(), cluster_token.is_some());
+    crate::security::announce(
+        listen_host,
+        &users,
+        client_tls.is_some(),
+        cluster_token.is_some(),
+        peer_tls.is_some(),
+    );
     let client_listener = bind(listen_host, me.server_port, "server")?;
     let core_listener = bind(listen_host, me.core_port, "core")?;
     let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
@@ -221,6 +228,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 queue_capacity: 65_536,
                 max_frame,
                 cluster_token,
+                peer_tls: peer_tls.clone(),
             },
             TransportTuning::for_election_timeout(longest_election),
             peer_tx,
@@ -300,6 +308,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         // SIGHUP: read the certificates again (connections accepted afterwards use them).
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reload_tls = client_tls.clone();
+        let reload_peer_tls = peer_tls.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 match &reload_tls {
@@ -307,7 +316,13 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                         Ok(()) => tracing::info!("SIGHUP: client-port TLS certificate reloaded"),
                         Err(e) => tracing::error!("SIGHUP: certificate reload failed, keeping the old one: {e}"),
                     },
-                    None => tracing::info!("SIGHUP: no TLS certificates to reload"),
+                    None => tracing::info!("SIGHUP: no client-port TLS certificates to reload"),
+                }
+                if let Some(tls) = &reload_peer_tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: peer TLS certificates reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: peer certificate reload failed, keeping the old ones: {e}"),
+                    }
                 }
             }
         });

@@ -14,10 +14,13 @@ pub mod cli;
 pub mod cluster;
 pub mod command;
 pub mod console;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod peer_tls;
 pub mod resp;
 pub mod security;
 pub mod server;

@@ -40,6 +40,16 @@ pub struct SecurityArgs {
     /// sent), and a peer without it is refused. Every member needs it, or none.
     #[arg(long, value_name = "FILE")]
     pub cluster_token_file: Option<PathBuf>,
+    /// Mutual TLS on the core (peer) port: the cluster CA (PEM); peers without a certificate it
+    /// signed are refused in the TLS handshake. Needs --peer-tls-cert and --peer-tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM, signed by --peer-tls-ca; used both to accept and to dial).
+    #[arg(long, value_name = "FILE", requires = "peer_tls_ca")]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --peer-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "peer_tls_ca")]
+    pub peer_tls_key: Option<PathBuf>,
     /// Serve clients over TLS with this certificate chain (PEM). Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -67,6 +77,17 @@ impl SecurityArgs {
             .map_err(|e| anyhow!("{e}"))
     }
 
+    /// The peer port's mutual TLS, if asked for.
+    pub fn peer_tls(&self) -> Result<Option<Arc<crate::peer_tls::PeerTls>>> {
+        let (Some(ca), Some(cert), Some(key)) = (&self.peer_tls_ca, &self.peer_tls_cert, &self.peer_tls_key)
+        else {
+            return Ok(None);
+        };
+        let tls = crate::peer_tls::PeerTls::new(ca.clone(), cert.clone(), key.clone())
+            .context("cannot use the peer TLS files")?;
+        Ok(Some(Arc::new(tls)))
+    }
+
     /// The client port's TLS, if asked for.
     pub fn client_tls(&self) -> Result<Option<Arc<ServerTls>>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
@@ -89,18 +110,20 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// Logs the start-up facts about security, loudly when a node any other machine can reach lets
 /// every client in (Redis' protected mode is the anchor; raft-kv warns rather than refuses).
-pub fn announce(bind_host: &str, users: &Users, tls: bool, cluster_token: bool) {
+pub fn announce(bind_host: &str, users: &Users, tls: bool, cluster_token: bool, peer_tls: bool) {
     let auth = if users.required() { "required" } else { "off" };
     tracing::info!(
         authentication = auth,
         users = users.users().count(),
         client_tls = tls,
         cluster_token,
-        "client security: authentication {auth}, TLS {}; peers: cluster token {}",
+        peer_tls,
+        "client security: authentication {auth}, TLS {}; peers: cluster token {}, mutual TLS {}",
         if tls { "on" } else { "off" },
-        if cluster_token { "required" } else { "off" }
+        if cluster_token { "required" } else { "off" },
+        if peer_tls { "on" } else { "off" }
     );
-    if !cluster_token && !is_loopback_host(bind_host) {
+    if !cluster_token && !peer_tls && !is_loopback_host(bind_host) {
         tracing::warn!(
             "SECURITY WARNING: the core (peer) port on {bind_host} is not authenticated: anyone who can reach it \
              and knows the member list can join the peer conversation. Set --cluster-token-file on every member \

@@ -44,7 +44,7 @@ pub enum TlsError {
 /// ring as the crypto provider: it builds with the C compiler alone (aws-lc-rs, rustls' default,
 /// needs cmake); rustls marks it deprecated because it lacks post-quantum key exchange.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -1,17 +1,7 @@
 //! Hostile input, fuzzed: every decoder that reads bytes an attacker or a damaged disk controls.
 //!
-//! Targets (each a function of one byte string):
-//! - `resp_request`: the server's RESP parser (`Parser::requests`, server limits), fed the input
-//!   whole and again in random pieces: both must give the same frames and the same error;
-//! - `resp_reply`: the client's reply parser (client limits);
-//! - `peer_frames`: the peer framing (`wire::decode_frame`) with the handshake's limit, then each
-//!   body as a handshake (`decode_handshake` + `validate`) and as a message (`decode_message`);
-//! - `wal_segment`: a log directory holding the input as its segment file, opened by
-//!   `LogStore::open` (record headers, checksums, torn tails);
-//! - `snapshot_file`: the input as a snapshot file (`read_snapshot_file`), then its image
-//!   restored (`KvStore::restore`); the image decoder is also fed the input directly (a leader
-//!   could send well-checksummed garbage);
-//! - `proposal`: `decode_proposal` (the data of every replicated entry).
+//! The targets and their seeds are in `raft_kv::fuzzing` (shared with the cargo-fuzz targets in
+//! `fuzz/`).
 //!
 //! For each input the harness checks: no panic, the peak of memory allocated while decoding stays
 //! below [`alloc_limit`] (a counting allocator), and the decode returns within [`HANG_LIMIT`] (a
@@ -29,10 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use raft_kv::resp::{Limits, Parser};
+use bytes::BytesMut;
+use raft_kv::fuzzing::{self, seeds};
 use raft_kv::wire;
-use storage::{FileSystem, FsFile, LogOptions, LogStore, MemFs};
 
 // ---------------------------------------------------------------------------------------------
 // A counting allocator: bytes allocated by this thread now and at the peak since the last reset.
@@ -103,218 +92,7 @@ fn alloc_limit(len: usize) -> usize {
 /// Longest time one input may take.
 const HANG_LIMIT: Duration = Duration::from_secs(10);
 
-// ---------------------------------------------------------------------------------------------
-// Targets.
-
-type Target = fn(&[u8], &mut Rng);
-
-fn resp_request(data: &[u8], rng: &mut Rng) {
-    let whole = parse_all(Parser::requests(Limits::server()), &[data]);
-    // The same bytes in random pieces.
-    let mut pieces = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let n = 1 + rng.below((data.len() - at).min(64) as u64) as usize;
-        pieces.push(&data[at..at + n]);
-        at += n;
-    }
-    let split = parse_all(Parser::requests(Limits::server()), &pieces);
-    assert_eq!(whole, split, "pieces parse differently from the whole");
-}
-
-fn resp_reply(data: &[u8], _rng: &mut Rng) {
-    parse_all(Parser::replies(Limits::client()), &[data]);
-}
-
-/// Feeds `pieces` to `parser` one after the other; returns the frames and the first error.
-fn parse_all(mut parser: Parser, pieces: &[&[u8]]) -> (Vec<String>, Option<String>) {
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for piece in pieces {
-        buf.extend_from_slice(piece);
-        loop {
-            match parser.parse(&mut buf) {
-                Ok(Some(f)) => frames.push(format!("{f:?}")),
-                Ok(None) => break,
-                Err(e) => return (frames, Some(e.to_string())),
-            }
-        }
-    }
-    (frames, None)
-}
-
-fn peer_frames(data: &[u8], _rng: &mut Rng) {
-    // The handshake frame first (its small limit), then messages (the default limit).
-    let mut buf = BytesMut::from(data);
-    let mut limit = wire::MAX_HANDSHAKE_FRAME;
-    let mut first = true;
-    while let Ok(Some(body)) = wire::decode_frame(&mut buf, limit) {
-        if first {
-            // As the transport does: a connection whose first frame is not a valid handshake of
-            // this cluster is closed.
-            if wire::decode_handshake(body).ok().and_then(|h| h.validate(7).ok()).is_none() {
-                return;
-            }
-            first = false;
-            limit = wire::DEFAULT_MAX_FRAME;
-            continue;
-        }
-        let _ = wire::decode_message(body);
-    }
-}
-
-fn wal_segment(data: &[u8], _rng: &mut Rng) {
-    let fs = MemFs::new();
-    let dir = Path::new("/wal");
-    fs.create_dir_all(dir).unwrap();
-    let mut f = fs.create(&dir.join("00000000000000000001.wal")).unwrap();
-    f.append(data).unwrap();
-    drop(f);
-    if let Ok((store, _)) = LogStore::open(fs, dir, LogOptions { sync: false, ..LogOptions::default() }) {
-        let (lo, hi) = (store.first_index(), store.last_index());
-        if hi >= lo {
-            let _ = store.entries(lo, (hi + 1).min(lo + 1000));
-        }
-    }
-}
-
-fn snapshot_file(data: &[u8], _rng: &mut Rng) {
-    let fs = MemFs::new();
-    let dir = Path::new("/snap");
-    fs.create_dir_all(dir).unwrap();
-    let path = dir.join("snapshot.recv");
-    let mut f = fs.create(&path).unwrap();
-    f.append(data).unwrap();
-    drop(f);
-    if let Ok((_meta, image)) = storage::snapshot::read_snapshot_file(&fs, &path) {
-        let _ = engine::kv::KvStore::restore(&image);
-    }
-    let _ = engine::kv::KvStore::restore(data);
-}
-
-fn proposal(data: &[u8], _rng: &mut Rng) {
-    let _ = engine::kv::decode_proposal(data);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Seeds: valid inputs made with the real encoders (the corpus adds more).
-
-fn seeds(target: &str) -> Vec<Vec<u8>> {
-    match target {
-        "resp_request" => vec![
-            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec(),
-            b"PING\r\nSET a \"b c\"\r\n".to_vec(),
-            b"*1\r\n$4\r\nPING\r\n".to_vec(),
-        ],
-        "resp_reply" => {
-            vec![b"+OK\r\n-ERR x\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n*-1\r\n".to_vec()]
-        }
-        "peer_frames" => {
-            let mut out = BytesMut::new();
-            wire::encode_frame(&wire::Handshake::new(7, 2), wire::MAX_HANDSHAKE_FRAME, &mut out).unwrap();
-            let msg = raft::Message {
-                from: 2,
-                to: 1,
-                term: 3,
-                body: raft::MessageBody::AppendEntries {
-                    prev_log_index: 4,
-                    prev_log_term: 2,
-                    entries: vec![raft::Entry {
-                        term: 3,
-                        index: 5,
-                        kind: raft::EntryKind::Normal,
-                        data: Bytes::from_static(b"data"),
-                    }],
-                    leader_commit: 4,
-                },
-            };
-            wire::encode_message(engine::PeerMessage::Raft(msg), 1 << 20, &mut out).unwrap();
-            out.extend_from_slice(&wire::KEEPALIVE_FRAME);
-            let forward =
-                engine::PeerMessage::Forward { from: 2, to: 1, proposals: vec![Bytes::from_static(b"p")] };
-            wire::encode_message(forward, 1 << 20, &mut out).unwrap();
-            vec![out.to_vec()]
-        }
-        "wal_segment" => {
-            let fs = MemFs::new();
-            let dir = Path::new("/wal");
-            let (mut store, _) = LogStore::open(
-                fs.clone(),
-                dir,
-                LogOptions { sync: false, preallocate: 0, ..LogOptions::default() },
-            )
-            .unwrap();
-            let entries: Vec<raft::Entry> = (1..=5)
-                .map(|i| raft::Entry {
-                    term: 1,
-                    index: i,
-                    kind: if i == 3 { raft::EntryKind::Config } else { raft::EntryKind::Normal },
-                    data: Bytes::from(format!("entry {i}")),
-                })
-                .collect();
-            store.append(&entries).unwrap();
-            store.sync().unwrap();
-            drop(store);
-            fs.list_dir(dir)
-                .unwrap()
-                .into_iter()
-                .filter(|n| n.ends_with(".wal"))
-                .map(|n| read_all(&fs, &dir.join(n)))
-                .collect()
-        }
-        "snapshot_file" => {
-            let fs = MemFs::new();
-            let dir = Path::new("/snap");
-            fs.create_dir_all(dir).unwrap();
-            let mut kv = engine::kv::KvStore::new();
-            for i in 1..=3u64 {
-                let p = engine::kv::Proposal {
-                    session: 9,
-                    seq: i,
-                    ack_below: 0,
-                    command: engine::kv::Command::Set {
-                        key: Bytes::from(format!("k{i}")),
-                        value: Bytes::from_static(b"v"),
-                        condition: engine::kv::SetCondition::Always,
-                        get: false,
-                    },
-                };
-                let _ = kv.apply(i, &engine::kv::encode_proposal(&p));
-            }
-            let image = kv.snapshot();
-            let meta = storage::snapshot::SnapshotMeta {
-                index: 3,
-                term: 1,
-                membership: raft::Membership::from_voters(&[1, 2, 3]),
-            };
-            let mut w =
-                storage::snapshot::SnapshotWriter::create(fs.clone(), dir, "s", &meta, false).unwrap();
-            w.write(&image).unwrap();
-            w.finish().unwrap();
-            vec![read_all(&fs, &dir.join("s")), image.to_vec()]
-        }
-        "proposal" => {
-            let p = engine::kv::Proposal {
-                session: 1,
-                seq: 2,
-                ack_below: 1,
-                command: engine::kv::Command::MSet {
-                    pairs: vec![(Bytes::from_static(b"a"), Bytes::from_static(b"b"))],
-                },
-            };
-            vec![engine::kv::encode_proposal(&p).to_vec()]
-        }
-        _ => Vec::new(),
-    }
-}
-
-fn read_all(fs: &MemFs, path: &Path) -> Vec<u8> {
-    let f = fs.open(path).unwrap();
-    let len = f.len().unwrap() as usize;
-    let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, 0).unwrap();
-    buf
-}
+type Target = fn(&[u8]);
 
 // ---------------------------------------------------------------------------------------------
 // Mutation.
@@ -445,10 +223,10 @@ fn save_failure(target: &str, data: &[u8]) -> PathBuf {
 }
 
 /// Runs one input under the checks; panics (after saving it) if one fails.
-fn check(name: &str, target: Target, data: &[u8], rng: &mut Rng, started: &AtomicU64, epoch: Instant) {
+fn check(name: &str, target: Target, data: &[u8], started: &AtomicU64, epoch: Instant) {
     started.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
     let base = reset_peak();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(data, rng)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(data)));
     let used = peak().saturating_sub(base);
     started.store(0, Ordering::SeqCst);
     let failure = match result {
@@ -506,14 +284,14 @@ fn fuzz(name: &'static str, target: Target) {
 
     let mut rng = Rng(seed ^ name.len() as u64);
     for input in &corpus {
-        check(name, target, input, &mut rng, &started, epoch);
+        check(name, target, input, &started, epoch);
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut runs = 0u64;
     while Instant::now() < deadline {
         let base = &corpus[rng.below(corpus.len() as u64) as usize];
         let input = mutate(base, &corpus, &mut rng);
-        check(name, target, &input, &mut rng, &started, epoch);
+        check(name, target, &input, &started, epoch);
         runs += 1;
     }
     done.store(true, Ordering::SeqCst);
@@ -523,32 +301,32 @@ fn fuzz(name: &'static str, target: Target) {
 
 #[test]
 fn fuzz_resp_request() {
-    fuzz("resp_request", resp_request);
+    fuzz("resp_request", fuzzing::resp_request);
 }
 
 #[test]
 fn fuzz_resp_reply() {
-    fuzz("resp_reply", resp_reply);
+    fuzz("resp_reply", fuzzing::resp_reply);
 }
 
 #[test]
 fn fuzz_peer_frames() {
-    fuzz("peer_frames", peer_frames);
+    fuzz("peer_frames", fuzzing::peer_frames);
 }
 
 #[test]
 fn fuzz_wal_segment() {
-    fuzz("wal_segment", wal_segment);
+    fuzz("wal_segment", fuzzing::wal_segment);
 }
 
 #[test]
 fn fuzz_snapshot_file() {
-    fuzz("snapshot_file", snapshot_file);
+    fuzz("snapshot_file", fuzzing::snapshot_file);
 }
 
 #[test]
 fn fuzz_proposal() {
-    fuzz("proposal", proposal);
+    fuzz("proposal", fuzzing::proposal);
 }
 
 /// Finding of `fuzz_peer_frames`: a frame header announcing 64 MiB after a valid handshake made
@@ -559,7 +337,7 @@ fn regression_a_frame_header_alone_does_not_reserve_the_frame() {
     wire::encode_frame(&wire::Handshake::new(7, 2), wire::MAX_HANDSHAKE_FRAME, &mut input).unwrap();
     input.extend_from_slice(&[0x04, 0, 0, 0]);
     let (started, epoch) = (AtomicU64::new(0), Instant::now());
-    check("peer_frames", peer_frames, &input, &mut Rng(1), &started, epoch);
+    check("peer_frames", fuzzing::peer_frames, &input, &started, epoch);
     let mut buf = BytesMut::from(&[0x04u8, 0, 0, 0][..]);
     assert_eq!(wire::decode_frame(&mut buf, wire::DEFAULT_MAX_FRAME), Ok(None));
     assert!(buf.capacity() <= 2 * wire::MAX_FRAME_RESERVE, "reserved {}", buf.capacity());

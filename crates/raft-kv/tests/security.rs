@@ -522,6 +522,7 @@ fn a_peer_with_a_wrong_cluster_token_or_none_is_refused_and_logged() {
         ("no token", vec![]),
     ] {
         c.kill(2);
+        let refusals_before = c.log(0).matches("cluster token").count();
         let impostor_dir = dir.path().join(format!("impostor-{}", label.replace(' ', "-")));
         let mut cmd = Command::new(BIN);
         cmd.arg("-gc")
@@ -538,7 +539,8 @@ fn a_peer_with_a_wrong_cluster_token_or_none_is_refused_and_logged() {
         }
         let start = Instant::now();
         let refused_by_a = |c: &Cluster| c.log(0).matches("cluster token").count();
-        while refused_by_a(&c) == 0 || !std::fs::read_to_string(&log_path).unwrap().contains("cluster token")
+        while refused_by_a(&c) <= refusals_before
+            || !std::fs::read_to_string(&log_path).unwrap().contains("cluster token")
         {
             assert!(
                 start.elapsed() < Duration::from_secs(15),
@@ -563,6 +565,93 @@ fn a_peer_with_a_wrong_cluster_token_or_none_is_refused_and_logged() {
         let mut r = connect(&c, 2, &open);
         if let Some(Frame::Bulk(v)) = r.as_mut().and_then(|r| r.request(&["GET", "no token-19"]).ok()) {
             assert_eq!(&v[..], b"x");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "C did not catch up: {}", c.log(2));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_unprotected_node_on_a_non_loopback_address_warns_loudly() {
+    let open = ClientSecurity::default();
+    // Bound on every address (nothing but loopback is dialled), no password, no token.
+    let c = Cluster::start_with(1, &["--listen", "0.0.0.0"]);
+    wait_leader(&c, &open, Duration::from_secs(20));
+    let log = c.log(0);
+    assert!(log.contains("SECURITY WARNING: this node listens on 0.0.0.0"), "{log}");
+    assert!(log.contains("SECURITY WARNING: the core (peer) port on 0.0.0.0 is not authenticated"), "{log}");
+    // On loopback with the defaults there is no warning.
+    let quiet = Cluster::start(1);
+    wait_leader(&quiet, &open, Duration::from_secs(20));
+    assert!(!quiet.log(0).contains("SECURITY WARNING"), "{}", quiet.log(0));
+}
+
+#[test]
+fn peers_use_mutual_tls_and_a_peer_with_another_cas_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), &["node"]);
+    let stranger = tempfile::tempdir().unwrap();
+    certs(stranger.path(), &["node"]);
+    let arg = |d: &Path, f: &str| d.join(f).display().to_string();
+    let peer_args = |d: &Path| {
+        vec![
+            "--peer-tls-ca".to_string(),
+            arg(d, "ca.pem"),
+            "--peer-tls-cert".to_string(),
+            arg(d, "node.pem"),
+            "--peer-tls-key".to_string(),
+            arg(d, "node-key.pem"),
+        ]
+    };
+    let ours = peer_args(dir.path());
+    let mut c = Cluster::start_with(3, &ours.iter().map(String::as_str).collect::<Vec<_>>());
+    let open = ClientSecurity::default();
+    wait_leader(&c, &open, Duration::from_secs(20));
+    let mut w = connect(&c, 0, &open).unwrap();
+    for i in 0..50 {
+        assert_eq!(w.request(&["SET", &format!("k{i}"), "v"]).unwrap(), ok());
+    }
+    // Every node has every write (replicated over the TLS links).
+    for k in 0..3 {
+        let start = Instant::now();
+        while info_field(&c, k, &open, "applied_index").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) < 50
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "node {k} did not apply: {}", c.log(k));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(c.log(0).contains("mutual TLS on"), "{}", c.log(0));
+
+    // C replaced by an impostor with a certificate of another CA, then by one without TLS.
+    for (label, args) in [("other CA", peer_args(stranger.path())), ("no TLS", Vec::new())] {
+        c.kill(2);
+        let refusals_before = c.log(0).matches("peer TLS handshake refused").count();
+        let slug = label.replace(' ', "-");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-gc").args(&c.group).args(["-m", "group-member", "-i", "C", "-d"]);
+        cmd.arg(dir.path().join(format!("impostor-{slug}"))).args(&args);
+        let log = std::fs::File::create(dir.path().join(format!("impostor-{slug}.log"))).unwrap();
+        let mut impostor = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        for i in 0..20 {
+            assert_eq!(w.request(&["SET", &format!("{slug}-{i}"), "x"]).unwrap(), ok());
+        }
+        let start = Instant::now();
+        while c.log(0).matches("peer TLS handshake refused").count() <= refusals_before {
+            assert!(start.elapsed() < Duration::from_secs(15), "no refusal logged ({label}): {}", c.log(0));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let applied = info_field(&c, 2, &open, "applied_index").and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(applied, Some(0), "the impostor ({label}) applied entries");
+        let _ = impostor.kill();
+        let _ = impostor.wait();
+    }
+    // The real C comes back over TLS and catches up.
+    c.start_node(2);
+    let start = Instant::now();
+    loop {
+        let got = connect(&c, 2, &open).and_then(|mut r| r.request(&["GET", "no-TLS-19"]).ok());
+        if got == Some(Frame::bulk("x")) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "C did not catch up: {}", c.log(2));

@@ -70,6 +70,7 @@ async fn start_node(
         queue_capacity,
         max_frame: wire::DEFAULT_MAX_FRAME,
         cluster_token: None,
+        peer_tls: None,
     };
     let transport = Transport::start_with(cfg, tuning, tx).await.unwrap();
     Node { transport, rx }

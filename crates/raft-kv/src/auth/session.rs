@@ -265,6 +265,7 @@ impl ConnAuth {
             return Err(Frame::error(NOAUTH));
         };
         let needed = match request.access() {
+            _ if is_admin_command(name) => Category::Admin,
             Access::Read => Category::Read,
             Access::Write => Category::Write,
             Access::Admin => Category::Admin,
@@ -295,6 +296,15 @@ fn no_permission(user: &User, name: &[u8]) -> Frame {
         user.name,
         printable(&String::from_utf8_lossy(name).to_ascii_lowercase())
     ))
+}
+
+/// Commands that need the admin category whatever their access kind: the `RAFT.` namespace
+/// (snapshots, membership, leadership transfer) and Redis' server-wide destructive commands.
+pub fn is_admin_command(name: &[u8]) -> bool {
+    const ADMIN: [&[u8]; 8] =
+        [b"flushall", b"flushdb", b"shutdown", b"debug", b"save", b"bgsave", b"monitor", b"swapdb"];
+    (name.len() > 5 && name[..5].eq_ignore_ascii_case(b"raft."))
+        || ADMIN.iter().any(|a| name.eq_ignore_ascii_case(a))
 }
 
 /// The keys a request names.
@@ -389,6 +399,8 @@ mod tests {
         );
         let snap = Request::from_args(vec![Bytes::from("RAFT.SNAPSHOT")]).unwrap();
         assert!(c.permit(b"RAFT.SNAPSHOT", &snap).is_err());
+        assert!(is_admin_command(b"FLUSHALL") && is_admin_command(b"raft.member.add"));
+        assert!(!is_admin_command(b"get") && !is_admin_command(b"raft."));
         let ping = Request::from_args(vec![Bytes::from("PING")]).unwrap();
         assert_eq!(c.permit(b"PING", &ping), Ok(()));
 

@@ -147,6 +147,18 @@ async fn connection(
     registry: Registry,
     conn: u64,
 ) {
+    // With peer TLS, a dialer without a certificate of the cluster CA ends here.
+    let stream = match &ctx.peer_tls {
+        Some(tls) => match tls.accept(stream, ctx.handshake_timeout).await {
+            Ok(plain) => plain,
+            Err(e) => {
+                bump(&ctx.global.rejected_connections);
+                tracing::warn!(%remote, reason = %e, "refused a connection on the peer port");
+                return;
+            }
+        },
+        None => stream,
+    };
     // Best effort: only our small handshake answer and keepalives are written on this connection.
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();

@@ -116,6 +116,9 @@ pub struct TransportConfig {
     /// ([`crate::auth::token`]) and a peer without it is refused; `None`: the handshake of nodes
     /// without a token.
     pub cluster_token: Option<crate::auth::token::ClusterToken>,
+    /// Mutual TLS against the cluster CA on every peer connection ([`crate::peer_tls`]); `None`:
+    /// plain TCP.
+    pub peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
 }
 
 /// Timing knobs, with defaults fit for a LAN (see [`Transport::start_with`]).
@@ -333,6 +336,8 @@ struct InboundContext {
     inbound: mpsc::Sender<PeerMessage>,
     /// The cluster token, if the cluster has one.
     cluster_token: Option<crate::auth::token::ClusterToken>,
+    /// Peer TLS, if used.
+    peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
 }
 
 impl Transport {
@@ -402,6 +407,7 @@ impl Transport {
                 counters: counters.clone(),
                 lane: lane.clone(),
                 cluster_token: cfg.cluster_token.clone(),
+                peer_tls: cfg.peer_tls.clone(),
             };
             tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
             let oversize_log = RateLimit::new(Duration::from_secs(10));
@@ -418,6 +424,7 @@ impl Transport {
             global: global.clone(),
             inbound,
             cluster_token: cfg.cluster_token.clone(),
+            peer_tls: cfg.peer_tls.clone(),
         };
         tasks.push(tokio::spawn(inbound::accept_loop(listener, Arc::new(ctx), shutdown_rx)));
         tracing::info!(id = cfg.id, %local_addr, peers = peers.len(), "peer transport listening");

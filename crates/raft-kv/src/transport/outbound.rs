@@ -217,6 +217,8 @@ pub(super) struct OutboundTask {
     pub(super) lane: Arc<Lane>,
     /// The cluster token, if the cluster has one.
     pub(super) cluster_token: Option<ClusterToken>,
+    /// Peer TLS, if used.
+    pub(super) peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
 }
 
 impl OutboundTask {
@@ -345,7 +347,10 @@ impl OutboundTask {
     /// Connects (resolving the address again), exchanges handshakes and checks the peer's answer;
     /// returns the connection and the peer's keepalive interval in milliseconds (0: none).
     async fn dial(&self) -> Result<(TcpStream, u32), DialError> {
-        let stream = TcpStream::connect(self.addr.as_str()).await?;
+        let stream = match &self.peer_tls {
+            Some(tls) => tls.dial(self.addr.as_str()).await?,
+            None => TcpStream::connect(self.addr.as_str()).await?,
+        };
         stream.set_nodelay(true)?;
         let (read, mut write) = stream.into_split();
         let mut hello = BytesMut::new();
