@@ -8,8 +8,10 @@
 //! watchdog aborts the process and prints the input otherwise). Inputs come from the corpus in
 //! `tests/fuzz-corpus/<target>/` (seeds and every past finding, run first, always) and from
 //! mutations of it: bit flips, interesting bytes, huge length fields, insertions, deletions,
-//! splices, truncations. `RAFT_FUZZ_SECONDS` sets each target's time (default 3; `.ci/run` uses
-//! 20), `RAFT_FUZZ_SEED` the mutation seed. A failing input is written to
+//! splices, truncations. `RAFT_FUZZ_RUNS` sets the number of mutated inputs per target (default
+//! 20,000; `.ci/run` uses 300,000): a fixed count, so that a run covers the same inputs on a fast or a
+//! slow machine; `RAFT_FUZZ_SECONDS` caps each target's time (default 60; the run says when it
+//! stopped early), `RAFT_FUZZ_SEED` sets the mutation seed. A failing input is written to
 //! `target/fuzz-failures/<target>-<hash>` and printed in hex: add it to the corpus as a regression.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -249,7 +251,8 @@ fn check(name: &str, target: Target, data: &[u8], started: &AtomicU64, epoch: In
 }
 
 fn fuzz(name: &'static str, target: Target) {
-    let seconds: u64 = std::env::var("RAFT_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let runs: u64 = std::env::var("RAFT_FUZZ_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let seconds: u64 = std::env::var("RAFT_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let seed: u64 = std::env::var("RAFT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
     let mut corpus = seeds(name);
     if std::env::var_os("RAFT_FUZZ_WRITE_SEEDS").is_some() {
@@ -287,16 +290,25 @@ fn fuzz(name: &'static str, target: Target) {
         check(name, target, input, &started, epoch);
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut runs = 0u64;
-    while Instant::now() < deadline {
+    let mut mutated = 0u64;
+    while mutated < runs && Instant::now() < deadline {
         let base = &corpus[rng.below(corpus.len() as u64) as usize];
         let input = mutate(base, &corpus, &mut rng);
         check(name, target, &input, &started, epoch);
-        runs += 1;
+        mutated += 1;
     }
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
-    eprintln!("{name}: {} corpus inputs and {runs} mutations in {seconds} s, no failure", corpus.len());
+    let capped = if mutated < runs {
+        format!(" (stopped by the {seconds} s limit before {runs})")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{name}: {} corpus inputs and {mutated} mutations{capped} in {:.1} s, no failure",
+        corpus.len(),
+        epoch.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
