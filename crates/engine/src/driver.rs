@@ -42,15 +42,18 @@ use crate::kv::{Command, KvError, KvStore, Query, Reply};
 use crate::snapshots::{ChunkStatus, SnapshotConfig};
 
 mod admin;
+mod clock;
 mod requests;
 mod snapshot;
 mod sync;
 
 pub use admin::{member_name, MemberChange};
+pub use clock::SWEEP_BATCH;
 pub use requests::DEFAULT_WRITE_WINDOW;
 pub use sync::SyncJob;
 
 use admin::Admin;
+use clock::Clock;
 use requests::{Requests, Timing};
 use snapshot::SnapshotWork;
 use sync::SyncTickets;
@@ -281,6 +284,8 @@ pub struct Driver<F: FileSystem> {
     kv: KvStore,
     /// Logical time (ticks since start).
     now: u64,
+    /// The host's wall clock, stamps and sweeps (see [`clock`]).
+    clock: Clock,
     /// Client requests.
     requests: Requests,
     /// Deferred syncs.
@@ -342,6 +347,7 @@ impl<F: FileSystem> Driver<F> {
             store,
             kv,
             now: 0,
+            clock: Clock::default(),
             requests: Requests::new(config.session, timing, config.write_window),
             syncs: SyncTickets::new(),
             snap: SnapshotWork::new(fs, dir.to_path_buf(), snapshot),
@@ -439,13 +445,19 @@ impl<F: FileSystem> Driver<F> {
                 if self.node.role() == Role::Leader {
                     for data in proposals {
                         // Cannot fail on the leader; a refusal would only mean the origin retries.
-                        let _ = self.node.propose(data);
+                        let _ = self.node.propose(self.clock.stamped(&self.kv, &data));
                     }
                 }
                 // Not the leader (any more): drop; the origin retries with the same (session, seq).
             }
         }
         Ok(())
+    }
+
+    /// Records the host's wall clock (ms since the Unix epoch) for the stamps of the entries this
+    /// node appends as leader (see [`clock`]); nothing else reads it.
+    pub(crate) fn set_clock(&mut self, ms: u64) {
+        self.clock.set_wall(ms);
     }
 
     /// Advances logical time by one tick.
@@ -475,7 +487,9 @@ impl<F: FileSystem> Driver<F> {
     pub(crate) fn process_with(&mut self, early: &mut dyn FnMut(&Self, Early)) -> Result<(), FatalError> {
         let mut rounds = 0;
         loop {
-            self.requests.route(&mut self.node, self.now, &mut self.outbox);
+            self.clock.maybe_sweep(&mut self.node, &self.kv, self.now, self.config.request_timeout_ticks);
+            let (clock, kv) = (&mut self.clock, &self.kv);
+            self.requests.route(&mut self.node, self.now, &mut self.outbox, &mut |d| clock.stamped(kv, d));
             if !self.node.has_ready() {
                 break;
             }

@@ -66,6 +66,13 @@ pub trait Io<F: FileSystem> {
     /// Frees log entries a compaction dropped and deletes files a snapshot made obsolete, ideally
     /// off the node's hot path. Files may be left behind: startup removes them.
     fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>);
+    /// The host's wall clock in ms since the Unix epoch, read once per batch. It reaches the
+    /// state machine only as the stamp a leader puts on the entries it appends (see
+    /// [`crate::kv::expiry`]). The default, for hosts without a clock, is 0: stamps then never
+    /// run ahead of the log time, so relative expiry counts from the last stamp.
+    fn clock_ms(&self) -> u64 {
+        0
+    }
 }
 
 /// Runs one batch of `inputs` through `driver`, in the order described in the module docs.
@@ -74,6 +81,7 @@ pub fn run_batch<F: FileSystem>(
     inputs: impl IntoIterator<Item = Input>,
     io: &mut dyn Io<F>,
 ) -> Result<(), FatalError> {
+    driver.set_clock(io.clock_ms());
     for input in inputs {
         match input {
             Input::Client(id, request) => driver.submit(id, request),

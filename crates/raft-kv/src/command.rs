@@ -13,8 +13,10 @@
 //! - Nothing here depends on the storage engine; [`Access`] tells the server whether a request
 //!   reads, writes, or concerns only the connection.
 //!
-//! Deliberate differences from Redis: keys never expire, so `SET` refuses `EX`, `PX`, `EXAT`,
-//! `PXAT` and `KEEPTTL` with an explicit error; there is one database, so `SELECT` accepts only
+//! The commands added with expiry (see [`expiry`]) parse straight into the state machine's
+//! command and query types ([`Request::KvWrite`], [`Request::KvRead`]), with owned bytes.
+//!
+//! Deliberate differences from Redis: there is one database, so `SELECT` accepts only
 //! 0. Names starting with `RAFT.` are
 //! reserved for administrative commands ([`Request::Admin`]); those in the table (`RAFT.SNAPSHOT`)
 //! have their arity checked here.
@@ -24,6 +26,7 @@
 //! connection's replies to RESP3 ([`crate::resp::encode_as`]) or refuses with
 //! [`CommandError::Resp3NotSupported`].
 
+mod expiry;
 mod reply;
 mod spec;
 
@@ -95,6 +98,10 @@ pub enum Request {
     Select,
     /// `CLIENT HELP`, `COMMAND HELP`, `CONFIG HELP`; answer with [`help_reply`].
     Help(Container),
+    /// A write parsed straight into the state machine's command (keys and values owned).
+    KvWrite(engine::kv::Command),
+    /// A read parsed straight into the state machine's query (keys owned).
+    KvRead(engine::kv::Query),
     /// A command of the reserved `RAFT.` namespace (e.g. `RAFT.SNAPSHOT`), not interpreted here.
     Admin {
         /// The command name in lower case, e.g. `raft.snapshot`.
@@ -249,9 +256,15 @@ pub enum CommandError {
     /// `HELLO` with an unknown or incomplete option.
     #[error("ERR Syntax error in HELLO option '{0}'")]
     HelloSyntax(String),
-    /// `SET` with an expiry option.
-    #[error("ERR SET option '{0}' is not supported: raft-kv keys never expire")]
-    ExpiryNotSupported(String),
+    /// An expire time that is not positive or overflows (holds the command name).
+    #[error("ERR invalid expire time in '{0}' command")]
+    InvalidExpireTime(&'static str),
+    /// An option `EXPIRE` and its siblings do not know.
+    #[error("ERR Unsupported option {0}")]
+    UnsupportedOption(String),
+    /// Options that exclude each other (`NX and XX, GT or LT`, `GT and LT`).
+    #[error("ERR {0} options at the same time are not compatible")]
+    Incompatible(&'static str),
     /// A frame that is not a non-empty array of bulk strings.
     #[error("ERR Protocol error: a request must be an array of bulk strings")]
     NotARequest,
@@ -370,7 +383,20 @@ impl Request {
             "ping" => Request::Ping(a.next_opt()),
             "echo" => Request::Echo(a.next()?),
             "get" => Request::Get(a.next()?),
-            "set" => Request::Set(parse_set(a)?),
+            "set" => expiry::parse_set(a)?,
+            "setex" => expiry::parse_setex(a, false)?,
+            "psetex" => expiry::parse_setex(a, true)?,
+            "getex" => expiry::parse_getex(a)?,
+            "getdel" => expiry::parse_key_write(a, |key| engine::kv::Command::GetDel { key })?,
+            "persist" => expiry::parse_key_write(a, |key| engine::kv::Command::Persist { key })?,
+            "expire" => expiry::parse_expire(a, true, false)?,
+            "pexpire" => expiry::parse_expire(a, false, false)?,
+            "expireat" => expiry::parse_expire(a, true, true)?,
+            "pexpireat" => expiry::parse_expire(a, false, true)?,
+            "ttl" => expiry::parse_ttl(a, false, false)?,
+            "pttl" => expiry::parse_ttl(a, true, false)?,
+            "expiretime" => expiry::parse_ttl(a, false, true)?,
+            "pexpiretime" => expiry::parse_ttl(a, true, true)?,
             "del" => Request::Del(a.remaining()),
             "exists" => Request::Exists(a.remaining()),
             "mget" => Request::MGet(a.remaining()),
@@ -409,11 +435,13 @@ impl Request {
             | Request::Exists(_)
             | Request::MGet(_)
             | Request::StrLen(_)
+            | Request::KvRead(_)
             | Request::DbSize => Access::Read,
             Request::Set(_)
             | Request::Del(_)
             | Request::MSet(_)
             | Request::IncrBy { .. }
+            | Request::KvWrite(_)
             | Request::Append { .. } => Access::Write,
             Request::Admin { .. } => Access::Admin,
             Request::Ping(_)
@@ -428,28 +456,6 @@ impl Request {
             | Request::Help(_) => Access::Connection,
         }
     }
-}
-
-fn parse_set(mut a: Args) -> Result<Set, CommandError> {
-    let key = a.next()?;
-    let value = a.next()?;
-    let mut condition = SetCondition::Always;
-    let mut get = false;
-    while let Some(opt) = a.next_opt() {
-        let is = |name: &str| opt.eq_ignore_ascii_case(name.as_bytes());
-        if is("nx") && condition != SetCondition::IfPresent {
-            condition = SetCondition::IfAbsent;
-        } else if is("xx") && condition != SetCondition::IfAbsent {
-            condition = SetCondition::IfPresent;
-        } else if is("get") {
-            get = true;
-        } else if ["ex", "px", "exat", "pxat", "keepttl"].iter().any(|n| is(n)) {
-            return Err(CommandError::ExpiryNotSupported(String::from_utf8_lossy(&opt).to_ascii_uppercase()));
-        } else {
-            return Err(CommandError::Syntax);
-        }
-    }
-    Ok(Set { key, value, condition, get })
 }
 
 fn parse_mset(mut a: Args) -> Result<Request, CommandError> {

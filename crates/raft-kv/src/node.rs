@@ -96,6 +96,8 @@ pub struct Status {
     pub last_index: u64,
     /// Number of keys.
     pub keys: usize,
+    /// Keys with a deadline (expired ones not yet swept included).
+    pub expires: usize,
     /// Requests waiting for an answer.
     pub pending: usize,
     /// Leader only: (peer, match index).
@@ -375,6 +377,11 @@ impl Io<MeteredFs> for ServerIo {
         self.transport.send(messages);
     }
 
+    /// The system clock (a leader stamps its entries with it; see `engine::kv::expiry`).
+    fn clock_ms(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
     /// Publishes the driver's status (for `INFO`), then hands `answers` to their waiting clients.
     /// The status goes first: a client that got an answer (e.g. RAFT.SNAPSHOT's) then sees an INFO
     /// at least as new.
@@ -460,6 +467,7 @@ fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
         applied: driver.kv().applied_index(),
         last_index: node.last_index(),
         keys: driver.kv().len(),
+        expires: driver.kv().expires_count(),
         pending,
         peers: if node.role() == Role::Leader { peers } else { Vec::new() },
         log_first_index: node.first_index(),

@@ -433,6 +433,9 @@ fn dispatch(
         }
         Request::IncrBy { key, delta } => write(KvCommand::IncrBy { key: own(key), by: delta }),
         Request::Append { key, value } => write(KvCommand::Append { key: own(key), value: own(value) }),
+        // Parsed with owned bytes already (command::expiry).
+        Request::KvWrite(c) => write(c),
+        Request::KvRead(q) => read(q),
         Request::Ping(None) => Pending::Frame(Frame::simple("PONG"), p),
         Request::Ping(Some(msg)) | Request::Echo(msg) => Pending::Frame(Frame::Bulk(msg), p),
         Request::Quit => Pending::Close(Frame::ok(), p),
@@ -547,7 +550,7 @@ pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
         if st.keys > 0 {
-            out.push_str(&format!("db0:keys={},expires=0,avg_ttl=0\r\n", st.keys));
+            out.push_str(&format!("db0:keys={},expires={},avg_ttl=0\r\n", st.keys, st.expires));
         }
     }
     out

@@ -375,6 +375,17 @@ impl Node {
                 MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
                     self.become_follower(msg.term, Some(msg.from));
                 }
+                MessageBody::RequestVote { .. } => {
+                    // Adopt the term without restarting the election timer: only a granted vote
+                    // restarts it (§5.2, as etcd's raft does). Otherwise a candidate whose log is
+                    // behind, campaigning again and again (without PreVote), keeps the one voter
+                    // that could win from ever timing out: found by the simulator (a two-voter
+                    // configuration with no leader for over a second after the faults stopped).
+                    let (elapsed, timeout) = (self.election_elapsed, self.election_timeout);
+                    self.become_follower(msg.term, None);
+                    self.election_elapsed = elapsed;
+                    self.election_timeout = timeout;
+                }
                 _ => self.become_follower(msg.term, None),
             }
         } else if msg.term < self.term {

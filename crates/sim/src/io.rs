@@ -25,11 +25,21 @@ pub(crate) struct SimIo {
     pub(crate) snapshot: Option<SnapshotJob<MemFs>>,
     /// The first violated promise, if any.
     pub(crate) violation: Option<String>,
+    /// The node's wall clock (virtual time plus the node's skew), ms.
+    pub(crate) clock_ms: u64,
 }
 
 impl SimIo {
     pub(crate) fn new(fs: MemFs) -> Self {
-        SimIo { fs, messages: Vec::new(), answers: Vec::new(), sync: None, snapshot: None, violation: None }
+        SimIo {
+            fs,
+            messages: Vec::new(),
+            answers: Vec::new(),
+            sync: None,
+            snapshot: None,
+            violation: None,
+            clock_ms: 0,
+        }
     }
 }
 
@@ -67,6 +77,10 @@ impl Io<MemFs> for SimIo {
     fn start_snapshot(&mut self, job: SnapshotJob<MemFs>) -> Result<(), StorageError> {
         self.snapshot = Some(job);
         Ok(())
+    }
+
+    fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
 
     fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>) {

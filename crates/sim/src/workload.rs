@@ -1,5 +1,6 @@
 //! Simulated clients: closed-loop, each with at most one request outstanding, on a few hot keys, with
-//! reads, blind writes of unique values, and increments (a read-modify-write). Every request and its
+//! reads, blind writes of unique values (half of them with a deadline), increments (a
+//! read-modify-write), appends and deletes (through expiry, see [`to_request`]). Every request and its
 //! outcome is recorded in a history for the linearizability checker.
 //!
 //! Outcomes: an answer is a completed operation; a `NoLeader` error means the write was never handed
@@ -9,7 +10,7 @@
 //! happened, at any time after its call).
 
 use bytes::Bytes;
-use engine::kv::{Command, Query, Reply, SetCondition};
+use engine::kv::{Command, ExpireCondition, ExpiryOrigin, Query, Reply, SetCondition, SetExpiry};
 use engine::{Request, RequestError, Response};
 use raft::{NodeId, Rng};
 
@@ -35,17 +36,32 @@ pub fn random_op(rng: &mut Rng, client: &mut Client, keys: u64) -> (Vec<u8>, Op)
             client.counter += 1;
             Op::Set((client.id * 1_000_000 + client.counter).to_string().into_bytes())
         }
-        7..=8 => Op::Incr(rng.range(1, 4) as i64),
+        7 => Op::Incr(rng.range(1, 4) as i64),
+        8 => match rng.range(0, 2) {
+            0 => Op::Del,
+            _ => Op::Incr(rng.range(1, 4) as i64),
+        },
         _ => Op::Append(b"x".to_vec()),
     };
     (key, op)
 }
 
-/// The engine request for a history operation.
+/// The engine request for a history operation. Expiry takes part where the model needs no clock:
+/// every other `SET` carries a deadline an hour away (longer than any run), which a later plain
+/// `SET` clears and `APPEND`/`INCR` keep, and a delete is `PEXPIREAT key 1` (a deadline in the
+/// past deletes the key at once and answers 1 if it existed, exactly like `DEL`).
 pub fn to_request(key: &[u8], op: &Op) -> Request {
     let key = Bytes::copy_from_slice(key);
     match op {
         Op::Get => Request::Read(Query::Get { key }),
+        Op::Set(v) if v.last().is_some_and(|d| d % 2 == 1) => Request::Write(Command::SetEx {
+            key,
+            value: Bytes::copy_from_slice(v),
+            condition: SetCondition::Always,
+            get: false,
+            expiry: SetExpiry::In(3_600_000),
+            origin: ExpiryOrigin::Set,
+        }),
         Op::Set(v) => Request::Write(Command::Set {
             key,
             value: Bytes::copy_from_slice(v),
@@ -53,7 +69,13 @@ pub fn to_request(key: &[u8], op: &Op) -> Request {
             get: false,
         }),
         Op::Incr(by) => Request::Write(Command::IncrBy { key, by: *by }),
-        Op::Del => Request::Write(Command::Del { keys: vec![key] }),
+        Op::Del => Request::Write(Command::Expire {
+            key,
+            when: 1,
+            seconds: false,
+            absolute: true,
+            condition: ExpireCondition::Always,
+        }),
         Op::Append(v) => Request::Write(Command::Append { key, value: Bytes::copy_from_slice(v) }),
     }
 }

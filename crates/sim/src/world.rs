@@ -53,6 +53,9 @@ use crate::membership::{self, Action, MembershipChecks, Operator};
 use crate::network::Network;
 use crate::workload::{self, Client};
 
+/// The wall clock of virtual time 0 (1 Jan 2026), so deadlines look like real ones.
+const CLOCK_EPOCH_MS: u64 = 1_767_225_600_000;
+
 /// Ticks: one every 10 ms of virtual time.
 pub const TICK_MS: u64 = 10;
 
@@ -515,6 +518,9 @@ impl World {
         let inputs = std::mem::take(&mut node.inbox);
         let Some(d) = node.driver.as_mut() else { return Ok(()) };
         let mut io = SimIo::new(node.fs.clone());
+        // Wall clocks disagree between nodes (by up to 3 s, some behind, some ahead of virtual
+        // time): stamps must stay monotonic across leaders anyway (see engine::kv::expiry).
+        io.clock_ms = CLOCK_EPOCH_MS + now + (id * 1237) % 3000 - 1500;
         let result = engine::run_batch(d, inputs, &mut io);
         let records = d.take_apply_records();
         let syncs = node.fs.stats().file_syncs - syncs_before;

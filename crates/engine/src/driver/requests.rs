@@ -300,7 +300,14 @@ impl Requests {
 
     /// Proposes (leader) or forwards (follower) the writes waiting to be routed; on a leader change,
     /// every unanswered write is routed again (sessions make the duplicates harmless).
-    pub(super) fn route(&mut self, node: &mut Node, now: u64, outbox: &mut Vec<PeerMessage>) {
+    /// A leader appends each proposal as the entry `stamp(proposal)` (see [`super::clock`]).
+    pub(super) fn route(
+        &mut self,
+        node: &mut Node,
+        now: u64,
+        outbox: &mut Vec<PeerMessage>,
+        stamp: &mut dyn FnMut(&[u8]) -> Bytes,
+    ) {
         let leader = node.leader();
         if leader != self.last_leader {
             self.last_leader = leader;
@@ -319,7 +326,7 @@ impl Requests {
         for seq in std::mem::take(&mut self.to_route) {
             let Some(w) = self.writes.get_mut(&seq) else { continue };
             if leader == me {
-                if node.propose(w.data.clone()).is_err() {
+                if node.propose(stamp(&w.data)).is_err() {
                     // A leadership transfer is under way: proposed again at the next batch (or
                     // routed to the new leader once it is known).
                     refused.push(seq);

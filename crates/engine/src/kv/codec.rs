@@ -11,10 +11,10 @@
 //! all errors, which makes the encoding *canonical* — a byte string that decodes re-encodes to
 //! exactly itself, a property the tests check on random input. It needs no code generator.
 //!
-//! # Proposal format, version 1
+//! # Proposal format, versions 1 and 2
 //!
 //! ```text
-//! u8        format version (= 1; never 0, so an encoded proposal is never empty)
+//! u8        format version (1 or 2; never 0, so an encoded proposal is never empty)
 //! u64 LE    session id
 //! varint    seq
 //! varint    ack_below
@@ -24,18 +24,49 @@
 //!   3 MSET    varint n >= 0, n (key, value)
 //!   4 INCRBY  key, zigzag varint by
 //!   5 APPEND  key, value
+//!   version 2 only (a command that version 1 has is still written as version 1, byte for byte):
+//!   6 SETEX   u8 flags (bits 0-1 condition, bit 2 GET, bits 3-5 expiry kind: 0 default,
+//!             1 KEEPTTL, 2 PERSIST, 3 in ms, 4 at ms; bits 6-7 origin: SET, SETEX, PSETEX,
+//!             GETEX), key, value, [zigzag varint ms for kinds 3 and 4]
+//!   7 EXPIRE  u8 flags (bits 0-2 condition: always, NX, XX, GT, LT, XX+LT; bit 3 seconds; bit 4
+//!             absolute), key, zigzag varint when
+//!   8 PERSIST key
+//!   9 GETEX   u8 flags (bits 3-5 expiry kind as SETEX), key, [zigzag varint ms]
+//!  10 GETDEL  key
+//!  11 SWEEP   varint max (<= u32::MAX)
 //! ```
 //! where a key or value is `varint length` followed by that many bytes. Nothing may follow the
-//! command. Decoding never panics and never allocates more than the input could describe (every
+//! command.
+//!
+//! # Stamped entries
+//!
+//! The leader wraps every proposal it appends as `u8 0x80, u64 LE stamp (ms since the Unix
+//! epoch), proposal` ([`stamp_entry`]); the stamp is the entry's time (see
+//! [`super::expiry`]). Entries written before stamps existed are bare proposals, read as before
+//! and without a time. A build that predates stamps refuses a stamped entry with a clear
+//! "format version 128 not supported" rather than misreading it. Decoding never panics and never allocates more than the input could describe (every
 //! count and length is checked against the bytes that remain).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{Command, Proposal, Reply, SetCondition};
+use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 use super::KvError;
 
-/// Version byte written at the start of every encoded proposal.
-pub const PROPOSAL_FORMAT_VERSION: u8 = 1;
+/// The newest proposal format this build writes (for commands version 1 lacks) and reads.
+pub const PROPOSAL_FORMAT_VERSION: u8 = 2;
+
+/// The first byte of a stamped entry (see the module docs).
+pub const STAMPED_ENTRY: u8 = 0x80;
+
+const TAG_SETEX: u8 = 6;
+const TAG_EXPIRE: u8 = 7;
+const TAG_PERSIST: u8 = 8;
+const TAG_GETEX: u8 = 9;
+const TAG_GETDEL: u8 = 10;
+const TAG_SWEEP: u8 = 11;
+const EXPIRY_SHIFT: u8 = 3;
+const ORIGIN_SHIFT: u8 = 6;
 
 const TAG_SET: u8 = 1;
 const TAG_DEL: u8 = 2;
@@ -69,7 +100,15 @@ pub(crate) struct DecodeError {
 /// Encodes a proposal in the current format (see the module docs).
 pub fn encode_proposal(p: &Proposal) -> Bytes {
     let mut buf = BytesMut::with_capacity(32 + command_size_hint(&p.command));
-    buf.put_u8(PROPOSAL_FORMAT_VERSION);
+    let version = match &p.command {
+        Command::Set { .. }
+        | Command::Del { .. }
+        | Command::MSet { .. }
+        | Command::IncrBy { .. }
+        | Command::Append { .. } => 1,
+        _ => PROPOSAL_FORMAT_VERSION,
+    };
+    buf.put_u8(version);
     buf.put_u64_le(p.session);
     put_varint(&mut buf, p.seq);
     put_varint(&mut buf, p.ack_below);
@@ -110,8 +149,118 @@ pub fn encode_proposal(p: &Proposal) -> Bytes {
             put_bytes(&mut buf, key);
             put_bytes(&mut buf, value);
         }
+        Command::SetEx { key, value, condition, get, expiry, origin } => {
+            buf.put_u8(TAG_SETEX);
+            let origin = match origin {
+                ExpiryOrigin::Set => 0,
+                ExpiryOrigin::SetEx => 1,
+                ExpiryOrigin::PSetEx => 2,
+                ExpiryOrigin::GetEx => 3,
+            };
+            let flags = cond_bits(*condition)
+                | if *get { SET_GET_FLAG } else { 0 }
+                | expiry_kind(*expiry) << EXPIRY_SHIFT
+                | origin << ORIGIN_SHIFT;
+            buf.put_u8(flags);
+            put_bytes(&mut buf, key);
+            put_bytes(&mut buf, value);
+            put_expiry_ms(&mut buf, *expiry);
+        }
+        Command::Expire { key, when, seconds, absolute, condition } => {
+            buf.put_u8(TAG_EXPIRE);
+            let cond = match condition {
+                ExpireCondition::Always => 0,
+                ExpireCondition::IfNone => 1,
+                ExpireCondition::IfSome => 2,
+                ExpireCondition::IfGreater => 3,
+                ExpireCondition::IfLess => 4,
+                ExpireCondition::IfSomeLess => 5,
+            };
+            buf.put_u8(cond | u8::from(*seconds) << 3 | u8::from(*absolute) << 4);
+            put_bytes(&mut buf, key);
+            put_varint(&mut buf, zigzag(*when));
+        }
+        Command::Persist { key } => {
+            buf.put_u8(TAG_PERSIST);
+            put_bytes(&mut buf, key);
+        }
+        Command::GetEx { key, expiry } => {
+            buf.put_u8(TAG_GETEX);
+            buf.put_u8(expiry_kind(*expiry) << EXPIRY_SHIFT);
+            put_bytes(&mut buf, key);
+            put_expiry_ms(&mut buf, *expiry);
+        }
+        Command::GetDel { key } => {
+            buf.put_u8(TAG_GETDEL);
+            put_bytes(&mut buf, key);
+        }
+        Command::Sweep { max } => {
+            buf.put_u8(TAG_SWEEP);
+            put_varint(&mut buf, u64::from(*max));
+        }
     }
     buf.freeze()
+}
+
+fn cond_bits(c: SetCondition) -> u8 {
+    match c {
+        SetCondition::Always => 0,
+        SetCondition::IfAbsent => 1,
+        SetCondition::IfPresent => 2,
+    }
+}
+
+fn expiry_kind(e: SetExpiry) -> u8 {
+    match e {
+        SetExpiry::Default => 0,
+        SetExpiry::Keep => 1,
+        SetExpiry::Persist => 2,
+        SetExpiry::In(_) => 3,
+        SetExpiry::At(_) => 4,
+    }
+}
+
+fn put_expiry_ms(buf: &mut BytesMut, e: SetExpiry) {
+    if let SetExpiry::In(ms) | SetExpiry::At(ms) = e {
+        put_varint(buf, zigzag(ms));
+    }
+}
+
+fn read_expiry(r: &mut Reader<'_>, kind: u8, at: usize) -> Result<SetExpiry, DecodeError> {
+    Ok(match kind {
+        0 => SetExpiry::Default,
+        1 => SetExpiry::Keep,
+        2 => SetExpiry::Persist,
+        3 => SetExpiry::In(unzigzag(r.varint()?)),
+        4 => SetExpiry::At(unzigzag(r.varint()?)),
+        _ => return Err(DecodeError { offset: at, reason: "invalid expiry kind" }),
+    })
+}
+
+/// Wraps an encoded proposal in a stamped entry with time `stamp` (ms since the Unix epoch).
+pub fn stamp_entry(proposal: &[u8], stamp: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(9 + proposal.len());
+    buf.put_u8(STAMPED_ENTRY);
+    buf.put_u64_le(stamp);
+    buf.put_slice(proposal);
+    buf.freeze()
+}
+
+/// Decodes the data of a log entry: a stamped entry (its stamp and proposal) or a bare proposal
+/// (no stamp). Errors as [`decode_proposal`].
+pub fn decode_entry(b: &[u8]) -> Result<(Option<u64>, Proposal), KvError> {
+    if b.first() == Some(&STAMPED_ENTRY) {
+        let mut r = Reader::new(b);
+        let bad = |e: DecodeError| KvError::BadProposal { offset: e.offset, reason: e.reason };
+        r.u8().map_err(bad)?;
+        let stamp = r.u64_le().map_err(bad)?;
+        let p = decode_proposal(&b[9..]).map_err(|e| match e {
+            KvError::BadProposal { offset, reason } => KvError::BadProposal { offset: offset + 9, reason },
+            other => other,
+        })?;
+        return Ok((Some(stamp), p));
+    }
+    Ok((None, decode_proposal(b)?))
 }
 
 /// Decodes a proposal written by [`encode_proposal`].
@@ -122,20 +271,28 @@ pub fn decode_proposal(b: &[u8]) -> Result<Proposal, KvError> {
     let mut r = Reader::new(b);
     let bad = |e: DecodeError| KvError::BadProposal { offset: e.offset, reason: e.reason };
     let version = r.u8().map_err(bad)?;
-    if version != PROPOSAL_FORMAT_VERSION {
+    if version == 0 || version > PROPOSAL_FORMAT_VERSION {
         return Err(KvError::ProposalVersion { found: version, supported: PROPOSAL_FORMAT_VERSION });
     }
-    let p = decode_proposal_body(&mut r).map_err(bad)?;
+    let p = decode_proposal_body(&mut r, version).map_err(bad)?;
     r.finish().map_err(bad)?;
     Ok(p)
 }
 
-fn decode_proposal_body(r: &mut Reader<'_>) -> Result<Proposal, DecodeError> {
+fn decode_proposal_body(r: &mut Reader<'_>, version: u8) -> Result<Proposal, DecodeError> {
     let session = r.u64_le()?;
     let seq = r.varint()?;
     let ack_below = r.varint()?;
     let tag_at = r.offset();
-    let command = match r.u8()? {
+    let tag = r.u8()?;
+    if version == 1 && tag > TAG_APPEND {
+        return Err(DecodeError { offset: tag_at, reason: "command tag not in proposal format 1" });
+    }
+    if version > 1 && tag <= TAG_APPEND {
+        // Canonical: the commands of format 1 are always written as format 1.
+        return Err(DecodeError { offset: tag_at, reason: "format 1 command in a format 2 proposal" });
+    }
+    let command = match tag {
         TAG_SET => {
             let flags_at = r.offset();
             let flags = r.u8()?;
@@ -181,6 +338,69 @@ fn decode_proposal_body(r: &mut Reader<'_>) -> Result<Proposal, DecodeError> {
             let value = r.bytes()?;
             Command::Append { key, value }
         }
+        TAG_SETEX => {
+            let at = r.offset();
+            let flags = r.u8()?;
+            let condition = match flags & SET_COND_MASK {
+                0 => SetCondition::Always,
+                1 => SetCondition::IfAbsent,
+                2 => SetCondition::IfPresent,
+                _ => return Err(DecodeError { offset: at, reason: "invalid SET condition" }),
+            };
+            let origin = match flags >> ORIGIN_SHIFT {
+                0 => ExpiryOrigin::Set,
+                1 => ExpiryOrigin::SetEx,
+                2 => ExpiryOrigin::PSetEx,
+                _ => ExpiryOrigin::GetEx,
+            };
+            let key = r.bytes()?;
+            let value = r.bytes()?;
+            let expiry = read_expiry(r, (flags >> EXPIRY_SHIFT) & 0b111, at)?;
+            Command::SetEx { key, value, condition, get: flags & SET_GET_FLAG != 0, expiry, origin }
+        }
+        TAG_EXPIRE => {
+            let at = r.offset();
+            let flags = r.u8()?;
+            if flags >> 5 != 0 {
+                return Err(DecodeError { offset: at, reason: "unknown EXPIRE flag bits" });
+            }
+            let condition = match flags & 0b111 {
+                0 => ExpireCondition::Always,
+                1 => ExpireCondition::IfNone,
+                2 => ExpireCondition::IfSome,
+                3 => ExpireCondition::IfGreater,
+                4 => ExpireCondition::IfLess,
+                5 => ExpireCondition::IfSomeLess,
+                _ => return Err(DecodeError { offset: at, reason: "invalid EXPIRE condition" }),
+            };
+            let key = r.bytes()?;
+            let when = unzigzag(r.varint()?);
+            Command::Expire {
+                key,
+                when,
+                seconds: flags & 0b1000 != 0,
+                absolute: flags & 0b1_0000 != 0,
+                condition,
+            }
+        }
+        TAG_PERSIST => Command::Persist { key: r.bytes()? },
+        TAG_GETEX => {
+            let at = r.offset();
+            let flags = r.u8()?;
+            if flags & !(0b111 << EXPIRY_SHIFT) != 0 {
+                return Err(DecodeError { offset: at, reason: "unknown GETEX flag bits" });
+            }
+            let key = r.bytes()?;
+            let expiry = read_expiry(r, flags >> EXPIRY_SHIFT, at)?;
+            Command::GetEx { key, expiry }
+        }
+        TAG_GETDEL => Command::GetDel { key: r.bytes()? },
+        TAG_SWEEP => {
+            let at = r.offset();
+            let max = u32::try_from(r.varint()?)
+                .map_err(|_| DecodeError { offset: at, reason: "sweep size exceeds u32" })?;
+            Command::Sweep { max }
+        }
         _ => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
     };
     Ok(Proposal { session, seq, ack_below, command })
@@ -196,6 +416,12 @@ fn command_size_hint(c: &Command) -> usize {
         Command::Del { keys } => keys.iter().map(|k| k.len() + L).sum::<usize>() + L,
         Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len() + 2 * L).sum::<usize>() + L,
         Command::IncrBy { key, .. } => key.len() + 2 * L,
+        Command::SetEx { key, value, .. } => key.len() + value.len() + 3 * L + 1,
+        Command::Expire { key, .. }
+        | Command::Persist { key }
+        | Command::GetEx { key, .. }
+        | Command::GetDel { key } => key.len() + 2 * L + 1,
+        Command::Sweep { .. } => L,
     }
 }
 
@@ -412,7 +638,52 @@ mod tests {
             prop::collection::vec((arb_bytes(), arb_bytes()), 0..5).prop_map(|pairs| Command::MSet { pairs }),
             (arb_bytes(), any::<i64>()).prop_map(|(key, by)| Command::IncrBy { key, by }),
             (arb_bytes(), arb_bytes()).prop_map(|(key, value)| Command::Append { key, value }),
+            (arb_bytes(), arb_bytes(), arb_condition(), any::<bool>(), arb_expiry(), 0u8..4).prop_map(
+                |(key, value, condition, get, expiry, o)| {
+                    let origin =
+                        [ExpiryOrigin::Set, ExpiryOrigin::SetEx, ExpiryOrigin::PSetEx, ExpiryOrigin::GetEx]
+                            [o as usize];
+                    Command::SetEx { key, value, condition, get, expiry, origin }
+                }
+            ),
+            (arb_bytes(), any::<i64>(), any::<bool>(), any::<bool>(), 0usize..6).prop_map(
+                |(key, when, seconds, absolute, c)| {
+                    let condition = [
+                        ExpireCondition::Always,
+                        ExpireCondition::IfNone,
+                        ExpireCondition::IfSome,
+                        ExpireCondition::IfGreater,
+                        ExpireCondition::IfLess,
+                        ExpireCondition::IfSomeLess,
+                    ][c];
+                    Command::Expire { key, when, seconds, absolute, condition }
+                }
+            ),
+            arb_bytes().prop_map(|key| Command::Persist { key }),
+            (arb_bytes(), arb_expiry()).prop_map(|(key, expiry)| Command::GetEx { key, expiry }),
+            arb_bytes().prop_map(|key| Command::GetDel { key }),
+            any::<u32>().prop_map(|max| Command::Sweep { max }),
         ]
+    }
+
+    fn arb_expiry() -> impl Strategy<Value = SetExpiry> {
+        prop_oneof![
+            Just(SetExpiry::Default),
+            Just(SetExpiry::Keep),
+            Just(SetExpiry::Persist),
+            any::<i64>().prop_map(SetExpiry::In),
+            any::<i64>().prop_map(SetExpiry::At),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn stamped_entry_roundtrip(p in arb_proposal(), stamp in any::<u64>()) {
+            let enc = encode_proposal(&p);
+            let entry = stamp_entry(&enc, stamp);
+            prop_assert_eq!(decode_entry(&entry), Ok((Some(stamp), p.clone())));
+            prop_assert_eq!(decode_entry(&enc), Ok((None, p)));
+        }
     }
 
     fn arb_proposal() -> impl Strategy<Value = Proposal> {
@@ -517,7 +788,8 @@ mod tests {
     #[test]
     fn version_and_shape_errors() {
         assert!(matches!(decode_proposal(&[]), Err(KvError::BadProposal { offset: 0, .. })));
-        assert_eq!(decode_proposal(&[2, 0, 0]), Err(KvError::ProposalVersion { found: 2, supported: 1 }));
+        assert_eq!(decode_proposal(&[3, 0, 0]), Err(KvError::ProposalVersion { found: 3, supported: 2 }));
+        assert_eq!(decode_proposal(&[0, 0, 0]), Err(KvError::ProposalVersion { found: 0, supported: 2 }));
         let p = Proposal {
             session: 7,
             seq: 1,
@@ -538,8 +810,26 @@ mod tests {
         bad_tag[11] = 9;
         assert_eq!(
             decode_proposal(&bad_tag),
+            Err(KvError::BadProposal { offset: 11, reason: "command tag not in proposal format 1" })
+        );
+        bad_tag[0] = 2;
+        bad_tag[11] = 99;
+        assert_eq!(
+            decode_proposal(&bad_tag),
             Err(KvError::BadProposal { offset: 11, reason: "unknown command tag" })
         );
+        bad_tag[11] = TAG_SET;
+        assert_eq!(
+            decode_proposal(&bad_tag),
+            Err(KvError::BadProposal { offset: 11, reason: "format 1 command in a format 2 proposal" })
+        );
+        // A stamped entry: 9 bytes of envelope, errors located in the whole entry.
+        let stamped = stamp_entry(&enc, 1234);
+        assert_eq!(decode_entry(&stamped), Ok((Some(1234), p.clone())));
+        let mut bad = stamped.to_vec();
+        bad[9 + 11] = 99;
+        assert!(matches!(decode_entry(&bad), Err(KvError::BadProposal { offset: 20, .. })));
+        assert!(matches!(decode_entry(&stamped[..5]), Err(KvError::BadProposal { .. })));
         let mut bad_cond = enc.clone();
         bad_cond[12] = 0b011;
         assert_eq!(

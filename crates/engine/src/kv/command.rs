@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+pub use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 use super::{MAX_COMMAND_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
 
 /// The condition of a `SET` (the `NX` / `XX` options).
@@ -23,8 +24,8 @@ pub enum SetCondition {
 
 /// A write command. It is replicated through the Raft log and executed by every replica.
 ///
-/// Expiry options (`EX`, `PX`, `KEEPTTL`...) are not supported: time-based expiry needs a
-/// replicated clock and is outside the scope of this store.
+/// Commands that involve time (deadlines) take it from the log time of their entry (see
+/// [`super::expiry`]); every command treats an expired key as absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `SET key value [NX|XX] [GET]`.
@@ -73,6 +74,62 @@ pub enum Command {
         /// The bytes to append.
         value: Bytes,
     },
+    /// `SET` with an expiry option (`EX`, `PX`, `EXAT`, `PXAT`, `KEEPTTL`), `SETEX`, `PSETEX`:
+    /// [`Command::Set`]'s semantics plus the deadline. A deadline already past deletes the key
+    /// (the reply is the one the write would give).
+    SetEx {
+        /// The key to write.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// `NX` / `XX` condition.
+        condition: SetCondition,
+        /// `GET` option.
+        get: bool,
+        /// The deadline to set, or `Keep`.
+        expiry: SetExpiry,
+        /// The command it came from (for error texts).
+        origin: ExpiryOrigin,
+    },
+    /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` with Redis' semantics: [`Reply::Int`] 1 if
+    /// the deadline was set (or the key deleted because it is already past), 0 if the key does
+    /// not exist or the condition failed; `ERR invalid expire time in '<name>' command` when the
+    /// deadline overflows.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The integer argument as given.
+        when: i64,
+        /// True for seconds (`EXPIRE`, `EXPIREAT`), false for milliseconds.
+        seconds: bool,
+        /// True for a Unix time (`EXPIREAT`, `PEXPIREAT`), false for a time from now.
+        absolute: bool,
+        /// `NX` / `XX` / `GT` / `LT`.
+        condition: ExpireCondition,
+    },
+    /// `PERSIST key`: removes the deadline; [`Reply::Int`] 1 if there was one, else 0.
+    Persist {
+        /// The key.
+        key: Bytes,
+    },
+    /// `GETEX key [EX|PX|EXAT|PXAT|PERSIST]`: the value (or nil), and the deadline changed.
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// `Default` leaves the deadline alone.
+        expiry: SetExpiry,
+    },
+    /// `GETDEL key`: the value (or nil), and the key removed.
+    GetDel {
+        /// The key.
+        key: Bytes,
+    },
+    /// Internal, proposed by the leader (never by a client): removes at most `max` expired
+    /// keys, earliest deadline first (see [`super::expiry`]); replies with the number removed.
+    Sweep {
+        /// Most keys to remove.
+        max: u32,
+    },
 }
 
 /// Error text for an oversized key (this store's own limit; Redis has none below 512 MiB).
@@ -99,6 +156,32 @@ impl Command {
             Command::MSet { .. } => "mset",
             Command::IncrBy { .. } => "incrby",
             Command::Append { .. } => "append",
+            Command::SetEx { origin, .. } => origin.name(),
+            Command::Expire { seconds: true, absolute: false, .. } => "expire",
+            Command::Expire { seconds: false, absolute: false, .. } => "pexpire",
+            Command::Expire { seconds: true, absolute: true, .. } => "expireat",
+            Command::Expire { seconds: false, absolute: true, .. } => "pexpireat",
+            Command::Persist { .. } => "persist",
+            Command::GetEx { .. } => "getex",
+            Command::GetDel { .. } => "getdel",
+            Command::Sweep { .. } => "sweep",
+        }
+    }
+
+    /// The keys the command names (for access control and `COMMAND GETKEYS`).
+    pub fn keys(&self) -> Vec<&Bytes> {
+        match self {
+            Command::Set { key, .. }
+            | Command::IncrBy { key, .. }
+            | Command::Append { key, .. }
+            | Command::SetEx { key, .. }
+            | Command::Expire { key, .. }
+            | Command::Persist { key }
+            | Command::GetEx { key, .. }
+            | Command::GetDel { key } => vec![key],
+            Command::Del { keys } => keys.iter().collect(),
+            Command::MSet { pairs } => pairs.iter().map(|(k, _)| k).collect(),
+            Command::Sweep { .. } => Vec::new(),
         }
     }
 
@@ -129,11 +212,18 @@ impl Command {
             Ok(())
         };
         match self {
-            Command::Set { key: k, value: v, .. } | Command::Append { key: k, value: v } => {
+            Command::Set { key: k, value: v, .. }
+            | Command::SetEx { key: k, value: v, .. }
+            | Command::Append { key: k, value: v } => {
                 key(k, &mut total)?;
                 value(v, &mut total)?;
             }
-            Command::IncrBy { key: k, .. } => key(k, &mut total)?,
+            Command::IncrBy { key: k, .. }
+            | Command::Expire { key: k, .. }
+            | Command::Persist { key: k }
+            | Command::GetEx { key: k, .. }
+            | Command::GetDel { key: k } => key(k, &mut total)?,
+            Command::Sweep { .. } => {}
             Command::Del { keys } => {
                 if keys.is_empty() {
                     return Err(arity_err(self.name()));
@@ -188,8 +278,31 @@ pub enum Query {
         /// The key to measure.
         key: Bytes,
     },
-    /// `DBSIZE`: [`Reply::Int`], the number of keys.
+    /// `DBSIZE`: [`Reply::Int`], the number of keys (as in Redis, expired keys not yet swept
+    /// count).
     DbSize,
+    /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`: [`Reply::Int`] -2 if the key does not exist,
+    /// -1 if it has no deadline, else the time left (from the log time) or the deadline, in
+    /// seconds (rounded as Redis does) or milliseconds.
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// Milliseconds (`PTTL`, `PEXPIRETIME`) rather than seconds.
+        millis: bool,
+        /// The deadline (`EXPIRETIME`) rather than the time left.
+        absolute: bool,
+    },
+}
+
+impl Query {
+    /// The keys the query names (for access control and `COMMAND GETKEYS`).
+    pub fn keys(&self) -> Vec<&Bytes> {
+        match self {
+            Query::Get { key } | Query::Strlen { key } | Query::Ttl { key, .. } => vec![key],
+            Query::MGet { keys } | Query::Exists { keys } => keys.iter().collect(),
+            Query::DbSize => Vec::new(),
+        }
+    }
 }
 
 /// The domain answer to a [`Command`] or [`Query`]; the server maps it to RESP.

@@ -28,7 +28,9 @@
 //!    fails its checksum or structure checks, is an `Err`: the caller must stop rather than guess.
 //!    Limits violations inside a well-formed command are *not* corruption: they are answered with a
 //!    deterministic error [`Reply`] on every replica (see [`Command::validate`]).
-//! 4. **Exactly-once writes** (thesis §6.3): see [`session`] for the duplicate-detection protocol,
+//! 4. **Time only from the log.** Expiry is decided by the log time, the highest leader stamp
+//!    among the applied entries ([`expiry`] explains why that is safe for reads too).
+//! 5. **Exactly-once writes** (thesis §6.3): see [`session`] for the duplicate-detection protocol,
 //!    its reasoning and its one remaining risk.
 //!
 //! # Limits
@@ -39,17 +41,23 @@
 
 mod codec;
 mod command;
+pub mod expiry;
 pub mod session;
 mod snapshot;
 mod store;
 
 #[cfg(test)]
+mod expiry_tests;
+#[cfg(test)]
 mod perf_tests;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{decode_proposal, encode_proposal, PROPOSAL_FORMAT_VERSION};
+pub use codec::{
+    decode_entry, decode_proposal, encode_proposal, stamp_entry, PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY,
+};
 pub use command::{parse_i64, Command, Proposal, Query, Reply, SetCondition};
+pub use expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 pub use session::{
     DUPLICATE_FORGOTTEN_ERR, FIRST_SEQ, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION,
     SESSION_EXPIRED_ERR, SESSION_OVERLOADED_ERR,

@@ -2,14 +2,16 @@
 //! applied index), so that a restored store behaves exactly like the original, including
 //! duplicate detection.
 //!
-//! # Format, version 1
+//! # Format, version 2 (version 1 is still read)
 //!
 //! ```text
 //! [u8; 8]   SNAPSHOT_MAGIC ("RAFTKVSN")
-//! u16 LE    format version (= 1)
+//! u16 LE    format version (= 2; 1 for images written before expiry existed)
 //! u64 LE    applied index
+//! u64 LE    log time (version 2 only; see `expiry`)
 //! varint    number of keys, then per key in strictly increasing byte order:
 //!             key, value                 (varint length + bytes each)
+//!             varint deadline            (version 2 only; 0 = none, else ms since the epoch)
 //! varint    number of sessions (<= MAX_SESSIONS), then per session in increasing id order:
 //!             u64 LE id (never 0), varint ack_below, varint last_index (<= applied index,
 //!             unique over sessions), varint number of replies (<= MAX_REPLIES_PER_SESSION),
@@ -49,6 +51,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
 
 use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
+use super::expiry::Ttls;
 use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
 use super::store::KvStore;
 use super::KvError;
@@ -57,7 +60,10 @@ use super::KvError;
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSN";
 
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+
+/// The format written before keys could expire (no log time, no deadlines); still read.
+const SNAPSHOT_VERSION_1: u16 = 1;
 
 /// [`SnapshotView::write_to`] hands its output to the writer in chunks of about this many bytes
 /// (keys and values of this size or more are passed through without a copy).
@@ -76,6 +82,8 @@ const CRC_LEN: usize = 4;
 #[derive(Clone, PartialEq, Eq)]
 pub struct SnapshotView {
     data: OrdMap<Bytes, Bytes>,
+    ttls: Ttls,
+    time: u64,
     sessions: SessionTable,
     applied_index: u64,
 }
@@ -129,10 +137,12 @@ impl SnapshotView {
         w.buf.put_slice(&SNAPSHOT_MAGIC);
         w.buf.put_u16_le(SNAPSHOT_FORMAT_VERSION);
         w.buf.put_u64_le(self.applied_index);
+        w.buf.put_u64_le(self.time);
         put_varint(&mut w.buf, self.data.len() as u64);
         for (k, v) in &self.data {
             w.bytes(k)?;
             w.bytes(v)?;
+            put_varint(&mut w.buf, self.ttls.get(k).unwrap_or(0));
         }
         put_varint(&mut w.buf, self.sessions.sessions.len() as u64);
         for (id, s) in &self.sessions.sessions {
@@ -153,7 +163,7 @@ impl SnapshotView {
     /// Estimate of the image size, for pre-sizing an in-memory image (one pass over the keys).
     fn size_hint(&self) -> usize {
         let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 20).sum();
-        HEADER_LEN + 8 + data_len + 64 + CRC_LEN
+        HEADER_LEN + 16 + data_len + 64 + CRC_LEN
     }
 }
 
@@ -213,6 +223,8 @@ impl KvStore {
     pub fn snapshot_view(&self) -> SnapshotView {
         SnapshotView {
             data: self.data.clone(),
+            ttls: self.ttls.clone(),
+            time: self.time,
             sessions: self.sessions.clone(),
             applied_index: self.applied_index,
         }
@@ -240,7 +252,7 @@ impl KvStore {
             return Err(KvError::SnapshotMagic);
         }
         let version = u16::from_le_bytes([data[8], data[9]]);
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_VERSION_1 {
             return Err(KvError::SnapshotVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
         }
         let (body, trailer) = data.split_at(data.len() - CRC_LEN);
@@ -252,18 +264,21 @@ impl KvStore {
         let mut r = Reader::new(body);
         let bad = |e: DecodeError| KvError::BadSnapshot { offset: e.offset, reason: e.reason };
         r.take(HEADER_LEN).map_err(bad)?;
-        let store = read_body(&mut r).map_err(bad)?;
+        let store = read_body(&mut r, version).map_err(bad)?;
         r.finish().map_err(bad)?;
         Ok(store)
     }
 }
 
-fn read_body(r: &mut Reader<'_>) -> Result<KvStore, DecodeError> {
+fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
     let fail = |offset: usize, reason: &'static str| DecodeError { offset, reason };
     let applied_index = r.u64_le()?;
+    let v2 = version >= 2;
+    let time = if v2 { r.u64_le()? } else { 0 };
 
-    let n_keys = r.count(2)?;
+    let n_keys = r.count(if v2 { 3 } else { 2 })?;
     let mut data = OrdMap::new();
+    let mut ttls = Ttls::default();
     let mut prev: Option<&[u8]> = None;
     for _ in 0..n_keys {
         let at = r.offset();
@@ -274,7 +289,14 @@ fn read_body(r: &mut Reader<'_>) -> Result<KvStore, DecodeError> {
         }
         prev = Some(key);
         // Copies: the map must not keep the image buffer alive.
-        data.insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+        let key = Bytes::copy_from_slice(key);
+        if v2 {
+            let deadline = r.varint()?;
+            if deadline != 0 {
+                ttls.set(&key, deadline);
+            }
+        }
+        data.insert(key, Bytes::copy_from_slice(value));
     }
 
     let at = r.offset();
@@ -324,17 +346,18 @@ fn read_body(r: &mut Reader<'_>) -> Result<KvStore, DecodeError> {
         }
         sessions.sessions.insert(id, Session { ack_below, replies, last_index });
     }
-    Ok(KvStore { data, sessions, applied_index })
+    Ok(KvStore { data, sessions, applied_index, time, ttls })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Builds an image with a valid header and checksum around an arbitrary body.
+    /// Builds a version 1 image (the bodies below are written in it) with a valid header and
+    /// checksum around an arbitrary body.
     fn seal(body: &[u8]) -> Vec<u8> {
         let mut v = SNAPSHOT_MAGIC.to_vec();
-        v.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        v.extend_from_slice(&SNAPSHOT_VERSION_1.to_le_bytes());
         v.extend_from_slice(body);
         let crc = crc32fast::hash(&v);
         v.extend_from_slice(&crc.to_le_bytes());
@@ -344,7 +367,7 @@ mod tests {
     #[test]
     fn empty_store_image() {
         let img = KvStore::new().snapshot();
-        assert_eq!(img.len(), HEADER_LEN + 8 + 1 + 1 + CRC_LEN);
+        assert_eq!(img.len(), HEADER_LEN + 16 + 1 + 1 + CRC_LEN);
         assert_eq!(KvStore::restore(&img), Ok(KvStore::new()));
     }
 
@@ -354,10 +377,10 @@ mod tests {
         assert_eq!(KvStore::restore(b"RAFTKVSN\x01\x00"), Err(KvError::SnapshotMagic));
         assert_eq!(KvStore::restore(b"RAFTKVSX\x01\x00\0\0\0\0"), Err(KvError::SnapshotMagic));
         let mut img = KvStore::new().snapshot().to_vec();
-        img[8] = 2;
+        img[8] = 3;
         assert_eq!(
             KvStore::restore(&img),
-            Err(KvError::SnapshotVersion { found: 2, supported: SNAPSHOT_FORMAT_VERSION })
+            Err(KvError::SnapshotVersion { found: 3, supported: SNAPSHOT_FORMAT_VERSION })
         );
     }
 
@@ -412,6 +435,9 @@ mod tests {
         assert_eq!(s.applied_index(), 5);
         assert_eq!(s.len(), 1);
         assert_eq!(s.session_count(), 1);
-        assert_eq!(s.snapshot().to_vec(), seal(&ok));
+        // Version 1 images are read (keys without deadlines, log time 0) and rewritten as 2.
+        assert_eq!(s.time(), 0);
+        assert_eq!(s.expires_count(), 0);
+        assert_eq!(KvStore::restore(&s.snapshot()), Ok(s));
     }
 }

@@ -14,10 +14,11 @@
 use bytes::{Bytes, BytesMut};
 use imbl::OrdMap;
 
-use super::codec::decode_proposal;
+use super::codec::decode_entry;
 use super::command::{
     parse_i64, value_too_long_err, Command, Query, Reply, SetCondition, NOT_AN_INTEGER_ERR, OVERFLOW_ERR,
 };
+use super::expiry::Ttls;
 use super::session::{SessionTable, NO_SESSION};
 use super::{KvError, MAX_VALUE_LEN};
 
@@ -50,6 +51,38 @@ pub struct KvStore {
     pub(crate) sessions: SessionTable,
     /// Index of the last log entry applied (0 = nothing applied).
     pub(crate) applied_index: u64,
+    /// Log time: the highest stamp of the entries applied, in ms since the Unix epoch (0: no
+    /// stamped entry yet). See [`super::expiry`].
+    pub(crate) time: u64,
+    /// Deadlines of the keys that have one.
+    pub(crate) ttls: Ttls,
+}
+
+/// The key space as one command sees it: the data, the deadlines and the log time of the entry.
+pub(crate) struct Db<'a> {
+    /// The key space.
+    pub(crate) data: &'a mut OrdMap<Bytes, Bytes>,
+    /// Deadlines.
+    pub(crate) ttls: &'a mut Ttls,
+    /// The entry's log time.
+    pub(crate) time: u64,
+}
+
+impl Db<'_> {
+    /// Removes `key` if it has expired (a write about to touch it must not see it).
+    #[inline]
+    pub(crate) fn purge(&mut self, key: &[u8]) {
+        if self.ttls.is_expired(key, self.time) {
+            self.data.remove(key);
+            self.ttls.remove(key);
+        }
+    }
+
+    /// Removes `key` and its deadline; returns the value it had (expired or not).
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Bytes> {
+        self.ttls.remove(key);
+        self.data.remove(key)
+    }
 }
 
 impl KvStore {
@@ -74,14 +107,17 @@ impl KvStore {
             self.applied_index = index;
             return Ok(None);
         }
-        let p = decode_proposal(data)?;
+        let (stamp, p) = decode_entry(data)?;
         self.applied_index = index;
-        let data = &mut self.data;
+        if let Some(stamp) = stamp {
+            self.time = self.time.max(stamp);
+        }
+        let mut db = Db { data: &mut self.data, ttls: &mut self.ttls, time: self.time };
         let command = &p.command;
         let (reply, duplicate) = if p.session == NO_SESSION {
-            (execute(data, command), false)
+            (execute(&mut db, command), false)
         } else {
-            let o = self.sessions.apply(index, p.session, p.seq, p.ack_below, || execute(data, command));
+            let o = self.sessions.apply(index, p.session, p.seq, p.ack_below, || execute(&mut db, command));
             (o.reply, o.duplicate)
         };
         Ok(Some(Applied { index, session: p.session, seq: p.seq, reply, duplicate }))
@@ -104,23 +140,52 @@ impl KvStore {
     }
 
     /// Answers a read-only query from the current state.
+    /// Expiry is decided by the log time of this state (see [`super::expiry`]).
     pub fn query(&self, q: &Query) -> Reply {
         match q {
             Query::Get { key } => self.get_reply(key),
             Query::MGet { keys } => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
             Query::Exists { keys } => {
-                Reply::Int(keys.iter().filter(|k| self.data.contains_key(*k)).count() as i64)
+                Reply::Int(keys.iter().filter(|k| self.live(k).is_some()).count() as i64)
             }
-            Query::Strlen { key } => Reply::Int(self.data.get(key).map_or(0, |v| v.len() as i64)),
+            Query::Strlen { key } => Reply::Int(self.live(key).map_or(0, |v| v.len() as i64)),
             Query::DbSize => Reply::Int(self.data.len() as i64),
+            Query::Ttl { key, millis, absolute } => self.ttl_reply(key, *millis, *absolute),
         }
     }
 
+    /// The value of `key` unless it is absent or expired (by the log time).
+    #[inline]
+    pub(crate) fn live(&self, key: &[u8]) -> Option<&Bytes> {
+        let v = self.data.get(key)?;
+        if self.ttls.is_expired(key, self.time) {
+            return None;
+        }
+        Some(v)
+    }
+
     fn get_reply(&self, key: &Bytes) -> Reply {
-        match self.data.get(key) {
+        match self.live(key) {
             Some(v) => Reply::Bulk(v.clone()),
             None => Reply::Nil,
         }
+    }
+
+    /// Log time: the highest stamp among the applied entries, in ms since the Unix epoch (0 if
+    /// none was stamped). See [`super::expiry`].
+    pub fn time(&self) -> u64 {
+        self.time
+    }
+
+    /// Number of keys with a deadline (expired ones not yet swept included).
+    pub fn expires_count(&self) -> usize {
+        self.ttls.len()
+    }
+
+    /// The earliest deadline of any key, if one has a deadline: the leader proposes a
+    /// [`Command::Sweep`] once its clock has passed it.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.ttls.next_deadline()
     }
 
     /// Index of the last log entry applied (or advanced over); 0 if none.
@@ -164,10 +229,16 @@ impl KvStore {
 }
 
 /// Executes one write against the key space with Redis semantics and returns its reply.
-fn execute(data: &mut OrdMap<Bytes, Bytes>, command: &Command) -> Reply {
+fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
     if let Err(e) = command.validate() {
         return Reply::Error(e);
     }
+    if !db.ttls.is_empty() {
+        for key in command.keys() {
+            db.purge(key);
+        }
+    }
+    let data = &mut *db.data;
     match command {
         Command::Set { key, value, condition, get } => {
             let old = data.get(key);
@@ -184,16 +255,18 @@ fn execute(data: &mut OrdMap<Bytes, Bytes>, command: &Command) -> Reply {
             };
             if write {
                 data.insert(key.clone(), value.clone());
+                db.ttls.remove(key);
             }
             reply
         }
         Command::Del { keys } => {
-            let removed = keys.iter().filter(|k| data.remove(*k).is_some()).count();
+            let removed = keys.iter().filter(|k| db.remove(k).is_some()).count();
             Reply::Int(removed as i64)
         }
         Command::MSet { pairs } => {
             for (k, v) in pairs {
-                data.insert(k.clone(), v.clone());
+                db.ttls.remove(k);
+                db.data.insert(k.clone(), v.clone());
             }
             Reply::Ok
         }
@@ -234,5 +307,11 @@ fn execute(data: &mut OrdMap<Bytes, Bytes>, command: &Command) -> Reply {
             *old = buf.freeze();
             Reply::Int(new_len as i64)
         }
+        Command::SetEx { .. }
+        | Command::Expire { .. }
+        | Command::Persist { .. }
+        | Command::GetEx { .. }
+        | Command::GetDel { .. }
+        | Command::Sweep { .. } => super::expiry::execute(db, command),
     }
 }

@@ -321,6 +321,8 @@ pub fn request_keys(request: &Request) -> Vec<&[u8]> {
             keys.iter().map(|k| &k[..]).collect()
         }
         Request::MSet(pairs) => pairs.iter().map(|(k, _)| &k[..]).collect(),
+        Request::KvWrite(c) => c.keys().into_iter().map(|k| &k[..]).collect(),
+        Request::KvRead(q) => q.keys().into_iter().map(|k| &k[..]).collect(),
         _ => Vec::new(),
     }
 }

@@ -101,6 +101,7 @@ const STRING_WRITE: &[&str] = &["@write", "@string", "@slow"];
 const STRING_WRITE_FAST: &[&str] = &["@write", "@string", "@fast"];
 const KEYSPACE_READ: &[&str] = &["@keyspace", "@read", "@fast"];
 const KEYSPACE_WRITE: &[&str] = &["@keyspace", "@write", "@slow"];
+const KEYSPACE_WRITE_FAST: &[&str] = &["@keyspace", "@write", "@fast"];
 const CONNECTION: &[&str] = &["@fast", "@connection"];
 const SERVER: &[&str] = &["@slow", "@connection"];
 
@@ -154,19 +155,32 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("del", -2, &["write"], ALL_KEYS, KEYSPACE_WRITE, Access::Write, "key [key ...]", "Deletes keys; returns how many existed."),
     spec("echo", 2, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "message", "Returns message."),
     spec("exists", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
+    spec("expire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key seconds [NX|XX|GT|LT]", "Sets the time to live of key in seconds."),
+    spec("expireat", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key unix-time-seconds [NX|XX|GT|LT]", "Sets the expiry of key as a Unix time in seconds."),
+    spec("expiretime", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the expiry of key as a Unix time in seconds (-1 none, -2 no key)."),
     spec("get", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the value of key, or nil."),
+    spec("getdel", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Returns the value of key and deletes it."),
+    spec("getex", -2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key [EX s|PX ms|EXAT t|PXAT t|PERSIST]", "Returns the value of key and changes its expiry."),
     spec("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "[protover [AUTH username password] [SETNAME name]]", "Handshake; only protocol 2 (RESP2) is spoken."),
     spec("incr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Increments the integer at key by one."),
     spec("incrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key increment", "Increments the integer at key."),
     spec("info", -1, &["loading", "stale"], NO_KEYS, &["@slow", "@dangerous"], Access::Connection, "[section ...]", "Reports on the node (try INFO raft)."),
     spec("mget", -2, READ, ALL_KEYS, STRING_READ, Access::Read, "key [key ...]", "Returns the values of keys."),
     spec("mset", -3, WRITE, (1, -1, 2), STRING_WRITE, Access::Write, "key value [key value ...]", "Sets several keys atomically."),
+    spec("persist", 2, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key", "Removes the expiry of key."),
+    spec("pexpire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key milliseconds [NX|XX|GT|LT]", "Sets the time to live of key in milliseconds."),
+    spec("pexpireat", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key unix-time-milliseconds [NX|XX|GT|LT]", "Sets the expiry of key as a Unix time in milliseconds."),
+    spec("pexpiretime", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the expiry of key as a Unix time in milliseconds."),
     spec("ping", -1, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "[message]", "Returns PONG, or message."),
+    spec("psetex", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key milliseconds value", "Sets key to value, expiring in milliseconds."),
+    spec("pttl", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the time to live of key in milliseconds (-1 none, -2 no key)."),
     spec("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "", "Closes the connection."),
     spec("raft.snapshot", 1, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "", "Takes a snapshot of this node now (compacting its log); returns the index it covers."),
     spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
-    spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET]", "Sets key to value (no expiry options: keys never expire)."),
+    spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]", "Sets key to value, with an optional expiry."),
+    spec("setex", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key seconds value", "Sets key to value, expiring in seconds."),
     spec("strlen", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the length of the value at key."),
+    spec("ttl", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the time to live of key in seconds (-1 none, -2 no key)."),
 ];
 
 /// Finds a top-level command by name, ignoring ASCII case.

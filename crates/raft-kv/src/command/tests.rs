@@ -133,11 +133,25 @@ fn errors_use_redis_wording() {
         ("set k v foo", "ERR syntax error"),
         ("client setinfo foo x", "ERR syntax error"),
         ("command list filterby module x", "ERR syntax error"),
-        ("set k v ex 10", "ERR SET option 'EX' is not supported: raft-kv keys never expire"),
-        ("set k v px 10", "ERR SET option 'PX' is not supported: raft-kv keys never expire"),
-        ("set k v exat 1", "ERR SET option 'EXAT' is not supported: raft-kv keys never expire"),
-        ("set k v pxat 1", "ERR SET option 'PXAT' is not supported: raft-kv keys never expire"),
-        ("set k v KeepTtl", "ERR SET option 'KEEPTTL' is not supported: raft-kv keys never expire"),
+        ("set k v ex 0", "ERR invalid expire time in 'set' command"),
+        ("set k v px -1", "ERR invalid expire time in 'set' command"),
+        ("set k v ex 9223372036854776", "ERR invalid expire time in 'set' command"),
+        ("set k v ex x", "ERR value is not an integer or out of range"),
+        ("set k v ex 10 px 10", "ERR syntax error"),
+        ("set k v ex 10 keepttl", "ERR syntax error"),
+        ("set k v keepttl ex 10", "ERR syntax error"),
+        ("set k v ex", "ERR syntax error"),
+        ("set k v ex 10 foo", "ERR syntax error"),
+        ("setex k 0 v", "ERR invalid expire time in 'setex' command"),
+        ("psetex k -5 v", "ERR invalid expire time in 'psetex' command"),
+        ("getex k persist ex 10", "ERR syntax error"),
+        ("getex k keepttl", "ERR syntax error"),
+        ("getex k ex 0", "ERR invalid expire time in 'getex' command"),
+        ("expire k 10 nx xx", "ERR NX and XX, GT or LT options at the same time are not compatible"),
+        ("expire k 10 gt lt", "ERR GT and LT options at the same time are not compatible"),
+        ("expire k 10 foo", "ERR Unsupported option foo"),
+        ("expire k x", "ERR value is not an integer or out of range"),
+        ("ttl", "ERR wrong number of arguments for 'ttl' command"),
         ("incrby x y", "ERR value is not an integer or out of range"),
         ("incrby x 01", "ERR value is not an integer or out of range"),
         ("incrby x 1.5", "ERR value is not an integer or out of range"),
@@ -260,7 +274,8 @@ fn every_table_entry_parses_with_minimal_arity() {
             args.push(b("help"));
         }
         while args.len() < words {
-            args.push(b("0"));
+            // An expire time must be positive; SELECT knows database 0 only.
+            args.push(b(if spec.name == "select" { "0" } else { "1" }));
         }
         let result = Request::from_args(args.clone());
         assert!(result.is_ok(), "{}: {:?} -> {result:?}", spec.name, args);
@@ -382,4 +397,49 @@ fn help_replies_list_subcommands() {
     };
     assert!(lines.len() > 2);
     assert!(lines.contains(&Frame::Simple(b("SETNAME name"))));
+}
+
+#[test]
+fn parses_expiry_commands() {
+    use engine::kv::{
+        Command as C, ExpireCondition as E, ExpiryOrigin as O, Query as Q, SetCondition as K, SetExpiry as X,
+    };
+    let setex = |expiry, origin, condition, get| {
+        Request::KvWrite(C::SetEx { key: b("k"), value: b("v"), condition, get, expiry, origin })
+    };
+    let expire = |when, seconds, absolute, condition| {
+        Request::KvWrite(C::Expire { key: b("k"), when, seconds, absolute, condition })
+    };
+    let cases: Vec<(&str, Request)> = vec![
+        ("set k v", set("k", "v", SetCondition::Always, false)),
+        ("set k v EX 10", setex(X::In(10_000), O::Set, K::Always, false)),
+        ("set k v px 10 nx get", setex(X::In(10), O::Set, K::IfAbsent, true)),
+        ("set k v ex 1 ex 2", setex(X::In(2000), O::Set, K::Always, false)),
+        ("set k v exat 5", setex(X::At(5000), O::Set, K::Always, false)),
+        ("set k v xx pxat 5", setex(X::At(5), O::Set, K::IfPresent, false)),
+        ("set k v keepttl", setex(X::Keep, O::Set, K::Always, false)),
+        ("setex k 3 v", setex(X::In(3000), O::SetEx, K::Always, false)),
+        ("psetex k 3 v", setex(X::In(3), O::PSetEx, K::Always, false)),
+        ("getex k", Request::KvWrite(C::GetEx { key: b("k"), expiry: X::Default })),
+        ("getex k persist", Request::KvWrite(C::GetEx { key: b("k"), expiry: X::Persist })),
+        ("getex k px 7", Request::KvWrite(C::GetEx { key: b("k"), expiry: X::In(7) })),
+        ("getdel k", Request::KvWrite(C::GetDel { key: b("k") })),
+        ("persist k", Request::KvWrite(C::Persist { key: b("k") })),
+        ("expire k 10", expire(10, true, false, E::Always)),
+        ("pexpire k -1 xx", expire(-1, false, false, E::IfSome)),
+        ("expireat k 10 gt", expire(10, true, true, E::IfGreater)),
+        ("pexpireat k 10 nx", expire(10, false, true, E::IfNone)),
+        ("expire k 10 lt", expire(10, true, false, E::IfLess)),
+        ("expire k 10 xx lt", expire(10, true, false, E::IfSomeLess)),
+        ("expire k 10 xx gt", expire(10, true, false, E::IfGreater)),
+        ("ttl k", Request::KvRead(Q::Ttl { key: b("k"), millis: false, absolute: false })),
+        ("pttl k", Request::KvRead(Q::Ttl { key: b("k"), millis: true, absolute: false })),
+        ("expiretime k", Request::KvRead(Q::Ttl { key: b("k"), millis: false, absolute: true })),
+        ("pexpiretime k", Request::KvRead(Q::Ttl { key: b("k"), millis: true, absolute: true })),
+    ];
+    for (line, want) in cases {
+        assert_eq!(parse(line), Ok(want), "{line}");
+    }
+    assert_eq!(parse("expire k 1").map(|r| r.access()), Ok(Access::Write));
+    assert_eq!(parse("ttl k").map(|r| r.access()), Ok(Access::Read));
 }

@@ -1,0 +1,356 @@
+//! Key expiry (TTLs), deterministic on every replica.
+//!
+//! # Where time comes from
+//!
+//! A replica never reads its own clock to decide anything about expiry. The leader *stamps* every
+//! entry it proposes with its wall clock (milliseconds since the Unix epoch; see
+//! [`super::codec::stamp_entry`]), never below the last stamp it proposed nor below its state
+//! machine's time. Applying a stamped entry sets the state machine's time to
+//! `max(time, stamp)` ([`KvStore::time`]): the *log time* is a pure function of the log prefix,
+//! identical on every replica at the same index and monotonic across leaders even when their
+//! clocks disagree (a new leader whose clock is behind cannot move it back). Entries written
+//! before stamps existed (proposal format 1) and a leader's no-op entries leave the time
+//! unchanged.
+//!
+//! Relative expiry (`EXPIRE k 10`, `SET ... PX 500`) is turned into an absolute deadline at apply,
+//! from the log time of its entry, so every replica stores the same deadline.
+//!
+//! # When a key is expired
+//!
+//! A key with deadline `d` is expired when the log time `t > d` (Redis' rule, `now > when`).
+//! Expired keys are invisible to every command and query, on every node, from the first entry
+//! whose log time passes `d`:
+//! - writes that touch an expired key first remove it (lazily, at apply, deterministically);
+//! - reads decide by the log time of the state they read. A read is served after a ReadIndex round
+//!   (thesis §6.4) from a state that has applied at least the read index; its log time is at least
+//!   that of every entry committed before the read began, so a read never sees a key that an
+//!   earlier completed operation saw expired (no resurrection), and two reads on two nodes at the
+//!   same applied index agree. This is etcd's lease rule in reverse: etcd revokes a lease through
+//!   the log and reads see the revocation; here the passage of time itself goes through the log.
+//!   The price: time in the state machine moves only when entries are applied, so a key may be
+//!   visible for a little while after its wall-clock deadline — until the leader's next entry. The
+//!   leader makes sure one comes: when the earliest deadline is past its clock it proposes a
+//!   [`super::Command::Sweep`], which both advances the log time and removes expired keys.
+//! - `TTL`/`PTTL` count from the log time of the state read.
+//!
+//! # Reclaiming memory
+//!
+//! [`super::Command::Sweep`] removes at most its `max` expired keys, earliest deadline first, so
+//! no single entry stops the world; the leader proposes one sweep at a time and the next as soon
+//! as the previous is applied, while expired keys remain. Every replica removes exactly the same
+//! keys (the order is by `(deadline, key)`).
+//!
+//! # Invariants
+//! - every key in [`Ttls::by_key`] is in the key space, and `by_key` and `by_deadline` hold
+//!   exactly the same (key, deadline) pairs;
+//! - a stored deadline is above the log time at which it was set (a deadline already past deletes
+//!   the key instead, as Redis does), so `deadline >= 1`.
+
+use bytes::Bytes;
+use imbl::{OrdMap, OrdSet};
+
+use super::command::{Command, Reply, SetCondition};
+use super::store::{Db, KvStore};
+
+/// The deadlines of the keys that have one, indexed both ways.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Ttls {
+    /// Key -> deadline (ms since the Unix epoch, in log time).
+    pub(crate) by_key: OrdMap<Bytes, u64>,
+    /// (deadline, key), for the sweep: earliest first.
+    pub(crate) by_deadline: OrdSet<(u64, Bytes)>,
+}
+
+impl Ttls {
+    /// True if no key has a deadline (the common case: every check below starts with it).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Number of keys with a deadline.
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// The deadline of `key`, if it has one.
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
+        if self.by_key.is_empty() {
+            return None;
+        }
+        self.by_key.get(key).copied()
+    }
+
+    /// True if `key` has a deadline that log time `time` has passed.
+    #[inline]
+    pub(crate) fn is_expired(&self, key: &[u8], time: u64) -> bool {
+        self.get(key).is_some_and(|d| time > d)
+    }
+
+    /// Sets (or replaces) the deadline of `key`.
+    pub(crate) fn set(&mut self, key: &Bytes, deadline: u64) {
+        if let Some(old) = self.by_key.insert(key.clone(), deadline) {
+            self.by_deadline.remove(&(old, key.clone()));
+        }
+        self.by_deadline.insert((deadline, key.clone()));
+    }
+
+    /// Removes the deadline of `key`; returns whether it had one.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> bool {
+        if self.by_key.is_empty() {
+            return false;
+        }
+        match self.by_key.remove_with_key(key) {
+            Some((k, old)) => {
+                self.by_deadline.remove(&(old, k));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The earliest deadline, if any.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.by_deadline.get_min().map(|(d, _)| *d)
+    }
+
+    /// Up to `max` keys whose deadline log time `time` has passed, earliest first.
+    pub(crate) fn due(&self, time: u64, max: usize) -> Vec<Bytes> {
+        self.by_deadline.iter().take_while(|(d, _)| time > *d).take(max).map(|(_, k)| k.clone()).collect()
+    }
+}
+
+/// The `NX`/`XX`/`GT`/`LT` condition of `EXPIRE` and its siblings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExpireCondition {
+    /// No condition.
+    #[default]
+    Always,
+    /// `NX`: only if the key has no deadline.
+    IfNone,
+    /// `XX`: only if the key has a deadline.
+    IfSome,
+    /// `GT`: only if the new deadline is later (a key without one counts as infinite: never).
+    IfGreater,
+    /// `LT`: only if the new deadline is earlier (a key without one counts as infinite).
+    IfLess,
+    /// `XX LT`: only if the key has a deadline and the new one is earlier.
+    IfSomeLess,
+}
+
+/// How `SET`, `GETEX` (and `SETEX`, `PSETEX`) change a key's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SetExpiry {
+    /// Plain `SET`: remove the deadline; `GETEX` without option: leave it.
+    #[default]
+    Default,
+    /// `KEEPTTL`: keep the deadline (`SET` only).
+    Keep,
+    /// `PERSIST`: remove the deadline (`GETEX` only).
+    Persist,
+    /// `EX`/`PX`: this many milliseconds (> 0) after the entry's log time.
+    In(i64),
+    /// `EXAT`/`PXAT`: at this many milliseconds (> 0) since the Unix epoch.
+    At(i64),
+}
+
+/// Which command an expiry came from, for Redis' error text
+/// (`invalid expire time in 'setex' command`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExpiryOrigin {
+    /// `SET`.
+    #[default]
+    Set,
+    /// `SETEX`.
+    SetEx,
+    /// `PSETEX`.
+    PSetEx,
+    /// `GETEX`.
+    GetEx,
+}
+
+impl ExpiryOrigin {
+    /// The lower-case command name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpiryOrigin::Set => "set",
+            ExpiryOrigin::SetEx => "setex",
+            ExpiryOrigin::PSetEx => "psetex",
+            ExpiryOrigin::GetEx => "getex",
+        }
+    }
+}
+
+/// Redis' error for an expire time out of range in command `name`.
+pub(crate) fn invalid_expire_err(name: &str) -> String {
+    format!("ERR invalid expire time in '{name}' command")
+}
+
+/// The absolute deadline of `expiry` at log time `time`: `Ok(None)` for the options that set no
+/// deadline, Redis' error when the sum overflows.
+pub(crate) fn deadline_of(expiry: SetExpiry, time: u64, origin: ExpiryOrigin) -> Result<Option<i64>, String> {
+    match expiry {
+        SetExpiry::Default | SetExpiry::Keep | SetExpiry::Persist => Ok(None),
+        SetExpiry::At(ms) if ms > 0 => Ok(Some(ms)),
+        SetExpiry::In(ms) if ms > 0 => {
+            (ms.checked_add(time as i64)).map(Some).ok_or_else(|| invalid_expire_err(origin.name()))
+        }
+        _ => Err(invalid_expire_err(origin.name())),
+    }
+}
+
+/// Executes the expiry commands ([`Command::SetEx`], [`Command::Expire`], [`Command::Persist`],
+/// [`Command::GetEx`], [`Command::GetDel`], [`Command::Sweep`]) against `db`, whose expired keys
+/// named by the command were already purged.
+pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
+    let time = db.time;
+    match command {
+        Command::SetEx { key, value, condition, get, expiry, origin } => {
+            let deadline = match deadline_of(*expiry, time, *origin) {
+                Ok(d) => d,
+                Err(e) => return Reply::Error(e),
+            };
+            let old = db.data.get(key);
+            let write = match condition {
+                SetCondition::Always => true,
+                SetCondition::IfAbsent => old.is_none(),
+                SetCondition::IfPresent => old.is_some(),
+            };
+            let reply = match (get, old) {
+                (true, Some(v)) => Reply::Bulk(v.clone()),
+                (true, None) => Reply::Nil,
+                (false, _) if write => Reply::Ok,
+                (false, _) => Reply::Nil,
+            };
+            if write {
+                db.data.insert(key.clone(), value.clone());
+                match deadline {
+                    Some(d) => set_deadline(db, key, d),
+                    None if *expiry == SetExpiry::Keep => {}
+                    None => {
+                        db.ttls.remove(key);
+                    }
+                }
+            }
+            reply
+        }
+        Command::Expire { key, when, seconds, absolute, condition } => {
+            let err = || Reply::Error(invalid_expire_err(command.name()));
+            let mut when = *when;
+            if *seconds {
+                match when.checked_mul(1000) {
+                    Some(ms) => when = ms,
+                    None => return err(),
+                }
+            }
+            if !*absolute {
+                match when.checked_add(time as i64) {
+                    Some(at) => when = at,
+                    None => return err(),
+                }
+            }
+            if !db.data.contains_key(key) {
+                return Reply::Int(0);
+            }
+            let current = db.ttls.get(key).map(|d| d as i64);
+            let refused = match condition {
+                ExpireCondition::Always => false,
+                ExpireCondition::IfNone => current.is_some(),
+                ExpireCondition::IfSome => current.is_none(),
+                ExpireCondition::IfGreater => current.is_none_or(|c| when <= c),
+                ExpireCondition::IfLess => current.is_some_and(|c| when >= c),
+                ExpireCondition::IfSomeLess => current.is_none_or(|c| when >= c),
+            };
+            if refused {
+                return Reply::Int(0);
+            }
+            set_deadline(db, key, when);
+            Reply::Int(1)
+        }
+        Command::Persist { key } => Reply::Int(i64::from(db.data.contains_key(key) && db.ttls.remove(key))),
+        Command::GetEx { key, expiry } => {
+            let Some(value) = db.data.get(key).cloned() else { return Reply::Nil };
+            match deadline_of(*expiry, time, ExpiryOrigin::GetEx) {
+                Err(e) => return Reply::Error(e),
+                Ok(Some(d)) => set_deadline(db, key, d),
+                Ok(None) if *expiry == SetExpiry::Persist => {
+                    db.ttls.remove(key);
+                }
+                Ok(None) => {}
+            }
+            Reply::Bulk(value)
+        }
+        Command::GetDel { key } => match db.remove(key) {
+            Some(v) => Reply::Bulk(v),
+            None => Reply::Nil,
+        },
+        Command::Sweep { max } => {
+            let due = db.ttls.due(time, *max as usize);
+            for key in &due {
+                db.remove(key);
+            }
+            Reply::Int(due.len() as i64)
+        }
+        _ => Reply::Error(format!("ERR internal: '{}' is not an expiry command", command.name())),
+    }
+}
+
+/// Gives `key` (present) the deadline `at` (ms since the epoch), or deletes it if `at` is not
+/// after the log time (Redis' `checkAlreadyExpired`).
+fn set_deadline(db: &mut Db<'_>, key: &Bytes, at: i64) {
+    if at <= db.time as i64 {
+        db.remove(key);
+    } else {
+        db.ttls.set(key, at as u64);
+    }
+}
+
+impl KvStore {
+    /// The reply to `TTL` / `PTTL` / `EXPIRETIME` / `PEXPIRETIME` (see [`super::Query::Ttl`]).
+    pub(crate) fn ttl_reply(&self, key: &[u8], millis: bool, absolute: bool) -> Reply {
+        if self.live(key).is_none() {
+            return Reply::Int(-2);
+        }
+        let Some(deadline) = self.ttls.get(key) else { return Reply::Int(-1) };
+        let ms = if absolute { deadline as i64 } else { (deadline as i64 - self.time as i64).max(0) };
+        Reply::Int(if millis { ms } else { (ms + 500) / 1000 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_indexes_agree() {
+        let mut t = Ttls::default();
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        t.set(&a, 10);
+        t.set(&b, 5);
+        t.set(&a, 20);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.by_deadline.len(), 2);
+        assert_eq!(t.next_deadline(), Some(5));
+        assert_eq!(t.due(5, 10), Vec::<Bytes>::new());
+        assert_eq!(t.due(6, 10), vec![b.clone()]);
+        assert_eq!(t.due(100, 1), vec![b.clone()]);
+        assert!(t.remove(b"b"));
+        assert!(!t.remove(b"b"));
+        assert_eq!(t.due(100, 10), vec![a.clone()]);
+        assert!(t.is_expired(b"a", 21));
+        assert!(!t.is_expired(b"a", 20));
+    }
+
+    #[test]
+    fn deadlines_follow_redis() {
+        assert_eq!(deadline_of(SetExpiry::In(5), 100, ExpiryOrigin::Set), Ok(Some(105)));
+        assert_eq!(deadline_of(SetExpiry::At(5), 100, ExpiryOrigin::Set), Ok(Some(5)));
+        assert_eq!(
+            deadline_of(SetExpiry::In(i64::MAX), 100, ExpiryOrigin::SetEx),
+            Err("ERR invalid expire time in 'setex' command".to_owned())
+        );
+        assert!(deadline_of(SetExpiry::In(0), 100, ExpiryOrigin::GetEx).is_err());
+        assert_eq!(deadline_of(SetExpiry::Keep, 100, ExpiryOrigin::Set), Ok(None));
+    }
+}
