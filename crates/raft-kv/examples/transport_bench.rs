@@ -46,6 +46,7 @@ async fn run(seconds: u64, entries: u64, entry_bytes: usize) -> Result<(), Box<d
         max_frame: DEFAULT_MAX_FRAME,
         cluster_token: None,
         peer_tls: None,
+        advertised: String::new(),
     };
     let (a_tx, _a_rx) = tokio::sync::mpsc::channel(1024);
     let (b_tx, mut b_rx) = tokio::sync::mpsc::channel(8192);

@@ -1,6 +1,5 @@
 //! The binary's commands: run a node, the console, the cluster status table, or a local cluster.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::AtomicI64;
@@ -112,17 +111,16 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let _lock = DirLock::acquire(&args.data_dir).map_err(|e| anyhow!("{e}"))?;
-    let identity =
-        identity::open(&args.data_dir, &args.id, &group, StartAs::Member, "").map_err(|e| anyhow!(e))?;
+    let start_as =
+        if args.standby || args.mode == Mode::Standby { StartAs::Standby } else { StartAs::Member };
+    let mut identity =
+        identity::open(&args.data_dir, &args.id, &group, start_as, "").map_err(|e| anyhow!(e))?;
     if identity.upgraded {
         tracing::info!(
             "upgraded {} to version 2 (node ids and cluster id kept)",
             args.data_dir.join(identity::META_FILE).display()
         );
     }
-    let (Some(id), Some(cluster_id)) = (identity.node_id, identity.cluster_id) else {
-        bail!("data directory {} has no node id yet", args.data_dir.display());
-    };
 
     check_hosts(&group)?;
     let users = args.security.users()?;
@@ -137,9 +135,46 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         cluster_token.is_some(),
         peer_tls.is_some(),
     );
-    let client_listener = bind(listen_host, me.server_port, "server")?;
-    let core_listener = bind(listen_host, me.core_port, "core")?;
+    let mut client_listener = bind(listen_host, me.server_port, "server")?;
+    let mut core_listener = bind(listen_host, me.core_port, "core")?;
     let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
+    let io_threads = args.io_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+        usize::from,
+    );
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build()?;
+    if identity.is_waiting() {
+        let standby = Standby {
+            name: me.name.clone(),
+            users: args.security.users()?,
+            client_tls: client_tls.clone(),
+            cluster_token: cluster_token.clone(),
+            peer_tls: peer_tls.clone(),
+            max_connections: args.max_connections,
+            auth_timeout: Duration::from_millis(args.security.auth_timeout_ms.max(1)),
+        };
+        let Some((adoption, core)) =
+            runtime.block_on(wait_as_standby(standby, client_listener, core_listener))?
+        else {
+            tracing::info!("stopped while waiting to be added");
+            return Ok(());
+        };
+        identity.adopt(&args.data_dir, adoption.cluster_id, adoption.node_id).map_err(|e| anyhow!(e))?;
+        tracing::info!(
+            "standby {} added to cluster {:016x} as node id {} (by node {})",
+            me.name,
+            adoption.cluster_id,
+            adoption.node_id,
+            adoption.by
+        );
+        core_listener = core;
+        // The waiting server gave its listener up: take the port again (SO_REUSEADDR).
+        client_listener = bind(listen_host, me.server_port, "server")?;
+    }
+    let (Some(id), Some(cluster_id)) = (identity.node_id, identity.cluster_id) else {
+        bail!("data directory {} has no node id yet", args.data_dir.display());
+    };
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => {
             let (host, port) = split_host_port(addr)?;
@@ -148,7 +183,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         None => None,
     };
 
-    let mut raft = raft::Config::new(id, group.node_ids());
+    let mut raft = raft::Config::new(id, identity.bootstrap.voters());
     raft.heartbeat_ticks = args.heartbeat_ticks;
     raft.election_ticks = args.election_ticks;
     raft.seed = random_session();
@@ -198,23 +233,12 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         started.elapsed()
     );
 
-    let io_threads = args.io_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
-        usize::from,
-    );
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build()?;
+    // The peers are the members of the latest configuration in the log (the transport follows it).
+    let peers = node::peer_addresses(driver.node().membership());
     runtime.block_on(async move {
         let (tx, rx) = std::sync::mpsc::channel::<Input>();
         let handle = NodeHandle::new(tx.clone());
 
-        let peers: BTreeMap<u64, String> = group
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.name != me.name)
-            .map(|(k, m)| (k as u64 + 1, m.core_addr()))
-            .collect();
         let (peer_tx, mut peer_rx) = tokio::sync::mpsc::channel(65_536);
         // A link silent for the longest election timeout is closed and dialled again, so a healed
         // partition is noticed within about 1.5 of them (see `transport`).
@@ -229,6 +253,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 max_frame,
                 cluster_token,
                 peer_tls: peer_tls.clone(),
+                advertised: me.core_addr(),
             },
             TransportTuning::for_election_timeout(longest_election),
             peer_tx,
@@ -279,6 +304,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             }
             _ => None,
         };
+        let node_handle = handle.clone();
         let ctx = Arc::new(ServerContext {
             node: handle,
             name: me.name.clone(),
@@ -333,6 +359,11 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             _ = term.recv() => None,
             r = &mut node_done => Some(r),
         };
+        if result.is_none() {
+            // A planned stop: a leader hands over first, so the cluster need not wait out an
+            // election timeout (a rolling restart causes no election).
+            hand_over(&node_handle, Duration::from_millis(args.tick_ms * u64::from(args.election_ticks) * 3)).await;
+        }
         node_running.store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(());
@@ -352,6 +383,97 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             Ok(Err(_)) | Err(_) => Err(anyhow!("node thread panicked")),
         }
     })
+}
+
+/// If this node leads, hands leadership to the most caught-up other voter and waits (at most
+/// `limit`) until it leads. Failures are logged: the node stops anyway.
+async fn hand_over(node: &NodeHandle, limit: Duration) {
+    let st = node.status();
+    if st.role != "leader" {
+        return;
+    }
+    let target = st
+        .members
+        .iter()
+        .filter(|m| m.voter && m.id != st.id)
+        .max_by_key(|m| (m.match_index.unwrap_or(0), std::cmp::Reverse(m.id)));
+    let Some(target) = target else { return };
+    let started = std::time::Instant::now();
+    let permit = node.reserve().await;
+    let answer = node.submit(engine::Request::TransferLeader(target.id), permit);
+    match tokio::time::timeout(limit, answer).await {
+        Ok(Ok(Ok(engine::kv::Reply::Ok))) => tracing::info!(
+            "handed leadership to {} before stopping (in {:?})",
+            target.name(),
+            started.elapsed()
+        ),
+        Ok(Ok(other)) => {
+            tracing::warn!("could not hand leadership to {} before stopping: {other:?}", target.name())
+        }
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!("no handover to {} within {limit:?}; stopping anyway", target.name())
+        }
+    }
+}
+
+/// What a standby needs while it waits.
+struct Standby {
+    name: String,
+    users: crate::auth::Users,
+    client_tls: Option<Arc<crate::tls::ServerTls>>,
+    cluster_token: Option<crate::auth::token::ClusterToken>,
+    peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
+    max_connections: usize,
+    auth_timeout: Duration,
+}
+
+/// A standby waits to be added: its client port answers INFO (role `standby`) and refuses the rest,
+/// its core port waits for the leader that adds it ([`crate::transport::standby`]). Returns who
+/// adopted it and the core listener back, or None on SIGTERM / Ctrl-C.
+async fn wait_as_standby(
+    standby: Standby,
+    client: StdTcpListener,
+    core: StdTcpListener,
+) -> Result<Option<(crate::transport::standby::Adoption, StdTcpListener)>> {
+    let (tx, _rx) = std::sync::mpsc::channel::<Input>();
+    let handle = NodeHandle::new(tx);
+    if let Ok(mut s) = handle.status.lock() {
+        s.standby = true;
+        s.role = "standby";
+    }
+    let ctx = Arc::new(ServerContext {
+        node: handle,
+        name: standby.name.clone(),
+        group: Group { members: Vec::new() },
+        next_client: AtomicI64::new(1),
+        metrics: None,
+        auth: crate::auth::session::Gate::new(standby.users).with_auth_timeout(standby.auth_timeout),
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::broadcast::channel(1);
+    let server = tokio::spawn(server::serve(
+        tokio::net::TcpListener::from_std(client)?,
+        ctx,
+        ServerOptions { max_connections: standby.max_connections, tls: standby.client_tls },
+        shutdown_rx,
+    ));
+    let core = tokio::net::TcpListener::from_std(core)?;
+    tracing::info!(
+        "standby {} waiting to be added to a cluster (raft-kv member add on a member); serving INFO only",
+        standby.name
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let adoption = tokio::select! {
+        a = crate::transport::standby::wait_to_be_adopted(
+            &core, standby.cluster_token, standby.peer_tls, Duration::from_secs(2)) => Some(a),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    let _ = shutdown_tx.send(());
+    let _ = server.await;
+    match adoption {
+        Some(a) => Ok(Some((a, core.into_std()?))),
+        None => Ok(None),
+    }
 }
 
 /// `raft-kv client`: the console.

@@ -33,6 +33,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Build-and-try: start a local 3-node cluster (data in ./raft-kv-data) and open a console on it.
     Local(LocalArgs),
+    /// List, add, promote or remove cluster members (`member add D,host,clientPort,corePort`).
+    Member(crate::member_cli::MemberArgs),
+    /// Hand leadership to another voter (`--to B`).
+    TransferLeader(crate::member_cli::TransferArgs),
     /// Closed-loop load generator against raft-kv (Redis protocol) or etcd (v3 gRPC).
     Bench(crate::bench::BenchArgs),
     /// Make a cluster CA and node/client certificates for TLS (see SECURITY.md).
@@ -48,6 +52,9 @@ pub enum Mode {
     GroupMember,
     /// A one-node cluster made of `--id` alone.
     Standalone,
+    /// An empty node that waits to be added to a running cluster (`raft-kv member add` on a
+    /// member); it serves only INFO until then.
+    Standby,
 }
 
 /// The group, as in the seed: `id,host,serverPort,corePort` per member.
@@ -72,6 +79,11 @@ pub struct ServerArgs {
     /// Cluster membership mode.
     #[arg(long, short = 'm', value_enum, default_value = "group-member")]
     pub mode: Mode,
+    /// Start as a standby (same as `-m standby`): an empty node that waits to be added to a running
+    /// cluster (`raft-kv member add` on a member) and serves only INFO until then. `-gc` needs only
+    /// this node's own entry.
+    #[arg(long)]
+    pub standby: bool,
     /// Address to bind the server (client) and core (peer) ports on, e.g. 0.0.0.0, :: (IPv6 and
     /// IPv4) or a host name. Default: this node's host in the group configuration. The ports
     /// always come from the group configuration, whose host is what peers and clients are told to

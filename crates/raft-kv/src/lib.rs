@@ -4,8 +4,9 @@
 //! configuration and member records), [`identity`] (which cluster and node a data directory
 //! belongs to), [`app`] (what each command runs), [`node`] (the driver thread),
 //! [`server`] (RESP connections), [`transport`] / [`wire`] (peer messages over TCP), [`resp`] and
-//! [`command`] (the Redis protocol), [`console`] (the interactive client), [`status`], [`local`],
+//! [`command`] (the Redis protocol), [`admin`] (membership commands), [`console`] (the interactive client), [`status`], [`local`],
 //! [`bench`] (the load generator).
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod console;
 pub mod fuzzing;
 pub mod identity;
 pub mod local;
+pub mod member_cli;
 pub mod metrics;
 pub mod node;
 pub mod peer_tls;

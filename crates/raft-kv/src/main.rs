@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Command::Client(args) => raft_kv::app::run_client(args),
         Command::Status(args) => raft_kv::app::run_status(args),
         Command::Local(args) => raft_kv::local::run(args),
+        Command::Member(args) => raft_kv::member_cli::run_member(args),
+        Command::TransferLeader(args) => raft_kv::member_cli::run_transfer(args),
         Command::Bench(args) => raft_kv::bench::run(args),
         Command::Certs(args) => raft_kv::certs::make(&args).map(|written| {
             for path in written {

@@ -124,6 +124,46 @@ pub struct Status {
     /// The last leader known, kept while none is known (so that a node elected again after an
     /// election is not counted as a change).
     pub last_leader: Option<NodeId>,
+    /// The members of the latest configuration in the log (committed or not), by id.
+    pub members: Vec<MemberStatus>,
+    /// The index of the configuration entry the membership comes from (0: the bootstrap one).
+    pub membership_index: u64,
+    /// The id the next member added gets.
+    pub next_id: NodeId,
+    /// True while a standby waits to be added to a cluster (it serves nothing but `INFO`).
+    pub standby: bool,
+}
+
+/// One member as the node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Its record (the `-gc` entry `name,host,clientPort,corePort`).
+    pub record: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// The leader's match index for it (leader only; the leader itself: its last index).
+    pub match_index: Option<u64>,
+}
+
+impl MemberStatus {
+    /// The member's name (its record up to the first comma).
+    pub fn name(&self) -> &str {
+        self.record.split(',').next().unwrap_or("")
+    }
+}
+
+impl Status {
+    /// The name of member `id` (its id as text if it is not a member).
+    pub fn name_of(&self, id: NodeId) -> String {
+        self.members.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.name().to_string())
+    }
+
+    /// The member called `name`.
+    pub fn member_named(&self, name: &str) -> Option<&MemberStatus> {
+        self.members.iter().find(|m| m.name() == name)
+    }
 }
 
 /// Handle to the node thread.
@@ -171,6 +211,11 @@ impl NodeHandle {
         self.tx.send(Input::Peer(msg, permit)).is_ok()
     }
 
+    /// True while this node is a standby waiting to be added (see [`Status::standby`]).
+    pub fn is_standby(&self) -> bool {
+        self.status.lock().map(|s| s.standby).unwrap_or(false)
+    }
+
     /// The latest status.
     pub fn status(&self) -> Status {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
@@ -215,6 +260,7 @@ pub fn spawn(
                 syncer,
                 shutting_down: false,
                 snapshot_seconds: opts.metrics.as_ref().map(|m| m.snapshot_seconds.clone()),
+                peers_from: None,
             },
             opts,
             next: 1,
@@ -361,9 +407,30 @@ struct ServerIo {
     shutting_down: bool,
     /// Times snapshot jobs (metrics).
     snapshot_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// The configuration index the transport's peers were last set from, and whether it was
+    /// committed then.
+    peers_from: Option<(u64, bool)>,
 }
 
 impl ServerIo {
+    /// Points the transport at the members of the latest configuration whenever it changes (a new
+    /// member is dialled as soon as the entry that adds it is in the log; see `transport`).
+    fn follow_membership(&mut self, driver: &Driver<MeteredFs>) {
+        let node = driver.node();
+        let index = (node.membership_index(), node.commit() >= node.membership_index());
+        if self.peers_from == Some(index) {
+            return;
+        }
+        self.peers_from = Some(index);
+        let learning = !node.membership().contains(node.id());
+        // The members of the latest configuration and of the committed one (as the core's peers):
+        // a member being removed still acknowledges the entry that removes it, and a leader that
+        // removes itself must hear those acknowledgements to commit it.
+        let mut peers = peer_addresses(node.committed_membership());
+        peers.extend(peer_addresses(node.membership()));
+        self.transport.set_peers(&peers, learning);
+    }
+
     /// Answers every waiting client with a timeout (the node is stopping).
     fn fail_waiters(&mut self) {
         for (_, w) in self.waiters.drain() {
@@ -391,6 +458,7 @@ impl Io<MeteredFs> for ServerIo {
             .filter_map(|(id, response)| Some((self.waiters.remove(&id)?, response)))
             .collect();
         publish(driver, &self.status, self.waiters.len());
+        self.follow_membership(driver);
         for (waiter, response) in answers {
             let _ = waiter.send(response);
         }
@@ -452,6 +520,17 @@ impl Io<MeteredFs> for ServerIo {
     }
 }
 
+/// The core address of every member of `m` whose record is a `-gc` entry (raft-kv writes no other).
+pub fn peer_addresses(m: &raft::Membership) -> std::collections::BTreeMap<NodeId, String> {
+    m.members()
+        .iter()
+        .filter_map(|(&id, rec)| {
+            let member = crate::cluster::Member::from_context(&rec.context).ok()?;
+            Some((id, member.core_addr()))
+        })
+        .collect()
+}
+
 /// Publishes the driver's status for `INFO` and `raft-kv status`.
 fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
     let node = driver.node();
@@ -480,6 +559,24 @@ fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
         snapshot_stats: driver.snapshot_stats(),
         leader_changes: 0,
         last_leader: None,
+        members: node
+            .membership()
+            .members()
+            .iter()
+            .map(|(&id, m)| MemberStatus {
+                id,
+                record: String::from_utf8_lossy(&m.context).into_owned(),
+                voter: m.suffrage == raft::Suffrage::Voter,
+                match_index: match node.role() {
+                    Role::Leader if id == node.id() => Some(node.last_index()),
+                    Role::Leader => node.progress(id).map(|p| p.match_index),
+                    _ => None,
+                },
+            })
+            .collect(),
+        membership_index: node.membership_index(),
+        next_id: node.membership().next_id(),
+        standby: false,
     };
     if let Ok(mut s) = shared.lock() {
         let changed = status.leader.is_some() && status.leader != s.last_leader;

@@ -409,8 +409,16 @@ fn dispatch(
             _ => Pending::Deferred(r, p, kind, timer.take()),
         }
     };
-    let write = |c: KvCommand| engine(EngineRequest::Write(c), Kind::Write);
-    let read = |q: Query| engine(EngineRequest::Read(q), Kind::Read);
+    let standby = ctx.node.is_standby();
+    let write = |c: KvCommand| {
+        if standby {
+            standby_refusal(p)
+        } else {
+            engine(EngineRequest::Write(c), Kind::Write)
+        }
+    };
+    let read =
+        |q: Query| if standby { standby_refusal(p) } else { engine(EngineRequest::Read(q), Kind::Read) };
     match request {
         Request::Get(key) => read(Query::Get { key: own(key) }),
         Request::MGet(keys) => read(Query::MGet { keys: keys.into_iter().map(own).collect() }),
@@ -477,11 +485,34 @@ fn dispatch(
         Request::Info(sections) => Pending::Frame(Frame::Bulk(Bytes::from(info_text(ctx, &sections))), p),
         // Takes a snapshot on this node (not the leader's): answered with the index of a durable
         // snapshot covering everything this node had applied (arity checked by the parser).
+        Request::Admin { name, .. } if name == "raft.snapshot" && standby => standby_refusal(p),
         Request::Admin { name, .. } if name == "raft.snapshot" => engine(EngineRequest::Snapshot, Kind::Read),
+        Request::Admin { name, args } if name == "raft.member" || name == "raft.transfer" => {
+            let Some(permit) = permit.take() else {
+                return Pending::Frame(Frame::error("ERR one request per frame"), p);
+            };
+            match crate::admin::handle(&name, &args, &ctx.node, permit) {
+                crate::admin::Admin::Now(reply) => Pending::Frame(reply_frame(reply), p),
+                crate::admin::Admin::Later(answer) => {
+                    outstanding.counter(Kind::Read).fetch_add(1, Ordering::AcqRel);
+                    Pending::Engine(answer, p, Kind::Read, None)
+                }
+            }
+        }
         Request::Admin { name, .. } => {
             Pending::Frame(Frame::error(format!("ERR unknown administrative command '{name}'")), p)
         }
     }
+}
+
+/// What a standby answers to every command that needs the cluster.
+fn standby_refusal(p: Protocol) -> Pending {
+    Pending::Frame(
+        Frame::error(
+            "STANDBY this node waits to be added to a cluster (raft-kv member add ... on a member) and serves only INFO until then",
+        ),
+        p,
+    )
 }
 
 /// The metrics label of a request that goes to the node thread.
@@ -512,7 +543,7 @@ pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
             })
     };
     let st = ctx.node.status();
-    let name_of = |id: u64| ctx.group.by_id(id).map_or_else(|| id.to_string(), |m| m.name.clone());
+    let name_of = |id: u64| st.name_of(id);
     let mut out = String::new();
     if want("server") {
         out.push_str("# Server\r\nredis_version:7.0.0\r\nraft_kv_version:");
@@ -522,7 +553,7 @@ pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
     if want("raft") {
         out.push_str("# Raft\r\n");
         out.push_str(&format!("node_id:{}\r\n", ctx.name));
-        out.push_str(&format!("role:{}\r\n", st.role));
+        out.push_str(&format!("role:{}\r\n", if st.standby { "standby" } else { st.role }));
         out.push_str(&format!("term:{}\r\n", st.term));
         out.push_str(&format!("leader:{}\r\n", st.leader.map(name_of).unwrap_or_default()));
         out.push_str(&format!("commit_index:{}\r\n", st.commit));
@@ -544,6 +575,19 @@ pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
         out.push_str(&format!("snapshots_rejected:{}\r\n", stats.rejected));
         for (peer, matched) in &st.peers {
             out.push_str(&format!("peer_{}:match_index={matched}\r\n", name_of(*peer)));
+        }
+        let names = |voter: bool| {
+            let names: Vec<&str> = st.members.iter().filter(|m| m.voter == voter).map(|m| m.name()).collect();
+            names.join(",")
+        };
+        out.push_str(&format!("voters:{}\r\n", names(true)));
+        out.push_str(&format!("learners:{}\r\n", names(false)));
+        out.push_str(&format!("membership_index:{}\r\n", st.membership_index));
+        for line in crate::admin::list(&st) {
+            // name=D id=4 kind=... -> member_D:id=4,kind=...
+            let mut words = line.split(' ');
+            let name = words.next().and_then(|w| w.strip_prefix("name=")).unwrap_or("?");
+            out.push_str(&format!("member_{name}:{}\r\n", words.collect::<Vec<_>>().join(",")));
         }
         out.push_str("\r\n");
     }

@@ -20,6 +20,12 @@
 //!   uint64  cluster_id = 3;
 //!   uint64  node_id    = 4;  // the sender's id (never 0)
 //!   uint32  keepalive_ms = 5;  // added without a version bump: see Keepalives; 0 = none
+//!   bytes   nonce      = 6;  // cluster token (see crate::auth::token)
+//!   bytes   proof      = 7;
+//!   uint64  peer_id    = 8;  // added: the node id the dialer means to reach (0 = not said); a
+//!                            // standby learns its id from it (transport::standby)
+//!   string  core_addr  = 9;  // added: the sender's advertised core address (host:port; "" = not
+//!                            // said); a node that joined and knows no membership yet learns it
 //! }
 //!
 //! // Every later frame.
@@ -243,6 +249,14 @@ pub struct Handshake {
     /// proof frame the dialer sends after it (a handshake message with only `magic` and `proof`).
     #[prost(bytes = "vec", tag = "7")]
     pub proof: Vec<u8>,
+    /// The node id the dialer means to reach; 0 in an answer, or from an older node. A standby
+    /// waiting to be added learns its node id from it ([`crate::transport::standby`]).
+    #[prost(uint64, tag = "8")]
+    pub peer_id: u64,
+    /// The sender's advertised core address (`host:port`); empty from older nodes. A node that
+    /// just joined and knows no membership yet learns its peers' addresses from it.
+    #[prost(string, tag = "9")]
+    pub core_addr: String,
 }
 
 impl Handshake {
@@ -256,6 +270,8 @@ impl Handshake {
             keepalive_ms: 0,
             nonce: Vec::new(),
             proof: Vec::new(),
+            peer_id: 0,
+            core_addr: String::new(),
         }
     }
 

@@ -71,6 +71,7 @@ async fn start_node(
         max_frame: wire::DEFAULT_MAX_FRAME,
         cluster_token: None,
         peer_tls: None,
+        advertised: String::new(),
     };
     let transport = Transport::start_with(cfg, tuning, tx).await.unwrap();
     Node { transport, rx }

@@ -172,7 +172,12 @@ impl Node {
         let last = self.log.last_index();
         self.progress.retain(|id, _| self.peers.contains(id));
         for &id in &self.peers {
-            self.progress.entry(id).or_insert_with(|| Progress::new(last));
+            // A new member's first probe carries the latest entry (the configuration entry that
+            // added it), not nothing: a probe with entries is sent again whenever a heartbeat
+            // answer shows the member reachable, so a first probe lost while the new node was
+            // still starting (a standby being adopted) cannot leave it waiting for the next
+            // proposal in an idle cluster.
+            self.progress.entry(id).or_insert_with(|| Progress::new(last.saturating_sub(1)));
         }
         if self.transfer.as_ref().is_some_and(|t| !self.membership().is_voter(t.target)) {
             self.transfer = None;

@@ -184,8 +184,8 @@ async fn connection(
             return;
         }
     };
-    let Some(counters) = ctx.peers.get(&peer) else {
-        return; // unreachable: `handshake` accepts known peers only
+    let Some(counters) = ctx.peers.read().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned() else {
+        return; // the peer left the membership since its handshake
     };
 
     let closed = Arc::new(Notify::new());
@@ -201,7 +201,7 @@ async fn connection(
     let idle = (peer_keepalive > 0)
         .then(|| ctx.idle_timeout.max(Duration::from_millis(u64::from(peer_keepalive)) * 3));
     let end = tokio::select! {
-        end = receive(&mut reader, peer, counters, &ctx, idle) => end,
+        end = receive(&mut reader, peer, &counters, &ctx, idle) => end,
         end = send_keepalives(&mut write, ctx.keepalive_interval), if idle.is_some() => end,
         () = closed.notified() => End::Superseded,
     };
@@ -279,8 +279,14 @@ async fn handshake(
     if peer == ctx.id {
         return Err(Refusal::OwnId(peer));
     }
-    if !ctx.peers.contains_key(&peer) {
-        return Err(Refusal::UnknownPeer(peer));
+    let known = ctx.peers.read().unwrap_or_else(|e| e.into_inner()).contains_key(&peer);
+    if !known {
+        // A node that just joined learns the peers that dial it (see `Transport::set_peers`).
+        let learned =
+            ctx.learner.get().and_then(|w| w.upgrade()).is_some_and(|t| t.learn(peer, &theirs.core_addr));
+        if !learned {
+            return Err(Refusal::UnknownPeer(peer));
+        }
     }
     match (&ctx.cluster_token, transcript_nonce) {
         (None, _) if theirs.nonce.is_empty() => {}

@@ -59,16 +59,32 @@
 //!   [`outbound`]). Raft tolerates loss and reordering; the transport never duplicates a message.
 //! - A bad peer (garbage, wrong cluster, oversized frame) costs its own connection only.
 //! - After [`Transport::shutdown`] returns, every task has ended and every socket is closed.
+//!
+//! # Peers follow the membership
+//! The peers are those of the cluster's membership, not of the command line: the node thread calls
+//! [`Transport::set_peers`] with the members' core addresses whenever the latest configuration in
+//! its log changes. A new member gets an outbound task (and its connections are accepted from
+//! then on); a member that left loses its task, its queue and its inbound connection's welcome
+//! (connections already accepted from it end when it closes them or goes silent).
+//!
+//! # Standby nodes
+//! A node waiting to be added has no node id and no cluster id yet. It does not run a transport:
+//! [`standby::wait_to_be_adopted`] accepts the first dialer that presents a valid handshake naming
+//! the node id it wants to reach (`Handshake.peer_id`, which every dialer sends), proves and checks
+//! the cluster token if there is one, and returns that cluster id and node id for the node to record
+//! before it starts. The dialer (the leader, once the change that adds the node is in its log) sees a
+//! connection that closes and dials again; by then the node runs its transport.
 
 mod inbound;
 mod lane;
 mod outbound;
+pub mod standby;
 mod util;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use engine::PeerMessage;
@@ -119,6 +135,9 @@ pub struct TransportConfig {
     /// Mutual TLS against the cluster CA on every peer connection ([`crate::peer_tls`]); `None`:
     /// plain TCP.
     pub peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
+    /// This node's core address as peers reach it (`host:port`), sent in the handshake so that a
+    /// node that just joined can answer it (see [`Transport::set_peers`]); may be empty.
+    pub advertised: String,
 }
 
 /// Timing knobs, with defaults fit for a LAN (see [`Transport::start_with`]).
@@ -301,16 +320,41 @@ struct Inner {
     max_frame: usize,
     /// The bound listen address.
     local_addr: SocketAddr,
-    /// The peers (never this node).
-    peers: BTreeMap<NodeId, Peer>,
+    /// The peers (never this node); changed by [`Transport::set_peers`].
+    peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
+    /// The known peers' counters, as the inbound side sees them (a handshake from any other id is
+    /// refused).
+    known: Arc<RwLock<BTreeMap<NodeId, Arc<PeerCounters>>>>,
+    /// What a new peer's outbound task is made from.
+    template: PeerTemplate,
     /// Transport-wide counters.
     global: Arc<GlobalCounters>,
     /// Set to true to stop every task; dropping it (last handle gone) stops them too.
     shutdown: watch::Sender<bool>,
-    /// The accept loop and the outbound tasks, awaited by [`Transport::shutdown`].
+    /// The accept loop, awaited by [`Transport::shutdown`].
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The outbound task of each peer, aborted when the peer leaves, awaited by
+    /// [`Transport::shutdown`].
+    outbound: Mutex<BTreeMap<NodeId, JoinHandle<()>>>,
+    /// The runtime the tasks run on ([`Transport::set_peers`] may be called from any thread).
+    runtime: tokio::runtime::Handle,
+    /// True while this node is not a member of the configuration it knows (it just joined): a
+    /// handshake from an unknown node of the cluster that says its core address adds that peer.
+    learning: AtomicBool,
     /// Limits warnings about misrouted messages.
     misrouted_log: RateLimit,
+}
+
+/// What every peer's outbound task shares (see [`Transport::set_peers`]).
+#[derive(Debug)]
+struct PeerTemplate {
+    advertised: String,
+    cluster_id: u64,
+    queue_capacity: usize,
+    tuning: TransportTuning,
+    cluster_token: Option<crate::auth::token::ClusterToken>,
+    peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// A handle to a running transport; clones share it.
@@ -330,8 +374,10 @@ struct InboundContext {
     keepalive_interval: Duration,
     /// Silence after which a connection from a peer that announced keepalives is closed.
     idle_timeout: Duration,
-    /// Counters of the known peers; a handshake from any other id is refused.
-    peers: BTreeMap<NodeId, Arc<PeerCounters>>,
+    /// Counters of the known peers; a handshake from any other id is refused (unless learning).
+    peers: Arc<RwLock<BTreeMap<NodeId, Arc<PeerCounters>>>>,
+    /// The transport, for learning a peer from its handshake (set once it exists).
+    learner: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>>,
     global: Arc<GlobalCounters>,
     inbound: mpsc::Sender<PeerMessage>,
     /// The cluster token, if the cluster has one.
@@ -386,62 +432,133 @@ impl Transport {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let global = Arc::new(GlobalCounters::default());
-        let mut peers = BTreeMap::new();
-        let mut tasks = Vec::new();
-        for (&peer_id, addr) in cfg.peers.iter().filter(|(&id, _)| id != cfg.id) {
-            let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-            let counters = Arc::new(PeerCounters::default());
-            let lane = Arc::new(lane::Lane::default());
-            let task = outbound::OutboundTask {
-                id: cfg.id,
-                cluster_id: cfg.cluster_id,
-                peer: peer_id,
-                addr: addr.clone(),
-                max_frame: cfg.max_frame,
-                handshake_timeout: tuning.handshake_timeout,
-                write_timeout: tuning.write_timeout,
-                backoff_min: tuning.backoff_min,
-                backoff_max: tuning.backoff_max,
-                keepalive_interval: tuning.keepalive_interval,
-                idle_timeout: tuning.idle_timeout,
-                counters: counters.clone(),
-                lane: lane.clone(),
-                cluster_token: cfg.cluster_token.clone(),
-                peer_tls: cfg.peer_tls.clone(),
-            };
-            tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
-            let oversize_log = RateLimit::new(Duration::from_secs(10));
-            peers.insert(peer_id, Peer { addr: addr.clone(), queue: tx, lane, counters, oversize_log });
-        }
+        let known = Arc::new(RwLock::new(BTreeMap::new()));
+        let learner = Arc::new(std::sync::OnceLock::new());
         let ctx = InboundContext {
+            learner: learner.clone(),
             id: cfg.id,
             cluster_id: cfg.cluster_id,
             max_frame: cfg.max_frame,
             handshake_timeout: tuning.handshake_timeout,
             keepalive_interval: tuning.keepalive_interval,
             idle_timeout: tuning.idle_timeout,
-            peers: peers.iter().map(|(&id, p)| (id, p.counters.clone())).collect(),
+            peers: known.clone(),
             global: global.clone(),
             inbound,
             cluster_token: cfg.cluster_token.clone(),
             peer_tls: cfg.peer_tls.clone(),
         };
-        tasks.push(tokio::spawn(inbound::accept_loop(listener, Arc::new(ctx), shutdown_rx)));
-        tracing::info!(id = cfg.id, %local_addr, peers = peers.len(), "peer transport listening");
-        Ok(Transport {
+        let transport = Transport {
             inner: Arc::new(Inner {
+                learning: AtomicBool::new(false),
                 id: cfg.id,
                 max_frame: cfg.max_frame,
                 local_addr,
-                peers,
+                peers: RwLock::new(BTreeMap::new()),
+                known,
+                template: PeerTemplate {
+                    advertised: cfg.advertised,
+                    cluster_id: cfg.cluster_id,
+                    queue_capacity: cfg.queue_capacity,
+                    tuning,
+                    cluster_token: cfg.cluster_token,
+                    peer_tls: cfg.peer_tls,
+                    shutdown: shutdown_rx.clone(),
+                },
                 global,
                 shutdown,
-                tasks: Mutex::new(tasks),
+                tasks: Mutex::new(Vec::new()),
+                outbound: Mutex::new(BTreeMap::new()),
+                runtime: tokio::runtime::Handle::current(),
                 misrouted_log: RateLimit::new(Duration::from_secs(10)),
             }),
-        })
+        };
+        let _ = learner.set(Arc::downgrade(&transport.inner));
+        transport.set_peers(&cfg.peers, false);
+        let accept = tokio::spawn(inbound::accept_loop(listener, Arc::new(ctx), shutdown_rx));
+        transport.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(accept);
+        tracing::info!(id = cfg.id, %local_addr, peers = cfg.peers.len(), "peer transport listening");
+        Ok(transport)
     }
 
+    /// Makes `peers` (id -> core address `host:port`) the set of peers: starts an outbound task for
+    /// each new one (and for one whose address changed), stops those of peers not listed, and
+    /// accepts connections from the listed ones only. An entry for this node is ignored, as is id 0.
+    /// With `learning` (this node is not in the configuration it knows: it just joined and has not
+    /// received its membership yet), peers are only added, never removed, and a node of the cluster
+    /// that dials this one and says its core address in the handshake becomes a peer too: that is
+    /// how a new node reaches the leader that added it. Callable from any thread.
+    pub fn set_peers(&self, peers: &BTreeMap<NodeId, String>, learning: bool) {
+        self.inner.learning.store(learning, Ordering::Relaxed);
+        self.inner.update_peers(peers, !learning);
+    }
+}
+
+impl Inner {
+    /// A node of the cluster dialled with its core address `addr`: adds it as a peer if this node
+    /// is learning (see [`Transport::set_peers`]). Returns whether it is a peer now.
+    fn learn(&self, id: NodeId, addr: &str) -> bool {
+        if !self.learning.load(Ordering::Relaxed) || addr.is_empty() || id == self.id || id == 0 {
+            return false;
+        }
+        tracing::info!(peer = id, addr, "learned a peer from its handshake (this node just joined)");
+        self.update_peers(&BTreeMap::from([(id, addr.to_string())]), false);
+        true
+    }
+
+    fn update_peers(&self, peers: &BTreeMap<NodeId, String>, remove: bool) {
+        let inner = self;
+        let mut map = inner.peers.write().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = inner.outbound.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = inner.known.write().unwrap_or_else(|e| e.into_inner());
+        let wanted: BTreeMap<NodeId, &String> =
+            peers.iter().filter(|(&id, _)| id != inner.id && id != 0).map(|(&id, a)| (id, a)).collect();
+        let gone: Vec<NodeId> =
+            map.iter().filter(|(id, p)| wanted.get(id) != Some(&&p.addr)).map(|(&id, _)| id).collect();
+        for id in gone.into_iter().filter(|id| remove || wanted.contains_key(id)) {
+            map.remove(&id);
+            known.remove(&id);
+            if let Some(task) = tasks.remove(&id) {
+                task.abort();
+            }
+            tracing::info!(peer = id, "no longer a peer");
+        }
+        for (id, addr) in wanted {
+            if map.contains_key(&id) {
+                continue;
+            }
+            let t = &inner.template;
+            let (tx, rx) = mpsc::channel(t.queue_capacity);
+            let counters = Arc::new(PeerCounters::default());
+            let lane = Arc::new(lane::Lane::default());
+            let task = outbound::OutboundTask {
+                id: inner.id,
+                cluster_id: t.cluster_id,
+                peer: id,
+                addr: addr.clone(),
+                advertised: t.advertised.clone(),
+                max_frame: inner.max_frame,
+                handshake_timeout: t.tuning.handshake_timeout,
+                write_timeout: t.tuning.write_timeout,
+                backoff_min: t.tuning.backoff_min,
+                backoff_max: t.tuning.backoff_max,
+                keepalive_interval: t.tuning.keepalive_interval,
+                idle_timeout: t.tuning.idle_timeout,
+                counters: counters.clone(),
+                lane: lane.clone(),
+                cluster_token: t.cluster_token.clone(),
+                peer_tls: t.peer_tls.clone(),
+            };
+            tasks.insert(id, inner.runtime.spawn(task.run(rx, t.shutdown.clone())));
+            let oversize_log = RateLimit::new(Duration::from_secs(10));
+            known.insert(id, counters.clone());
+            map.insert(id, Arc::new(Peer { addr: addr.clone(), queue: tx, lane, counters, oversize_log }));
+            tracing::debug!(peer = id, %addr, "peer added");
+        }
+    }
+}
+
+impl Transport {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
@@ -459,10 +576,11 @@ impl Transport {
     /// unknown node or this node is dropped and counted (`misrouted`). Never blocks (a direct write
     /// is a non-blocking `try_write`); callable from any thread.
     pub fn send(&self, msgs: Vec<PeerMessage>) {
+        let peers = self.inner.peers.read().unwrap_or_else(|e| e.into_inner());
         let mut by_peer: BTreeMap<NodeId, Vec<PeerMessage>> = BTreeMap::new();
         for msg in msgs {
             let to = msg.to();
-            if !self.inner.peers.contains_key(&to) {
+            if !peers.contains_key(&to) {
                 bump(&self.inner.global.misrouted);
                 if let Some(suppressed) = self.inner.misrouted_log.allow() {
                     tracing::warn!(
@@ -476,7 +594,7 @@ impl Transport {
             by_peer.entry(to).or_default().push(msg);
         }
         for (to, msgs) in by_peer {
-            let Some(peer) = self.inner.peers.get(&to) else { continue };
+            let Some(peer) = peers.get(&to) else { continue };
             let encode = |msg: PeerMessage, buf: &mut bytes::BytesMut| {
                 let kind = outbound::describe(&msg);
                 match crate::wire::encode_message(msg, self.inner.max_frame, buf) {
@@ -498,7 +616,8 @@ impl Transport {
     /// The number of messages waiting in `peer`'s outbound queue (`None` if `peer` is not a
     /// configured peer). Cheaper than [`Transport::stats`], for callers that pace themselves.
     pub fn queued(&self, peer: NodeId) -> Option<usize> {
-        self.inner.peers.get(&peer).map(|p| p.queue.max_capacity() - p.queue.capacity())
+        let peers = self.inner.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.get(&peer).map(|p| p.queue.max_capacity() - p.queue.capacity())
     }
 
     /// A snapshot of the counters.
@@ -507,6 +626,8 @@ impl Transport {
         let peers = self
             .inner
             .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(&id, p)| {
                 let c = &p.counters;
@@ -545,7 +666,9 @@ impl Transport {
     pub async fn shutdown(self) {
         // Fails only if no receiver is left, i.e. every task has already ended.
         let _ = self.inner.shutdown.send(true);
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let outbound = std::mem::take(&mut *self.inner.outbound.lock().unwrap_or_else(|e| e.into_inner()));
+        tasks.extend(outbound.into_values());
         for task in tasks {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "peer transport task failed");

@@ -197,6 +197,8 @@ pub(super) struct OutboundTask {
     pub(super) peer: NodeId,
     /// The peer's `host:port`.
     pub(super) addr: String,
+    /// This node's advertised core address, sent in the handshake.
+    pub(super) advertised: String,
     /// Frame limit.
     pub(super) max_frame: usize,
     /// Limit for dial + handshake.
@@ -355,6 +357,8 @@ impl OutboundTask {
         let (read, mut write) = stream.into_split();
         let mut hello = BytesMut::new();
         let mut ours = Handshake::new(self.cluster_id, self.id).with_keepalive(self.keepalive_interval);
+        ours.peer_id = self.peer;
+        ours.core_addr = self.advertised.clone();
         if self.cluster_token.is_some() {
             ours.nonce = token::nonce();
         }
