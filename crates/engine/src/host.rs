@@ -18,10 +18,14 @@
 //! 6. a due snapshot job goes to [`Io::start_snapshot`];
 //! 7. the remaining answers are delivered ([`Io::answer`]).
 //!
-//! A host forms batches the way its load does: the server takes everything queued on its channel
-//! (up to a bound), the simulator lets inputs queue for a random number of events. Any batching is
-//! correct; the simulator varies it because some orders (AppendEntries and the last chunk of a
-//! snapshot in one batch) only occur in batches.
+//! A host forms batches the way its load does: the server takes everything queued on its channel,
+//! the simulator lets inputs queue for a random while. Any batching is correct; the simulator
+//! varies it because some orders (AppendEntries and the last chunk of a snapshot in one batch) only
+//! occur in batches. Both bound a batch by the same [`MAX_BATCH_WORK`] (counted by [`work`]): a
+//! follower catching up receives tens of thousands of entries at once, and a batch that took them
+//! all kept its thread from answering anyone (heartbeats included) for hundreds of milliseconds, long
+//! enough for a new leader's CheckQuorum to give up on it (seen as a 1.5-2.5 s write outage when the
+//! leader was cut right after a lagging node came back).
 //!
 //! An error is fatal: the node must stop (its storage or state machine can no longer be trusted).
 //! Output handed to the `Io` before the error stays valid (it never depended on the failed step).
@@ -29,7 +33,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use raft::Entry;
+use raft::{Entry, Message, MessageBody};
 use storage::{FileSystem, StorageError};
 
 use crate::driver::{Driver, FatalError, PeerMessage, Request, RequestId, Response, SyncJob};
@@ -48,6 +52,40 @@ pub enum Input {
     SnapshotDone(Result<SnapshotDone, StorageError>),
     /// The outcome of the sync job handed to [`Io::start_sync`]: its ticket and result.
     Synced(u64, Result<(), StorageError>),
+}
+
+/// The most work one run of the host loop takes on (see [`work`]): about 50 ms of a follower's
+/// catch-up (receive, persist, apply) on the machines we measure on.
+pub const MAX_BATCH_WORK: usize = 8192;
+
+/// The work an input brings to a run: the log entries it carries (an AppendEntries or a Forward of
+/// proposals), and at least one.
+pub fn work(input: &Input) -> usize {
+    let carried = match input {
+        Input::Peer(PeerMessage::Raft(Message {
+            body: MessageBody::AppendEntries { entries, .. }, ..
+        })) => entries.len(),
+        Input::Peer(PeerMessage::Forward { proposals, .. }) => proposals.len(),
+        _ => 0,
+    };
+    carried.max(1)
+}
+
+/// Takes the next batch from the front of `queue`: inputs while their [`work`] stays within
+/// `max_work` (the server's is [`MAX_BATCH_WORK`]; the simulator varies it), and always at least
+/// one (an input is never split).
+pub fn take_batch(queue: &mut VecDeque<Input>, max_work: usize) -> Vec<Input> {
+    let mut total = 0;
+    let mut n = 0;
+    for input in queue.iter() {
+        let w = work(input);
+        if n > 0 && total + w > max_work {
+            break;
+        }
+        total += w;
+        n += 1;
+    }
+    queue.drain(..n).collect()
 }
 
 /// What a host does with a replica's output.
@@ -114,4 +152,43 @@ pub fn run_batch<F: FileSystem>(
     let answers = driver.take_answers();
     io.answer(driver, answers);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn append(entries: u64) -> Input {
+        let entries = (1..=entries).map(|i| Entry::new(1, i, Bytes::from_static(b"x"))).collect();
+        let body =
+            MessageBody::AppendEntries { prev_log_index: 0, prev_log_term: 0, entries, leader_commit: 0 };
+        Input::Peer(PeerMessage::Raft(Message { from: 1, to: 2, term: 1, body }))
+    }
+
+    #[test]
+    fn work_counts_carried_entries_and_at_least_one() {
+        assert_eq!(work(&append(1000)), 1000);
+        assert_eq!(work(&append(0)), 1, "a heartbeat is one input");
+        assert_eq!(work(&Input::Tick), 1);
+        let forward = Input::Peer(PeerMessage::Forward { from: 2, to: 1, proposals: vec![Bytes::new(); 7] });
+        assert_eq!(work(&forward), 7);
+    }
+
+    #[test]
+    fn a_batch_stays_within_its_work_and_never_splits_an_input() {
+        let mut queue: VecDeque<Input> = [append(5000), append(3000), Input::Tick, append(2000)].into();
+        let first = take_batch(&mut queue, 8192);
+        assert_eq!(
+            first.iter().map(work).sum::<usize>(),
+            8001,
+            "5000 + 3000 + the tick; 2000 more would exceed"
+        );
+        assert_eq!(queue.len(), 1);
+        // An input larger than the bound still runs, alone.
+        let mut queue: VecDeque<Input> = [append(10_000), Input::Tick].into();
+        assert_eq!(take_batch(&mut queue, 8192).len(), 1);
+        assert_eq!(take_batch(&mut queue, 8192).len(), 1);
+        assert!(take_batch(&mut queue, 8192).is_empty());
+    }
 }

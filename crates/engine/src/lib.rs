@@ -13,5 +13,5 @@ pub use driver::{
     member_name, ApplyRecord, Driver, DriverConfig, Early, FatalError, MemberChange, PeerMessage, Request,
     RequestError, RequestId, Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS,
 };
-pub use host::{run_batch, Input, Io};
+pub use host::{run_batch, take_batch, work, Input, Io, MAX_BATCH_WORK};
 pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

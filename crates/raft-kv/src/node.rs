@@ -2,9 +2,10 @@
 //! on a dedicated OS thread, so fsync never blocks the network tasks.
 //!
 //! Loop: wait for input (client requests, peer messages, reports of background work) until the
-//! next tick is due; take everything else already queued, up to [`MAX_BATCH`] inputs (this is the
-//! group commit: every request that arrived during the last fsync is persisted by the next single
-//! fsync); add a tick if one is due; run the batch through the host loop, whose [`Io`] here is
+//! next tick is due; take everything else already queued, up to [`engine::MAX_BATCH_WORK`] (inputs,
+//! counting the log entries a peer message carries; what does not fit runs in the next batch). This
+//! is the group commit: every request that arrived during the last fsync is persisted by the next
+//! single fsync. Add a tick if one is due; run the batch through the host loop, whose [`Io`] here is
 //! the transport (messages), the waiting clients (answers, after publishing the status for `INFO`)
 //! and background threads (syncs, snapshots, freeing). The order inside a batch is the host
 //! loop's, the same one the simulator runs.
@@ -56,8 +57,9 @@ use crate::metrics::fs::MeteredFs;
 use crate::metrics::NodeMetrics;
 use crate::transport::Transport;
 
-/// Most inputs taken into one batch.
-pub const MAX_BATCH: usize = 65_536;
+/// A turn of the node thread longer than this is logged (at debug level): nobody is answered
+/// while it runs.
+const SLOW_TURN: Duration = Duration::from_millis(100);
 
 /// Most client requests and peer messages queued for the node thread at once (see the module docs).
 pub const INPUT_CAPACITY: usize = 65_536;
@@ -302,25 +304,32 @@ impl NodeLoop {
     fn run(mut self) -> Result<(), FatalError> {
         let mut next_tick = Instant::now() + self.opts.tick;
         let mut shutdown_deadline: Option<Instant> = None;
-        let mut batch = Vec::new();
+        // Inputs taken off the channel and not yet run (what did not fit the last batch).
+        let mut queued: VecDeque<engine::Input> = VecDeque::new();
         loop {
             let now = Instant::now();
-            let wait = next_tick.saturating_duration_since(now);
-            match self.rx.recv_timeout(wait) {
-                Ok(input) => {
-                    self.take(input, &mut batch, &mut shutdown_deadline, now);
-                    while batch.len() < MAX_BATCH {
-                        match self.rx.try_recv() {
-                            Ok(input) => self.take(input, &mut batch, &mut shutdown_deadline, now),
-                            Err(_) => break,
-                        }
+            if queued.is_empty() {
+                let wait = next_tick.saturating_duration_since(now);
+                match self.rx.recv_timeout(wait) {
+                    Ok(input) => self.take(input, &mut queued, &mut shutdown_deadline, now),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        shutdown_deadline.get_or_insert(now);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    shutdown_deadline.get_or_insert(now);
+            }
+            let mut work: usize = queued.iter().map(engine::work).sum();
+            while work < engine::MAX_BATCH_WORK {
+                match self.rx.try_recv() {
+                    Ok(input) => {
+                        let before = queued.len();
+                        self.take(input, &mut queued, &mut shutdown_deadline, now);
+                        work += queued.iter().skip(before).map(engine::work).sum::<usize>();
+                    }
+                    Err(_) => break,
                 }
             }
+            let mut batch = engine::take_batch(&mut queued, engine::MAX_BATCH_WORK);
             let now = Instant::now();
             if now >= next_tick {
                 batch.push(engine::Input::Tick);
@@ -331,16 +340,18 @@ impl NodeLoop {
                 }
             }
             self.host.shutting_down = shutdown_deadline.is_some();
-            let timed = self.opts.metrics.as_ref().map(|m| {
-                let inputs = batch.iter().filter(|i| !matches!(i, engine::Input::Tick)).count();
-                (m, Instant::now(), inputs)
-            });
+            let inputs = batch.iter().filter(|i| !matches!(i, engine::Input::Tick)).count();
+            let started = Instant::now();
             if let Err(e) = engine::run_batch(&mut self.driver, batch.drain(..), &mut self.host) {
                 self.host.fail_waiters();
                 return Err(e);
             }
-            if let Some((m, started, inputs)) = timed {
-                m.process_seconds.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            if took > SLOW_TURN {
+                tracing::debug!(inputs, ?took, "a slow turn of the node thread");
+            }
+            if let Some(m) = &self.opts.metrics {
+                m.process_seconds.observe(took.as_secs_f64());
                 if inputs > 0 {
                     m.batch_inputs.observe(inputs as f64);
                 }
@@ -362,7 +373,7 @@ impl NodeLoop {
     fn take(
         &mut self,
         input: Input,
-        batch: &mut Vec<engine::Input>,
+        batch: &mut VecDeque<engine::Input>,
         shutdown_deadline: &mut Option<Instant>,
         now: Instant,
     ) {
@@ -371,17 +382,17 @@ impl NodeLoop {
                 let id = self.next;
                 self.next += 1;
                 self.host.waiters.insert(id, reply);
-                batch.push(engine::Input::Client(id, request));
+                batch.push_back(engine::Input::Client(id, request));
             }
-            Input::Peer(msg, _permit) => batch.push(engine::Input::Peer(msg)),
+            Input::Peer(msg, _permit) => batch.push_back(engine::Input::Peer(msg)),
             Input::SnapshotDone(result) => {
                 if let Some(thread) = self.host.job.take() {
                     // Sending the result was the thread's last act: this join returns at once.
                     let _ = thread.join();
                 }
-                batch.push(engine::Input::SnapshotDone(result));
+                batch.push_back(engine::Input::SnapshotDone(result));
             }
-            Input::Synced(ticket, result) => batch.push(engine::Input::Synced(ticket, result)),
+            Input::Synced(ticket, result) => batch.push_back(engine::Input::Synced(ticket, result)),
             Input::Shutdown => {
                 shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
             }
@@ -579,6 +590,10 @@ fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
         standby: false,
     };
     if let Ok(mut s) = shared.lock() {
+        if (status.role, status.term, status.leader) != (s.role, s.term, s.leader) {
+            // An operator reads elections from the log: every change of role, term or known leader.
+            tracing::info!(role = status.role, term = status.term, leader = ?status.leader, "raft state changed");
+        }
         let changed = status.leader.is_some() && status.leader != s.last_leader;
         let leader_changes = s.leader_changes + u64::from(changed && s.last_leader.is_some());
         let last_leader = status.leader.or(s.last_leader);

@@ -51,6 +51,9 @@ pub struct SimConfig {
     pub sync_job_ms: u64,
     /// Longest time inputs queue at a node before its thread runs them as one batch.
     pub batch_ms: u64,
+    /// Most work (inputs, counting carried log entries: [`engine::work`]) in one batch; the rest
+    /// waits for the next run. The server's bound, or smaller ones that split batches often.
+    pub batch_work: usize,
     /// Probability, per batch during the faults, that the node thread stalls for one to three
     /// election timeouts first.
     pub stall: f64,
@@ -103,6 +106,7 @@ impl SimConfig {
             deferred_sync: rng.chance(0.3),
             sync_job_ms: [0, 1, 5, 30][rng.range(0, 4) as usize],
             batch_ms: [0, 1, 3, 10][rng.range(0, 4) as usize],
+            batch_work: [64, 512, engine::MAX_BATCH_WORK, engine::MAX_BATCH_WORK][rng.range(0, 4) as usize],
             stall: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],
             disk_ms: [0, 1, 2][rng.range(0, 3) as usize],
             slow_disk: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],

@@ -9,7 +9,9 @@
 //! its batches: a batch forms for a random while (0 to `batch_ms`), the thread may stall for one
 //! to three election timeouts, a batch that syncs keeps the thread busy for the disk's time (now
 //! and then one to three election timeouts: a slow disk), and everything that arrives meanwhile
-//! lands in the next batch. In some runs every message takes the same time on the wire, so what a
+//! lands in the next batch. A batch takes at most `batch_work` (the server's bound
+//! [`engine::MAX_BATCH_WORK`] or smaller, see [`engine::take_batch`]); what does not fit runs next,
+//! as soon as the thread is free. In some runs every message takes the same time on the wire, so what a
 //! leader sends together (AppendEntries and snapshot chunks) arrives together.
 //!
 //! After every event the invariants of [`crate::invariants`] are checked; every acknowledgement
@@ -476,6 +478,12 @@ impl World {
     /// Schedules a run of node `id`'s thread, if none is scheduled: after the time a batch takes
     /// to form, or once the thread is no longer busy.
     fn wake(&mut self, id: NodeId) {
+        self.wake_after(id, true);
+    }
+
+    /// As [`Self::wake`]; without `forming`, the inputs are already waiting (what did not fit the
+    /// last batch), so the thread runs them as soon as it is free, as the server's does.
+    fn wake_after(&mut self, id: NodeId, forming: bool) {
         let now = self.now;
         let Some(node) = self.nodes.get(&id) else { return };
         if node.run_scheduled || node.driver.is_none() {
@@ -483,7 +491,8 @@ impl World {
         }
         let incarnation = node.incarnation;
         let busy = node.busy_until.saturating_sub(now);
-        let mut delay = busy.max(self.rng.range(0, self.cfg.batch_ms + 1));
+        let forming = if forming { self.rng.range(0, self.cfg.batch_ms + 1) } else { 0 };
+        let mut delay = busy.max(forming);
         if !self.calm && self.rng.chance(self.cfg.stall) {
             // The node thread stalls (a GC-like pause, the OS): one to three election timeouts.
             delay += self.rng.range(150, 451);
@@ -494,7 +503,8 @@ impl World {
         self.schedule(delay, Event::Run(id, incarnation));
     }
 
-    /// Node `id`'s thread runs everything queued for it through the host loop, then its output goes
+    /// Node `id`'s thread runs what is queued for it (up to the batch bound) through the host loop,
+    /// then its output goes
     /// out: messages onto the network, answers to the clients, background jobs onto the schedule.
     fn run_node(&mut self, id: NodeId, incarnation: u64) -> Result<(), String> {
         let now = self.now;
@@ -515,7 +525,10 @@ impl World {
         }
         let armed = node.fault_armed;
         let syncs_before = node.fs.stats().file_syncs;
-        let inputs = std::mem::take(&mut node.inbox);
+        // As the server: a batch takes at most so much work; the rest waits for the next run.
+        let mut inbox: std::collections::VecDeque<Input> = std::mem::take(&mut node.inbox).into();
+        let inputs = engine::take_batch(&mut inbox, self.cfg.batch_work);
+        node.inbox = inbox.into();
         let Some(d) = node.driver.as_mut() else { return Ok(()) };
         let mut io = SimIo::new(node.fs.clone());
         // Wall clocks disagree between nodes (by up to 3 s, some behind, some ahead of virtual
@@ -583,7 +596,7 @@ impl World {
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
         node.busy_until = now + busy;
         if !node.inbox.is_empty() {
-            self.wake(id);
+            self.wake_after(id, false);
         }
         Ok(())
     }

@@ -211,7 +211,7 @@ impl Run {
 
     /// Node `k`'s log (docker logs), for a failure report.
     pub fn logs(&self, k: usize) -> String {
-        let out = Command::new("docker").args(["logs", &self.nodes[k].container]).output();
+        let out = Command::new("docker").args(["logs", "--timestamps", &self.nodes[k].container]).output();
         out.map(|o| String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout))
             .unwrap_or_default()
     }
