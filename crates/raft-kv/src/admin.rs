@@ -55,8 +55,8 @@ fn text(b: &Bytes) -> String {
 /// Handles `RAFT.MEMBER ...` (`args` after the command name) or `RAFT.TRANSFER name`.
 pub fn handle(name: &str, args: &[Bytes], node: &NodeHandle, permit: OwnedSemaphorePermit) -> Admin {
     let status = node.status();
-    if status.standby {
-        return err("this node is a standby waiting to be added to a cluster; ask a member of the cluster");
+    if node.is_standby() || node.is_removed() {
+        return err("this node is not a member of a cluster (a standby, or removed): ask a member");
     }
     if name == "raft.transfer" {
         let [target] = args else { return err("usage: RAFT.TRANSFER name") };

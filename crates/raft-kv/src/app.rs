@@ -437,6 +437,7 @@ async fn wait_as_standby(
 ) -> Result<Option<(crate::transport::standby::Adoption, StdTcpListener)>> {
     let (tx, _rx) = std::sync::mpsc::channel::<Input>();
     let handle = NodeHandle::new(tx);
+    handle.state.store(crate::node::STANDBY, std::sync::atomic::Ordering::Relaxed);
     if let Ok(mut s) = handle.status.lock() {
         s.standby = true;
         s.role = "standby";

@@ -177,7 +177,18 @@ pub struct NodeHandle {
     pub room: Arc<Semaphore>,
     /// The latest published status.
     pub status: Arc<Mutex<Status>>,
+    /// [`MEMBER`], [`STANDBY`] or [`REMOVED`] (read on every request, so not behind the mutex).
+    pub state: Arc<std::sync::atomic::AtomicU8>,
 }
+
+/// [`NodeHandle::state`]: a member (or a node that has not joined yet).
+pub const MEMBER: u8 = 0;
+/// [`NodeHandle::state`]: a standby waiting to be added; serves only `INFO`.
+pub const STANDBY: u8 = 1;
+/// [`NodeHandle::state`]: this process saw the node removed from the cluster (the latest
+/// configuration in its log does not list it); it refuses client requests, which no member would
+/// serve for it any more.
+pub const REMOVED: u8 = 2;
 
 impl NodeHandle {
     /// A handle around `tx` with [`INPUT_CAPACITY`] places.
@@ -186,6 +197,7 @@ impl NodeHandle {
             tx,
             room: Arc::new(Semaphore::new(INPUT_CAPACITY)),
             status: Arc::new(Mutex::new(Status::default())),
+            state: Arc::new(std::sync::atomic::AtomicU8::new(MEMBER)),
         }
     }
 
@@ -215,7 +227,12 @@ impl NodeHandle {
 
     /// True while this node is a standby waiting to be added (see [`Status::standby`]).
     pub fn is_standby(&self) -> bool {
-        self.status.lock().map(|s| s.standby).unwrap_or(false)
+        self.state.load(std::sync::atomic::Ordering::Relaxed) == STANDBY
+    }
+
+    /// True once this node has seen itself removed from the cluster (see [`REMOVED`]).
+    pub fn is_removed(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Relaxed) == REMOVED
     }
 
     /// The latest status.
@@ -246,7 +263,7 @@ pub fn spawn(
     handle: &NodeHandle,
     opts: NodeOptions,
 ) -> std::io::Result<JoinHandle<Result<(), FatalError>>> {
-    let (tx, status) = (handle.tx.clone(), handle.status.clone());
+    let (tx, status, state) = (handle.tx.clone(), handle.status.clone(), handle.state.clone());
     let syncer = if driver.deferred_sync() { Some(spawn_syncer(tx.clone())?) } else { None };
     std::thread::Builder::new().name("raft-node".into()).spawn(move || {
         NodeLoop {
@@ -263,6 +280,8 @@ pub fn spawn(
                 shutting_down: false,
                 snapshot_seconds: opts.metrics.as_ref().map(|m| m.snapshot_seconds.clone()),
                 peers_from: None,
+                state,
+                was_member: false,
             },
             opts,
             next: 1,
@@ -421,6 +440,10 @@ struct ServerIo {
     /// The configuration index the transport's peers were last set from, and whether it was
     /// committed then.
     peers_from: Option<(u64, bool)>,
+    /// The handle's [`NodeHandle::state`].
+    state: Arc<std::sync::atomic::AtomicU8>,
+    /// This node was in a configuration it knew, in this process.
+    was_member: bool,
 }
 
 impl ServerIo {
@@ -434,6 +457,17 @@ impl ServerIo {
         }
         self.peers_from = Some(index);
         let learning = !node.membership().contains(node.id());
+        // The latest configuration decides: a follower often never learns that its removal
+        // committed (the leader stops talking to it), so it refuses clients as soon as the entry
+        // that removes it is in its log (and serves again if a leader change cuts that entry).
+        let member = node.membership().contains(node.id());
+        if member {
+            self.was_member = true;
+            self.state.store(MEMBER, std::sync::atomic::Ordering::Relaxed);
+        } else if self.was_member && self.state.swap(REMOVED, std::sync::atomic::Ordering::Relaxed) != REMOVED
+        {
+            tracing::warn!("this node was removed from the cluster: it refuses client requests now; stop it");
+        }
         // The members of the latest configuration and of the committed one (as the core's peers):
         // a member being removed still acknowledges the entry that removes it, and a leader that
         // removes itself must hear those acknowledgements to commit it.

@@ -409,7 +409,7 @@ fn dispatch(
             _ => Pending::Deferred(r, p, kind, timer.take()),
         }
     };
-    let standby = ctx.node.is_standby();
+    let standby = ctx.node.is_standby() || ctx.node.is_removed();
     let write = |c: KvCommand| {
         if standby {
             standby_refusal(p)
@@ -507,13 +507,11 @@ fn dispatch(
 
 /// What a standby answers to every command that needs the cluster.
 fn standby_refusal(p: Protocol) -> Pending {
-    Pending::Frame(
-        Frame::error(
-            "STANDBY this node waits to be added to a cluster (raft-kv member add ... on a member) and serves only INFO until then",
-        ),
-        p,
-    )
+    Pending::Frame(Frame::error(STANDBY_REFUSAL), p)
 }
+
+/// What a standby (or a removed node) answers.
+const STANDBY_REFUSAL: &str = "STANDBY this node is not a member of a cluster (a standby waiting to be added with raft-kv member add, or a removed node); it serves only INFO: use a member";
 
 /// The metrics label of a request that goes to the node thread.
 fn command_kind(request: &Request) -> CommandKind {

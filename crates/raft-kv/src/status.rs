@@ -2,6 +2,9 @@
 //! that does not answer is shown as down; the others still answer. A second table shows each
 //! answering member's snapshot: what it covers, where its log starts, and the snapshot counters
 //! (since that node started). A field a node does not report (an older version) shows as `-`.
+//! Members are those of `--group-config` plus every member the answering nodes' membership names
+//! (so nodes added since `-gc` was written show up); KIND is what each node says it is (voter,
+//! learner, standby, or removed: a node whose membership no longer lists it).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,13 +35,45 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Queries every member.
+/// Queries every member of `group`, then every member the answers name (`member_<name>` lines of
+/// `INFO raft`: the cluster's membership, which may have changed since `-gc` was written) that
+/// `group` does not list. Rows are sorted by name.
 pub fn collect(group: &Group, timeout: Duration) -> Vec<Row> {
-    let handles: Vec<_> = group
-        .members
-        .iter()
-        .map(|m| {
-            let (name, addr) = (m.name.clone(), m.server_addr());
+    let listed: Vec<(String, String)> =
+        group.members.iter().map(|m| (m.name.clone(), m.server_addr())).collect();
+    let mut rows = collect_addrs(listed, timeout);
+    let mut found: Vec<(String, String)> = Vec::new();
+    for info in rows.iter().filter_map(|r| r.info.as_ref()) {
+        for (key, value) in info {
+            let Some(name) = key.strip_prefix("member_") else { continue };
+            let client = value.split(',').find_map(|f| f.strip_prefix("client="));
+            if let Some(addr) = client {
+                if !rows.iter().any(|r| r.name == name) && !found.iter().any(|(n, _)| n == name) {
+                    found.push((name.to_string(), addr.to_string()));
+                }
+            }
+        }
+    }
+    rows.extend(collect_addrs(found, timeout));
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
+
+/// The member's kind (`voter`, `learner`) as its own `INFO raft` says; `-` if it does not say.
+fn kind(name: &str, info: &BTreeMap<String, String>) -> String {
+    if info.get("role").is_some_and(|r| r == "standby") {
+        return "standby".into();
+    }
+    info.get(&format!("member_{name}"))
+        .and_then(|v| v.split(',').find_map(|f| f.strip_prefix("kind=")).map(String::from))
+        .unwrap_or_else(|| if info.contains_key("voters") { "removed".into() } else { "-".into() })
+}
+
+/// Queries `(name, client address)` pairs in parallel.
+fn collect_addrs(members: Vec<(String, String)>, timeout: Duration) -> Vec<Row> {
+    let handles: Vec<_> = members
+        .into_iter()
+        .map(|(name, addr)| {
             std::thread::spawn(move || {
                 let result = Connection::connect(&addr, timeout).and_then(|mut c| {
                     c.set_timeout(Some(timeout))?;
@@ -79,6 +114,7 @@ pub fn render(rows: &[Row]) -> String {
     let mut table = vec![vec![
         "ID".to_string(),
         "ADDRESS".into(),
+        "KIND".into(),
         "ROLE".into(),
         "TERM".into(),
         "LEADER".into(),
@@ -94,6 +130,7 @@ pub fn render(rows: &[Row]) -> String {
                 table.push(vec![
                     r.name.clone(),
                     r.addr.clone(),
+                    kind(&r.name, i),
                     get("role"),
                     get("term"),
                     get("leader"),
@@ -105,6 +142,7 @@ pub fn render(rows: &[Row]) -> String {
             None => table.push(vec![
                 r.name.clone(),
                 r.addr.clone(),
+                "-".into(),
                 "down".into(),
                 "-".into(),
                 "-".into(),
@@ -201,6 +239,7 @@ mod tests {
     fn renders_up_and_down_members() {
         let info = parse_info(
             "# Raft\r\nnode_id:A\r\nrole:leader\r\nterm:3\r\nleader:A\r\ncommit_index:10\r\napplied_index:10\r\n\
+             voters:A,B\r\nmember_A:id=1,kind=voter,client=h:1,core=h:9,match=10,lag=0\r\n\
              log_first_index:4\r\nsnapshot_index:8\r\nsnapshot_term:2\r\nsnapshot_bytes:1536\r\n\
              snapshot_in_progress:1\r\nsnapshots_taken:3\r\nsnapshots_installed:0\r\nsnapshots_sent:1\r\n\
              snapshot_chunks_sent:12\r\nsnapshots_rejected:0\r\n",
@@ -221,6 +260,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ID"));
         assert!(lines[1].contains("leader") && lines[1].ends_with('0'), "{text}");
+        assert!(lines[0].contains("KIND") && lines[1].contains(" voter "), "{text}");
         assert!(lines[2].contains("follower") && lines[2].ends_with('4'), "{text}");
         assert!(lines[3].contains("down"), "{text}");
         assert!(text.contains("C (h:3): connection refused"));

@@ -277,6 +277,17 @@ fn replace_every_node_then_grow_and_shrink_under_load_stays_linearizable() {
     for (new, old) in [(3usize, 0usize), (4, 1), (5, 2)] {
         nodes.start(new);
         std::thread::sleep(Duration::from_millis(300));
+        if new == 3 {
+            // A standby serves INFO only.
+            let mut c = Connection::connect(&nodes.addr(new), Duration::from_secs(2)).unwrap();
+            c.set_timeout(Some(Duration::from_secs(2))).unwrap();
+            let info = nodes.info(new).unwrap();
+            assert_eq!(Nodes::field(&info, "role").as_deref(), Some("standby"), "{info}");
+            match c.request(&["SET", "k0", "x"]).unwrap() {
+                Frame::Error(e) => assert!(e.starts_with(b"STANDBY"), "{e:?}"),
+                other => panic!("a standby answered SET with {other:?}"),
+            }
+        }
         phase(format!("add+promote {}", NAMES[new]), &mut || {
             nodes.cli(&["member", "add", &nodes.entries[new], "--voter"], &members);
         });
@@ -338,6 +349,17 @@ fn replace_every_node_then_grow_and_shrink_under_load_stays_linearizable() {
         assert!(list.lines().any(|l| l.starts_with(name) && l.contains(" voter ")), "{list}");
     }
     assert_eq!(list.lines().count(), 4, "header and three members: {list}");
+
+    // `raft-kv status` given one member finds the others through its membership.
+    let status = nodes.cli(&["status"], &[3]);
+    eprintln!("{status}");
+    for k in [3usize, 4, 5] {
+        assert!(
+            status.lines().any(|l| l.starts_with(NAMES[k]) && l.contains(" voter ")),
+            "{} missing from the status table:\n{status}",
+            NAMES[k]
+        );
+    }
 
     // Final reads through every remaining member join the history.
     let mut rec = std::mem::take(&mut *rec.lock().unwrap());

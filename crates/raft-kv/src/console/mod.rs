@@ -232,6 +232,7 @@ fn handle_line(
         out.write_all(help_text(args.get(1).map(Vec::as_slice)).as_bytes())?;
         return Ok(Flow::Continue);
     }
+    let args = console_alias(args);
     summary.commands += 1;
     match session.execute(&args, retry_safe(&args), notices) {
         Outcome::Reply(frame) => out.write_all(format_reply(&frame).as_bytes())?,
@@ -249,6 +250,30 @@ fn handle_line(
         }
     }
     Ok(Flow::Continue)
+}
+
+/// The console's own membership commands, as in xraft, turned into the RESP commands they stand
+/// for: `raft-add-node D host clientPort corePort` (or `D,host,clientPort,corePort`) is
+/// `RAFT.MEMBER ADD ...`, `raft-remove-node A` is `RAFT.MEMBER REMOVE A`, `raft-members` is
+/// `RAFT.MEMBER LIST`, `raft-transfer-leader B` is `RAFT.TRANSFER B`. Anything else is unchanged.
+pub fn console_alias(args: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let Some(name) = args.first() else { return args };
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let rest = &args[1..];
+    let with = |prefix: &[&str], rest: &[Vec<u8>]| {
+        prefix.iter().map(|p| p.as_bytes().to_vec()).chain(rest.iter().cloned()).collect()
+    };
+    match name.as_str() {
+        "raft-add-node" if rest.len() == 1 => {
+            let parts: Vec<Vec<u8>> = rest[0].split(|&b| b == b',').map(<[u8]>::to_vec).collect();
+            with(&["RAFT.MEMBER", "ADD"], &parts)
+        }
+        "raft-add-node" => with(&["RAFT.MEMBER", "ADD"], rest),
+        "raft-remove-node" => with(&["RAFT.MEMBER", "REMOVE"], rest),
+        "raft-members" => with(&["RAFT.MEMBER", "LIST"], rest),
+        "raft-transfer-leader" => with(&["RAFT.TRANSFER"], rest),
+        _ => args,
+    }
 }
 
 /// Whether a command may be resent after its reply was lost: reads and connection commands
@@ -272,7 +297,12 @@ pub fn help_text(topic: Option<&[u8]>) -> String {
         "Type a Redis command and its arguments, e.g.\n  set a hello-world\n  get a\n\
          Arguments may be quoted: \"with spaces\\n and escapes\\x41\", 'single quoted'.\n\
          help <command>   shows one command\n\
-         exit, quit       leave the console\n\nCommands:\n",
+         exit, quit       leave the console\n\
+         raft-add-node D,host,clientPort,corePort   add a standby as a learner (RAFT.MEMBER ADD)\n\
+         raft-remove-node A                          remove a member (RAFT.MEMBER REMOVE)\n\
+         raft-members                                list the members (RAFT.MEMBER LIST)\n\
+         raft-transfer-leader B                      hand leadership to B (RAFT.TRANSFER)\n\
+         (membership commands go to the leader: a NOTLEADER answer names it)\n\nCommands:\n",
     );
     for spec in COMMANDS {
         let head = format!("{} {}", spec.name.to_ascii_uppercase(), spec.usage);

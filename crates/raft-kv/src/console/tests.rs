@@ -446,3 +446,15 @@ fn a_connection_closed_while_idle_is_reopened_before_a_write() {
     assert_eq!(String::from_utf8_lossy(&notices), "", "no failover was needed");
     assert_eq!(handle.join().ok(), Some(2));
 }
+
+#[test]
+fn xraft_membership_commands_become_raft_member_commands() {
+    let w = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+    assert_eq!(console_alias(w("raft-add-node D,h,1,2")), w("RAFT.MEMBER ADD D h 1 2"));
+    assert_eq!(console_alias(w("raft-add-node D h 1 2")), w("RAFT.MEMBER ADD D h 1 2"));
+    assert_eq!(console_alias(w("RAFT-REMOVE-NODE A")), w("RAFT.MEMBER REMOVE A"));
+    assert_eq!(console_alias(w("raft-members")), w("RAFT.MEMBER LIST"));
+    assert_eq!(console_alias(w("raft-transfer-leader B")), w("RAFT.TRANSFER B"));
+    assert_eq!(console_alias(w("get a")), w("get a"));
+    assert!(help_text(None).contains("raft-add-node"));
+}
