@@ -300,6 +300,11 @@ pub struct Driver<F: FileSystem> {
     answers: Vec<(RequestId, Response)>,
     /// Applied proposals (with [`DriverConfig::record_applies`]).
     apply_records: Vec<ApplyRecord>,
+    /// The host's clock, if it measures how long applying takes ([`Driver::measure_apply_time`]).
+    apply_clock: Option<fn() -> std::time::Instant>,
+    /// Entries applied and the time it took, per run of committed entries, since the last
+    /// [`Driver::take_apply_timings`].
+    apply_timings: Vec<(usize, std::time::Duration)>,
 }
 
 impl<F: FileSystem> Driver<F> {
@@ -355,6 +360,8 @@ impl<F: FileSystem> Driver<F> {
             outbox: Vec::new(),
             answers: Vec::new(),
             apply_records: Vec::new(),
+            apply_clock: None,
+            apply_timings: Vec::new(),
             config,
         })
     }
@@ -410,6 +417,25 @@ impl<F: FileSystem> Driver<F> {
     /// [`DriverConfig::record_applies`]).
     pub fn take_apply_records(&mut self) -> Vec<ApplyRecord> {
         std::mem::take(&mut self.apply_records)
+    }
+
+    /// Measures, with the host's `clock`, how long applying each run of committed entries takes
+    /// (the server does for its metrics). The driver never reads a clock otherwise: without this
+    /// (the simulator), nothing is timed.
+    pub fn measure_apply_time(&mut self, clock: fn() -> std::time::Instant) {
+        self.apply_clock = Some(clock);
+    }
+
+    /// Takes the (entries, duration) of every run of committed entries applied since the last call
+    /// (with [`Driver::measure_apply_time`]).
+    pub fn take_apply_timings(&mut self) -> Vec<(usize, std::time::Duration)> {
+        std::mem::take(&mut self.apply_timings)
+    }
+
+    /// Writes routed to a leader again (after a leader change, or unanswered for the forward
+    /// retry delay) since this driver started.
+    pub fn writes_retried(&self) -> u64 {
+        self.requests.retried()
     }
 
     /// Submits a client request; its answer comes out of the host loop.
@@ -511,8 +537,12 @@ impl<F: FileSystem> Driver<F> {
             out.messages.extend(self.outbox.extract_if(.., |m| matches!(m, PeerMessage::Forward { .. })));
             // 1. Apply what is committed and serve the reads it allows (see above for why this may
             //    precede the persist step).
+            let started = self.apply_clock.filter(|_| !rd.committed.is_empty()).map(|clock| (clock, clock()));
             for entry in &rd.committed {
                 self.apply(entry)?;
+            }
+            if let Some((clock, started)) = started {
+                self.apply_timings.push((rd.committed.len(), clock() - started));
             }
             for rs in rd.reads {
                 self.requests.read_state(rs);

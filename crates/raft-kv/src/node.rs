@@ -123,6 +123,8 @@ pub struct Status {
     /// Times the known leader changed to another known leader since this process started (for
     /// metrics; counted when the status is published).
     pub leader_changes: u64,
+    /// Writes routed to a leader again since the start ([`engine::Driver::writes_retried`]).
+    pub writes_retried: u64,
     /// The last leader known, kept while none is known (so that a node elected again after an
     /// election is not counted as a change).
     pub last_leader: Option<NodeId>,
@@ -265,6 +267,10 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<Result<(), FatalError>>> {
     let (tx, status, state) = (handle.tx.clone(), handle.status.clone(), handle.state.clone());
     let syncer = if driver.deferred_sync() { Some(spawn_syncer(tx.clone())?) } else { None };
+    let mut driver = driver;
+    if opts.metrics.is_some() {
+        driver.measure_apply_time(Instant::now);
+    }
     std::thread::Builder::new().name("raft-node".into()).spawn(move || {
         NodeLoop {
             driver,
@@ -370,6 +376,9 @@ impl NodeLoop {
                 tracing::debug!(inputs, ?took, "a slow turn of the node thread");
             }
             if let Some(m) = &self.opts.metrics {
+                for (_, d) in self.driver.take_apply_timings() {
+                    m.apply_seconds.observe(d.as_secs_f64());
+                }
                 m.process_seconds.observe(took.as_secs_f64());
                 if inputs > 0 {
                     m.batch_inputs.observe(inputs as f64);
@@ -603,6 +612,7 @@ fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
         snapshot_receiving: receiving,
         snapshot_stats: driver.snapshot_stats(),
         leader_changes: 0,
+        writes_retried: driver.writes_retried(),
         last_leader: None,
         members: node
             .membership()

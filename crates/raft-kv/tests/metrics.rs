@@ -116,6 +116,8 @@ fn metrics_health_and_ready_reflect_the_cluster() {
     assert!(value(&m, r#"raftkv_request_duration_seconds_sum{command="set"}"#) > 0.0);
     assert!(value(&m, "raftkv_fsync_duration_seconds_count") >= 20.0, "each write was fsynced");
     assert!(value(&m, "raftkv_node_batch_inputs_count") > 0.0);
+    assert!(value(&m, "raftkv_apply_duration_seconds_count") >= 20.0, "every write was applied");
+    assert_eq!(value(&m, "raftkv_proposals_retried_total"), 0.0, "no leader change, nothing routed again");
     assert_eq!(value(&m, r#"raftkv_raft_role{role="leader"}"#), 1.0);
     assert_eq!(value(&m, "raftkv_raft_has_leader"), 1.0);
     assert_eq!(value(&m, "raftkv_keys"), 20.0);
@@ -148,12 +150,17 @@ fn metrics_health_and_ready_reflect_the_cluster() {
     });
     c.start_node(dead); // without metrics; it only restores the majority
 
-    // The leader dies: the survivor with metrics sees a leader change and becomes ready again.
+    // The leader dies: the survivor with metrics sees a leader change and becomes ready again. A
+    // write sent to it at once is forwarded to the dead leader (the survivor still follows it),
+    // then routed again to the new one: counted as retried, and answered.
     let survivor = followers[1];
+    let mut sconn = c.connect(survivor).expect("connect");
     c.kill(leader);
+    assert_eq!(sconn.request(&["SET", "after-the-leader-died", "v"]).unwrap(), Frame::Simple("OK".into()));
     wait_for("a leader change seen by the survivor", || {
         let m = scrape(mports[survivor]);
         value(&m, "raftkv_raft_leader_changes_total") >= 1.0 && value(&m, "raftkv_raft_has_leader") == 1.0
     });
+    assert!(value(&scrape(mports[survivor]), "raftkv_proposals_retried_total") >= 1.0);
     wait_for("the survivor ready again", || http_get(mports[survivor], "/ready").is_some_and(|r| r.0 == 200));
 }

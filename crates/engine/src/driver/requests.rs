@@ -133,6 +133,8 @@ pub(super) struct Requests {
     to_route: BTreeSet<u64>,
     /// The leader as of the last round (to notice changes).
     last_leader: Option<NodeId>,
+    /// Writes routed again (they had been proposed or forwarded before), since the start.
+    retried: u64,
 }
 
 impl Requests {
@@ -155,12 +157,18 @@ impl Requests {
             next_read: (session << 32) | 1,
             to_route: BTreeSet::new(),
             last_leader: None,
+            retried: 0,
         }
     }
 
     /// The current session id.
     pub(super) fn session(&self) -> u64 {
         self.session
+    }
+
+    /// Writes routed again since the start (see [`Requests::route`]).
+    pub(super) fn retried(&self) -> u64 {
+        self.retried
     }
 
     /// Number of requests not yet answered.
@@ -342,6 +350,7 @@ impl Requests {
                 forward_bytes += w.data.len();
                 forwards.push(w.data.clone());
             }
+            self.retried += u64::from(w.routed.is_some());
             w.routed = Some(now);
         }
         if !forwards.is_empty() {

@@ -90,6 +90,13 @@ impl Collector for StatusCollector {
             "Times this node saw the leader change to another known leader (since it started)",
             st.leader_changes,
         )?;
+        counter(
+            &mut e,
+            "proposals_retried",
+            "Writes this node routed to a leader again: after a leader change, or unanswered for a second \
+             (the retry is harmless: sessions apply a write at most once)",
+            st.writes_retried,
+        )?;
         gauge(&mut e, "raft_commit_index", "Highest log index known committed", i(st.commit))?;
         gauge(&mut e, "raft_applied_index", "Highest log index applied to the state machine", i(st.applied))?;
         gauge(&mut e, "raft_last_log_index", "Last index in this node's log", i(st.last_index))?;

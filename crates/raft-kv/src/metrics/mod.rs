@@ -140,6 +140,8 @@ pub struct NodeMetrics {
     pub process_seconds: Histogram,
     /// Duration of writing a snapshot in the background, seconds.
     pub snapshot_seconds: Histogram,
+    /// Time to apply one run of committed entries to the state machine, seconds.
+    pub apply_seconds: Histogram,
 }
 
 /// The instruments of one node; see the module docs.
@@ -221,6 +223,7 @@ impl Metrics {
             batch_inputs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             process_seconds: Histogram::new(exponential_buckets(10e-6, 2.0, 18)),
             snapshot_seconds: Histogram::new(exponential_buckets(1e-3, 2.0, 18)),
+            apply_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
         };
         registry.register("fsync_duration_seconds", "Duration of each log fsync", node.fsync_seconds.clone());
         registry.register(
@@ -232,6 +235,11 @@ impl Metrics {
             "node_process_duration_seconds",
             "Time one turn of the node loop spent appending, persisting, applying and answering",
             node.process_seconds.clone(),
+        );
+        registry.register(
+            "apply_duration_seconds",
+            "Time to apply one run of committed entries (those one Ready hands over) to the state machine",
+            node.apply_seconds.clone(),
         );
         registry.register(
             "snapshot_duration_seconds",
