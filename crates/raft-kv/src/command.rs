@@ -102,6 +102,16 @@ pub enum Request {
     KvWrite(engine::kv::Command),
     /// A read parsed straight into the state machine's query (keys owned).
     KvRead(engine::kv::Query),
+    /// `MULTI`: start queueing a transaction.
+    Multi,
+    /// `EXEC`: run the queued transaction.
+    Exec,
+    /// `DISCARD`: drop the queued transaction.
+    Discard,
+    /// `WATCH key [key ...]`.
+    Watch(Vec<Bytes>),
+    /// `UNWATCH`.
+    Unwatch,
     /// A command of the reserved `RAFT.` namespace (e.g. `RAFT.SNAPSHOT`), not interpreted here.
     Admin {
         /// The command name in lower case, e.g. `raft.snapshot`.
@@ -358,6 +368,14 @@ impl Request {
         let Some(name) = args.first() else {
             return Err(CommandError::NotARequest);
         };
+        if name.eq_ignore_ascii_case(b"raft.version") {
+            // A read any client may do (a fencing token), not an administrative command.
+            if args.len() != 2 {
+                return Err(CommandError::WrongArity("raft.version"));
+            }
+            let key = Bytes::copy_from_slice(&args[1]);
+            return Ok(Request::KvRead(engine::kv::Query::Version { key }));
+        }
         if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"raft.") {
             // Admin commands of the table (RAFT.SNAPSHOT) have their arity checked; others are
             // passed on for the server to refuse or handle.
@@ -419,6 +437,11 @@ impl Request {
             "command" => parse_command(spec, a)?,
             "config" => parse_config(spec, a)?,
             "info" => Request::Info(a.remaining()),
+            "multi" => Request::Multi,
+            "exec" => Request::Exec,
+            "discard" => Request::Discard,
+            "watch" => Request::Watch(a.remaining()),
+            "unwatch" => Request::Unwatch,
             "select" => match a.integer()? {
                 0 => Request::Select,
                 _ => return Err(CommandError::DbIndexOutOfRange),
@@ -436,6 +459,7 @@ impl Request {
             | Request::MGet(_)
             | Request::StrLen(_)
             | Request::KvRead(_)
+            | Request::Watch(_)
             | Request::DbSize => Access::Read,
             Request::Set(_)
             | Request::Del(_)
@@ -453,6 +477,10 @@ impl Request {
             | Request::ConfigGet(_)
             | Request::Info(_)
             | Request::Select
+            | Request::Multi
+            | Request::Exec
+            | Request::Discard
+            | Request::Unwatch
             | Request::Help(_) => Access::Connection,
         }
     }

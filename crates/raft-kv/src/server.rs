@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use engine::kv::{Command as KvCommand, Query, Reply, SetCondition as KvSetCondition};
+use engine::kv::{Command as KvCommand, Query, Reply, SetCondition as KvSetCondition, TxItem, Watch};
 use engine::{Request as EngineRequest, RequestError, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -135,11 +135,44 @@ enum Pending {
     /// Known now.
     Frame(Frame, Protocol),
     /// Comes from the node thread.
-    Engine(oneshot::Receiver<Response>, Protocol, Kind, Option<RequestTimer>),
+    Engine(oneshot::Receiver<Response>, Protocol, Kind, Option<RequestTimer>, Shape),
     /// To submit once every earlier request of the connection is answered (see the module docs).
-    Deferred(EngineRequest, Protocol, Kind, Option<RequestTimer>),
+    Deferred(EngineRequest, Protocol, Kind, Option<RequestTimer>, Shape),
     /// Known now; close the connection after writing it.
     Close(Frame, Protocol),
+}
+
+/// How an engine answer becomes the client's frame.
+#[derive(Default)]
+enum Shape {
+    /// As it is.
+    #[default]
+    Plain,
+    /// `WATCH`: `+OK`, and the answer (the index of the state read) goes to the connection's
+    /// reader, which puts it in the next `EXEC` (see `engine::kv::txn`).
+    Watch(oneshot::Sender<Response>),
+    /// `EXEC`: a nil answer (a watched key changed) is Redis' null array.
+    Exec,
+}
+
+impl Shape {
+    fn frame(self, response: Response) -> Frame {
+        match self {
+            Shape::Plain => response_frame(response),
+            Shape::Watch(tap) => {
+                let frame = match &response {
+                    Ok(_) => Frame::ok(),
+                    Err(_) => response_frame(response.clone()),
+                };
+                let _ = tap.send(response);
+                frame
+            }
+            Shape::Exec => match response {
+                Ok(Reply::Nil) => Frame::NullArray,
+                other => response_frame(other),
+            },
+        }
+    }
 }
 
 /// Whether an engine request reads or writes.
@@ -175,6 +208,44 @@ struct Conn {
     local: String,
     /// Who the connection is authenticated as.
     auth: crate::auth::session::ConnAuth,
+    /// The transaction being queued (between `MULTI` and `EXEC`), if any.
+    multi: Option<Vec<TxItem>>,
+    /// A command was refused while queueing: `EXEC` answers `EXECABORT`.
+    multi_dirty: bool,
+    /// Watched keys (`WATCH`), until `EXEC`, `DISCARD` or `UNWATCH`.
+    watch_keys: Vec<Bytes>,
+    /// Answers of `WATCH` reads not yet taken (the reader waits for them before an `EXEC`).
+    watch_pending: Vec<oneshot::Receiver<Response>>,
+    /// The lowest index a `WATCH` read.
+    watch_index: Option<u64>,
+    /// A `WATCH` read failed: the next `EXEC` cannot be checked and answers nil.
+    watch_failed: bool,
+}
+
+/// Most commands one transaction may queue.
+const MAX_QUEUED: usize = 65_536;
+
+impl Conn {
+    /// Forgets the watched keys.
+    fn unwatch(&mut self) {
+        self.watch_keys.clear();
+        self.watch_pending.clear();
+        self.watch_index = None;
+        self.watch_failed = false;
+    }
+
+    /// Takes the answers of this connection's `WATCH` reads (they come before an `EXEC`).
+    async fn settle_watches(&mut self) {
+        for rx in std::mem::take(&mut self.watch_pending) {
+            match rx.await {
+                Ok(Ok(Reply::Int(index))) => {
+                    let index = index.max(0) as u64;
+                    self.watch_index = Some(self.watch_index.map_or(index, |w| w.min(index)));
+                }
+                _ => self.watch_failed = true,
+            }
+        }
+    }
 }
 
 async fn handle_connection<R, W>(
@@ -199,6 +270,12 @@ async fn handle_connection<R, W>(
         auth: ctx.auth.connection(&peer),
         peer,
         local,
+        multi: None,
+        multi_dirty: false,
+        watch_keys: Vec::new(),
+        watch_pending: Vec::new(),
+        watch_index: None,
+        watch_failed: false,
     };
     let mut parser = Parser::requests(Limits::server());
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -220,6 +297,10 @@ async fn handle_connection<R, W>(
                             continue;
                         }
                     };
+                    if !conn.watch_pending.is_empty() && name.eq_ignore_ascii_case(b"exec") {
+                        // The WATCH answers are ahead of this EXEC in the writer's queue.
+                        conn.settle_watches().await;
+                    }
                     // A place in the node thread's queue first (back-pressure when it is behind).
                     let permit = ctx.node.reserve().await;
                     let pending = dispatch(frame, &name, &mut conn, &ctx, permit);
@@ -279,7 +360,7 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             let (frame, protocol, close) = match pending {
                 Pending::Frame(f, p) => (f, p, false),
                 Pending::Close(f, p) => (f, p, true),
-                Pending::Deferred(request, p, kind, timer) => {
+                Pending::Deferred(request, p, kind, timer, shape) => {
                     // Every earlier request is answered: submit now and wait.
                     if !out.is_empty() {
                         if wr.write_all(&out).await.is_err() {
@@ -293,9 +374,9 @@ async fn write_answers<W: AsyncWrite + Unpin>(
                     if let Some(t) = timer {
                         t.finish(&response);
                     }
-                    (response_frame(response), p, false)
+                    (shape.frame(response), p, false)
                 }
-                Pending::Engine(mut answer, p, kind, timer) => {
+                Pending::Engine(mut answer, p, kind, timer, shape) => {
                     let response = match answer.try_recv() {
                         Ok(r) => Some(r),
                         Err(oneshot::error::TryRecvError::Empty) => None,
@@ -318,7 +399,7 @@ async fn write_answers<W: AsyncWrite + Unpin>(
                     if let Some(t) = timer {
                         t.finish(&response);
                     }
-                    (response_frame(response), p, false)
+                    (shape.frame(response), p, false)
                 }
             };
             encode_as(&frame, protocol, &mut out);
@@ -386,9 +467,13 @@ fn dispatch(
     let p = conn.protocol;
     let request = match Request::parse(frame) {
         Ok(r) => r,
-        Err(e) => return Pending::Frame(e.to_frame(), p),
+        Err(e) => {
+            conn.multi_dirty |= conn.multi.is_some();
+            return Pending::Frame(e.to_frame(), p);
+        }
     };
     if let Err(refusal) = conn.auth.permit(name, &request) {
+        conn.multi_dirty |= conn.multi.is_some();
         return Pending::Frame(refusal, p);
     }
     let outstanding = conn.outstanding.clone();
@@ -396,6 +481,8 @@ fn dispatch(
     // Taken by the one engine request this request becomes (Cell: the closures below share it).
     let timer =
         std::cell::Cell::new(ctx.metrics.as_ref().map(|m| RequestTimer::start(m, command_kind(&request))));
+    // The shape of the one engine request's answer (Cell, as the timer).
+    let shape = std::cell::Cell::new(Shape::Plain);
     let engine = |r: EngineRequest, kind: Kind| {
         let other = match kind {
             Kind::Read => Kind::Write,
@@ -404,9 +491,11 @@ fn dispatch(
         let defer = outstanding.counter(other).load(Ordering::Acquire) > 0;
         outstanding.counter(kind).fetch_add(1, Ordering::AcqRel);
         match permit.take() {
-            Some(permit) if !defer => Pending::Engine(ctx.node.submit(r, permit), p, kind, timer.take()),
+            Some(permit) if !defer => {
+                Pending::Engine(ctx.node.submit(r, permit), p, kind, timer.take(), shape.take())
+            }
             // Deferred (or, never, a second request of one frame): submitted by the writer.
-            _ => Pending::Deferred(r, p, kind, timer.take()),
+            _ => Pending::Deferred(r, p, kind, timer.take(), shape.take()),
         }
     };
     let standby = ctx.node.is_standby() || ctx.node.is_removed();
@@ -419,31 +508,42 @@ fn dispatch(
     };
     let read =
         |q: Query| if standby { standby_refusal(p) } else { engine(EngineRequest::Read(q), Kind::Read) };
-    match request {
-        Request::Get(key) => read(Query::Get { key: own(key) }),
-        Request::MGet(keys) => read(Query::MGet { keys: keys.into_iter().map(own).collect() }),
-        Request::Exists(keys) => read(Query::Exists { keys: keys.into_iter().map(own).collect() }),
-        Request::StrLen(key) => read(Query::Strlen { key: own(key) }),
-        Request::DbSize => read(Query::DbSize),
-        Request::Set(s) => write(KvCommand::Set {
-            key: own(s.key),
-            value: own(s.value),
-            condition: match s.condition {
-                SetCondition::Always => KvSetCondition::Always,
-                SetCondition::IfAbsent => KvSetCondition::IfAbsent,
-                SetCondition::IfPresent => KvSetCondition::IfPresent,
-            },
-            get: s.get,
-        }),
-        Request::Del(keys) => write(KvCommand::Del { keys: keys.into_iter().map(own).collect() }),
-        Request::MSet(pairs) => {
-            write(KvCommand::MSet { pairs: pairs.into_iter().map(|(k, v)| (own(k), own(v))).collect() })
+    if conn.multi.is_some() {
+        if let Some(answer) = queue(request, conn) {
+            return Pending::Frame(answer, p);
         }
-        Request::IncrBy { key, delta } => write(KvCommand::IncrBy { key: own(key), by: delta }),
-        Request::Append { key, value } => write(KvCommand::Append { key: own(key), value: own(value) }),
-        // Parsed with owned bytes already (command::expiry).
-        Request::KvWrite(c) => write(c),
-        Request::KvRead(q) => read(q),
+        // EXEC of a clean transaction: one write.
+        let items = conn.multi.take().unwrap_or_default();
+        let keys = std::mem::take(&mut conn.watch_keys);
+        let watch = (!keys.is_empty()).then(|| Watch { index: conn.watch_index.unwrap_or(0), keys });
+        conn.unwatch();
+        shape.set(Shape::Exec);
+        return write(KvCommand::Multi { watch, items });
+    }
+    let request = match data_item(request) {
+        Ok(TxItem::Write(c)) => return write(c),
+        Ok(TxItem::Read(q)) => return read(q),
+        Err(other) => other,
+    };
+    match request {
+        Request::Multi => {
+            conn.multi = Some(Vec::new());
+            conn.multi_dirty = false;
+            Pending::Frame(Frame::ok(), p)
+        }
+        Request::Exec => Pending::Frame(Frame::error("ERR EXEC without MULTI"), p),
+        Request::Discard => Pending::Frame(Frame::error("ERR DISCARD without MULTI"), p),
+        Request::Watch(keys) => {
+            let (tx, rx) = oneshot::channel();
+            conn.watch_keys.extend(keys.into_iter().map(own));
+            conn.watch_pending.push(rx);
+            shape.set(Shape::Watch(tx));
+            read(Query::AppliedIndex)
+        }
+        Request::Unwatch => {
+            conn.unwatch();
+            Pending::Frame(Frame::ok(), p)
+        }
         Request::Ping(None) => Pending::Frame(Frame::simple("PONG"), p),
         Request::Ping(Some(msg)) | Request::Echo(msg) => Pending::Frame(Frame::Bulk(msg), p),
         Request::Quit => Pending::Close(Frame::ok(), p),
@@ -502,6 +602,102 @@ fn dispatch(
         Request::Admin { name, .. } => {
             Pending::Frame(Frame::error(format!("ERR unknown administrative command '{name}'")), p)
         }
+        // Data requests were mapped by data_item above.
+        Request::Get(_)
+        | Request::Set(_)
+        | Request::Del(_)
+        | Request::Exists(_)
+        | Request::MGet(_)
+        | Request::MSet(_)
+        | Request::IncrBy { .. }
+        | Request::Append { .. }
+        | Request::StrLen(_)
+        | Request::DbSize
+        | Request::KvWrite(_)
+        | Request::KvRead(_) => Pending::Frame(Frame::error("ERR internal: unmapped data request"), p),
+    }
+}
+
+/// The state-machine command or query of a data request (keys and values copied out of the
+/// connection's buffer); any other request back as it is.
+fn data_item(request: Request) -> Result<TxItem, Request> {
+    let w = TxItem::Write;
+    let r = TxItem::Read;
+    Ok(match request {
+        Request::Get(key) => r(Query::Get { key: own(key) }),
+        Request::MGet(keys) => r(Query::MGet { keys: keys.into_iter().map(own).collect() }),
+        Request::Exists(keys) => r(Query::Exists { keys: keys.into_iter().map(own).collect() }),
+        Request::StrLen(key) => r(Query::Strlen { key: own(key) }),
+        Request::DbSize => r(Query::DbSize),
+        Request::Set(s) => w(KvCommand::Set {
+            key: own(s.key),
+            value: own(s.value),
+            condition: match s.condition {
+                SetCondition::Always => KvSetCondition::Always,
+                SetCondition::IfAbsent => KvSetCondition::IfAbsent,
+                SetCondition::IfPresent => KvSetCondition::IfPresent,
+            },
+            get: s.get,
+        }),
+        Request::Del(keys) => w(KvCommand::Del { keys: keys.into_iter().map(own).collect() }),
+        Request::MSet(pairs) => {
+            w(KvCommand::MSet { pairs: pairs.into_iter().map(|(k, v)| (own(k), own(v))).collect() })
+        }
+        Request::IncrBy { key, delta } => w(KvCommand::IncrBy { key: own(key), by: delta }),
+        Request::Append { key, value } => w(KvCommand::Append { key: own(key), value: own(value) }),
+        // Parsed with owned bytes already (command::expiry).
+        Request::KvWrite(c) => w(c),
+        Request::KvRead(q) => r(q),
+        other => return Err(other),
+    })
+}
+
+/// A request while `MULTI` queues (Redis' rules): the answer to send now, or `None` for an `EXEC`
+/// of a clean transaction, which the caller proposes.
+fn queue(request: Request, conn: &mut Conn) -> Option<Frame> {
+    let refuse = |conn: &mut Conn, text: &str| {
+        conn.multi_dirty = true;
+        Some(Frame::error(text.to_owned()))
+    };
+    match request {
+        Request::Multi => Some(Frame::error("ERR MULTI calls can not be nested")),
+        Request::Watch(_) => Some(Frame::error("ERR WATCH inside MULTI is not allowed")),
+        Request::Discard => {
+            conn.multi = None;
+            conn.multi_dirty = false;
+            conn.unwatch();
+            Some(Frame::ok())
+        }
+        Request::Exec if conn.multi_dirty || conn.watch_failed => {
+            let aborted = conn.multi_dirty;
+            conn.multi = None;
+            conn.multi_dirty = false;
+            conn.unwatch();
+            Some(if aborted {
+                Frame::error("EXECABORT Transaction discarded because of previous errors.")
+            } else {
+                Frame::NullArray // The WATCH read failed: as if a watched key had changed.
+            })
+        }
+        Request::Exec => None,
+        // Queued and a no-op: EXEC forgets the watched keys anyway.
+        Request::Unwatch => Some(Frame::simple("QUEUED")),
+        other => match data_item(other) {
+            Ok(item) => {
+                if let TxItem::Write(c) = &item {
+                    if let Err(e) = c.validate() {
+                        return refuse(conn, &e);
+                    }
+                }
+                let items = conn.multi.get_or_insert_with(Vec::new);
+                if items.len() >= MAX_QUEUED {
+                    return refuse(conn, &format!("ERR a transaction holds at most {MAX_QUEUED} commands"));
+                }
+                items.push(item);
+                Some(Frame::simple("QUEUED"))
+            }
+            Err(_) => refuse(conn, "ERR this command cannot be used inside a transaction on raft-kv"),
+        },
     }
 }
 

@@ -34,6 +34,10 @@
 //!   9 GETEX   u8 flags (bits 3-5 expiry kind as SETEX), key, [zigzag varint ms]
 //!  10 GETDEL  key
 //!  11 SWEEP   varint max (<= u32::MAX)
+//!  12 MULTI   u8 watch (0/1), [varint watch index, varint n, n keys], varint n items, then per
+//!             item: u8 1 + a command (tag and fields; not MULTI or SWEEP), or u8 2 + a query:
+//!             1 GET key, 2 MGET n keys, 3 EXISTS n keys, 4 STRLEN key, 5 DBSIZE,
+//!             6 TTL u8 (bit 0 ms, bit 1 absolute) key, 7 VERSION key, 8 APPLIED-INDEX
 //! ```
 //! where a key or value is `varint length` followed by that many bytes. Nothing may follow the
 //! command.
@@ -49,8 +53,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::command::{Command, Proposal, Reply, SetCondition};
+use super::command::{Command, Proposal, Query, Reply, SetCondition};
 use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
+use super::txn::{TxItem, Watch};
 use super::KvError;
 
 /// The newest proposal format this build writes (for commands version 1 lacks) and reads.
@@ -65,6 +70,7 @@ const TAG_PERSIST: u8 = 8;
 const TAG_GETEX: u8 = 9;
 const TAG_GETDEL: u8 = 10;
 const TAG_SWEEP: u8 = 11;
+const TAG_MULTI: u8 = 12;
 const EXPIRY_SHIFT: u8 = 3;
 const ORIGIN_SHIFT: u8 = 6;
 
@@ -112,7 +118,13 @@ pub fn encode_proposal(p: &Proposal) -> Bytes {
     buf.put_u64_le(p.session);
     put_varint(&mut buf, p.seq);
     put_varint(&mut buf, p.ack_below);
-    match &p.command {
+    put_command(&mut buf, &p.command);
+    buf.freeze()
+}
+
+/// Appends a command: its tag and fields (see the module docs).
+fn put_command(buf: &mut BytesMut, command: &Command) {
+    match command {
         Command::Set { key, value, condition, get } => {
             buf.put_u8(TAG_SET);
             let cond = match condition {
@@ -121,33 +133,33 @@ pub fn encode_proposal(p: &Proposal) -> Bytes {
                 SetCondition::IfPresent => 2,
             };
             buf.put_u8(cond | if *get { SET_GET_FLAG } else { 0 });
-            put_bytes(&mut buf, key);
-            put_bytes(&mut buf, value);
+            put_bytes(buf, key);
+            put_bytes(buf, value);
         }
         Command::Del { keys } => {
             buf.put_u8(TAG_DEL);
-            put_varint(&mut buf, keys.len() as u64);
+            put_varint(buf, keys.len() as u64);
             for k in keys {
-                put_bytes(&mut buf, k);
+                put_bytes(buf, k);
             }
         }
         Command::MSet { pairs } => {
             buf.put_u8(TAG_MSET);
-            put_varint(&mut buf, pairs.len() as u64);
+            put_varint(buf, pairs.len() as u64);
             for (k, v) in pairs {
-                put_bytes(&mut buf, k);
-                put_bytes(&mut buf, v);
+                put_bytes(buf, k);
+                put_bytes(buf, v);
             }
         }
         Command::IncrBy { key, by } => {
             buf.put_u8(TAG_INCRBY);
-            put_bytes(&mut buf, key);
-            put_varint(&mut buf, zigzag(*by));
+            put_bytes(buf, key);
+            put_varint(buf, zigzag(*by));
         }
         Command::Append { key, value } => {
             buf.put_u8(TAG_APPEND);
-            put_bytes(&mut buf, key);
-            put_bytes(&mut buf, value);
+            put_bytes(buf, key);
+            put_bytes(buf, value);
         }
         Command::SetEx { key, value, condition, get, expiry, origin } => {
             buf.put_u8(TAG_SETEX);
@@ -162,9 +174,9 @@ pub fn encode_proposal(p: &Proposal) -> Bytes {
                 | expiry_kind(*expiry) << EXPIRY_SHIFT
                 | origin << ORIGIN_SHIFT;
             buf.put_u8(flags);
-            put_bytes(&mut buf, key);
-            put_bytes(&mut buf, value);
-            put_expiry_ms(&mut buf, *expiry);
+            put_bytes(buf, key);
+            put_bytes(buf, value);
+            put_expiry_ms(buf, *expiry);
         }
         Command::Expire { key, when, seconds, absolute, condition } => {
             buf.put_u8(TAG_EXPIRE);
@@ -177,29 +189,116 @@ pub fn encode_proposal(p: &Proposal) -> Bytes {
                 ExpireCondition::IfSomeLess => 5,
             };
             buf.put_u8(cond | u8::from(*seconds) << 3 | u8::from(*absolute) << 4);
-            put_bytes(&mut buf, key);
-            put_varint(&mut buf, zigzag(*when));
+            put_bytes(buf, key);
+            put_varint(buf, zigzag(*when));
         }
         Command::Persist { key } => {
             buf.put_u8(TAG_PERSIST);
-            put_bytes(&mut buf, key);
+            put_bytes(buf, key);
         }
         Command::GetEx { key, expiry } => {
             buf.put_u8(TAG_GETEX);
             buf.put_u8(expiry_kind(*expiry) << EXPIRY_SHIFT);
-            put_bytes(&mut buf, key);
-            put_expiry_ms(&mut buf, *expiry);
+            put_bytes(buf, key);
+            put_expiry_ms(buf, *expiry);
         }
         Command::GetDel { key } => {
             buf.put_u8(TAG_GETDEL);
-            put_bytes(&mut buf, key);
+            put_bytes(buf, key);
         }
         Command::Sweep { max } => {
             buf.put_u8(TAG_SWEEP);
-            put_varint(&mut buf, u64::from(*max));
+            put_varint(buf, u64::from(*max));
+        }
+        Command::Multi { watch, items } => {
+            buf.put_u8(TAG_MULTI);
+            buf.put_u8(u8::from(watch.is_some()));
+            if let Some(w) = watch {
+                put_varint(buf, w.index);
+                put_varint(buf, w.keys.len() as u64);
+                for k in &w.keys {
+                    put_bytes(buf, k);
+                }
+            }
+            put_varint(buf, items.len() as u64);
+            for item in items {
+                match item {
+                    TxItem::Write(c) => {
+                        buf.put_u8(1);
+                        put_command(buf, c);
+                    }
+                    TxItem::Read(q) => {
+                        buf.put_u8(2);
+                        put_query(buf, q);
+                    }
+                }
+            }
         }
     }
-    buf.freeze()
+}
+
+/// Appends a query of a transaction: tag and fields (see the module docs).
+fn put_query(buf: &mut BytesMut, q: &Query) {
+    let keys = |buf: &mut BytesMut, keys: &[Bytes]| {
+        put_varint(buf, keys.len() as u64);
+        for k in keys {
+            put_bytes(buf, k);
+        }
+    };
+    match q {
+        Query::Get { key } => {
+            buf.put_u8(1);
+            put_bytes(buf, key);
+        }
+        Query::MGet { keys: ks } => {
+            buf.put_u8(2);
+            keys(buf, ks);
+        }
+        Query::Exists { keys: ks } => {
+            buf.put_u8(3);
+            keys(buf, ks);
+        }
+        Query::Strlen { key } => {
+            buf.put_u8(4);
+            put_bytes(buf, key);
+        }
+        Query::DbSize => buf.put_u8(5),
+        Query::Ttl { key, millis, absolute } => {
+            buf.put_u8(6);
+            buf.put_u8(u8::from(*millis) | u8::from(*absolute) << 1);
+            put_bytes(buf, key);
+        }
+        Query::Version { key } => {
+            buf.put_u8(7);
+            put_bytes(buf, key);
+        }
+        Query::AppliedIndex => buf.put_u8(8),
+    }
+}
+
+fn read_query(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
+    let at = r.offset();
+    let keys = |r: &mut Reader<'_>| -> Result<Vec<Bytes>, DecodeError> {
+        let n = r.count(1)?;
+        (0..n).map(|_| r.bytes()).collect()
+    };
+    Ok(match r.u8()? {
+        1 => Query::Get { key: r.bytes()? },
+        2 => Query::MGet { keys: keys(r)? },
+        3 => Query::Exists { keys: keys(r)? },
+        4 => Query::Strlen { key: r.bytes()? },
+        5 => Query::DbSize,
+        6 => {
+            let flags = r.u8()?;
+            if flags > 3 {
+                return Err(DecodeError { offset: at + 1, reason: "unknown TTL flag bits" });
+            }
+            Query::Ttl { key: r.bytes()?, millis: flags & 1 != 0, absolute: flags & 2 != 0 }
+        }
+        7 => Query::Version { key: r.bytes()? },
+        8 => Query::AppliedIndex,
+        _ => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
+    })
 }
 
 fn cond_bits(c: SetCondition) -> u8 {
@@ -283,14 +382,27 @@ fn decode_proposal_body(r: &mut Reader<'_>, version: u8) -> Result<Proposal, Dec
     let session = r.u64_le()?;
     let seq = r.varint()?;
     let ack_below = r.varint()?;
+    let command = read_command(r, Some(version))?;
+    Ok(Proposal { session, seq, ack_below, command })
+}
+
+/// Reads a command: at the top of a proposal of format `version`, or inside a transaction
+/// (`None`: any command but `MULTI` and `SWEEP`).
+fn read_command(r: &mut Reader<'_>, version: Option<u8>) -> Result<Command, DecodeError> {
     let tag_at = r.offset();
     let tag = r.u8()?;
-    if version == 1 && tag > TAG_APPEND {
-        return Err(DecodeError { offset: tag_at, reason: "command tag not in proposal format 1" });
-    }
-    if version > 1 && tag <= TAG_APPEND {
+    match version {
+        Some(1) if tag > TAG_APPEND => {
+            return Err(DecodeError { offset: tag_at, reason: "command tag not in proposal format 1" })
+        }
         // Canonical: the commands of format 1 are always written as format 1.
-        return Err(DecodeError { offset: tag_at, reason: "format 1 command in a format 2 proposal" });
+        Some(v) if v > 1 && tag <= TAG_APPEND => {
+            return Err(DecodeError { offset: tag_at, reason: "format 1 command in a format 2 proposal" })
+        }
+        None if tag == TAG_MULTI || tag == TAG_SWEEP => {
+            return Err(DecodeError { offset: tag_at, reason: "command not allowed in a transaction" })
+        }
+        _ => {}
     }
     let command = match tag {
         TAG_SET => {
@@ -401,9 +513,33 @@ fn decode_proposal_body(r: &mut Reader<'_>, version: u8) -> Result<Proposal, Dec
                 .map_err(|_| DecodeError { offset: at, reason: "sweep size exceeds u32" })?;
             Command::Sweep { max }
         }
+        TAG_MULTI => {
+            let at = r.offset();
+            let watch = match r.u8()? {
+                0 => None,
+                1 => {
+                    let index = r.varint()?;
+                    let n = r.count(1)?;
+                    let keys = (0..n).map(|_| r.bytes()).collect::<Result<Vec<_>, _>>()?;
+                    Some(Watch { index, keys })
+                }
+                _ => return Err(DecodeError { offset: at, reason: "unknown MULTI flag bits" }),
+            };
+            let n = r.count(2)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let at = r.offset();
+                items.push(match r.u8()? {
+                    1 => TxItem::Write(read_command(r, None)?),
+                    2 => TxItem::Read(read_query(r)?),
+                    _ => return Err(DecodeError { offset: at, reason: "unknown transaction item kind" }),
+                });
+            }
+            Command::Multi { watch, items }
+        }
         _ => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
     };
-    Ok(Proposal { session, seq, ack_below, command })
+    Ok(command)
 }
 
 /// Upper bound of the encoded size of a command's keys and values, for buffer pre-sizing.
@@ -422,6 +558,13 @@ fn command_size_hint(c: &Command) -> usize {
         | Command::GetEx { key, .. }
         | Command::GetDel { key } => key.len() + 2 * L + 1,
         Command::Sweep { .. } => L,
+        Command::Multi { items, .. } => {
+            items
+                .iter()
+                .map(|i| if let TxItem::Write(c) = i { command_size_hint(c) } else { 32 })
+                .sum::<usize>()
+                + L
+        }
     }
 }
 
@@ -664,6 +807,45 @@ mod tests {
             arb_bytes().prop_map(|key| Command::GetDel { key }),
             any::<u32>().prop_map(|max| Command::Sweep { max }),
         ]
+    }
+
+    fn arb_query() -> impl Strategy<Value = Query> {
+        prop_oneof![
+            arb_bytes().prop_map(|key| Query::Get { key }),
+            prop::collection::vec(arb_bytes(), 0..3).prop_map(|keys| Query::MGet { keys }),
+            prop::collection::vec(arb_bytes(), 0..3).prop_map(|keys| Query::Exists { keys }),
+            arb_bytes().prop_map(|key| Query::Strlen { key }),
+            Just(Query::DbSize),
+            (arb_bytes(), any::<bool>(), any::<bool>()).prop_map(|(key, millis, absolute)| Query::Ttl {
+                key,
+                millis,
+                absolute
+            }),
+            arb_bytes().prop_map(|key| Query::Version { key }),
+            Just(Query::AppliedIndex),
+        ]
+    }
+
+    fn arb_multi() -> impl Strategy<Value = Command> {
+        let item = prop_oneof![
+            arb_command()
+                .prop_filter("not nestable", |c| !matches!(c, Command::Sweep { .. }))
+                .prop_map(TxItem::Write),
+            arb_query().prop_map(TxItem::Read),
+        ];
+        let watch = prop::option::of(
+            (any::<u64>(), prop::collection::vec(arb_bytes(), 0..3))
+                .prop_map(|(index, keys)| Watch { index, keys }),
+        );
+        (watch, prop::collection::vec(item, 0..5)).prop_map(|(watch, items)| Command::Multi { watch, items })
+    }
+
+    proptest! {
+        #[test]
+        fn multi_roundtrip(command in arb_multi(), session in any::<u64>()) {
+            let p = Proposal { session, seq: 1, ack_below: 1, command };
+            prop_assert_eq!(decode_proposal(&encode_proposal(&p)), Ok(p));
+        }
     }
 
     fn arb_expiry() -> impl Strategy<Value = SetExpiry> {

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 pub use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
+pub use super::txn::{TxItem, Watch};
 use super::{MAX_COMMAND_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
 
 /// The condition of a `SET` (the `NX` / `XX` options).
@@ -124,6 +125,15 @@ pub enum Command {
         /// The key.
         key: Bytes,
     },
+    /// `MULTI` ... `EXEC`: the queued commands, applied atomically in one entry (see
+    /// [`super::txn`]). [`Reply::Nil`] if a watched key changed; otherwise [`Reply::Array`]
+    /// with one reply per item, errors included (a failing command does not stop the others).
+    Multi {
+        /// `WATCH`: the keys and the index of the state the watch read.
+        watch: Option<Watch>,
+        /// The queued commands, in order (never a `Multi` or a `Sweep`).
+        items: Vec<TxItem>,
+    },
     /// Internal, proposed by the leader (never by a client): removes at most `max` expired
     /// keys, earliest deadline first (see [`super::expiry`]); replies with the number removed.
     Sweep {
@@ -165,6 +175,7 @@ impl Command {
             Command::GetEx { .. } => "getex",
             Command::GetDel { .. } => "getdel",
             Command::Sweep { .. } => "sweep",
+            Command::Multi { .. } => "exec",
         }
     }
 
@@ -182,6 +193,16 @@ impl Command {
             Command::Del { keys } => keys.iter().collect(),
             Command::MSet { pairs } => pairs.iter().map(|(k, _)| k).collect(),
             Command::Sweep { .. } => Vec::new(),
+            Command::Multi { watch, items } => {
+                let mut keys: Vec<&Bytes> = watch.iter().flat_map(|w| w.keys.iter()).collect();
+                for item in items {
+                    match item {
+                        TxItem::Write(c) => keys.extend(c.keys()),
+                        TxItem::Read(q) => keys.extend(q.keys()),
+                    }
+                }
+                keys
+            }
         }
     }
 
@@ -224,6 +245,27 @@ impl Command {
             | Command::GetEx { key: k, .. }
             | Command::GetDel { key: k } => key(k, &mut total)?,
             Command::Sweep { .. } => {}
+            Command::Multi { watch, items } => {
+                for k in watch.iter().flat_map(|w| w.keys.iter()) {
+                    key(k, &mut total)?;
+                }
+                for item in items {
+                    match item {
+                        TxItem::Write(Command::Multi { .. } | Command::Sweep { .. }) => {
+                            return Err("ERR a transaction cannot contain this command".to_owned())
+                        }
+                        TxItem::Write(c) => {
+                            c.validate()?;
+                            total = total.saturating_add(c.payload_len());
+                        }
+                        TxItem::Read(q) => {
+                            for k in q.keys() {
+                                key(k, &mut total)?;
+                            }
+                        }
+                    }
+                }
+            }
             Command::Del { keys } => {
                 if keys.is_empty() {
                     return Err(arity_err(self.name()));
@@ -246,6 +288,27 @@ impl Command {
             return Err(format!("ERR command payload exceeds the maximum of {MAX_COMMAND_LEN} bytes"));
         }
         Ok(())
+    }
+}
+
+impl Command {
+    /// The payload size [`Command::validate`] counts (keys and values with their overhead).
+    fn payload_len(&self) -> usize {
+        let item = |b: &Bytes| b.len() + PER_ITEM_OVERHEAD;
+        match self {
+            Command::Set { key, value, .. }
+            | Command::SetEx { key, value, .. }
+            | Command::Append { key, value } => item(key) + item(value),
+            Command::MSet { pairs } => pairs.iter().map(|(k, v)| item(k) + item(v)).sum(),
+            Command::Multi { items, .. } => items
+                .iter()
+                .map(|i| match i {
+                    TxItem::Write(c) => c.payload_len(),
+                    TxItem::Read(q) => q.keys().into_iter().map(item).sum(),
+                })
+                .sum(),
+            other => other.keys().into_iter().map(item).sum(),
+        }
     }
 }
 
@@ -292,15 +355,26 @@ pub enum Query {
         /// The deadline (`EXPIRETIME`) rather than the time left.
         absolute: bool,
     },
+    /// `RAFT.VERSION key`: [`Reply::Int`], the index of the log entry that last changed the key
+    /// (a fencing token), or [`Reply::Nil`] if it does not exist.
+    Version {
+        /// The key.
+        key: Bytes,
+    },
+    /// The index of the state read ([`Reply::Int`]): what `WATCH` records (see
+    /// [`super::txn`]).
+    AppliedIndex,
 }
 
 impl Query {
     /// The keys the query names (for access control and `COMMAND GETKEYS`).
     pub fn keys(&self) -> Vec<&Bytes> {
         match self {
-            Query::Get { key } | Query::Strlen { key } | Query::Ttl { key, .. } => vec![key],
+            Query::Get { key } | Query::Strlen { key } | Query::Ttl { key, .. } | Query::Version { key } => {
+                vec![key]
+            }
             Query::MGet { keys } | Query::Exists { keys } => keys.iter().collect(),
-            Query::DbSize => Vec::new(),
+            Query::DbSize | Query::AppliedIndex => Vec::new(),
         }
     }
 }

@@ -50,7 +50,7 @@ use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 
 use super::command::{Command, Reply, SetCondition};
-use super::store::{Db, KvStore};
+use super::store::{Db, View};
 
 /// The deadlines of the keys that have one, indexed both ways.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,7 +211,7 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 Ok(d) => d,
                 Err(e) => return Reply::Error(e),
             };
-            let old = db.data.get(key);
+            let old = db.get(key);
             let write = match condition {
                 SetCondition::Always => true,
                 SetCondition::IfAbsent => old.is_none(),
@@ -224,7 +224,7 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 (false, _) => Reply::Nil,
             };
             if write {
-                db.data.insert(key.clone(), value.clone());
+                db.put(key, value.clone());
                 match deadline {
                     Some(d) => set_deadline(db, key, d),
                     None if *expiry == SetExpiry::Keep => {}
@@ -268,14 +268,22 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             set_deadline(db, key, when);
             Reply::Int(1)
         }
-        Command::Persist { key } => Reply::Int(i64::from(db.data.contains_key(key) && db.ttls.remove(key))),
+        Command::Persist { key } => {
+            let removed = db.data.contains_key(key) && db.ttls.remove(key);
+            if removed {
+                db.touch(key);
+            }
+            Reply::Int(i64::from(removed))
+        }
         Command::GetEx { key, expiry } => {
-            let Some(value) = db.data.get(key).cloned() else { return Reply::Nil };
+            let Some(value) = db.get(key).cloned() else { return Reply::Nil };
             match deadline_of(*expiry, time, ExpiryOrigin::GetEx) {
                 Err(e) => return Reply::Error(e),
                 Ok(Some(d)) => set_deadline(db, key, d),
                 Ok(None) if *expiry == SetExpiry::Persist => {
-                    db.ttls.remove(key);
+                    if db.ttls.remove(key) {
+                        db.touch(key);
+                    }
                 }
                 Ok(None) => {}
             }
@@ -297,16 +305,17 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
 }
 
 /// Gives `key` (present) the deadline `at` (ms since the epoch), or deletes it if `at` is not
-/// after the log time (Redis' `checkAlreadyExpired`).
+/// after the log time (Redis' `checkAlreadyExpired`). Either changes the key's version.
 fn set_deadline(db: &mut Db<'_>, key: &Bytes, at: i64) {
     if at <= db.time as i64 {
         db.remove(key);
     } else {
         db.ttls.set(key, at as u64);
+        db.touch(key);
     }
 }
 
-impl KvStore {
+impl View<'_> {
     /// The reply to `TTL` / `PTTL` / `EXPIRETIME` / `PEXPIRETIME` (see [`super::Query::Ttl`]).
     pub(crate) fn ttl_reply(&self, key: &[u8], millis: bool, absolute: bool) -> Reply {
         if self.live(key).is_none() {

@@ -45,6 +45,7 @@ pub mod expiry;
 pub mod session;
 mod snapshot;
 mod store;
+pub mod txn;
 
 #[cfg(test)]
 mod expiry_tests;
@@ -52,6 +53,8 @@ mod expiry_tests;
 mod perf_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 pub use codec::{
     decode_entry, decode_proposal, encode_proposal, stamp_entry, PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY,
@@ -64,6 +67,7 @@ pub use session::{
 };
 pub use snapshot::{SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, WRITE_CHUNK};
 pub use store::{Applied, KvStore};
+pub use txn::{TxItem, Watch};
 
 /// Largest accepted key, in bytes (64 KiB).
 ///

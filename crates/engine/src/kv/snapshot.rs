@@ -2,16 +2,18 @@
 //! applied index), so that a restored store behaves exactly like the original, including
 //! duplicate detection.
 //!
-//! # Format, version 2 (version 1 is still read)
+//! # Format, version 3 (versions 1 and 2 are still read)
 //!
 //! ```text
 //! [u8; 8]   SNAPSHOT_MAGIC ("RAFTKVSN")
-//! u16 LE    format version (= 2; 1 for images written before expiry existed)
+//! u16 LE    format version (= 3; 2 before key versions, 1 before expiry)
 //! u64 LE    applied index
-//! u64 LE    log time (version 2 only; see `expiry`)
+//! u64 LE    log time (versions >= 2; see `expiry`)
+//! u64 LE    index of the last removal of a key (version 3; see `txn`)
 //! varint    number of keys, then per key in strictly increasing byte order:
 //!             key, value                 (varint length + bytes each)
-//!             varint deadline            (version 2 only; 0 = none, else ms since the epoch)
+//!             varint deadline            (versions >= 2; 0 = none, else ms since the epoch)
+//!             varint version             (version 3; <= applied index)
 //! varint    number of sessions (<= MAX_SESSIONS), then per session in increasing id order:
 //!             u64 LE id (never 0), varint ack_below, varint last_index (<= applied index,
 //!             unique over sessions), varint number of replies (<= MAX_REPLIES_PER_SESSION),
@@ -53,14 +55,17 @@ use imbl::OrdMap;
 use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
 use super::expiry::Ttls;
 use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
-use super::store::KvStore;
+use super::store::{KvStore, Value};
 use super::KvError;
 
 /// The first bytes of every snapshot image.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSN";
 
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+
+/// The format written before keys had versions (no versions, no last removal); still read.
+const SNAPSHOT_VERSION_2: u16 = 2;
 
 /// The format written before keys could expire (no log time, no deadlines); still read.
 const SNAPSHOT_VERSION_1: u16 = 1;
@@ -81,9 +86,10 @@ const CRC_LEN: usize = 4;
 /// the last view frees them).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SnapshotView {
-    data: OrdMap<Bytes, Bytes>,
+    data: OrdMap<Bytes, Value>,
     ttls: Ttls,
     time: u64,
+    last_removal: u64,
     sessions: SessionTable,
     applied_index: u64,
 }
@@ -138,11 +144,13 @@ impl SnapshotView {
         w.buf.put_u16_le(SNAPSHOT_FORMAT_VERSION);
         w.buf.put_u64_le(self.applied_index);
         w.buf.put_u64_le(self.time);
+        w.buf.put_u64_le(self.last_removal);
         put_varint(&mut w.buf, self.data.len() as u64);
         for (k, v) in &self.data {
             w.bytes(k)?;
-            w.bytes(v)?;
+            w.bytes(&v.bytes)?;
             put_varint(&mut w.buf, self.ttls.get(k).unwrap_or(0));
+            put_varint(&mut w.buf, v.version);
         }
         put_varint(&mut w.buf, self.sessions.sessions.len() as u64);
         for (id, s) in &self.sessions.sessions {
@@ -162,8 +170,8 @@ impl SnapshotView {
 
     /// Estimate of the image size, for pre-sizing an in-memory image (one pass over the keys).
     fn size_hint(&self) -> usize {
-        let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 20).sum();
-        HEADER_LEN + 16 + data_len + 64 + CRC_LEN
+        let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.bytes.len() + 30).sum();
+        HEADER_LEN + 24 + data_len + 64 + CRC_LEN
     }
 }
 
@@ -225,6 +233,7 @@ impl KvStore {
             data: self.data.clone(),
             ttls: self.ttls.clone(),
             time: self.time,
+            last_removal: self.last_removal,
             sessions: self.sessions.clone(),
             applied_index: self.applied_index,
         }
@@ -252,7 +261,7 @@ impl KvStore {
             return Err(KvError::SnapshotMagic);
         }
         let version = u16::from_le_bytes([data[8], data[9]]);
-        if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_VERSION_1 {
+        if !(SNAPSHOT_VERSION_1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(KvError::SnapshotVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
         }
         let (body, trailer) = data.split_at(data.len() - CRC_LEN);
@@ -273,10 +282,12 @@ impl KvStore {
 fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
     let fail = |offset: usize, reason: &'static str| DecodeError { offset, reason };
     let applied_index = r.u64_le()?;
-    let v2 = version >= 2;
+    let v2 = version >= SNAPSHOT_VERSION_2;
+    let v3 = version >= 3;
     let time = if v2 { r.u64_le()? } else { 0 };
+    let last_removal = if v3 { r.u64_le()? } else { 0 };
 
-    let n_keys = r.count(if v2 { 3 } else { 2 })?;
+    let n_keys = r.count(2 + usize::from(v2) + usize::from(v3))?;
     let mut data = OrdMap::new();
     let mut ttls = Ttls::default();
     let mut prev: Option<&[u8]> = None;
@@ -296,7 +307,15 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
                 ttls.set(&key, deadline);
             }
         }
-        data.insert(key, Bytes::copy_from_slice(value));
+        let mut version = 0;
+        if v3 {
+            let at = r.offset();
+            version = r.varint()?;
+            if version > applied_index {
+                return Err(fail(at, "key version is above the applied index"));
+            }
+        }
+        data.insert(key, Value { bytes: Bytes::copy_from_slice(value), version });
     }
 
     let at = r.offset();
@@ -346,7 +365,7 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
         }
         sessions.sessions.insert(id, Session { ack_below, replies, last_index });
     }
-    Ok(KvStore { data, sessions, applied_index, time, ttls })
+    Ok(KvStore { data, sessions, applied_index, time, ttls, last_removal })
 }
 
 #[cfg(test)]
@@ -367,7 +386,7 @@ mod tests {
     #[test]
     fn empty_store_image() {
         let img = KvStore::new().snapshot();
-        assert_eq!(img.len(), HEADER_LEN + 16 + 1 + 1 + CRC_LEN);
+        assert_eq!(img.len(), HEADER_LEN + 24 + 1 + 1 + CRC_LEN);
         assert_eq!(KvStore::restore(&img), Ok(KvStore::new()));
     }
 
@@ -377,10 +396,10 @@ mod tests {
         assert_eq!(KvStore::restore(b"RAFTKVSN\x01\x00"), Err(KvError::SnapshotMagic));
         assert_eq!(KvStore::restore(b"RAFTKVSX\x01\x00\0\0\0\0"), Err(KvError::SnapshotMagic));
         let mut img = KvStore::new().snapshot().to_vec();
-        img[8] = 3;
+        img[8] = 4;
         assert_eq!(
             KvStore::restore(&img),
-            Err(KvError::SnapshotVersion { found: 3, supported: SNAPSHOT_FORMAT_VERSION })
+            Err(KvError::SnapshotVersion { found: 4, supported: SNAPSHOT_FORMAT_VERSION })
         );
     }
 

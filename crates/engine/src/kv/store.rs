@@ -42,11 +42,22 @@ pub struct Applied {
     pub duplicate: bool,
 }
 
+/// A stored value and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Value {
+    /// The bytes.
+    pub(crate) bytes: Bytes,
+    /// Log index of the entry that last changed the key (its value or its deadline): what
+    /// `WATCH` compares and `RAFT.VERSION` returns. 0 for keys restored from an image written
+    /// before versions existed.
+    pub(crate) version: u64,
+}
+
 /// The replicated key-value state machine. See the [module docs](super) for its invariants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     /// The key space.
-    pub(crate) data: OrdMap<Bytes, Bytes>,
+    pub(crate) data: OrdMap<Bytes, Value>,
     /// Duplicate-detection state per client session.
     pub(crate) sessions: SessionTable,
     /// Index of the last log entry applied (0 = nothing applied).
@@ -56,14 +67,23 @@ pub struct KvStore {
     pub(crate) time: u64,
     /// Deadlines of the keys that have one.
     pub(crate) ttls: Ttls,
+    /// Index of the last entry that removed a key (deleted, expired or swept): `WATCH` on a key
+    /// absent at `EXEC` cannot tell whether it existed in between, so it fails if any key was
+    /// removed since the watch (see [`super::txn`]).
+    pub(crate) last_removal: u64,
 }
 
-/// The key space as one command sees it: the data, the deadlines and the log time of the entry.
+/// The key space as one command sees it: the data, the deadlines, the entry's index (the
+/// version of what it writes) and log time.
 pub(crate) struct Db<'a> {
     /// The key space.
-    pub(crate) data: &'a mut OrdMap<Bytes, Bytes>,
+    pub(crate) data: &'a mut OrdMap<Bytes, Value>,
     /// Deadlines.
     pub(crate) ttls: &'a mut Ttls,
+    /// See [`KvStore::last_removal`].
+    pub(crate) last_removal: &'a mut u64,
+    /// The entry's index.
+    pub(crate) index: u64,
     /// The entry's log time.
     pub(crate) time: u64,
 }
@@ -73,15 +93,97 @@ impl Db<'_> {
     #[inline]
     pub(crate) fn purge(&mut self, key: &[u8]) {
         if self.ttls.is_expired(key, self.time) {
-            self.data.remove(key);
-            self.ttls.remove(key);
+            self.remove(key);
         }
     }
 
     /// Removes `key` and its deadline; returns the value it had (expired or not).
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Bytes> {
         self.ttls.remove(key);
-        self.data.remove(key)
+        let v = self.data.remove(key)?;
+        *self.last_removal = self.index;
+        Some(v.bytes)
+    }
+
+    /// The value of `key` (callers purged it first if it may have expired).
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.data.get(key).map(|v| &v.bytes)
+    }
+
+    /// Writes `key` (its version becomes this entry's index); the deadline is the caller's.
+    #[inline]
+    pub(crate) fn put(&mut self, key: &Bytes, bytes: Bytes) {
+        self.data.insert(key.clone(), Value { bytes, version: self.index });
+    }
+
+    /// A read-only view, for the reads of a transaction.
+    pub(crate) fn view(&self) -> View<'_> {
+        View { data: self.data, ttls: self.ttls, time: self.time, applied: self.index }
+    }
+
+    /// Marks `key` changed by this entry (its deadline changed).
+    pub(crate) fn touch(&mut self, key: &[u8]) {
+        if let Some(v) = self.data.get_mut(key) {
+            v.version = self.index;
+        }
+    }
+}
+
+/// What a query reads: the key space, the deadlines, the log time and the applied index, from the
+/// store or from inside a transaction (which sees its own earlier writes).
+pub(crate) struct View<'a> {
+    /// The key space.
+    pub(crate) data: &'a OrdMap<Bytes, Value>,
+    /// Deadlines.
+    pub(crate) ttls: &'a Ttls,
+    /// Log time.
+    pub(crate) time: u64,
+    /// The index this state is at.
+    pub(crate) applied: u64,
+}
+
+impl View<'_> {
+    /// Answers a query. Expiry is decided by the log time (see [`super::expiry`]).
+    pub(crate) fn query(&self, q: &Query) -> Reply {
+        match q {
+            Query::Get { key } => self.get_reply(key),
+            Query::MGet { keys } => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
+            Query::Exists { keys } => {
+                Reply::Int(keys.iter().filter(|k| self.live(k).is_some()).count() as i64)
+            }
+            Query::Strlen { key } => Reply::Int(self.live(key).map_or(0, |v| v.len() as i64)),
+            Query::DbSize => Reply::Int(self.data.len() as i64),
+            Query::Ttl { key, millis, absolute } => self.ttl_reply(key, *millis, *absolute),
+            Query::Version { key } => self.live_version(key).map_or(Reply::Nil, |v| Reply::Int(v as i64)),
+            Query::AppliedIndex => Reply::Int(self.applied as i64),
+        }
+    }
+
+    /// The value of `key` unless it is absent or expired (by the log time).
+    #[inline]
+    pub(crate) fn live(&self, key: &[u8]) -> Option<&Bytes> {
+        let v = self.data.get(key)?;
+        if self.ttls.is_expired(key, self.time) {
+            return None;
+        }
+        Some(&v.bytes)
+    }
+
+    /// The version of `key` (see [`Value::version`]) unless it is absent or expired.
+    pub(crate) fn live_version(&self, key: &[u8]) -> Option<u64> {
+        let v = self.data.get(key)?;
+        if self.ttls.is_expired(key, self.time) {
+            return None;
+        }
+        Some(v.version)
+    }
+
+    fn get_reply(&self, key: &Bytes) -> Reply {
+        match self.live(key) {
+            Some(v) => Reply::Bulk(v.clone()),
+            None => Reply::Nil,
+        }
     }
 }
 
@@ -112,7 +214,13 @@ impl KvStore {
         if let Some(stamp) = stamp {
             self.time = self.time.max(stamp);
         }
-        let mut db = Db { data: &mut self.data, ttls: &mut self.ttls, time: self.time };
+        let mut db = Db {
+            data: &mut self.data,
+            ttls: &mut self.ttls,
+            last_removal: &mut self.last_removal,
+            index,
+            time: self.time,
+        };
         let command = &p.command;
         let (reply, duplicate) = if p.session == NO_SESSION {
             (execute(&mut db, command), false)
@@ -142,33 +250,12 @@ impl KvStore {
     /// Answers a read-only query from the current state.
     /// Expiry is decided by the log time of this state (see [`super::expiry`]).
     pub fn query(&self, q: &Query) -> Reply {
-        match q {
-            Query::Get { key } => self.get_reply(key),
-            Query::MGet { keys } => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
-            Query::Exists { keys } => {
-                Reply::Int(keys.iter().filter(|k| self.live(k).is_some()).count() as i64)
-            }
-            Query::Strlen { key } => Reply::Int(self.live(key).map_or(0, |v| v.len() as i64)),
-            Query::DbSize => Reply::Int(self.data.len() as i64),
-            Query::Ttl { key, millis, absolute } => self.ttl_reply(key, *millis, *absolute),
-        }
+        self.view().query(q)
     }
 
-    /// The value of `key` unless it is absent or expired (by the log time).
-    #[inline]
-    pub(crate) fn live(&self, key: &[u8]) -> Option<&Bytes> {
-        let v = self.data.get(key)?;
-        if self.ttls.is_expired(key, self.time) {
-            return None;
-        }
-        Some(v)
-    }
-
-    fn get_reply(&self, key: &Bytes) -> Reply {
-        match self.live(key) {
-            Some(v) => Reply::Bulk(v.clone()),
-            None => Reply::Nil,
-        }
+    /// A read-only view of the state.
+    pub(crate) fn view(&self) -> View<'_> {
+        View { data: &self.data, ttls: &self.ttls, time: self.time, applied: self.applied_index }
     }
 
     /// Log time: the highest stamp among the applied entries, in ms since the Unix epoch (0 if
@@ -229,7 +316,7 @@ impl KvStore {
 }
 
 /// Executes one write against the key space with Redis semantics and returns its reply.
-fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
+pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
     if let Err(e) = command.validate() {
         return Reply::Error(e);
     }
@@ -238,10 +325,9 @@ fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             db.purge(key);
         }
     }
-    let data = &mut *db.data;
     match command {
         Command::Set { key, value, condition, get } => {
-            let old = data.get(key);
+            let old = db.get(key);
             let write = match condition {
                 SetCondition::Always => true,
                 SetCondition::IfAbsent => old.is_none(),
@@ -254,7 +340,7 @@ fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 (false, _) => Reply::Nil,
             };
             if write {
-                data.insert(key.clone(), value.clone());
+                db.put(key, value.clone());
                 db.ttls.remove(key);
             }
             reply
@@ -266,12 +352,12 @@ fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
         Command::MSet { pairs } => {
             for (k, v) in pairs {
                 db.ttls.remove(k);
-                db.data.insert(k.clone(), v.clone());
+                db.put(k, v.clone());
             }
             Reply::Ok
         }
         Command::IncrBy { key, by } => {
-            let current = match data.get(key) {
+            let current = match db.get(key) {
                 None => 0,
                 Some(v) => match parse_i64(v) {
                     Some(n) => n,
@@ -281,21 +367,22 @@ fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             let Some(new) = current.checked_add(*by) else {
                 return Reply::Error(OVERFLOW_ERR.to_owned());
             };
-            data.insert(key.clone(), Bytes::from(new.to_string()));
+            db.put(key, Bytes::from(new.to_string()));
             Reply::Int(new)
         }
         Command::Append { key, value } => {
-            let Some(old) = data.get_mut(key) else {
-                data.insert(key.clone(), value.clone());
+            let index = db.index;
+            let Some(old) = db.data.get_mut(key) else {
+                db.put(key, value.clone());
                 return Reply::Int(value.len() as i64);
             };
-            let new_len = old.len() + value.len();
+            let new_len = old.bytes.len() + value.len();
             if new_len > MAX_VALUE_LEN {
                 return Reply::Error(value_too_long_err());
             }
             // Reuse the stored buffer when nothing else shares it, so that repeated appends are
             // amortised O(appended bytes) rather than a full copy each time.
-            let mut buf = match std::mem::take(old).try_into_mut() {
+            let mut buf = match std::mem::take(&mut old.bytes).try_into_mut() {
                 Ok(unique) => unique,
                 Err(shared) => {
                     let mut b = BytesMut::with_capacity(new_len);
@@ -304,7 +391,8 @@ fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 }
             };
             buf.extend_from_slice(value);
-            *old = buf.freeze();
+            old.bytes = buf.freeze();
+            old.version = index;
             Reply::Int(new_len as i64)
         }
         Command::SetEx { .. }
@@ -313,5 +401,6 @@ fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
         | Command::GetEx { .. }
         | Command::GetDel { .. }
         | Command::Sweep { .. } => super::expiry::execute(db, command),
+        Command::Multi { watch, items } => super::txn::execute(db, watch.as_ref(), items),
     }
 }

@@ -303,7 +303,9 @@ fn no_permission(user: &User, name: &[u8]) -> Frame {
 pub fn is_admin_command(name: &[u8]) -> bool {
     const ADMIN: [&[u8]; 8] =
         [b"flushall", b"flushdb", b"shutdown", b"debug", b"save", b"bgsave", b"monitor", b"swapdb"];
-    (name.len() > 5 && name[..5].eq_ignore_ascii_case(b"raft."))
+    (name.len() > 5
+        && name[..5].eq_ignore_ascii_case(b"raft.")
+        && !name.eq_ignore_ascii_case(b"raft.version"))
         || ADMIN.iter().any(|a| name.eq_ignore_ascii_case(a))
 }
 
@@ -317,7 +319,7 @@ pub fn request_keys(request: &Request) -> Vec<&[u8]> {
             vec![k]
         }
         Request::Set(s) => vec![&s.key],
-        Request::Del(keys) | Request::Exists(keys) | Request::MGet(keys) => {
+        Request::Del(keys) | Request::Exists(keys) | Request::MGet(keys) | Request::Watch(keys) => {
             keys.iter().map(|k| &k[..]).collect()
         }
         Request::MSet(pairs) => pairs.iter().map(|(k, _)| &k[..]).collect(),

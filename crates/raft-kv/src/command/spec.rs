@@ -104,6 +104,7 @@ const KEYSPACE_WRITE: &[&str] = &["@keyspace", "@write", "@slow"];
 const KEYSPACE_WRITE_FAST: &[&str] = &["@keyspace", "@write", "@fast"];
 const CONNECTION: &[&str] = &["@fast", "@connection"];
 const SERVER: &[&str] = &["@slow", "@connection"];
+const TRANSACTION: &[&str] = &["@fast", "@transaction"];
 
 /// Subcommands of `CLIENT`.
 #[rustfmt::skip]
@@ -153,8 +154,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("decr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Decrements the integer at key by one."),
     spec("decrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key decrement", "Decrements the integer at key."),
     spec("del", -2, &["write"], ALL_KEYS, KEYSPACE_WRITE, Access::Write, "key [key ...]", "Deletes keys; returns how many existed."),
+    spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Drops the queued transaction."),
     spec("echo", 2, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "message", "Returns message."),
     spec("exists", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
+    spec("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], NO_KEYS, TRANSACTION, Access::Connection, "", "Runs the queued transaction atomically (one log entry); nil if a watched key changed."),
     spec("expire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key seconds [NX|XX|GT|LT]", "Sets the time to live of key in seconds."),
     spec("expireat", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key unix-time-seconds [NX|XX|GT|LT]", "Sets the expiry of key as a Unix time in seconds."),
     spec("expiretime", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the expiry of key as a Unix time in seconds (-1 none, -2 no key)."),
@@ -167,6 +170,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("info", -1, &["loading", "stale"], NO_KEYS, &["@slow", "@dangerous"], Access::Connection, "[section ...]", "Reports on the node (try INFO raft)."),
     spec("mget", -2, READ, ALL_KEYS, STRING_READ, Access::Read, "key [key ...]", "Returns the values of keys."),
     spec("mset", -3, WRITE, (1, -1, 2), STRING_WRITE, Access::Write, "key value [key value ...]", "Sets several keys atomically."),
+    spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Starts queueing a transaction."),
     spec("persist", 2, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key", "Removes the expiry of key."),
     spec("pexpire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key milliseconds [NX|XX|GT|LT]", "Sets the time to live of key in milliseconds."),
     spec("pexpireat", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key unix-time-milliseconds [NX|XX|GT|LT]", "Sets the expiry of key as a Unix time in milliseconds."),
@@ -178,11 +182,14 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("raft.member", -2, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "LIST | ADD name host clientPort corePort | PROMOTE name | REMOVE name", "Lists or changes the cluster's members (ADD: a learner; PROMOTE: learner to voter); answered once the change is committed."),
     spec("raft.snapshot", 1, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "", "Takes a snapshot of this node now (compacting its log); returns the index it covers."),
     spec("raft.transfer", 2, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "name", "Hands leadership to voter name; answered once it leads."),
+    spec("raft.version", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the log index of the write that last changed key (a fencing token), or nil."),
     spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
     spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]", "Sets key to value, with an optional expiry."),
     spec("setex", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key seconds value", "Sets key to value, expiring in seconds."),
     spec("strlen", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the length of the value at key."),
     spec("ttl", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the time to live of key in seconds (-1 none, -2 no key)."),
+    spec("unwatch", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Forgets the watched keys."),
+    spec("watch", -2, &["noscript", "loading", "stale", "fast", "allow_busy"], ALL_KEYS, TRANSACTION, Access::Read, "key [key ...]", "Makes the next EXEC fail if any of the keys changes."),
 ];
 
 /// Finds a top-level command by name, ignoring ASCII case.
