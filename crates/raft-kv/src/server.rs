@@ -595,7 +595,7 @@ fn dispatch(
                 crate::admin::Admin::Now(reply) => Pending::Frame(reply_frame(reply), p),
                 crate::admin::Admin::Later(answer) => {
                     outstanding.counter(Kind::Read).fetch_add(1, Ordering::AcqRel);
-                    Pending::Engine(answer, p, Kind::Read, None)
+                    Pending::Engine(answer, p, Kind::Read, None, Shape::Plain)
                 }
             }
         }
