@@ -17,6 +17,7 @@
 #   KEEP=1                  keep the temporary directory (logs, data, JSON results)
 #   RESULTS=DIR             copy the JSON results there (bench/chart.sh DIR draws them)
 #   REDIS=0                 leave redis-server out
+#   RAFT_KV_ARGS="..."      extra flags for every raft-kv server (e.g. --read-mode lease)
 #
 # Needs: cargo, and etcd (installed from Debian's etcd-server/etcd-client packages when missing
 # and running as root), jq and redis-server (same).
@@ -59,7 +60,8 @@ cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
 bench_workdir raft-kv-vs-etcd
 read -r -a PORTS <<<"$(free_ports 13)"
 # raft-kv: server ports PORTS[0..2], core ports PORTS[3..5].
-start_raft_kv "$BIN" "${PORTS[@]:0:6}"
+# shellcheck disable=SC2086 # RAFT_KV_ARGS is split into words on purpose
+start_raft_kv "$BIN" "${PORTS[@]:0:6}" ${RAFT_KV_ARGS:-}
 
 # etcd: client ports PORTS[6..8], peer ports PORTS[9..11].
 ETCD_CLUSTER=""

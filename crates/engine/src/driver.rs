@@ -486,10 +486,10 @@ impl<F: FileSystem> Driver<F> {
         self.clock.set_wall(ms);
     }
 
-    /// Advances logical time by one tick.
-    pub(crate) fn tick(&mut self) {
-        self.now += 1;
-        self.node.tick();
+    /// `n` ticks of logical time passed (see [`crate::Input::Ticks`]).
+    pub(crate) fn tick(&mut self, n: u64) {
+        self.now += n.max(1);
+        self.node.tick_by(n);
         self.requests.tick(self.now, &mut self.node, &mut self.answers);
         self.admin.tick(self.now, self.config.request_timeout_ticks, &mut self.answers);
         self.tick_snapshots();

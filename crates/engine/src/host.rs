@@ -48,6 +48,10 @@ pub enum Input {
     Peer(PeerMessage),
     /// One tick of logical time passed.
     Tick,
+    /// This many ticks (at least one) passed since the last tick input: the node's clock advances
+    /// by all of them, its timers by one step (a host whose thread fell behind; leases are measured
+    /// on this clock, see `raft::lease`). Goes first in its batch.
+    Ticks(u64),
     /// The outcome of the snapshot job handed to [`Io::start_snapshot`].
     SnapshotDone(Result<SnapshotDone, StorageError>),
     /// The outcome of the sync job handed to [`Io::start_sync`]: its ticket and result.
@@ -124,7 +128,8 @@ pub fn run_batch<F: FileSystem>(
         match input {
             Input::Client(id, request) => driver.submit(id, request),
             Input::Peer(msg) => driver.receive(msg)?,
-            Input::Tick => driver.tick(),
+            Input::Tick => driver.tick(1),
+            Input::Ticks(n) => driver.tick(n),
             Input::SnapshotDone(result) => driver.snapshot_finished(result)?,
             Input::Synced(ticket, result) => driver.sync_finished(ticket, result)?,
         }

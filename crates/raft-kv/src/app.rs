@@ -187,6 +187,9 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     raft.heartbeat_ticks = args.heartbeat_ticks;
     raft.election_ticks = args.election_ticks;
     raft.seed = random_session();
+    raft.read_mode = args.read_mode;
+    raft.lease_drift_ticks =
+        u32::try_from(args.lease_drift_ms.div_ceil(args.tick_ms.max(1))).unwrap_or(u32::MAX);
     raft.validate().map_err(|e| anyhow!(e))?;
     let ticks = |ms: u64| ms.div_ceil(args.tick_ms).max(1);
     let snapshot = args.snapshot.to_config(args.tick_ms).map_err(|e| anyhow!(e))?;

@@ -104,6 +104,17 @@ pub struct ServerArgs {
     /// Minimum election timeout, in ticks (each election draws from [T, 2T)).
     #[arg(long, default_value_t = 25)]
     pub election_ticks: u32,
+    /// How the leader confirms linearizable reads: `read-index` (one heartbeat round per batch of
+    /// reads; safe whatever the clocks do) or `lease` (served locally while a majority answered a
+    /// heartbeat within the election timeout minus --lease-drift-ms; needs clocks that advance at
+    /// about the same rate and a node thread that is not frozen without noticing, e.g. by a VM
+    /// pause).
+    #[arg(long, default_value = "read-index")]
+    pub read_mode: raft::ReadMode,
+    /// Lease reads: the clock drift and tick jitter allowed between nodes over one election
+    /// timeout, in milliseconds; a lease lasts the minimum election timeout minus this.
+    #[arg(long, default_value_t = 50)]
+    pub lease_drift_ms: u64,
     /// How long a request may wait (e.g. for a leader) before it fails, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub request_timeout_ms: u64,

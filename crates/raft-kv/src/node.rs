@@ -5,7 +5,8 @@
 //! next tick is due; take everything else already queued, up to [`engine::MAX_BATCH_WORK`] (inputs,
 //! counting the log entries a peer message carries; what does not fit runs in the next batch). This
 //! is the group commit: every request that arrived during the last fsync is persisted by the next
-//! single fsync. Add a tick if one is due; run the batch through the host loop, whose [`Io`] here is
+//! single fsync. Put the ticks that are due first (every elapsed tick period: the core's
+//! clock, which lease reads are measured on, never falls behind); run the batch through the host loop, whose [`Io`] here is
 //! the transport (messages), the waiting clients (answers, after publishing the status for `INFO`)
 //! and background threads (syncs, snapshots, freeing). The order inside a batch is the host
 //! loop's, the same one the simulator runs.
@@ -356,18 +357,23 @@ impl NodeLoop {
             }
             let mut batch = engine::take_batch(&mut queued, engine::MAX_BATCH_WORK);
             let now = Instant::now();
+            let mut ticks = None;
             if now >= next_tick {
-                batch.push(engine::Input::Tick);
-                next_tick += self.opts.tick;
-                if next_tick < now {
-                    // We fell far behind (a long fsync): do not replay a burst of ticks.
-                    next_tick = now + self.opts.tick;
-                }
+                // Every tick period that passed, also after a long fsync or a stall: the core's
+                // clock must not fall behind (lease reads are measured on it). Its timers run once.
+                // First in the batch, so the batch's reads are checked against the current time.
+                let tick = self.opts.tick.as_nanos().max(1);
+                let due = 1 + (now - next_tick).as_nanos() / tick;
+                next_tick += self.opts.tick * u32::try_from(due).unwrap_or(u32::MAX);
+                let due = u64::try_from(due).unwrap_or(u64::MAX);
+                ticks = Some(if due == 1 { engine::Input::Tick } else { engine::Input::Ticks(due) });
             }
             self.host.shutting_down = shutdown_deadline.is_some();
-            let inputs = batch.iter().filter(|i| !matches!(i, engine::Input::Tick)).count();
+            let inputs = batch.len();
             let started = Instant::now();
-            if let Err(e) = engine::run_batch(&mut self.driver, batch.drain(..), &mut self.host) {
+            if let Err(e) =
+                engine::run_batch(&mut self.driver, ticks.into_iter().chain(batch.drain(..)), &mut self.host)
+            {
                 self.host.fail_waiters();
                 return Err(e);
             }

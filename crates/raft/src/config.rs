@@ -37,6 +37,45 @@ pub struct Config {
     pub max_promote_lag: u64,
     /// Seed of the node's RNG (election timeouts).
     pub seed: u64,
+    /// How a leader confirms linearizable reads: a heartbeat round per batch of reads (ReadIndex,
+    /// the default) or a lease (see [`crate::lease`]).
+    pub read_mode: ReadMode,
+    /// Lease reads: the most ticks by which the clocks of two nodes may disagree over one election
+    /// timeout (clock drift, tick jitter). A lease lasts `election_ticks - lease_drift_ticks` ticks
+    /// from when its heartbeats were sent; must be below `election_ticks`.
+    pub lease_drift_ticks: u32,
+}
+
+/// How a leader confirms that it still leads before serving a linearizable read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// One heartbeat round for all reads queued since the last (thesis §6.4).
+    #[default]
+    ReadIndex,
+    /// Locally while a lease holds (thesis §6.4.1), by a heartbeat round otherwise. Relies on
+    /// bounded clock drift; see [`crate::lease`].
+    Lease,
+}
+
+impl ReadMode {
+    /// The mode's name, as on the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReadMode::ReadIndex => "read-index",
+            ReadMode::Lease => "lease",
+        }
+    }
+}
+
+impl std::str::FromStr for ReadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read-index" | "readindex" => Ok(ReadMode::ReadIndex),
+            "lease" => Ok(ReadMode::Lease),
+            _ => Err(format!("unknown read mode {s:?} (lease or read-index)")),
+        }
+    }
 }
 
 impl Config {
@@ -54,6 +93,8 @@ impl Config {
             check_quorum: true,
             max_promote_lag: 1024,
             seed: id,
+            read_mode: ReadMode::ReadIndex,
+            lease_drift_ticks: 2,
         }
     }
 
@@ -76,6 +117,19 @@ impl Config {
                 "need 0 < heartbeat_ticks ({}) < election_ticks ({})",
                 self.heartbeat_ticks, self.election_ticks
             ));
+        }
+        if self.read_mode == ReadMode::Lease {
+            if !self.check_quorum {
+                return Err(
+                    "lease reads need check_quorum (followers must refuse votes within a lease)".into()
+                );
+            }
+            if self.lease_drift_ticks >= self.election_ticks {
+                return Err(format!(
+                    "lease_drift_ticks ({}) must be below election_ticks ({})",
+                    self.lease_drift_ticks, self.election_ticks
+                ));
+            }
         }
         if self.max_entries_per_message == 0 || self.max_inflight_messages == 0 {
             return Err("max_entries_per_message and max_inflight_messages must be positive".into());

@@ -87,6 +87,7 @@ impl Node {
         let last = self.log.last_index();
         self.progress = self.peers.iter().map(|&p| (p, Progress::new(last))).collect();
         self.reads.reset();
+        self.lease.reset(self.reads.round);
         // The no-op of the new term (§8, Figure 8).
         self.log.append(self.term, bytes::Bytes::new());
         self.commit_dirty = true;

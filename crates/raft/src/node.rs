@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::lease::Lease;
 use crate::log::{RaftLog, StorageAction};
 use crate::membership::{Configs, Membership};
 use crate::message::{Message, MessageBody};
@@ -92,7 +93,7 @@ pub struct Node {
     pub(crate) election_timeout: u32,
     /// Ticks since the leader's last heartbeat.
     pub(crate) heartbeat_elapsed: u32,
-    /// Ticks since this node started (a clock for retransmission).
+    /// Ticks since this node started: the node's monotonic clock (retransmission, leases).
     pub(crate) ticks: u64,
     /// Votes received in the current (pre-)campaign: voter -> granted.
     pub(crate) votes: BTreeMap<NodeId, bool>,
@@ -102,6 +103,8 @@ pub struct Node {
     pub(crate) commit_dirty: bool,
     /// ReadIndex bookkeeping.
     pub(crate) reads: ReadIndex,
+    /// Leader: the read lease (lease mode only; see [`crate::lease`]).
+    pub(crate) lease: Lease,
     /// The hard state as last handed to the driver.
     pub(crate) stored_hard_state: HardState,
     /// The last log index the driver reported durable ([`Node::on_persisted`]).
@@ -188,6 +191,7 @@ impl Node {
             progress: BTreeMap::new(),
             commit_dirty: false,
             reads: ReadIndex::default(),
+            lease: Lease::default(),
             stored_hard_state: hard_state,
             persisted,
             msgs: Vec::new(),
@@ -282,7 +286,15 @@ impl Node {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
-        self.ticks += 1;
+        self.tick_by(1);
+    }
+
+    /// `n` ticks (at least one) passed since the last call: the clock advances by all of them, the
+    /// timers (elections, heartbeats, CheckQuorum) by one step. A host whose thread fell behind
+    /// passes every tick period that elapsed: leases are measured on this clock
+    /// ([`crate::lease`]), and timers that lag only make this node slower to suspect a leader.
+    pub fn tick_by(&mut self, n: u64) {
+        self.ticks += n.max(1);
         self.reads.tick_forwarded(&mut self.read_states, 2 * self.config.election_ticks);
         if self.role == Role::Leader {
             self.tick_leader();
@@ -324,6 +336,10 @@ impl Node {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            if self.lease_mode() {
+                // Every heartbeat is a round of its own, so its answers renew the lease.
+                self.reads.round += 1;
+            }
             self.broadcast_heartbeat();
         }
     }
@@ -343,6 +359,19 @@ impl Node {
     /// Asks for a linearizable read. The outcome comes back in `Ready::reads` under `id`.
     pub fn read(&mut self, id: u64) {
         match (self.role, self.leader) {
+            (Role::Leader, _) if self.has_lease() => {
+                if std::env::var("DBGL").is_ok() && self.transfer.is_some() {
+                    eprintln!(
+                        "LEASEREAD-IN-TRANSFER id {} term {} ticks {} until {} commit {}",
+                        self.config.id,
+                        self.term,
+                        self.ticks,
+                        self.lease.until,
+                        self.log.commit()
+                    );
+                }
+                self.read_states.push(ReadState { id, result: Ok(self.log.commit()) })
+            }
             (Role::Leader, _) => self.reads.queue_local(id),
             (_, Some(leader)) => {
                 self.reads.forward(id);
@@ -358,8 +387,11 @@ impl Node {
             return; // Misrouted: not ours to handle.
         }
         if msg.term > self.term {
+            // In lease mode a node that just started refuses as long: it may have heard from a
+            // leader just before it went down (see `crate::lease`).
+            let just_started = self.lease_mode() && self.ticks < u64::from(self.config.election_ticks);
             let in_lease = self.config.check_quorum
-                && self.leader.is_some()
+                && (self.leader.is_some() || just_started)
                 && self.election_elapsed < self.config.election_ticks;
             match msg.body {
                 MessageBody::PreVote { .. } | MessageBody::RequestVote { transfer: false, .. }

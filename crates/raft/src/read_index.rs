@@ -12,7 +12,8 @@
 //!
 //! All reads that arrive between two flushes share one round (one heartbeat broadcast): many
 //! concurrent reads cost one round trip. A follower forwards its reads to the leader (ReadIndex
-//! message) and serves them locally at the index the leader returns.
+//! message) and serves them locally at the index the leader returns. A leader that holds a lease
+//! ([`crate::lease`]) answers both kinds at once with its commit index, without a round.
 //!
 //! Invariants: rounds are numbered increasingly per leadership; `awaiting` is ordered by round; a
 //! read is answered exactly once (Ok with an index, or an error the driver may retry).
@@ -98,7 +99,10 @@ impl ReadIndex {
 impl Node {
     /// Leader: a follower asks for a read index.
     pub(crate) fn handle_read_index(&mut self, from: NodeId, request_id: u64) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader && self.has_lease() {
+            let index = Some(self.log.commit());
+            self.send(from, MessageBody::ReadIndexResponse { request_id, index });
+        } else if self.role == Role::Leader {
             self.reads.unassigned.push(ReadOrigin::Remote(from, request_id));
         } else {
             self.send(from, MessageBody::ReadIndexResponse { request_id, index: None });

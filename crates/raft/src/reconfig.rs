@@ -169,6 +169,8 @@ impl Node {
         if self.role != Role::Leader {
             return;
         }
+        // Heartbeats answered under another configuration no longer make a lease.
+        self.end_lease();
         let last = self.log.last_index();
         self.progress.retain(|id, _| self.peers.contains(id));
         for &id in &self.peers {

@@ -132,6 +132,7 @@ impl Node {
         // shows it is reachable, so allow another probe.
         pr.probe_sent = false;
         pr.read_round = pr.read_round.max(read_round);
+        self.extend_lease();
         self.advance_reads();
     }
 
@@ -225,5 +226,6 @@ impl Node {
         for (peer, leader_commit) in targets {
             self.send(peer, MessageBody::Heartbeat { leader_commit, read_round });
         }
+        self.lease_round_sent();
     }
 }

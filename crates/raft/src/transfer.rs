@@ -84,6 +84,8 @@ impl Node {
             None => {}
         }
         self.transfer = Some(Transfer { target, elapsed: 0, sent: false });
+        // The target's campaign is granted despite the lease (see `crate::lease`).
+        self.revoke_lease();
         let last = self.log.last_index();
         let now = self.ticks;
         if let Some(pr) = self.progress.get_mut(&target) {
@@ -145,6 +147,7 @@ impl Node {
                 // Tell the followers the commit index first (the new configuration is committed).
                 self.flush_appends();
                 self.transfer = Some(Transfer { target, elapsed: 0, sent: false });
+                self.revoke_lease();
                 self.transfer_progressed(target);
             }
             None => self.become_follower(self.term, None),

@@ -66,6 +66,11 @@ pub struct SimConfig {
     pub max_inflight: usize,
     /// Most writes in flight per node ([`DriverConfig::write_window`]).
     pub write_window: usize,
+    /// Lease reads ([`raft::ReadMode::Lease`]; CheckQuorum is then on) instead of ReadIndex.
+    pub lease_reads: bool,
+    /// The nodes' clocks drift: each node's tick period is drawn from 9, 10 or 11 ms (the lease's
+    /// drift bound covers it, see `World::driver_config`).
+    pub clock_drift: bool,
 }
 
 impl SimConfig {
@@ -112,6 +117,8 @@ impl SimConfig {
             slow_disk: [0.0, 0.0, 0.002, 0.01][rng.range(0, 4) as usize],
             max_inflight: [8, 64, 256][rng.range(0, 3) as usize],
             write_window: [2, 8, engine::DEFAULT_WRITE_WINDOW][rng.range(0, 3) as usize],
+            lease_reads: false,
+            clock_drift: false,
         };
         if rng.chance(0.25) {
             // A snapshot storm: compaction races replication, so followers are sent snapshots while
@@ -130,6 +137,12 @@ impl SimConfig {
             cfg.clients = rng.range(8, 14);
             cfg.keys = cfg.clients / 3;
             cfg.max_entries = 64;
+        }
+        // Drawn last, so the other knobs of a seed stay what they were before leases existed.
+        cfg.lease_reads = rng.chance(0.5);
+        cfg.clock_drift = rng.chance(0.5);
+        if cfg.lease_reads {
+            cfg.check_quorum = true;
         }
         cfg
     }

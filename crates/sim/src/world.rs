@@ -36,6 +36,15 @@
 //! frequency (down to a few entries, keeping none behind), and the write window (down to a few
 //! writes, so back-pressure is exercised), since each of them can hide bugs.
 //!
+//! Lease reads: half of the runs use [`raft::ReadMode::Lease`]. Their nodes' clocks may drift
+//! (tick periods of 9 to 11 ms, within the configured drift bound), ticks that pile up while a
+//! thread stalls reach the node as one `Input::Ticks(n)` (as the server does), half of the clients
+//! send to a node that believes it leads, and the nemesis also stalls the leader past its lease
+//! while cutting it off, and transfers leadership while the old leader hears nothing. The stale
+//! read check and the linearizability checker see the reads. Mutations caught (500 seeds each):
+//! a lease of twice the election timeout, and a lease kept across a transfer (see the notes of
+//! issue 17; the scenario tests in `raft/tests/lease.rs` catch both directly).
+//!
 //! What the simulator does not run: the transport and the wire encoding (messages are delivered as
 //! values), the RESP server, threads (background jobs run at a random later virtual time), and real
 //! clocks. Those are covered by the real-process tests.
@@ -50,7 +59,7 @@ use storage::{FaultOp, LogOptions, MemFs};
 pub use crate::config::SimConfig;
 use crate::invariants::Invariants;
 use crate::io::SimIo;
-use crate::linearizability::{self, CheckResult, Operation};
+use crate::linearizability::{self, CheckResult, Op, Operation};
 use crate::membership::{self, Action, MembershipChecks, Operator};
 use crate::network::Network;
 use crate::workload::{self, Client};
@@ -112,6 +121,10 @@ struct SimNode {
     run_scheduled: bool,
     /// The node thread is busy (a stall, the disk) until this time.
     busy_until: u64,
+    /// This node's tick period in virtual ms (its clock's rate; see `SimConfig::clock_drift`).
+    tick_ms: u64,
+    /// The nemesis stalls this node's thread at its next batch.
+    stall_next: bool,
 }
 
 /// Why a run failed.
@@ -148,6 +161,12 @@ pub struct Report {
     pub membership: membership::OperatorStats,
     /// Configuration changes committed.
     pub config_changes: usize,
+    /// Reads ran in lease mode ([`SimConfig::lease_reads`]).
+    pub lease_reads: bool,
+    /// Leader threads the nemesis stalled (lease runs).
+    pub leader_stalls: u64,
+    /// Leadership transfers the nemesis asked for (lease runs).
+    pub transfers: u64,
 }
 
 /// The world.
@@ -168,6 +187,8 @@ pub struct World {
     /// Read request id -> highest index committed anywhere when it was issued: ReadIndex must
     /// serve it from a state that includes that index.
     read_floor: BTreeMap<u64, u64>,
+    /// Requests the nemesis submitted (leadership transfers in lease runs); answers are ignored.
+    nemesis_requests: std::collections::BTreeSet<u64>,
     next_request: u64,
     invariants: Invariants,
     report: Report,
@@ -211,9 +232,10 @@ impl World {
             history: Vec::new(),
             requests: BTreeMap::new(),
             read_floor: BTreeMap::new(),
+            nemesis_requests: std::collections::BTreeSet::new(),
             next_request: 1,
             invariants: Invariants::default(),
-            report: Report::default(),
+            report: Report { lease_reads: cfg.lease_reads, ..Report::default() },
             must_succeed_after: u64::MAX,
             last_leader_term: 0,
             operator,
@@ -222,6 +244,7 @@ impl World {
             cfg,
         };
         for id in 1..=w.cfg.nodes {
+            let tick_ms = w.tick_period();
             w.nodes.insert(
                 id,
                 SimNode {
@@ -235,6 +258,8 @@ impl World {
                     inbox: Vec::new(),
                     run_scheduled: false,
                     busy_until: 0,
+                    tick_ms,
+                    stall_next: false,
                 },
             );
             w.start_node(id).expect("a fresh node starts");
@@ -267,6 +292,13 @@ impl World {
         raft.max_inflight_messages = self.cfg.max_inflight;
         raft.max_promote_lag = membership::CAUGHT_UP;
         raft.seed = self.seed ^ (id << 32) ^ incarnation;
+        if self.cfg.lease_reads {
+            raft.read_mode = raft::ReadMode::Lease;
+            // Tick periods of 9 to 11 ms: over an election timeout (15 ticks) a fast follower's
+            // refusal lasts 14 x 9 = 126 ms after a heartbeat, a slow leader serves until
+            // (lease - 1) x 11 ms after sending it: a lease of 11 ticks (110 ms) fits.
+            raft.lease_drift_ticks = if self.cfg.clock_drift { 4 } else { 1 };
+        }
         DriverConfig {
             raft,
             session: self.rng.next_u64().max(1),
@@ -296,6 +328,15 @@ impl World {
         self.mchecks.restarted(id);
         self.invariants.check_recovered(id, recovered)?;
         Ok(())
+    }
+
+    /// A new node's tick period: 9, 10 or 11 ms when clocks drift in this run, else 10 ms.
+    fn tick_period(&mut self) -> u64 {
+        if self.cfg.clock_drift {
+            self.rng.range(TICK_MS - 1, TICK_MS + 2)
+        } else {
+            TICK_MS
+        }
     }
 
     fn schedule(&mut self, delay: u64, event: Event) {
@@ -393,12 +434,20 @@ impl World {
     fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
             Event::Tick(id) => {
-                // As the server: at most one tick waits in a batch (a thread that fell behind does
-                // not replay a burst of ticks).
-                if self.nodes.get(&id).is_some_and(|n| !n.inbox.iter().any(|i| matches!(i, Input::Tick))) {
-                    self.input(id, Input::Tick);
+                // As the server: one tick input waits in a batch and counts every tick period
+                // that passed (a thread that fell behind runs its timers once, but its clock,
+                // which leases are measured on, does not fall behind).
+                let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+                let period = node.tick_ms;
+                let waiting = node.inbox.iter_mut().find(|i| matches!(i, Input::Tick | Input::Ticks(_)));
+                match waiting {
+                    Some(i) => {
+                        let n = if let Input::Ticks(n) = i { *n } else { 1 };
+                        *i = Input::Ticks(n + 1);
+                    }
+                    None => self.input(id, Input::Tick),
                 }
-                self.schedule(TICK_MS, Event::Tick(id));
+                self.schedule(period, Event::Tick(id));
             }
             Event::Deliver(msg) => {
                 if self.net.connected(msg.from(), msg.to()) {
@@ -493,12 +542,14 @@ impl World {
         let busy = node.busy_until.saturating_sub(now);
         let forming = if forming { self.rng.range(0, self.cfg.batch_ms + 1) } else { 0 };
         let mut delay = busy.max(forming);
-        if !self.calm && self.rng.chance(self.cfg.stall) {
+        let forced = !self.calm && node.stall_next;
+        if forced || (!self.calm && self.rng.chance(self.cfg.stall)) {
             // The node thread stalls (a GC-like pause, the OS): one to three election timeouts.
             delay += self.rng.range(150, 451);
         }
         if let Some(n) = self.nodes.get_mut(&id) {
             n.run_scheduled = true;
+            n.stall_next = false;
         }
         self.schedule(delay, Event::Run(id, incarnation));
     }
@@ -560,6 +611,8 @@ impl World {
         for (request, response) in io.answers {
             if self.operator.owns(request) {
                 removed.extend(self.operator.answered(request, &response));
+            } else if self.nemesis_requests.remove(&request) {
+                // A transfer the nemesis asked for: its outcome does not matter.
             } else {
                 self.client_answer(request, response)?;
             }
@@ -653,11 +706,21 @@ impl World {
             return;
         }
         // Clients use the live nodes the operator has not removed (a removed node may not know it,
-        // and never hears of a leader again).
+        // and never hears of a leader again), and none that the newest leader's configuration
+        // lacks (the operator stops looking once its plan is done; a removal whose answer was
+        // lost is seen there).
+        let newest = self
+            .nodes
+            .values()
+            .filter_map(|n| n.driver.as_ref())
+            .filter(|d| d.node().role() == Role::Leader)
+            .max_by_key(|d| d.node().term())
+            .map(|d| d.node().membership().clone());
         let live: Vec<NodeId> = self
             .nodes
             .iter()
             .filter(|(id, n)| n.driver.is_some() && self.operator.serves(**id))
+            .filter(|(id, _)| newest.as_ref().is_none_or(|m| m.contains(**id)))
             .map(|(id, _)| *id)
             .collect();
         if live.is_empty() {
@@ -665,8 +728,20 @@ impl World {
             self.schedule(delay, Event::ClientWake(c as u64));
             return;
         }
-        let node = live[self.rng.range(0, live.len() as u64) as usize];
+        let mut node = live[self.rng.range(0, live.len() as u64) as usize];
         let (key, op) = workload::random_op(&mut self.rng, &mut self.clients[c], self.cfg.keys);
+        if self.cfg.lease_reads && matches!(op, Op::Get) && self.rng.chance(0.5) {
+            // Readers that found a leader keep using it, also while it stalls or is cut off (and
+            // may still believe in its lease): any node that believes it leads.
+            let leaders: Vec<NodeId> = live
+                .iter()
+                .copied()
+                .filter(|id| self.nodes[id].driver.as_ref().is_some_and(|d| d.node().role() == Role::Leader))
+                .collect();
+            if !leaders.is_empty() {
+                node = leaders[self.rng.range(0, leaders.len() as u64) as usize];
+            }
+        }
         let request = workload::to_request(&key, &op);
         let index = workload::record_call(&mut self.history, self.clients[c].id, key, op, self.now);
         let id = self.next_request;
@@ -797,6 +872,7 @@ impl World {
 
     /// Starts a new, empty node `id` (it waits to be added: it knows no membership).
     fn add_node(&mut self, id: NodeId) -> Result<(), String> {
+        let tick_ms = self.tick_period();
         self.nodes.insert(
             id,
             SimNode {
@@ -810,6 +886,8 @@ impl World {
                 inbox: Vec::new(),
                 run_scheduled: false,
                 busy_until: 0,
+                tick_ms,
+                stall_next: false,
             },
         );
         self.start_node(id)?;
@@ -841,7 +919,8 @@ impl World {
     fn nemesis(&mut self) -> Result<(), String> {
         let all: Vec<NodeId> = self.nodes.keys().copied().collect();
         let n = all.len() as u64;
-        let pick = self.rng.range(0, 6);
+        // Lease runs also stall the leader (5) and transfer leadership (6, 7).
+        let pick = self.rng.range(0, if self.cfg.lease_reads { 8 } else { 6 });
         let before = self.net.cut.clone();
         let duration = self.rng.range(50, 1000);
         match pick {
@@ -894,6 +973,62 @@ impl World {
                 self.report.partitions += 1;
                 let added = self.net.cut.difference(&before).copied().collect();
                 self.schedule(duration, Event::Heal(added));
+            }
+            6 | 7 if self.cfg.lease_reads => {
+                // A leadership transfer while clients read at the old leader: its lease must end
+                // before the target campaigns (voters grant a transfer despite the lease).
+                let leader = self.nodes.iter().find_map(|(id, nd)| {
+                    nd.driver.as_ref().filter(|d| d.node().role() == Role::Leader).map(|d| (*id, d))
+                });
+                if let Some((id, d)) = leader {
+                    // The most caught-up voter: the leader sends it TimeoutNow soon.
+                    let target = d
+                        .node()
+                        .membership()
+                        .voters()
+                        .into_iter()
+                        .filter(|&v| v != id)
+                        .max_by_key(|&v| d.node().progress(v).map_or(0, |p| p.match_index));
+                    if let Some(target) = target {
+                        let request = self.next_request;
+                        self.next_request += 1;
+                        self.nemesis_requests.insert(request);
+                        self.report.transfers += 1;
+                        self.input(id, Input::Client(request, engine::Request::TransferLeader(target)));
+                        if self.cfg.partitions && self.rng.chance(0.5) {
+                            // The old leader stops hearing anyone (a one-way cut): it may go on
+                            // believing it leads while the target takes over.
+                            for &other in all.iter().filter(|&&o| o != id) {
+                                self.net.cut.insert((other, id));
+                            }
+                            self.report.partitions += 1;
+                            let added = self.net.cut.difference(&before).copied().collect();
+                            let duration = self.rng.range(100, 400);
+                            self.schedule(duration, Event::Heal(added));
+                        }
+                    }
+                }
+            }
+            5 if self.cfg.lease_reads => {
+                // The leader's thread stalls past its lease (a VM pause) and its links go silent
+                // meanwhile, so it hears nothing of the new leader the others elect: the reads
+                // queued at it must not be served from its old lease when it wakes up.
+                let leader = self.nodes.iter().find_map(|(id, nd)| {
+                    nd.driver.as_ref().filter(|d| d.node().role() == Role::Leader).map(|_| *id)
+                });
+                if let Some(id) = leader {
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.stall_next = true;
+                    }
+                    self.report.leader_stalls += 1;
+                    if self.cfg.partitions {
+                        self.net.partition(&[id], &all);
+                        self.report.partitions += 1;
+                        let added = self.net.cut.difference(&before).copied().collect();
+                        let duration = self.rng.range(150, 600);
+                        self.schedule(duration, Event::Heal(added));
+                    }
+                }
             }
             _ => {}
         }
