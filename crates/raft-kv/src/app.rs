@@ -236,6 +236,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         started.elapsed()
     );
 
+    warn_if_gc_differs(&group, driver.node().membership(), start_as == StartAs::Standby);
     // The peers are the members of the latest configuration in the log (the transport follows it).
     let peers = node::peer_addresses(driver.node().membership());
     runtime.block_on(async move {
@@ -386,6 +387,42 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             Ok(Err(_)) | Err(_) => Err(anyhow!("node thread panicked")),
         }
     })
+}
+
+/// Says clearly when `-gc` disagrees with the cluster's membership (recorded in the log and
+/// snapshots): the membership wins, `-gc` only bootstraps a new cluster. A standby's `-gc` (its
+/// own entry) is not compared.
+fn warn_if_gc_differs(group: &Group, membership: &raft::Membership, standby: bool) {
+    if standby || membership.is_empty() {
+        return;
+    }
+    let Ok(members) = crate::cluster::members_of(membership) else { return };
+    let mut differences = Vec::new();
+    for m in &group.members {
+        match members.iter().find(|(_, r, _)| r.name == m.name) {
+            None => differences.push(format!("{} is not a member", m.name)),
+            Some((_, r, _)) if r != m => differences.push(format!("{} is recorded as {r}, not {m}", m.name)),
+            Some(_) => {}
+        }
+    }
+    for (_, r, _) in &members {
+        if !group.members.iter().any(|m| m.name == r.name) {
+            differences.push(format!("{} is a member not in -gc", r.name));
+        }
+    }
+    if !differences.is_empty() {
+        let list: Vec<String> = members
+            .iter()
+            .map(|(_, r, s)| {
+                format!("{r} ({})", if *s == raft::Suffrage::Voter { "voter" } else { "learner" })
+            })
+            .collect();
+        tracing::warn!(
+            "-gc differs from the cluster's membership ({}); following the membership, which is: {}",
+            differences.join("; "),
+            list.join(" ")
+        );
+    }
 }
 
 /// If this node leads, hands leadership to the most caught-up other voter and waits (at most

@@ -447,3 +447,62 @@ fn replace_every_node_then_grow_and_shrink_under_load_stays_linearizable() {
         other => panic!("linearizability check inconclusive: {other:?}"),
     }
 }
+
+/// SIGTERM on the leader hands leadership over before the process stops: writes pause for less
+/// than an election timeout and the new leader's term is the next one (one campaign, started by
+/// TimeoutNow, not by an election timeout).
+#[test]
+fn sigterm_on_the_leader_hands_over_first() {
+    let mut nodes = Nodes::new();
+    for k in 0..3 {
+        nodes.start(k);
+    }
+    let leader = nodes.leader(&[0, 1, 2]);
+    let term: u64 = Nodes::field(&nodes.info(leader).unwrap(), "term").unwrap().parse().unwrap();
+    let others: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let writer = {
+        let (stop, done) = (stop.clone(), done.clone());
+        let addr = nodes.addr(others[0]);
+        std::thread::spawn(move || {
+            let mut c = Connection::connect(&addr, Duration::from_secs(1)).unwrap();
+            c.set_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if let Ok(Frame::Simple(_)) = c.request(&["SET", "k", &n.to_string()]) {
+                    done.lock().unwrap().push(micros(t0));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let child = nodes.procs[leader].take().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let sent = micros(t0);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let mut child = child;
+    let status = child.wait().unwrap();
+    let exited = micros(t0);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let log = std::fs::read_to_string(nodes.dir.path().join(format!("{}.log", NAMES[leader]))).unwrap();
+    assert!(status.success(), "the leader did not stop cleanly: {status:?}\n{log}");
+    assert!(log.contains("handed leadership to"), "no handover logged:\n{log}");
+    let next = nodes.leader(&others);
+    let new_term: u64 = Nodes::field(&nodes.info(next).unwrap(), "term").unwrap().parse().unwrap();
+    let done = done.lock().unwrap();
+    let gap = done.windows(2).filter(|w| w[1] > sent).map(|w| w[1] - w[0]).max().unwrap_or(u64::MAX);
+    eprintln!(
+        "SIGTERM to {}: exited after {} ms; {} leads in term {new_term} (was {term}); longest gap between completed writes {} ms",
+        NAMES[leader],
+        (exited - sent) / 1000,
+        NAMES[next],
+        gap / 1000
+    );
+    assert_eq!(new_term, term + 1, "more than one campaign after the handover");
+    assert!(gap < 1_000_000, "writes paused for {} ms", gap / 1000);
+}
