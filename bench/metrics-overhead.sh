@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What metrics cost: write throughput at CLIENTS clients (default 64) over a fresh 3-node cluster
 # with metrics off (no --metrics-listen: nothing is collected) and on (--metrics-listen on a free
-# port, and every node's /metrics scraped once a second during the run, as Prometheus would more
-# rarely), PAIRS pairs (default 3) back to back, the order alternating (off/on, on/off, ...).
+# port, and every node's /metrics scraped every SCRAPE_SECONDS (default 1; Prometheus' default is
+# 15) during the run with curl, on this machine: a scraper's own CPU competes with the servers on a
+# small machine, which a remote Prometheus does not), PAIRS pairs (default 3) back to back, the
+# order alternating (off/on, on/off, ...).
 # Each run writes OPS writes (default 200000). Prints one line per run and the mean of each side.
 #
 # Needs: cargo, python3, curl. Run it alone (hold /work/bench.lock on a shared machine).
@@ -11,6 +13,7 @@ set -euo pipefail
 CLIENTS=${CLIENTS:-64}
 OPS=${OPS:-200000}
 PAIRS=${PAIRS:-3}
+SCRAPE_SECONDS=${SCRAPE_SECONDS:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/raft-kv}
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
@@ -35,7 +38,7 @@ one_run() { # off|on -> prints ops/s
         if [ "$1" = on ]; then
             urls=$(grep -ho 'metrics on http://[0-9.:]*/metrics' "$WORK"/raft-kv-*.log | sed 's/^metrics on //')
             [ "$(echo "$urls" | wc -l)" = 3 ] || { echo "metrics-overhead: metrics endpoints not found" >&2; exit 1; }
-            ( while true; do for u in $urls; do curl -s -o /dev/null "$u" || true; done; sleep 1; done ) &
+            ( while true; do for u in $urls; do curl -s -o /dev/null "$u" || true; done; sleep "$SCRAPE_SECONDS"; done ) &
             PIDS+=($!)
         fi
         cpu() { # utime + stime of the three servers, in clock ticks
@@ -54,7 +57,7 @@ one_run() { # off|on -> prints ops/s
     )
 }
 
-echo "load: $(uptime)"
+echo "load: $(uptime); scrape every $SCRAPE_SECONDS s"
 declare -a off_r on_r off_c on_c
 for p in $(seq 1 "$PAIRS"); do
     if [ $((p % 2)) = 1 ]; then order="off on"; else order="on off"; fi
