@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::session::Screen;
 use crate::cluster::Group;
-use crate::command::{self, ClientRequest, Request, SetCondition};
+use crate::command::{self, ClientRequest, CommandError, Request, SetCondition};
 use crate::metrics::{CommandKind, Metrics, RequestTimer};
 use crate::node::NodeHandle;
 use crate::resp::{encode_as, Frame, Limits, Parser, Protocol};
@@ -151,8 +151,10 @@ enum Shape {
     /// `WATCH`: `+OK`, and the answer (the index of the state read) goes to the connection's
     /// reader, which puts it in the next `EXEC` (see `engine::kv::txn`).
     Watch(oneshot::Sender<Response>),
-    /// `EXEC`: a nil answer (a watched key changed) is Redis' null array.
-    Exec,
+    /// `EXEC`: a nil answer (a watched key changed) is Redis' null array; the errors of commands
+    /// that failed to parse while queued go into the reply array at their positions (Redis
+    /// reports those at run time too).
+    Exec(Vec<(usize, String)>),
 }
 
 impl Shape {
@@ -167,8 +169,15 @@ impl Shape {
                 let _ = tap.send(response);
                 frame
             }
-            Shape::Exec => match response {
+            Shape::Exec(errors) => match response {
                 Ok(Reply::Nil) => Frame::NullArray,
+                Ok(Reply::Array(replies)) => {
+                    let mut frames: Vec<Frame> = replies.into_iter().map(reply_frame).collect();
+                    for (at, e) in errors {
+                        frames.insert(at.min(frames.len()), Frame::error(e));
+                    }
+                    Frame::Array(frames)
+                }
                 other => response_frame(other),
             },
         }
@@ -212,6 +221,9 @@ struct Conn {
     multi: Option<Vec<TxItem>>,
     /// A command was refused while queueing: `EXEC` answers `EXECABORT`.
     multi_dirty: bool,
+    /// Queued commands that did not parse (syntax, integers): their errors and positions in the
+    /// `EXEC` reply.
+    multi_errors: Vec<(usize, String)>,
     /// Watched keys (`WATCH`), until `EXEC`, `DISCARD` or `UNWATCH`.
     watch_keys: Vec<Bytes>,
     /// Answers of `WATCH` reads not yet taken (the reader waits for them before an `EXEC`).
@@ -272,6 +284,7 @@ async fn handle_connection<R, W>(
         local,
         multi: None,
         multi_dirty: false,
+        multi_errors: Vec::new(),
         watch_keys: Vec::new(),
         watch_pending: Vec::new(),
         watch_index: None,
@@ -468,6 +481,20 @@ fn dispatch(
     let request = match Request::parse(frame) {
         Ok(r) => r,
         Err(e) => {
+            if let Some(items) = &conn.multi {
+                if !matches!(
+                    e,
+                    CommandError::UnknownCommand { .. }
+                        | CommandError::WrongArity(_)
+                        | CommandError::NotARequest
+                ) {
+                    // Redis finds these when the transaction runs: the error is EXEC's answer to
+                    // this command, the others still run.
+                    let at = items.len() + conn.multi_errors.len();
+                    conn.multi_errors.push((at, e.to_string()));
+                    return Pending::Frame(Frame::simple("QUEUED"), p);
+                }
+            }
             conn.multi_dirty |= conn.multi.is_some();
             return Pending::Frame(e.to_frame(), p);
         }
@@ -517,7 +544,7 @@ fn dispatch(
         let keys = std::mem::take(&mut conn.watch_keys);
         let watch = (!keys.is_empty()).then(|| Watch { index: conn.watch_index.unwrap_or(0), keys });
         conn.unwatch();
-        shape.set(Shape::Exec);
+        shape.set(Shape::Exec(std::mem::take(&mut conn.multi_errors)));
         return write(KvCommand::Multi { watch, items });
     }
     let request = match data_item(request) {
@@ -529,6 +556,7 @@ fn dispatch(
         Request::Multi => {
             conn.multi = Some(Vec::new());
             conn.multi_dirty = false;
+            conn.multi_errors.clear();
             Pending::Frame(Frame::ok(), p)
         }
         Request::Exec => Pending::Frame(Frame::error("ERR EXEC without MULTI"), p),
@@ -665,6 +693,7 @@ fn queue(request: Request, conn: &mut Conn) -> Option<Frame> {
         Request::Discard => {
             conn.multi = None;
             conn.multi_dirty = false;
+            conn.multi_errors.clear();
             conn.unwatch();
             Some(Frame::ok())
         }
@@ -672,6 +701,7 @@ fn queue(request: Request, conn: &mut Conn) -> Option<Frame> {
             let aborted = conn.multi_dirty;
             conn.multi = None;
             conn.multi_dirty = false;
+            conn.multi_errors.clear();
             conn.unwatch();
             Some(if aborted {
                 Frame::error("EXECABORT Transaction discarded because of previous errors.")

@@ -64,6 +64,15 @@ fn multi_exec_watch_and_versions() {
     assert_eq!(c.request(&["DISCARD"]).unwrap(), Frame::ok());
     assert_eq!(c.request(&["GET", "c"]).unwrap(), Frame::Null);
 
+    // A syntax or integer error is found when the transaction runs (as Redis does): QUEUED, then
+    // its error inside EXEC's array, and the rest runs.
+    assert_eq!(c.request(&["MULTI"]).unwrap(), Frame::ok());
+    assert_eq!(c.request(&["INCRBY", "d", "x"]).unwrap(), Frame::simple("QUEUED"));
+    assert_eq!(c.request(&["SET", "d", "1"]).unwrap(), Frame::simple("QUEUED"));
+    let Frame::Array(r) = c.request(&["EXEC"]).unwrap() else { panic!("EXEC must answer an array") };
+    assert_eq!(err(&r[0]), "ERR value is not an integer or out of range");
+    assert_eq!(r[1], Frame::ok());
+
     // WATCH: a change through another node between WATCH and EXEC makes EXEC answer nil.
     let mut other = cluster.connect((leader + 2) % 3).expect("connect");
     assert_eq!(c.request(&["WATCH", "b"]).unwrap(), Frame::ok());
