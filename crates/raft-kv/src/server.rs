@@ -601,7 +601,7 @@ fn dispatch(
                 }
                 ClientRequest::Id => Frame::Integer(conn.id),
                 ClientRequest::Info => {
-                    command::client_info_reply(conn.id, &conn.peer, &conn.local, &conn.name)
+                    command::client_info_reply(conn.id, &conn.peer, &conn.local, &conn.name, conn.protocol)
                 }
                 ClientRequest::SetInfo { .. } => Frame::ok(),
             },
@@ -770,7 +770,15 @@ pub fn info_text(ctx: &ServerContext, sections: &[Bytes]) -> String {
     let name_of = |id: u64| st.name_of(id);
     let mut out = String::new();
     if want("server") {
-        out.push_str("# Server\r\nredis_version:7.0.0\r\nraft_kv_version:");
+        // The fields client libraries and tools read (redis-py's test setup reads arch_bits).
+        out.push_str("# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n");
+        out.push_str(&format!(
+            "os:{} {}\r\narch_bits:{}\r\n",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS
+        ));
+        out.push_str("raft_kv_version:");
         out.push_str(env!("CARGO_PKG_VERSION"));
         out.push_str(&format!("\r\nprocess_id:{}\r\n\r\n", std::process::id()));
     }

@@ -110,10 +110,10 @@ pub fn help_reply(container: Container) -> Frame {
 
 /// The reply to `CLIENT INFO`: one line in Redis's `CLIENT LIST` format, with the fields this
 /// server knows.
-pub fn client_info_reply(id: i64, addr: &str, laddr: &str, name: &[u8]) -> Frame {
+pub fn client_info_reply(id: i64, addr: &str, laddr: &str, name: &[u8], protocol: Protocol) -> Frame {
     let mut line = format!("id={id} addr={addr} laddr={laddr} name=").into_bytes();
     line.extend_from_slice(name);
-    line.extend_from_slice(b" db=0 resp=2\n");
+    line.extend_from_slice(format!(" db=0 resp={}\n", protocol.version()).as_bytes());
     Frame::Bulk(Bytes::from(line))
 }
 

@@ -443,3 +443,11 @@ fn parses_expiry_commands() {
     assert_eq!(parse("expire k 1").map(|r| r.access()), Ok(Access::Write));
     assert_eq!(parse("ttl k").map(|r| r.access()), Ok(Access::Read));
 }
+
+#[test]
+fn client_info_reports_the_connections_protocol() {
+    for (protocol, want) in [(Protocol::Resp2, "resp=2"), (Protocol::Resp3, "resp=3")] {
+        let Frame::Bulk(line) = client_info_reply(7, "a:1", "b:2", b"n", protocol) else { panic!() };
+        assert!(String::from_utf8_lossy(&line).contains(want));
+    }
+}
