@@ -1,7 +1,8 @@
 //! Real-process fault test ("nemesis"): a 3-node cluster of `raft-kv` processes on loopback serves
 //! concurrent clients on a few hot keys while a nemesis kills (-9) the leader, pauses nodes
 //! (SIGSTOP/SIGCONT) and kills random nodes; the recorded history must be linearizable
-//! (`sim::linearizability`) and every node must answer the same final values.
+//! (`sim::linearizability`) and every node must answer the same final values. It runs twice: with
+//! ReadIndex reads (the default) and with lease reads (`--read-mode lease`), one after the other.
 //!
 //! How replies are recorded (the invariant the checker relies on):
 //! - a reply the model understands is a completed operation with its call/return times;
@@ -230,8 +231,9 @@ struct NemesisLog {
     leader_kills: Vec<u64>,
 }
 
-/// Runs faults for `NEMESIS_FOR`, then leaves every node running.
-fn nemesis(c: &mut Cluster, t0: Instant, seed: u64) -> NemesisLog {
+/// Runs faults for `NEMESIS_FOR`, then leaves every node running. With `pause_leader`, every pause
+/// hits the leader (the case lease reads must survive); otherwise half of them do.
+fn nemesis(c: &mut Cluster, t0: Instant, seed: u64, pause_leader: bool) -> NemesisLog {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut log = NemesisLog { events: Vec::new(), leader_kills: Vec::new() };
     let start = Instant::now();
@@ -256,7 +258,7 @@ fn nemesis(c: &mut Cluster, t0: Instant, seed: u64) -> NemesisLog {
             1 => {
                 // Half the time the leader: resumed after a successor was elected, it must not
                 // answer a read or a write from its stale view (the classic stale-leader risk).
-                let leader = if rng.random_bool(0.5) { find_leader(c) } else { None };
+                let leader = if rng.random_bool(0.5) || pause_leader { find_leader(c) } else { None };
                 let k = leader.unwrap_or_else(|| rng.random_range(0..NODES));
                 let pause = ms(&mut rng, 300, 1500);
                 signal(c, k, rustix::process::Signal::STOP);
@@ -323,16 +325,39 @@ fn final_reads(c: &Cluster, k: usize, client: u64, t0: Instant) -> Vec<(Operatio
         .collect()
 }
 
+/// The two fault tests share the machine's CPUs with their nine processes: one at a time, so that
+/// neither's timing (elections, leases, client timeouts) depends on the other running.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn faults_under_concurrent_load_keep_the_history_linearizable() {
+    faults_under_concurrent_load("read-index");
+}
+
+/// The same faults with lease reads (`--read-mode lease`), every pause hitting the leader: a leader
+/// paused (SIGSTOP) past its lease while a successor takes writes must not answer a read from its
+/// stale state when it resumes; and a voter restarted after kill -9 must not help elect a new
+/// leader while the old one's lease may still hold (a node that just started refuses votes for an
+/// election timeout in lease mode, see `raft::lease`).
+#[test]
+fn faults_with_lease_reads_keep_the_history_linearizable() {
+    faults_under_concurrent_load("lease");
+}
+
+/// Runs the fault test with the servers' `--read-mode` set to `read_mode`.
+fn faults_under_concurrent_load(read_mode: &str) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let seed = std::env::var("NEMESIS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
-    eprintln!("nemesis seed: {seed} (replay the fault schedule with NEMESIS_SEED={seed})");
+    eprintln!(
+        "nemesis seed: {seed} (replay the fault schedule with NEMESIS_SEED={seed}), --read-mode {read_mode}"
+    );
     let t0 = Instant::now();
     // Small snapshot thresholds: snapshots, log compaction and InstallSnapshot (a node killed or
     // paused while the others write past the threshold) all happen under the faults.
-    let mut c = Cluster::start_with(NODES, SNAPSHOT_FLAGS);
+    let flags: Vec<&str> = SNAPSHOT_FLAGS.iter().copied().chain(["--read-mode", read_mode]).collect();
+    let mut c = Cluster::start_with(NODES, &flags);
     c.wait_leader(Duration::from_secs(15));
     let addrs: Vec<String> = (0..NODES).map(|k| c.addr(k)).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -344,7 +369,7 @@ fn faults_under_concurrent_load_keep_the_history_linearizable() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let log = nemesis(&mut c, t0, seed);
+    let log = nemesis(&mut c, t0, seed, read_mode == "lease");
     // Every node runs again (the nemesis restarted each one it killed and resumed each one it paused).
     assert!(c.procs.iter().all(Option::is_some));
     let healed = micros(t0);
@@ -454,7 +479,7 @@ fn faults_under_concurrent_load_keep_the_history_linearizable() {
         CheckResult::NotLinearizable { key, explanation } => {
             let kept = keep_evidence(&c, &rec.ops, &log, seed);
             panic!(
-                "history not linearizable on key {} (seed {seed}; node logs and history in {kept}):\n{explanation}",
+                "history not linearizable on key {} (--read-mode {read_mode}, seed {seed}; node logs and history in {kept}):\n{explanation}",
                 String::from_utf8_lossy(&key),
             )
         }
