@@ -128,11 +128,14 @@ pub struct ServerArgs {
     /// UNSAFE: never fsync. Acknowledged writes can be lost on power failure or OS crash.
     #[arg(long)]
     pub unsafe_no_fsync: bool,
-    /// Run the log's fdatasync on a thread of its own, so the node thread goes on committing and
-    /// answering while the disk works (equally safe). Off by default: on a 2-vCPU machine with a
-    /// fast disk it measured slower (more, smaller batches cost more CPU than the overlap saves);
-    /// meant for disks whose fsync is slow compared with the CPU work of a batch.
-    #[arg(long)]
+    /// Where the log's fdatasync runs (equally safe either way). `true`, the default: on a thread
+    /// of its own, so the node thread goes on receiving acknowledgements, committing and answering
+    /// while the disk works, and a write commits once the fastest majority of replicas synced it
+    /// (1.3-2x the writes/s where fsyncs take milliseconds and vary). `false`: inline, each
+    /// batch's fsync blocking the node thread (fewer, larger batches; about equal on a fast disk,
+    /// ~0.05 ms lower single-client latency there). See docs/BENCHMARKS.md.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub sync_thread: bool,
     /// Size at which the write-ahead log starts a new segment file (at least 4KiB). Compaction after
     /// a snapshot deletes whole segments, so a segment's entries leave the disk only once all of
@@ -351,6 +354,19 @@ mod tests {
         assert_eq!(s.mode, Mode::GroupMember);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/a"));
         assert_eq!(s.group.group.len(), 3);
+    }
+
+    #[test]
+    fn the_sync_thread_is_the_default_and_can_be_turned_off() {
+        let sync_thread = |line: &str| match parse(argv(line)).unwrap().command {
+            Command::Server(s) => s.sync_thread,
+            _ => panic!("not a server"),
+        };
+        assert!(sync_thread("raft-kv server -g A,h,1,2 -i A -d d"));
+        assert!(sync_thread("raft-kv server -g A,h,1,2 --sync-thread -i A -d d"), "the old flag form");
+        assert!(sync_thread("raft-kv server -g A,h,1,2 -i A -d d --sync-thread true"));
+        assert!(!sync_thread("raft-kv server -g A,h,1,2 -i A -d d --sync-thread false"));
+        assert!(!sync_thread("raft-kv server -g A,h,1,2 --sync-thread=false -i A -d d"));
     }
 
     #[test]

@@ -11,12 +11,13 @@
 //! and background threads (syncs, snapshots, freeing). The order inside a batch is the host
 //! loop's, the same one the simulator runs.
 //!
-//! Syncs: by default the driver fsyncs each batch on this thread (the blocking fsync is also what
-//! batches the next round's requests). With `--sync-thread` it hands the fdatasync out instead:
-//! a `raft-sync` thread runs it and reports back through [`Input::Synced`], so this thread goes on
-//! receiving acknowledgements, committing, answering and appending while the disk works. The sync
+//! Syncs: by default (`--sync-thread true`) the driver hands each batch's fdatasync out: a
+//! `raft-sync` thread runs it and reports back through [`Input::Synced`], so this thread goes on
+//! receiving acknowledgements, committing, answering and appending while the disk works (a write
+//! commits once the fastest majority synced it; this node's own sync is not on that path). The sync
 //! thread runs only the newest job it has (it covers the older ones) and exits when this thread
-//! drops its sender.
+//! drops its sender. With `--sync-thread false` the driver fsyncs each batch on this thread (the
+//! blocking fsync then also batches the next round's requests).
 //!
 //! Snapshots: a snapshot job handed out by the driver runs on a background thread
 //! (`raft-snapshot`); the job only serializes an immutable view of the state machine into
@@ -446,7 +447,7 @@ struct ServerIo {
     waiters: HashMap<RequestId, oneshot::Sender<Response>>,
     /// The running snapshot thread (None when no job runs).
     job: Option<JoinHandle<()>>,
-    /// Sync jobs go to the `raft-sync` thread (only with `--sync-thread`).
+    /// Sync jobs go to the `raft-sync` thread (unless `--sync-thread false`).
     syncer: Option<Sender<SyncJob<MeteredFs>>>,
     /// No new snapshot job starts while shutting down.
     shutting_down: bool,

@@ -128,10 +128,11 @@ fn killing_every_node_under_load_loses_no_acknowledged_write() {
     kill_every_node_under_load(&[]);
 }
 
-/// The same with the fdatasync on a thread of its own (acknowledgements wait for its report).
+/// The same with the fdatasync inline on the node thread (`--sync-thread false`; the default runs
+/// it on a thread of its own and acknowledgements wait for its report).
 #[test]
-fn killing_every_node_with_the_sync_thread_loses_no_acknowledged_write() {
-    kill_every_node_under_load(&["--sync-thread"]);
+fn killing_every_node_with_inline_fsync_loses_no_acknowledged_write() {
+    kill_every_node_under_load(&["--sync-thread", "false"]);
 }
 
 fn kill_every_node_under_load(extra: &[&str]) {

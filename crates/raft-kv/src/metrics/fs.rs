@@ -50,7 +50,7 @@ pub struct MeteredFile {
     fsync: Option<Histogram>,
 }
 
-/// A sync handle of a [`MeteredFile`] (used by `--sync-thread`).
+/// A sync handle of a [`MeteredFile`] (used by the `raft-sync` thread, see `crate::node`).
 pub struct MeteredSyncHandle {
     inner: <<StdFs as FileSystem>::File as FsFile>::SyncHandle,
     fsync: Option<Histogram>,
