@@ -44,8 +44,8 @@ pub struct SimConfig {
     pub snapshot_job_ms: u64,
     /// Probability that a node crashes right after writing a snapshot, before installing it.
     pub snapshot_crash: f64,
-    /// Nodes hand their fdatasyncs out as sync jobs (as the server does with `--sync-thread`)
-    /// instead of syncing inline (the default).
+    /// Nodes hand their fdatasyncs out as sync jobs (as the server does by default, on its
+    /// `raft-sync` thread) instead of syncing inline (the server's `--sync-thread false`).
     pub deferred_sync: bool,
     /// Longest virtual time a sync job takes (it completes after a random delay up to this).
     pub sync_job_ms: u64,
@@ -108,7 +108,7 @@ impl SimConfig {
             },
             snapshot_job_ms: [0, 30, 300][rng.range(0, 3) as usize],
             snapshot_crash: [0.0, 0.1][rng.range(0, 2) as usize],
-            deferred_sync: rng.chance(0.3),
+            deferred_sync: rng.chance(0.5),
             sync_job_ms: [0, 1, 5, 30][rng.range(0, 4) as usize],
             batch_ms: [0, 1, 3, 10][rng.range(0, 4) as usize],
             batch_work: [64, 512, engine::MAX_BATCH_WORK, engine::MAX_BATCH_WORK][rng.range(0, 4) as usize],
