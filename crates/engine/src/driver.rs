@@ -346,6 +346,7 @@ impl<F: FileSystem> Driver<F> {
             request_timeout: config.request_timeout_ticks,
             forward_retry: config.forward_retry_ticks,
             limbo: config.limbo_ticks,
+            leaderless: u64::from(config.raft.election_ticks),
         };
         Ok(Driver {
             node,

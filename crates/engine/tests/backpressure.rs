@@ -19,7 +19,9 @@ fn config(id: NodeId, voters: Vec<NodeId>) -> DriverConfig {
     DriverConfig {
         raft,
         session: 77,
-        request_timeout_ticks: 50,
+        // Below the election timeout: a node that knows no leader for an election timeout answers
+        // its requests "no leader" (tests/leaderless.rs); this file tests the request timeout.
+        request_timeout_ticks: 8,
         forward_retry_ticks: 10_000,
         limbo_ticks: 10_000,
         write_window: 2,
@@ -89,7 +91,7 @@ fn writes_held_up_fill_the_window_and_the_rest_are_refused_unexecuted_after_the_
     assert_eq!(d.writes_in_flight(), (2, 2), "two in the window, two waiting");
     // After the request timeout every write fails: the two sequenced ones were never handed to a
     // leader (NoLeader), the two waiting ones never left the queue (Overloaded). Neither ran.
-    let ticks = (0..50).map(|_| Input::Tick).collect();
+    let ticks = (0..8).map(|_| Input::Tick).collect();
     let (result, rec) = common::run(&mut d, ticks);
     result.expect("ticks");
     let mut answers = rec.answers;

@@ -19,6 +19,17 @@
 //!   if a write was never handed to any leader (it certainly did not happen), with
 //!   [`RequestError::Overloaded`] if it never got a sequence number (it did not happen either), with
 //!   [`RequestError::Timeout`] otherwise (a write may or may not have happened).
+//! - A node that has known no leader for `leaderless` ticks (an election timeout: a leader that
+//!   stepped down by CheckQuorum, a follower cut off from the majority, a node not yet adopted)
+//!   does not hold its requests until the request timeout: every request that has waited that long
+//!   while no leader was known is answered at the next tick, as its timeout would answer it (a
+//!   write routed to a leader before: [`RequestError::Timeout`], it may still apply; anything else:
+//!   [`RequestError::NoLeader`], it did not happen). Its client learns within about two election
+//!   timeouts of a cut that this node cannot serve it and can go to another node, where a new
+//!   leader serves after about the same time; waiting out the request timeout (seconds) would keep
+//!   clients gathered on a cut node away from a cluster that works. A request that arrives while no
+//!   leader is known still gets `leaderless` ticks to see one (a node rejoining after a heal hears
+//!   the leader within a heartbeat).
 //!
 //! Sessions and `ack_below` (what the state machine may forget):
 //! - Until the state machine has applied one proposal of this session, `ack_below` stays at
@@ -101,6 +112,9 @@ pub(super) struct Timing {
     pub forward_retry: u64,
     /// How long the sequence number of a timed-out write is remembered.
     pub limbo: u64,
+    /// A request that has waited this many ticks while no leader was known is answered (see the
+    /// module docs).
+    pub leaderless: u64,
 }
 
 /// The client requests of one driver. See the module docs.
@@ -135,6 +149,8 @@ pub(super) struct Requests {
     last_leader: Option<NodeId>,
     /// Writes routed again (they had been proposed or forwarded before), since the start.
     retried: u64,
+    /// The tick since which this node has known no leader (None: it knows one).
+    leaderless_since: Option<u64>,
 }
 
 impl Requests {
@@ -158,6 +174,7 @@ impl Requests {
             to_route: BTreeSet::new(),
             last_leader: None,
             retried: 0,
+            leaderless_since: None,
         }
     }
 
@@ -257,9 +274,19 @@ impl Requests {
     /// again for reads whose round failed.
     pub(super) fn tick(&mut self, now: u64, node: &mut Node, answers: &mut Vec<(RequestId, Response)>) {
         let timing = self.timing;
+        if node.leader().is_some() {
+            self.leaderless_since = None;
+        } else if self.leaderless_since.is_none() {
+            self.leaderless_since = Some(now);
+        }
+        // A request has waited long enough while leaderless if it was submitted before `give_up`.
+        let give_up = self
+            .leaderless_since
+            .and_then(|since| now.checked_sub(timing.leaderless).filter(|&t| t >= since));
+        let hopeless = |submitted: u64| give_up.is_some_and(|t| submitted <= t);
         let mut expired = Vec::new();
         for (&seq, w) in &self.writes {
-            if now - w.submitted >= timing.request_timeout {
+            if now - w.submitted >= timing.request_timeout || hopeless(w.submitted) {
                 expired.push(seq);
             } else if w.routed.is_none_or(|t| now - t >= timing.forward_retry) {
                 self.to_route.insert(seq);
@@ -278,16 +305,24 @@ impl Requests {
             }
         }
         self.limbo.retain(|_, forget_at| *forget_at > now);
-        while self.queued.front().is_some_and(|q| now - q.submitted >= timing.request_timeout) {
+        // The queue is in submission order: the oldest are at the front.
+        while let Some(q) = self.queued.front() {
+            let err = if now - q.submitted >= timing.request_timeout {
+                RequestError::Overloaded
+            } else if hopeless(q.submitted) {
+                RequestError::NoLeader
+            } else {
+                break;
+            };
             if let Some(q) = self.queued.pop_front() {
-                answers.push((q.request, Err(RequestError::Overloaded)));
+                answers.push((q.request, Err(err)));
             }
         }
         self.admit(now);
         let expired: Vec<u64> = self
             .reads
             .iter()
-            .filter(|(_, r)| now - r.submitted >= timing.request_timeout)
+            .filter(|(_, r)| now - r.submitted >= timing.request_timeout || hopeless(r.submitted))
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
@@ -295,7 +330,13 @@ impl Requests {
                 if let Some(index) = r.index {
                     self.reads_by_index.remove(&(index, id));
                 }
-                let err = if r.index.is_some() { RequestError::Timeout } else { RequestError::NoLeader };
+                // A read has no effect: "no leader" (not executed, retry) is true of every read not
+                // answered while leaderless, with or without its index.
+                let err = if r.index.is_some() && !hopeless(r.submitted) {
+                    RequestError::Timeout
+                } else {
+                    RequestError::NoLeader
+                };
                 answers.push((r.request, Err(err)));
             }
         }
