@@ -199,3 +199,39 @@ fn a_cut_node_answers_its_routed_write_with_timeout_and_reads_with_no_leader_soo
     c.step(None);
     assert_eq!(c.answers, vec![(other, 4, Ok(Reply::Ok))]);
 }
+
+#[test]
+fn a_leader_cut_off_answers_its_waiting_requests_as_soon_as_checkquorum_steps_it_down() {
+    let mut c = Cluster::new();
+    for _ in 0..200 {
+        c.step(None);
+        if c.leader().is_some() {
+            break;
+        }
+    }
+    let leader = c.leader().expect("a leader");
+    c.cut = Some(leader);
+    // Proposed (so it may apply if the leader recovers): TIMEOUT; the read never gets its round.
+    c.step(Some((leader, vec![Input::Client(1, set("a")), Input::Client(2, get())])));
+    let mut ticks = 1;
+    let mut stepped_down = None;
+    while c.answers.len() < 2 && ticks < REQUEST_TIMEOUT {
+        c.step(None);
+        ticks += 1;
+        if stepped_down.is_none() && c.nodes[&leader].node().role() != Role::Leader {
+            stepped_down = Some(ticks);
+        }
+    }
+    let stepped_down = stepped_down.expect("CheckQuorum stepped the cut leader down");
+    assert!(stepped_down <= 2 * ELECTION + 1, "stepped down after {stepped_down} ticks");
+    assert!(
+        ticks <= stepped_down + 1,
+        "answered {} ticks after stepping down: it had heard from no majority for an election timeout already",
+        ticks - stepped_down
+    );
+    c.answers.sort_by_key(|(_, r, _)| *r);
+    assert_eq!(
+        c.answers,
+        vec![(leader, 1, Err(RequestError::Timeout)), (leader, 2, Err(RequestError::NoLeader))]
+    );
+}

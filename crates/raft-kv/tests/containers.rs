@@ -10,17 +10,14 @@
 //! higher term; and until the first write issued after the fault completed) and the heal-to-rejoin
 //! time (until the node follows the current leader and has applied what that leader had committed
 //! at the heal), and the longest window without a completed write during the back-to-back
-//! partitions. It asserts two targets of issue 15 (rejoin < 2 s, failover after a kill < 1 s); the
-//! third (no window without a write > 1 s under back-to-back partitions) is printed as met or
-//! missed, and only a window longer than [`WRITE_GAP_LIMIT`] fails the test: runs on 6 Dec 2026 had
-//! 0.5-0.9 s windows and, in 2 of 5, a 2.5-2.7 s one. Its cause: clients stay on a node until an
-//! error, so every partition pushes the clients of the cut node onto the others; after two cuts of
-//! other nodes most or all clients sit on the one node never cut, and when that node (the leader)
-//! is cut next, they all wait out their 2.5 s timeout although a new leader serves within 0.6 s.
-//! The cut node knows: it steps down (CheckQuorum) and knows no leader, yet holds its clients'
-//! requests until the request timeout. Answering them at once (TRYAGAIN if they did not run, an
-//! unknown outcome otherwise) is the fix, not done yet. It asserts that the hot-key history is
-//! linearizable (`sim::linearizability`,
+//! partitions. It asserts issue 15's targets: rejoin < 2 s, failover after a kill < 1 s, no window
+//! without a completed write > 1 s under back-to-back partitions. The last one depends on the cut
+//! node letting its clients go: clients stay on a node until an error, so after cuts of other nodes
+//! they gather on the one never cut, and when it is cut they must learn it soon. A node that knows
+//! no leader for an election timeout answers its waiting requests (`driver::requests`); before that
+//! (until 6 Dec 2026) they waited out their 2.5 s client timeout and windows of 2.5-2.7 s happened
+//! in 2 of 5 runs; with it, 6 runs in a row had windows of 0.64-0.80 s. It asserts that the hot-key
+//! history is linearizable (`sim::linearizability`,
 //! final reads of every node included) and that every acknowledged write of a unique key is present
 //! on every node at the end.
 //!
@@ -51,9 +48,6 @@ const CLIENTS: u64 = 8;
 const REJOIN_TARGET: Duration = Duration::from_secs(2);
 const FAILOVER_TARGET: Duration = Duration::from_secs(1);
 const WRITE_GAP_TARGET: Duration = Duration::from_secs(1);
-/// A window without a completed write this long means the cluster was unavailable (a performance
-/// target is a benchmark's business; this bound catches outages: two client timeouts).
-const WRITE_GAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// What `INFO raft` says of a node.
 #[derive(Debug, Clone)]
@@ -457,14 +451,10 @@ fn containers_survive_partitions_kills_restarts_and_address_changes() {
     if kill.failover.is_none_or(|f| f >= FAILOVER_TARGET) {
         missed.push(format!("{}: failover {:?}", kill.fault, kill.failover));
     }
-    let met = if gap < WRITE_GAP_TARGET { "met" } else { "MISSED" };
-    eprintln!(
-        "target: no window without a completed write longer than {WRITE_GAP_TARGET:?}: {met} ({gap:?})"
-    );
-    if gap >= WRITE_GAP_LIMIT {
+    if gap >= WRITE_GAP_TARGET {
         missed.push(format!("back-to-back partitions: {gap:?} without a completed write"));
     }
-    if !missed.is_empty() || gap >= WRITE_GAP_TARGET {
+    if !missed.is_empty() {
         for (k, id) in IDS.iter().enumerate() {
             eprintln!("---- log of {id}:\n{}", run.logs(k));
         }

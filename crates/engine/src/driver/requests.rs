@@ -29,7 +29,9 @@
 //!   leader serves after about the same time; waiting out the request timeout (seconds) would keep
 //!   clients gathered on a cut node away from a cluster that works. A request that arrives while no
 //!   leader is known still gets `leaderless` ticks to see one (a node rejoining after a heal hears
-//!   the leader within a heartbeat).
+//!   the leader within a heartbeat). A leader that steps down by CheckQuorum (same term, no leader)
+//!   has heard from no majority for an election timeout already: it counts as leaderless since
+//!   `leaderless` ticks before, so what waited that long is answered at once.
 //!
 //! Sessions and `ack_below` (what the state machine may forget):
 //! - Until the state machine has applied one proposal of this session, `ack_below` stays at
@@ -151,6 +153,8 @@ pub(super) struct Requests {
     retried: u64,
     /// The tick since which this node has known no leader (None: it knows one).
     leaderless_since: Option<u64>,
+    /// The term this node led in at the last tick (None: it was not the leader).
+    led: Option<raft::Term>,
 }
 
 impl Requests {
@@ -175,6 +179,7 @@ impl Requests {
             last_leader: None,
             retried: 0,
             leaderless_since: None,
+            led: None,
         }
     }
 
@@ -277,8 +282,13 @@ impl Requests {
         if node.leader().is_some() {
             self.leaderless_since = None;
         } else if self.leaderless_since.is_none() {
-            self.leaderless_since = Some(now);
+            // Stepped down without a new term (CheckQuorum, or removed from the configuration): no
+            // majority has answered this node for an election timeout already.
+            let stepped_down = self.led == Some(node.term());
+            self.leaderless_since =
+                Some(if stepped_down { now.saturating_sub(timing.leaderless) } else { now });
         }
+        self.led = (node.role() == raft::Role::Leader).then(|| node.term());
         // A request has waited long enough while leaderless if it was submitted before `give_up`.
         let give_up = self
             .leaderless_since
