@@ -317,6 +317,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
             metrics,
             auth: crate::auth::session::Gate::new(users)
                 .with_auth_timeout(Duration::from_millis(args.security.auth_timeout_ms.max(1))),
+            cursors: Default::default(),
         });
         let listener = tokio::net::TcpListener::from_std(client_listener)?;
         let server = tokio::spawn(server::serve(
@@ -489,6 +490,7 @@ async fn wait_as_standby(
         next_client: AtomicI64::new(1),
         metrics: None,
         auth: crate::auth::session::Gate::new(standby.users).with_auth_timeout(standby.auth_timeout),
+        cursors: Default::default(),
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::broadcast::channel(1);
     let server = tokio::spawn(server::serve(

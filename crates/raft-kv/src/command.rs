@@ -27,6 +27,7 @@
 //! [`CommandError::Resp3NotSupported`].
 
 mod expiry;
+mod keys;
 mod reply;
 mod spec;
 
@@ -35,6 +36,7 @@ use thiserror::Error;
 
 use crate::resp::{parse_i64, Frame, Protocol};
 
+pub use keys::ScanRequest;
 pub use reply::{
     client_info_reply, command_reply, config_get_reply, glob_match, hello_reply, help_reply,
     CONFIG_PARAMETERS,
@@ -112,6 +114,10 @@ pub enum Request {
     Watch(Vec<Bytes>),
     /// `UNWATCH`.
     Unwatch,
+    /// `SCAN` / `HSCAN`: one step; the server resolves the cursor (see `crate::scan`).
+    Scan(ScanRequest),
+    /// `TIME`: the node's clock (not the log time).
+    Time,
     /// A command of the reserved `RAFT.` namespace (e.g. `RAFT.SNAPSHOT`), not interpreted here.
     Admin {
         /// The command name in lower case, e.g. `raft.snapshot`.
@@ -275,6 +281,12 @@ pub enum CommandError {
     /// Options that exclude each other (`NX and XX, GT or LT`, `GT and LT`).
     #[error("ERR {0} options at the same time are not compatible")]
     Incompatible(&'static str),
+    /// A `SCAN` cursor that is not an unsigned 64-bit integer.
+    #[error("ERR invalid cursor")]
+    InvalidCursor,
+    /// A negative `SETRANGE` offset.
+    #[error("ERR offset is out of range")]
+    OffsetOutOfRange,
     /// A frame that is not a non-empty array of bulk strings.
     #[error("ERR Protocol error: a request must be an array of bulk strings")]
     NotARequest,
@@ -442,6 +454,25 @@ impl Request {
             "discard" => Request::Discard,
             "watch" => Request::Watch(a.remaining()),
             "unwatch" => Request::Unwatch,
+            "keys" => {
+                Request::KvRead(engine::kv::Query::Keys { pattern: Bytes::copy_from_slice(&a.next()?) })
+            }
+            "scan" => keys::parse_scan(a, false)?,
+            "type" => Request::KvRead(engine::kv::Query::Type { key: Bytes::copy_from_slice(&a.next()?) }),
+            "rename" => keys::parse_rename(a, false)?,
+            "renamenx" => keys::parse_rename(a, true)?,
+            "copy" => keys::parse_copy(a)?,
+            "unlink" => Request::Del(a.remaining()),
+            "touch" => Request::Exists(a.remaining()),
+            "randomkey" => keys::parse_randomkey(),
+            "flushdb" | "flushall" => keys::parse_flush(a)?,
+            "getrange" => keys::parse_getrange(a)?,
+            "setrange" => keys::parse_setrange(a)?,
+            "incrbyfloat" => keys::parse_incrbyfloat(a)?,
+            "getset" => keys::parse_getset(a)?,
+            "setnx" => keys::parse_msetnx(a, "setnx")?,
+            "msetnx" => keys::parse_msetnx(a, "msetnx")?,
+            "time" => Request::Time,
             "select" => match a.integer()? {
                 0 => Request::Select,
                 _ => return Err(CommandError::DbIndexOutOfRange),
@@ -460,6 +491,7 @@ impl Request {
             | Request::StrLen(_)
             | Request::KvRead(_)
             | Request::Watch(_)
+            | Request::Scan(_)
             | Request::DbSize => Access::Read,
             Request::Set(_)
             | Request::Del(_)
@@ -481,6 +513,7 @@ impl Request {
             | Request::Exec
             | Request::Discard
             | Request::Unwatch
+            | Request::Time
             | Request::Help(_) => Access::Connection,
         }
     }
@@ -598,5 +631,7 @@ fn parse_config(spec: &CommandSpec, mut a: Args) -> Result<Request, CommandError
     }
 }
 
+#[cfg(test)]
+mod keys_tests;
 #[cfg(test)]
 mod tests;

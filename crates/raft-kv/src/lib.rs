@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer_tls;
 pub mod resp;
+pub mod scan;
 pub mod security;
 pub mod server;
 pub mod status;

@@ -64,6 +64,8 @@ pub struct ServerContext {
     pub metrics: Option<Arc<Metrics>>,
     /// Users and authentication (`crate::auth`).
     pub auth: crate::auth::session::Gate,
+    /// `SCAN` / `HSCAN` cursors issued by this node (`crate::scan`).
+    pub cursors: Arc<crate::scan::Cursors>,
 }
 
 /// Accepts connections until `shutdown` fires.
@@ -154,7 +156,12 @@ enum Shape {
     /// `EXEC`: a nil answer (a watched key changed) is Redis' null array; the errors of commands
     /// that failed to parse while queued go into the reply array at their positions (Redis
     /// reports those at run time too).
-    Exec(Vec<(usize, String)>),
+    /// The replies of `SCAN` / `HSCAN` steps among them (index in the reply array, hash key)
+    /// become Redis' cursor replies, as `Scan` does.
+    Exec(Vec<(usize, String)>, Vec<(usize, Option<Bytes>)>, Arc<crate::scan::Cursors>),
+    /// `SCAN` / `HSCAN`: the step's position becomes a cursor of this node (`crate::scan`); the
+    /// key is the hash's for `HSCAN`.
+    Scan(Arc<crate::scan::Cursors>, Option<Bytes>),
 }
 
 impl Shape {
@@ -169,10 +176,17 @@ impl Shape {
                 let _ = tap.send(response);
                 frame
             }
-            Shape::Exec(errors) => match response {
+            Shape::Exec(errors, scans, cursors) => match response {
                 Ok(Reply::Nil) => Frame::NullArray,
                 Ok(Reply::Array(replies)) => {
-                    let mut frames: Vec<Frame> = replies.into_iter().map(reply_frame).collect();
+                    let mut frames: Vec<Frame> = replies
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, reply)| match scans.iter().find(|(at, _)| *at == i) {
+                            Some((_, key)) => scan_frame(&cursors, key.clone(), reply),
+                            None => reply_frame(reply),
+                        })
+                        .collect();
                     for (at, e) in errors {
                         frames.insert(at.min(frames.len()), Frame::error(e));
                     }
@@ -180,8 +194,50 @@ impl Shape {
                 }
                 other => response_frame(other),
             },
+            Shape::Scan(cursors, key) => match response {
+                Ok(reply) => scan_frame(&cursors, key, reply),
+                other => response_frame(other),
+            },
         }
     }
+}
+
+/// Redis' reply to a `SCAN` / `HSCAN` step from the state machine's (position, items): the
+/// position becomes a cursor of this node (`crate::scan`), 0 at the end.
+fn scan_frame(cursors: &crate::scan::Cursors, key: Option<Bytes>, reply: Reply) -> Frame {
+    match reply {
+        Reply::Array(mut items) if items.len() == 2 => {
+            let found = items.pop().map(reply_frame).unwrap_or(Frame::Array(Vec::new()));
+            let cursor = match items.pop() {
+                Some(Reply::Bulk(after)) => cursors.issue(crate::scan::Position { key, after }),
+                _ => 0,
+            };
+            Frame::Array(vec![Frame::Bulk(Bytes::from(cursor.to_string())), found])
+        }
+        other => reply_frame(other),
+    }
+}
+
+/// The state machine's query for a `SCAN` / `HSCAN` step: its cursor resolved to the position
+/// it stands for on this node.
+fn scan_query(ctx: &ServerContext, scan: crate::command::ScanRequest) -> Result<Query, CommandError> {
+    let after = match ctx.cursors.resolve(scan.cursor) {
+        Ok(position) if position.as_ref().is_none_or(|p| p.key == scan.key) => position.map(|p| p.after),
+        _ => return Err(CommandError::InvalidCursor),
+    };
+    Ok(Query::Scan { after, pattern: scan.pattern, count: scan.count, kind: scan.kind })
+}
+
+/// The `SCAN` / `HSCAN` steps among a transaction's items: (index, hash key).
+fn scan_items(items: &[TxItem]) -> Vec<(usize, Option<Bytes>)> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item {
+            TxItem::Read(Query::Scan { .. }) => Some((i, None)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether an engine request reads or writes.
@@ -455,6 +511,7 @@ fn response_frame(response: Response) -> Frame {
 fn reply_frame(reply: Reply) -> Frame {
     match reply {
         Reply::Ok => Frame::ok(),
+        Reply::Status(s) => Frame::Simple(Bytes::from(s)),
         Reply::Nil => Frame::Null,
         Reply::Bulk(b) => Frame::Bulk(b),
         Reply::Int(i) => Frame::Integer(i),
@@ -536,6 +593,18 @@ fn dispatch(
     let read =
         |q: Query| if standby { standby_refusal(p) } else { engine(EngineRequest::Read(q), Kind::Read) };
     if conn.multi.is_some() {
+        let request = match request {
+            Request::Scan(scan) => match scan_query(ctx, scan) {
+                Ok(q) => Request::KvRead(q),
+                Err(e) => {
+                    // As Redis: the error is EXEC's answer to this command.
+                    let at = conn.multi.as_ref().map_or(0, Vec::len) + conn.multi_errors.len();
+                    conn.multi_errors.push((at, e.to_string()));
+                    return Pending::Frame(Frame::simple("QUEUED"), p);
+                }
+            },
+            other => other,
+        };
         if let Some(answer) = queue(request, conn) {
             return Pending::Frame(answer, p);
         }
@@ -544,7 +613,8 @@ fn dispatch(
         let keys = std::mem::take(&mut conn.watch_keys);
         let watch = (!keys.is_empty()).then(|| Watch { index: conn.watch_index.unwrap_or(0), keys });
         conn.unwatch();
-        shape.set(Shape::Exec(std::mem::take(&mut conn.multi_errors)));
+        let scans = scan_items(&items);
+        shape.set(Shape::Exec(std::mem::take(&mut conn.multi_errors), scans, ctx.cursors.clone()));
         return write(KvCommand::Multi { watch, items });
     }
     let request = match data_item(request) {
@@ -571,6 +641,22 @@ fn dispatch(
         Request::Unwatch => {
             conn.unwatch();
             Pending::Frame(Frame::ok(), p)
+        }
+        Request::Scan(scan) => {
+            let key = scan.key.clone();
+            match scan_query(ctx, scan) {
+                Ok(q) => {
+                    shape.set(Shape::Scan(ctx.cursors.clone(), key));
+                    read(q)
+                }
+                Err(e) => Pending::Frame(e.to_frame(), p),
+            }
+        }
+        Request::Time => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let secs = Frame::Bulk(Bytes::from(now.as_secs().to_string()));
+            let micros = Frame::Bulk(Bytes::from(now.subsec_micros().to_string()));
+            Pending::Frame(Frame::Array(vec![secs, micros]), p)
         }
         Request::Ping(None) => Pending::Frame(Frame::simple("PONG"), p),
         Request::Ping(Some(msg)) | Request::Echo(msg) => Pending::Frame(Frame::Bulk(msg), p),

@@ -2,7 +2,10 @@
 //! `redis-server` and to a 3-node raft-kv cluster (through a follower), and every reply must be
 //! the same. Strings, expiry (deadlines far enough away that nothing expires during the test,
 //! plus `EXPIRE k -1`, which deletes at once in both; `TTL`/`PTTL` compared with a tolerance),
-//! transactions (`MULTI`/`EXEC`/`DISCARD`, queued errors) and error texts.
+//! transactions (`MULTI`/`EXEC`/`DISCARD`, queued errors), the key-space and string commands
+//! of issue 14 (`KEYS`, `SCAN`, `TYPE`, `RENAME`, `COPY`, `GETRANGE`, `SETRANGE`, `INCRBYFLOAT`
+//! with Redis' long double formatting, ...) and error texts. Replies whose order Redis leaves to
+//! its hash tables (`KEYS`, `SCAN`) are compared sorted, also inside `EXEC`.
 //!
 //! Needs `redis-server` on the PATH (`.ci/run` installs it):
 //! `cargo test --release -p raft-kv --test differential -- --ignored`.
@@ -45,14 +48,57 @@ impl Rng {
 
 fn random_command(r: &mut Rng) -> Vec<String> {
     let key = format!("k{}", r.below(4));
-    let value = match r.below(4) {
+    let value = match r.below(5) {
         0 => format!("{}", r.below(100) as i64 - 50),
         1 => "text".to_owned(),
         2 => String::new(),
+        3 => r.pick(&["0.1", "10.50", "-2.5e3", "1e-3", "3.0", "1.5"]).to_owned(),
         _ => format!("v{}", r.below(1000)),
     };
+    let other = format!("k{}", r.below(5));
+    let small = |r: &mut Rng| (r.below(13) as i64 - 6).to_string();
     let ttl = (100 + r.below(1000)).to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    if r.below(2) == 0 {
+        return match r.below(17) {
+            0 => s(&["KEYS", r.pick(&["*", "k*", "k[0-1]", "x*", "k?"])]),
+            1 => {
+                let mut c = s(&["SCAN", "0", "COUNT", "100"]);
+                match r.below(4) {
+                    0 => c.extend(s(&["MATCH", "k[12]*"])),
+                    1 => c.extend(s(&["TYPE", r.pick(&["string", "hash", "none"])])),
+                    2 => c.extend(s(&["COUNT", "0"])), // syntax error
+                    _ => {}
+                }
+                c
+            }
+            2 => s(&["TYPE", &key]),
+            3 => s(&["RENAME", &key, &other]),
+            4 => s(&["RENAMENX", &key, &other]),
+            5 => {
+                let mut c = s(&["COPY", &key, &other]);
+                if r.below(2) == 0 {
+                    c.push("REPLACE".to_owned());
+                }
+                c
+            }
+            6 => s(&["UNLINK", &key, &other]),
+            7 => s(&["TOUCH", &key, &other, &key]),
+            8 => s(&["GETRANGE", &key, &small(r), &small(r)]),
+            9 => s(&["SETRANGE", &key, r.pick(&["0", "2", "5", "-1", "x"]), r.pick(&["ab", "", "xyz"])]),
+            10 => s(&[
+                "INCRBYFLOAT",
+                &key,
+                r.pick(&["0.1", "-1.5", "3", "1e2", "abc", "2.5e-3", "inf", "-0.1", "7.0e-5"]),
+            ]),
+            11 => s(&["GETSET", &key, &value]),
+            12 => s(&["SETNX", &key, &value]),
+            13 => s(&["MSETNX", &key, &value, &other, "y"]),
+            14 => s(&["MSETNX", &key]), // arity error
+            15 => s(&["GETRANGE", &key, "0", "x"]),
+            _ => s(&[r.pick(&["FLUSHDB", "FLUSHALL"])]),
+        };
+    }
     match r.below(30) {
         0..=2 => {
             let mut c = s(&["SET", &key, &value]);
@@ -110,6 +156,23 @@ fn random_command(r: &mut Rng) -> Vec<String> {
     }
 }
 
+/// A reply with the order Redis leaves to its hash tables sorted (`KEYS`, the keys of `SCAN`).
+fn normalize(name: &str, frame: &Frame) -> Frame {
+    let sorted = |items: &[Frame]| {
+        let mut items = items.to_vec();
+        items.sort_by_key(|f| format!("{f:?}"));
+        Frame::Array(items)
+    };
+    match (name, frame) {
+        ("KEYS", Frame::Array(items)) => sorted(items),
+        ("SCAN", Frame::Array(parts)) if parts.len() == 2 => match &parts[1] {
+            Frame::Array(keys) => Frame::Array(vec![parts[0].clone(), sorted(keys)]),
+            _ => frame.clone(),
+        },
+        _ => frame.clone(),
+    }
+}
+
 /// Replies equal, TTL-like integers within a tolerance (the two servers' clocks run apart by the
 /// time between the two requests).
 fn same(cmd: &[String], a: &Frame, b: &Frame) -> bool {
@@ -151,17 +214,47 @@ fn random_sequences_answer_exactly_like_redis_server() {
     let seeds: u64 = std::env::var("RAFT_DIFF_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     for seed in 1..=seeds {
         for conn in [&mut redis, &mut ours] {
-            // A clean slate (FLUSHALL is not there yet: delete the keys the generator uses).
             let _ = conn.request(&["DISCARD"]);
-            conn.request(&["DEL", "k0", "k1", "k2", "k3", "k9"]).unwrap();
+            assert_eq!(conn.request(&["FLUSHALL"]).unwrap(), Frame::ok());
         }
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut history: Vec<String> = Vec::new();
+        // The names of the commands queued by MULTI (to normalize EXEC's answers).
+        let mut queued: Option<Vec<String>> = None;
         for _ in 0..400 {
             let cmd = random_command(&mut r);
             let a = redis.request(&cmd).unwrap();
             let b = ours.request(&cmd).unwrap();
             history.push(format!("{} -> {a:?}", cmd.join(" ")));
+            let name = cmd[0].to_ascii_uppercase();
+            let (a, b) = match (name.as_str(), queued.take()) {
+                ("EXEC", Some(names)) => match (&a, &b) {
+                    (Frame::Array(x), Frame::Array(y))
+                        if x.len() == names.len() && y.len() == names.len() =>
+                    {
+                        let n = |items: &[Frame]| {
+                            Frame::Array(
+                                items.iter().zip(&names).map(|(f, name)| normalize(name, f)).collect(),
+                            )
+                        };
+                        (n(x), n(y))
+                    }
+                    _ => (a, b),
+                },
+                ("DISCARD", Some(_)) => (a, b),
+                ("MULTI", q) => {
+                    queued = if a == Frame::ok() { Some(Vec::new()) } else { q };
+                    (a, b)
+                }
+                (_, Some(mut names)) => {
+                    if a == Frame::simple("QUEUED") {
+                        names.push(name.clone());
+                    }
+                    queued = Some(names);
+                    (a, b)
+                }
+                (_, None) => (normalize(&name, &a), normalize(&name, &b)),
+            };
             if !same(&cmd, &a, &b) {
                 let tail = history[history.len().saturating_sub(15)..].join("\n  ");
                 panic!(
@@ -170,5 +263,14 @@ fn random_sequences_answer_exactly_like_redis_server() {
                 );
             }
         }
+        // RANDOMKEY picks differently, but finds a key exactly when there is one.
+        let _ = redis.request(&["DISCARD"]);
+        let _ = ours.request(&["DISCARD"]);
+        let a = redis.request(&["RANDOMKEY"]).unwrap();
+        let b = ours.request(&["RANDOMKEY"]).unwrap();
+        assert_eq!(a == Frame::Null, b == Frame::Null, "seed {seed}: RANDOMKEY {a:?} vs {b:?}");
+        let a = normalize("KEYS", &redis.request(&["KEYS", "*"]).unwrap());
+        let b = normalize("KEYS", &ours.request(&["KEYS", "*"]).unwrap());
+        assert_eq!(a, b, "seed {seed}: the final key sets differ");
     }
 }

@@ -37,7 +37,17 @@
 //!  12 MULTI   u8 watch (0/1), [varint watch index, varint n, n keys], varint n items, then per
 //!             item: u8 1 + a command (tag and fields; not MULTI or SWEEP), or u8 2 + a query:
 //!             1 GET key, 2 MGET n keys, 3 EXISTS n keys, 4 STRLEN key, 5 DBSIZE,
-//!             6 TTL u8 (bit 0 ms, bit 1 absolute) key, 7 VERSION key, 8 APPLIED-INDEX
+//!             6 TTL u8 (bit 0 ms, bit 1 absolute) key, 7 VERSION key, 8 APPLIED-INDEX,
+//!             20 KEYS pattern, 21 SCAN u8 (bit 0 after, bit 1 pattern, bit 2 type) [after]
+//!             [pattern] [type] varint count, 22 TYPE key, 23 RANDOMKEY u64 LE seed,
+//!             24 GETRANGE key zigzag start zigzag end
+//!   (tags 13-19 are left to the scripting commands)
+//!  20 RENAME   u8 nx (0/1), src, dst
+//!  21 COPY     u8 replace (0/1), src, dst
+//!  22 FLUSH    (nothing)
+//!  23 SETRANGE key, varint offset, value
+//!  24 INCRBYFLOAT key, increment (the client's bytes)
+//!  25 MSETNX   varint n >= 0, n (key, value)
 //! ```
 //! where a key or value is `varint length` followed by that many bytes. Nothing may follow the
 //! command.
@@ -71,6 +81,12 @@ const TAG_GETEX: u8 = 9;
 const TAG_GETDEL: u8 = 10;
 const TAG_SWEEP: u8 = 11;
 const TAG_MULTI: u8 = 12;
+const TAG_RENAME: u8 = 20;
+const TAG_COPY: u8 = 21;
+const TAG_FLUSH: u8 = 22;
+const TAG_SETRANGE: u8 = 23;
+const TAG_INCRBYFLOAT: u8 = 24;
+const TAG_MSETNX: u8 = 25;
 const EXPIRY_SHIFT: u8 = 3;
 const ORIGIN_SHIFT: u8 = 6;
 
@@ -89,6 +105,7 @@ const REPLY_BULK: u8 = 2;
 const REPLY_INT: u8 = 3;
 const REPLY_ARRAY: u8 = 4;
 const REPLY_ERROR: u8 = 5;
+const REPLY_STATUS: u8 = 6;
 
 /// Deepest nesting of [`Reply::Array`] accepted by the decoder (the commands produce none; the
 /// bound only protects the stack against hostile input).
@@ -210,6 +227,38 @@ fn put_command(buf: &mut BytesMut, command: &Command) {
             buf.put_u8(TAG_SWEEP);
             put_varint(buf, u64::from(*max));
         }
+        Command::Rename { src, dst, nx } => {
+            buf.put_u8(TAG_RENAME);
+            buf.put_u8(u8::from(*nx));
+            put_bytes(buf, src);
+            put_bytes(buf, dst);
+        }
+        Command::Copy { src, dst, replace } => {
+            buf.put_u8(TAG_COPY);
+            buf.put_u8(u8::from(*replace));
+            put_bytes(buf, src);
+            put_bytes(buf, dst);
+        }
+        Command::Flush => buf.put_u8(TAG_FLUSH),
+        Command::SetRange { key, offset, value } => {
+            buf.put_u8(TAG_SETRANGE);
+            put_bytes(buf, key);
+            put_varint(buf, *offset);
+            put_bytes(buf, value);
+        }
+        Command::IncrByFloat { key, by } => {
+            buf.put_u8(TAG_INCRBYFLOAT);
+            put_bytes(buf, key);
+            put_bytes(buf, by);
+        }
+        Command::MSetNx { pairs } => {
+            buf.put_u8(TAG_MSETNX);
+            put_varint(buf, pairs.len() as u64);
+            for (k, v) in pairs {
+                put_bytes(buf, k);
+                put_bytes(buf, v);
+            }
+        }
         Command::Multi { watch, items } => {
             buf.put_u8(TAG_MULTI);
             buf.put_u8(u8::from(watch.is_some()));
@@ -273,6 +322,34 @@ fn put_query(buf: &mut BytesMut, q: &Query) {
             put_bytes(buf, key);
         }
         Query::AppliedIndex => buf.put_u8(8),
+        Query::Keys { pattern } => {
+            buf.put_u8(20);
+            put_bytes(buf, pattern);
+        }
+        Query::Scan { after, pattern, count, kind } => {
+            buf.put_u8(21);
+            buf.put_u8(
+                u8::from(after.is_some()) | u8::from(pattern.is_some()) << 1 | u8::from(kind.is_some()) << 2,
+            );
+            for b in [after, pattern, kind].into_iter().flatten() {
+                put_bytes(buf, b);
+            }
+            put_varint(buf, *count);
+        }
+        Query::Type { key } => {
+            buf.put_u8(22);
+            put_bytes(buf, key);
+        }
+        Query::RandomKey { seed } => {
+            buf.put_u8(23);
+            buf.put_u64_le(*seed);
+        }
+        Query::GetRange { key, start, end } => {
+            buf.put_u8(24);
+            put_bytes(buf, key);
+            put_varint(buf, zigzag(*start));
+            put_varint(buf, zigzag(*end));
+        }
     }
 }
 
@@ -297,6 +374,27 @@ fn read_query(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
         }
         7 => Query::Version { key: r.bytes()? },
         8 => Query::AppliedIndex,
+        20 => Query::Keys { pattern: r.bytes()? },
+        21 => {
+            let flags = r.u8()?;
+            if flags > 7 {
+                return Err(DecodeError { offset: at + 1, reason: "unknown SCAN flag bits" });
+            }
+            let mut opt = |bit: u8| -> Result<Option<Bytes>, DecodeError> {
+                if flags & bit != 0 {
+                    Ok(Some(r.bytes()?))
+                } else {
+                    Ok(None)
+                }
+            };
+            let after = opt(1)?;
+            let pattern = opt(2)?;
+            let kind = opt(4)?;
+            Query::Scan { after, pattern, kind, count: r.varint()? }
+        }
+        22 => Query::Type { key: r.bytes()? },
+        23 => Query::RandomKey { seed: r.u64_le()? },
+        24 => Query::GetRange { key: r.bytes()?, start: unzigzag(r.varint()?), end: unzigzag(r.varint()?) },
         _ => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
     })
 }
@@ -537,6 +635,34 @@ fn read_command(r: &mut Reader<'_>, version: Option<u8>) -> Result<Command, Deco
             }
             Command::Multi { watch, items }
         }
+        TAG_RENAME | TAG_COPY => {
+            let at = r.offset();
+            let flag = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError { offset: at, reason: "unknown RENAME/COPY flag bits" }),
+            };
+            let src = r.bytes()?;
+            let dst = r.bytes()?;
+            if tag == TAG_RENAME {
+                Command::Rename { src, dst, nx: flag }
+            } else {
+                Command::Copy { src, dst, replace: flag }
+            }
+        }
+        TAG_FLUSH => Command::Flush,
+        TAG_SETRANGE => Command::SetRange { key: r.bytes()?, offset: r.varint()?, value: r.bytes()? },
+        TAG_INCRBYFLOAT => Command::IncrByFloat { key: r.bytes()?, by: r.bytes()? },
+        TAG_MSETNX => {
+            let n = r.count(2)?;
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let k = r.bytes()?;
+                let v = r.bytes()?;
+                pairs.push((k, v));
+            }
+            Command::MSetNx { pairs }
+        }
         _ => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
     };
     Ok(command)
@@ -557,7 +683,14 @@ fn command_size_hint(c: &Command) -> usize {
         | Command::Persist { key }
         | Command::GetEx { key, .. }
         | Command::GetDel { key } => key.len() + 2 * L + 1,
-        Command::Sweep { .. } => L,
+        Command::Sweep { .. } | Command::Flush => L,
+        Command::Rename { src, dst, .. } | Command::Copy { src, dst, .. } => {
+            src.len() + dst.len() + 2 * L + 1
+        }
+        Command::SetRange { key, value, .. } | Command::IncrByFloat { key, by: value } => {
+            key.len() + value.len() + 3 * L
+        }
+        Command::MSetNx { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len() + 2 * L).sum::<usize>() + L,
         Command::Multi { items, .. } => {
             items
                 .iter()
@@ -592,6 +725,10 @@ pub(crate) fn put_reply(buf: &mut BytesMut, reply: &Reply) {
             buf.put_u8(REPLY_ERROR);
             put_bytes(buf, text.as_bytes());
         }
+        Reply::Status(text) => {
+            buf.put_u8(REPLY_STATUS);
+            put_bytes(buf, text.as_bytes());
+        }
     }
 }
 
@@ -618,10 +755,11 @@ fn read_reply_at_depth(r: &mut Reader<'_>, depth: usize) -> Result<Reply, Decode
             }
             Reply::Array(items)
         }
-        REPLY_ERROR => {
+        tag @ (REPLY_ERROR | REPLY_STATUS) => {
             let text = r.bytes()?;
             match String::from_utf8(text.to_vec()) {
-                Ok(s) => Reply::Error(s),
+                Ok(s) if tag == REPLY_ERROR => Reply::Error(s),
+                Ok(s) => Reply::Status(s),
                 Err(_) => return Err(DecodeError { offset: at, reason: "error reply is not UTF-8" }),
             }
         }
@@ -806,6 +944,25 @@ mod tests {
             (arb_bytes(), arb_expiry()).prop_map(|(key, expiry)| Command::GetEx { key, expiry }),
             arb_bytes().prop_map(|key| Command::GetDel { key }),
             any::<u32>().prop_map(|max| Command::Sweep { max }),
+            (arb_bytes(), arb_bytes(), any::<bool>()).prop_map(|(src, dst, nx)| Command::Rename {
+                src,
+                dst,
+                nx
+            }),
+            (arb_bytes(), arb_bytes(), any::<bool>()).prop_map(|(src, dst, replace)| Command::Copy {
+                src,
+                dst,
+                replace
+            }),
+            Just(Command::Flush),
+            (arb_bytes(), any::<u64>(), arb_bytes()).prop_map(|(key, offset, value)| Command::SetRange {
+                key,
+                offset,
+                value
+            }),
+            (arb_bytes(), arb_bytes()).prop_map(|(key, by)| Command::IncrByFloat { key, by }),
+            prop::collection::vec((arb_bytes(), arb_bytes()), 0..5)
+                .prop_map(|pairs| Command::MSetNx { pairs }),
         ]
     }
 
@@ -823,6 +980,26 @@ mod tests {
             }),
             arb_bytes().prop_map(|key| Query::Version { key }),
             Just(Query::AppliedIndex),
+            arb_bytes().prop_map(|pattern| Query::Keys { pattern }),
+            (
+                prop::option::of(arb_bytes()),
+                prop::option::of(arb_bytes()),
+                any::<u64>(),
+                prop::option::of(arb_bytes())
+            )
+                .prop_map(|(after, pattern, count, kind)| Query::Scan {
+                    after,
+                    pattern,
+                    count,
+                    kind
+                }),
+            arb_bytes().prop_map(|key| Query::Type { key }),
+            any::<u64>().prop_map(|seed| Query::RandomKey { seed }),
+            (arb_bytes(), any::<i64>(), any::<i64>()).prop_map(|(key, start, end)| Query::GetRange {
+                key,
+                start,
+                end
+            }),
         ]
     }
 
@@ -880,6 +1057,7 @@ mod tests {
             arb_bytes().prop_map(Reply::Bulk),
             any::<i64>().prop_map(Reply::Int),
             ".{0,20}".prop_map(Reply::Error),
+            "[a-z]{0,8}".prop_map(Reply::Status),
         ];
         leaf.prop_recursive(3, 16, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Reply::Array))
     }

@@ -140,6 +140,53 @@ pub enum Command {
         /// Most keys to remove.
         max: u32,
     },
+    /// `RENAME src dst` (`nx` false) and `RENAMENX src dst` (`nx` true): moves the value, its
+    /// deadline and its type to `dst` (see [`super::keys`]). `ERR no such key` if `src` does not
+    /// exist; `RENAME` replies [`Reply::Ok`], `RENAMENX` [`Reply::Int`] 1, or 0 if `dst` exists.
+    Rename {
+        /// The key to move.
+        src: Bytes,
+        /// The new name.
+        dst: Bytes,
+        /// `RENAMENX`: only if `dst` does not exist.
+        nx: bool,
+    },
+    /// `COPY src dst [REPLACE]`: copies the value and its deadline; [`Reply::Int`] 1 if copied,
+    /// 0 if `src` does not exist or `dst` exists without `REPLACE`.
+    Copy {
+        /// The key to copy.
+        src: Bytes,
+        /// The destination.
+        dst: Bytes,
+        /// `REPLACE`: overwrite an existing `dst`.
+        replace: bool,
+    },
+    /// `FLUSHDB` / `FLUSHALL` (admin): removes every key; [`Reply::Ok`].
+    Flush,
+    /// `SETRANGE key offset value`: overwrites from `offset` (zero-padding a shorter value);
+    /// [`Reply::Int`], the new length.
+    SetRange {
+        /// The key.
+        key: Bytes,
+        /// The byte offset (checked against [`MAX_VALUE_LEN`] with the value's length).
+        offset: u64,
+        /// The bytes to write.
+        value: Bytes,
+    },
+    /// `INCRBYFLOAT key increment`: Redis' long double arithmetic and formatting (see
+    /// [`super::ldouble`]); the new value as [`Reply::Bulk`].
+    IncrByFloat {
+        /// The key.
+        key: Bytes,
+        /// The increment as the client wrote it (parsed at apply, identically everywhere).
+        by: Bytes,
+    },
+    /// `MSETNX key value [key value ...]` (and `SETNX key value`): sets every pair if none of
+    /// the keys exists; [`Reply::Int`] 1 if set, else 0.
+    MSetNx {
+        /// The key/value pairs (at least one).
+        pairs: Vec<(Bytes, Bytes)>,
+    },
 }
 
 /// Error text for an oversized key (this store's own limit; Redis has none below 512 MiB).
@@ -176,6 +223,13 @@ impl Command {
             Command::GetDel { .. } => "getdel",
             Command::Sweep { .. } => "sweep",
             Command::Multi { .. } => "exec",
+            Command::Rename { nx: false, .. } => "rename",
+            Command::Rename { nx: true, .. } => "renamenx",
+            Command::Copy { .. } => "copy",
+            Command::Flush => "flushall",
+            Command::SetRange { .. } => "setrange",
+            Command::IncrByFloat { .. } => "incrbyfloat",
+            Command::MSetNx { .. } => "msetnx",
         }
     }
 
@@ -189,10 +243,13 @@ impl Command {
             | Command::Expire { key, .. }
             | Command::Persist { key }
             | Command::GetEx { key, .. }
-            | Command::GetDel { key } => vec![key],
+            | Command::GetDel { key }
+            | Command::SetRange { key, .. }
+            | Command::IncrByFloat { key, .. } => vec![key],
+            Command::Rename { src, dst, .. } | Command::Copy { src, dst, .. } => vec![src, dst],
             Command::Del { keys } => keys.iter().collect(),
-            Command::MSet { pairs } => pairs.iter().map(|(k, _)| k).collect(),
-            Command::Sweep { .. } => Vec::new(),
+            Command::MSet { pairs } | Command::MSetNx { pairs } => pairs.iter().map(|(k, _)| k).collect(),
+            Command::Sweep { .. } | Command::Flush => Vec::new(),
             Command::Multi { watch, items } => {
                 let mut keys: Vec<&Bytes> = watch.iter().flat_map(|w| w.keys.iter()).collect();
                 for item in items {
@@ -235,10 +292,24 @@ impl Command {
         match self {
             Command::Set { key: k, value: v, .. }
             | Command::SetEx { key: k, value: v, .. }
-            | Command::Append { key: k, value: v } => {
+            | Command::Append { key: k, value: v }
+            | Command::IncrByFloat { key: k, by: v } => {
                 key(k, &mut total)?;
                 value(v, &mut total)?;
             }
+            Command::SetRange { key: k, offset, value: v } => {
+                key(k, &mut total)?;
+                value(v, &mut total)?;
+                // Redis checks the resulting length only when something is written.
+                if !v.is_empty() && offset.saturating_add(v.len() as u64) > MAX_VALUE_LEN as u64 {
+                    return Err(value_too_long_err());
+                }
+            }
+            Command::Rename { src, dst, .. } | Command::Copy { src, dst, .. } => {
+                key(src, &mut total)?;
+                key(dst, &mut total)?;
+            }
+            Command::Flush => {}
             Command::IncrBy { key: k, .. }
             | Command::Expire { key: k, .. }
             | Command::Persist { key: k }
@@ -274,7 +345,7 @@ impl Command {
                     key(k, &mut total)?;
                 }
             }
-            Command::MSet { pairs } => {
+            Command::MSet { pairs } | Command::MSetNx { pairs } => {
                 if pairs.is_empty() {
                     return Err(arity_err(self.name()));
                 }
@@ -298,8 +369,12 @@ impl Command {
         match self {
             Command::Set { key, value, .. }
             | Command::SetEx { key, value, .. }
-            | Command::Append { key, value } => item(key) + item(value),
-            Command::MSet { pairs } => pairs.iter().map(|(k, v)| item(k) + item(v)).sum(),
+            | Command::Append { key, value }
+            | Command::SetRange { key, value, .. }
+            | Command::IncrByFloat { key, by: value } => item(key) + item(value),
+            Command::MSet { pairs } | Command::MSetNx { pairs } => {
+                pairs.iter().map(|(k, v)| item(k) + item(v)).sum()
+            }
             Command::Multi { items, .. } => items
                 .iter()
                 .map(|i| match i {
@@ -364,6 +439,45 @@ pub enum Query {
     /// The index of the state read ([`Reply::Int`]): what `WATCH` records (see
     /// [`super::txn`]).
     AppliedIndex,
+    /// `KEYS pattern`: [`Reply::Array`] of the live keys matching the glob pattern, in key
+    /// order.
+    Keys {
+        /// Redis glob pattern (`*`, `?`, `[a-z]`, `\x`).
+        pattern: Bytes,
+    },
+    /// One step of `SCAN` (see [`super::keys`] for the cursor and its guarantee):
+    /// [`Reply::Array`] of two items, the last key examined ([`Reply::Bulk`]) or [`Reply::Nil`]
+    /// when the scan is complete, and the array of keys returned.
+    Scan {
+        /// Examine keys strictly after this one (`None`: from the first key).
+        after: Option<Bytes>,
+        /// `MATCH`: only keys matching this glob pattern.
+        pattern: Option<Bytes>,
+        /// `COUNT`: how many keys to examine (at least 1).
+        count: u64,
+        /// `TYPE`: only keys holding this type (`string`, `hash`, ...).
+        kind: Option<Bytes>,
+    },
+    /// `TYPE key`: the type name as [`Reply::Status`] (`string`, `hash`, or `none`).
+    Type {
+        /// The key.
+        key: Bytes,
+    },
+    /// `RANDOMKEY`: a live key chosen by `seed` ([`Reply::Bulk`]), or [`Reply::Nil`] if there is
+    /// none. The same seed on the same state gives the same key.
+    RandomKey {
+        /// Chooses the key; the server gives a fresh random number for each request.
+        seed: u64,
+    },
+    /// `GETRANGE key start end`: the substring (Redis' index rules), [`Reply::Bulk`].
+    GetRange {
+        /// The key.
+        key: Bytes,
+        /// First byte (negative: from the end).
+        start: i64,
+        /// Last byte, inclusive (negative: from the end).
+        end: i64,
+    },
 }
 
 impl Query {
@@ -373,8 +487,13 @@ impl Query {
             Query::Get { key } | Query::Strlen { key } | Query::Ttl { key, .. } | Query::Version { key } => {
                 vec![key]
             }
+            Query::Type { key } | Query::GetRange { key, .. } => vec![key],
             Query::MGet { keys } | Query::Exists { keys } => keys.iter().collect(),
-            Query::DbSize | Query::AppliedIndex => Vec::new(),
+            Query::DbSize
+            | Query::AppliedIndex
+            | Query::Keys { .. }
+            | Query::Scan { .. }
+            | Query::RandomKey { .. } => Vec::new(),
         }
     }
 }
@@ -384,6 +503,8 @@ impl Query {
 pub enum Reply {
     /// `+OK`.
     Ok,
+    /// Another status reply (`+string` for `TYPE`): the text, without `+` and line end.
+    Status(String),
     /// The null bulk string (`$-1` in RESP2, `_` in RESP3).
     Nil,
     /// A bulk string.

@@ -42,13 +42,19 @@
 mod codec;
 mod command;
 pub mod expiry;
+pub mod glob;
+pub mod keys;
+pub mod ldouble;
 pub mod session;
 mod snapshot;
 mod store;
+pub mod strings;
 pub mod txn;
 
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod keys_tests;
 #[cfg(test)]
 mod perf_tests;
 #[cfg(test)]
@@ -61,6 +67,7 @@ pub use codec::{
 };
 pub use command::{parse_i64, Command, Proposal, Query, Reply, SetCondition};
 pub use expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
+pub use glob::glob_match;
 pub use session::{
     DUPLICATE_FORGOTTEN_ERR, FIRST_SEQ, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION,
     SESSION_EXPIRED_ERR, SESSION_OVERLOADED_ERR,

@@ -53,6 +53,13 @@ pub(crate) struct Value {
     pub(crate) version: u64,
 }
 
+impl Value {
+    /// The name `TYPE` answers for this value.
+    pub(crate) fn type_name(&self) -> &'static str {
+        "string"
+    }
+}
+
 /// The replicated key-value state machine. See the [module docs](super) for its invariants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
@@ -111,6 +118,13 @@ impl Db<'_> {
         self.data.get(key).map(|v| &v.bytes)
     }
 
+    /// The string value of `key`: `Ok(None)` if absent, `Err(WRONGTYPE)` if it holds another
+    /// type (callers purged it first if it may have expired).
+    #[inline]
+    pub(crate) fn get_string(&self, key: &[u8]) -> Result<Option<&Bytes>, Reply> {
+        Ok(self.get(key))
+    }
+
     /// Writes `key` (its version becomes this entry's index); the deadline is the caller's.
     #[inline]
     pub(crate) fn put(&mut self, key: &Bytes, bytes: Bytes) {
@@ -157,6 +171,13 @@ impl View<'_> {
             Query::Ttl { key, millis, absolute } => self.ttl_reply(key, *millis, *absolute),
             Query::Version { key } => self.live_version(key).map_or(Reply::Nil, |v| Reply::Int(v as i64)),
             Query::AppliedIndex => Reply::Int(self.applied as i64),
+            Query::Keys { pattern } => self.keys_reply(pattern),
+            Query::Scan { after, pattern, count, kind } => {
+                self.scan_reply(after.as_ref(), pattern.as_ref(), *count, kind.as_ref())
+            }
+            Query::Type { key } => self.type_reply(key),
+            Query::RandomKey { seed } => self.random_key(*seed),
+            Query::GetRange { key, start, end } => self.getrange_reply(key, *start, *end),
         }
     }
 
@@ -177,6 +198,11 @@ impl View<'_> {
             return None;
         }
         Some(v.version)
+    }
+
+    /// The string value of `key` unless absent or expired; `Err(WRONGTYPE)` for another type.
+    pub(crate) fn live_string(&self, key: &[u8]) -> Result<Option<&Bytes>, Reply> {
+        Ok(self.live(key))
     }
 
     fn get_reply(&self, key: &Bytes) -> Reply {
@@ -402,5 +428,9 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
         | Command::GetDel { .. }
         | Command::Sweep { .. } => super::expiry::execute(db, command),
         Command::Multi { watch, items } => super::txn::execute(db, watch.as_ref(), items),
+        Command::Rename { .. } | Command::Copy { .. } | Command::Flush | Command::MSetNx { .. } => {
+            super::keys::execute(db, command)
+        }
+        Command::SetRange { .. } | Command::IncrByFloat { .. } => super::strings::execute(db, command),
     }
 }

@@ -577,9 +577,7 @@ impl Model {
             }
             Query::Strlen { key } => Reply::Int(self.data.get(&key[..]).map_or(0, |v| v.len() as i64)),
             Query::DbSize => Reply::Int(self.data.len() as i64),
-            Query::Ttl { .. } | Query::Version { .. } | Query::AppliedIndex => {
-                unreachable!("not in the model")
-            }
+            other => unreachable!("not in the model: {other:?}"),
         }
     }
 }

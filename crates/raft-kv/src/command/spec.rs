@@ -105,6 +105,10 @@ const KEYSPACE_WRITE_FAST: &[&str] = &["@keyspace", "@write", "@fast"];
 const CONNECTION: &[&str] = &["@fast", "@connection"];
 const SERVER: &[&str] = &["@slow", "@connection"];
 const TRANSACTION: &[&str] = &["@fast", "@transaction"];
+const READ_SLOW: &[&str] = &["readonly"];
+const STRING_READ_SLOW: &[&str] = &["@read", "@string", "@slow"];
+const KEYSPACE_READ_SLOW: &[&str] = &["@keyspace", "@read", "@slow"];
+const KEYSPACE_DANGEROUS: &[&str] = &["@keyspace", "@write", "@slow", "@dangerous"];
 
 /// Subcommands of `CLIENT`.
 #[rustfmt::skip]
@@ -150,26 +154,34 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: CONFIG_SUBCOMMANDS,
         ..spec("config", -2, &[], NO_KEYS, &["@slow"], Access::Connection, "GET pattern [pattern ...]", "Reads configuration parameters.")
     },
+    spec("copy", -3, WRITE, (1, 2, 1), KEYSPACE_WRITE, Access::Write, "source destination [DB 0] [REPLACE]", "Copies the value and expiry of source to destination; 1 if copied."),
     spec("dbsize", 1, READ, NO_KEYS, KEYSPACE_READ, Access::Read, "", "Returns the number of keys."),
     spec("decr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Decrements the integer at key by one."),
     spec("decrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key decrement", "Decrements the integer at key."),
     spec("del", -2, &["write"], ALL_KEYS, KEYSPACE_WRITE, Access::Write, "key [key ...]", "Deletes keys; returns how many existed."),
     spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Drops the queued transaction."),
     spec("echo", 2, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "message", "Returns message."),
-    spec("exists", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
     spec("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], NO_KEYS, TRANSACTION, Access::Connection, "", "Runs the queued transaction atomically (one log entry); nil if a watched key changed."),
+    spec("exists", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
     spec("expire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key seconds [NX|XX|GT|LT]", "Sets the time to live of key in seconds."),
     spec("expireat", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key unix-time-seconds [NX|XX|GT|LT]", "Sets the expiry of key as a Unix time in seconds."),
     spec("expiretime", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the expiry of key as a Unix time in seconds (-1 none, -2 no key)."),
+    spec("flushall", -1, &["write"], NO_KEYS, KEYSPACE_DANGEROUS, Access::Write, "[ASYNC|SYNC]", "Deletes every key (admin)."),
+    spec("flushdb", -1, &["write"], NO_KEYS, KEYSPACE_DANGEROUS, Access::Write, "[ASYNC|SYNC]", "Deletes every key of the (only) database (admin)."),
     spec("get", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the value of key, or nil."),
     spec("getdel", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Returns the value of key and deletes it."),
     spec("getex", -2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key [EX s|PX ms|EXAT t|PXAT t|PERSIST]", "Returns the value of key and changes its expiry."),
+    spec("getrange", 4, READ_SLOW, ONE_KEY, STRING_READ_SLOW, Access::Read, "key start end", "Returns a substring of the value at key."),
+    spec("getset", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key value", "Sets key to value and returns the old value (drops the expiry)."),
     spec("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "[protover [AUTH username password] [SETNAME name]]", "Handshake; only protocol 2 (RESP2) is spoken."),
     spec("incr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Increments the integer at key by one."),
     spec("incrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key increment", "Increments the integer at key."),
+    spec("incrbyfloat", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key increment", "Increments the number at key by a float (Redis' long double arithmetic)."),
     spec("info", -1, &["loading", "stale"], NO_KEYS, &["@slow", "@dangerous"], Access::Connection, "[section ...]", "Reports on the node (try INFO raft)."),
+    spec("keys", 2, READ_SLOW, NO_KEYS, &["@keyspace", "@read", "@slow", "@dangerous"], Access::Read, "pattern", "Returns the keys matching a glob pattern."),
     spec("mget", -2, READ, ALL_KEYS, STRING_READ, Access::Read, "key [key ...]", "Returns the values of keys."),
     spec("mset", -3, WRITE, (1, -1, 2), STRING_WRITE, Access::Write, "key value [key value ...]", "Sets several keys atomically."),
+    spec("msetnx", -3, WRITE, (1, -1, 2), STRING_WRITE, Access::Write, "key value [key value ...]", "Sets several keys if none of them exists; 1 if set."),
     spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Starts queueing a transaction."),
     spec("persist", 2, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key", "Removes the expiry of key."),
     spec("pexpire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key milliseconds [NX|XX|GT|LT]", "Sets the time to live of key in milliseconds."),
@@ -183,11 +195,21 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("raft.snapshot", 1, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "", "Takes a snapshot of this node now (compacting its log); returns the index it covers."),
     spec("raft.transfer", 2, &["admin", "noscript"], NO_KEYS, &["@admin", "@slow", "@dangerous"], Access::Admin, "name", "Hands leadership to voter name; answered once it leads."),
     spec("raft.version", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the log index of the write that last changed key (a fencing token), or nil."),
+    spec("randomkey", 1, READ_SLOW, NO_KEYS, KEYSPACE_READ_SLOW, Access::Read, "", "Returns a random key, or nil."),
+    spec("rename", 3, &["write"], (1, 2, 1), KEYSPACE_WRITE, Access::Write, "key newkey", "Renames key, with its expiry."),
+    spec("renamenx", 3, WRITE_FAST, (1, 2, 1), KEYSPACE_WRITE_FAST, Access::Write, "key newkey", "Renames key if newkey does not exist; 1 if renamed."),
+    spec("scan", -2, READ_SLOW, NO_KEYS, KEYSPACE_READ_SLOW, Access::Read, "cursor [MATCH pattern] [COUNT count] [TYPE type]", "Iterates over the keys; every key present for the whole scan is returned exactly once (cursors are valid on the node that gave them)."),
     spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
     spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]", "Sets key to value, with an optional expiry."),
     spec("setex", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key seconds value", "Sets key to value, expiring in seconds."),
+    spec("setnx", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key value", "Sets key if it does not exist; 1 if set."),
+    spec("setrange", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key offset value", "Overwrites part of the value at key; returns the new length."),
     spec("strlen", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the length of the value at key."),
+    spec("time", 1, &["loading", "stale", "fast"], NO_KEYS, &["@fast"], Access::Connection, "", "Returns this node's clock (seconds, microseconds); not the log time expiry uses."),
+    spec("touch", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
     spec("ttl", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the time to live of key in seconds (-1 none, -2 no key)."),
+    spec("type", 2, READ, ONE_KEY, KEYSPACE_READ, Access::Read, "key", "Returns the type of the value at key (string, hash or none)."),
+    spec("unlink", -2, WRITE_FAST, ALL_KEYS, KEYSPACE_WRITE_FAST, Access::Write, "key [key ...]", "Deletes keys (as DEL); returns how many existed."),
     spec("unwatch", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Forgets the watched keys."),
     spec("watch", -2, &["noscript", "loading", "stale", "fast", "allow_busy"], ALL_KEYS, TRANSACTION, Access::Read, "key [key ...]", "Makes the next EXEC fail if any of the keys changes."),
 ];
