@@ -267,7 +267,7 @@ impl World {
             w.schedule(phase, Event::Tick(id));
         }
         for c in 0..w.cfg.clients {
-            w.clients.push(Client { id: c + 1, outstanding: None, counter: 0 });
+            w.clients.push(Client { id: c + 1, outstanding: None, txn: false, counter: 0 });
             let delay = w.rng.range(0, 50);
             w.schedule(delay, Event::ClientWake(c));
         }
@@ -742,12 +742,14 @@ impl World {
                 node = leaders[self.rng.range(0, leaders.len() as u64) as usize];
             }
         }
-        let request = workload::to_request(&key, &op);
+        let txn = self.rng.chance(0.2);
+        let request = workload::to_request(&key, &op, txn);
         let index = workload::record_call(&mut self.history, self.clients[c].id, key, op, self.now);
         let id = self.next_request;
         self.next_request += 1;
         self.requests.insert(id, c);
         self.clients[c].outstanding = Some((index, node, id));
+        self.clients[c].txn = txn;
         if matches!(request, engine::Request::Read(_)) {
             self.read_floor.insert(id, self.invariants.max_commit());
         }
@@ -775,7 +777,7 @@ impl World {
                 ));
             }
         }
-        match workload::outcome(&op, response.clone()) {
+        match workload::outcome(&op, self.clients[c].txn, response.clone()) {
             Ok(Some(out)) => {
                 self.history[index].ret = Some(self.now);
                 self.history[index].output = Some(out);
