@@ -27,6 +27,7 @@
 //! [`CommandError::Resp3NotSupported`].
 
 mod expiry;
+mod hash;
 mod keys;
 mod reply;
 mod spec;
@@ -284,6 +285,9 @@ pub enum CommandError {
     /// A `SCAN` cursor that is not an unsigned 64-bit integer.
     #[error("ERR invalid cursor")]
     InvalidCursor,
+    /// An increment that is not a valid float, or not finite (the full text).
+    #[error("{0}")]
+    Float(&'static str),
     /// A negative `SETRANGE` offset.
     #[error("ERR offset is out of range")]
     OffsetOutOfRange,
@@ -473,6 +477,9 @@ impl Request {
             "setnx" => keys::parse_msetnx(a, "setnx")?,
             "msetnx" => keys::parse_msetnx(a, "msetnx")?,
             "time" => Request::Time,
+            "hscan" => keys::parse_scan(a, true)?,
+            "hset" | "hmset" | "hsetnx" | "hget" | "hmget" | "hdel" | "hgetall" | "hkeys" | "hvals"
+            | "hlen" | "hexists" | "hstrlen" | "hincrby" | "hincrbyfloat" => hash::parse(spec.name, a)?,
             "select" => match a.integer()? {
                 0 => Request::Select,
                 _ => return Err(CommandError::DbIndexOutOfRange),

@@ -225,7 +225,18 @@ fn scan_query(ctx: &ServerContext, scan: crate::command::ScanRequest) -> Result<
         Ok(position) if position.as_ref().is_none_or(|p| p.key == scan.key) => position.map(|p| p.after),
         _ => return Err(CommandError::InvalidCursor),
     };
-    Ok(Query::Scan { after, pattern: scan.pattern, count: scan.count, kind: scan.kind })
+    Ok(match scan.key {
+        None => Query::Scan { after, pattern: scan.pattern, count: scan.count, kind: scan.kind },
+        Some(key) => Query::Hash {
+            key,
+            read: engine::kv::HashRead::Scan {
+                after,
+                pattern: scan.pattern,
+                count: scan.count,
+                novalues: scan.novalues,
+            },
+        },
+    })
 }
 
 /// The `SCAN` / `HSCAN` steps among a transaction's items: (index, hash key).
@@ -235,6 +246,9 @@ fn scan_items(items: &[TxItem]) -> Vec<(usize, Option<Bytes>)> {
         .enumerate()
         .filter_map(|(i, item)| match item {
             TxItem::Read(Query::Scan { .. }) => Some((i, None)),
+            TxItem::Read(Query::Hash { key, read: engine::kv::HashRead::Scan { .. } }) => {
+                Some((i, Some(key.clone())))
+            }
             _ => None,
         })
         .collect()

@@ -59,6 +59,39 @@ fn random_command(r: &mut Rng) -> Vec<String> {
     let small = |r: &mut Rng| (r.below(13) as i64 - 6).to_string();
     let ttl = (100 + r.below(1000)).to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    if r.below(3) == 0 {
+        let field = format!("f{}", r.below(4));
+        let f2 = format!("f{}", r.below(4));
+        return match r.below(17) {
+            0..=2 => {
+                let mut c = s(&[r.pick(&["HSET", "HSET", "HMSET"]), &key, &field, &value]);
+                if r.below(2) == 0 {
+                    c.extend(s(&[&f2, "x"]));
+                }
+                c
+            }
+            3 => s(&["HGET", &key, &field]),
+            4 => s(&["HMGET", &key, &field, &f2, "nof"]),
+            5 => s(&["HDEL", &key, &field, &f2]),
+            6 => s(&[r.pick(&["HGETALL", "HKEYS", "HVALS", "HLEN"]), &key]),
+            7 => s(&["HEXISTS", &key, &field]),
+            8 => s(&["HSTRLEN", &key, &field]),
+            9 => s(&["HINCRBY", &key, &field, r.pick(&["1", "-7", "x", "9223372036854775807"])]),
+            10 => s(&["HINCRBYFLOAT", &key, &field, r.pick(&["0.1", "-1.5", "1e2", "x", "inf", "2.5e-3"])]),
+            11 => s(&["HSETNX", &key, &field, &value]),
+            12 => {
+                let mut c = s(&["HSCAN", &key, "0", "COUNT", "1000"]);
+                if r.below(2) == 0 {
+                    c.extend(s(&["MATCH", "f[01]"]));
+                }
+                c
+            }
+            13 => s(&["HSET", &key, &field]), // arity error
+            14 => s(&["TYPE", &key]),
+            15 => s(&["GET", &key]),
+            _ => s(&["SCAN", "0", "COUNT", "100", "TYPE", "hash"]),
+        };
+    }
     if r.below(2) == 0 {
         return match r.below(17) {
             0 => s(&["KEYS", r.pick(&["*", "k*", "k[0-1]", "x*", "k?"])]),
@@ -163,8 +196,18 @@ fn normalize(name: &str, frame: &Frame) -> Frame {
         items.sort_by_key(|f| format!("{f:?}"));
         Frame::Array(items)
     };
+    let pairs = |items: &[Frame]| {
+        let mut pairs: Vec<Vec<Frame>> = items.chunks(2).map(<[Frame]>::to_vec).collect();
+        pairs.sort_by_key(|p| format!("{p:?}"));
+        Frame::Array(pairs.concat())
+    };
     match (name, frame) {
-        ("KEYS", Frame::Array(items)) => sorted(items),
+        ("KEYS" | "HKEYS" | "HVALS", Frame::Array(items)) => sorted(items),
+        ("HGETALL", Frame::Array(items)) => pairs(items),
+        ("HSCAN", Frame::Array(parts)) if parts.len() == 2 => match &parts[1] {
+            Frame::Array(items) => Frame::Array(vec![parts[0].clone(), pairs(items)]),
+            _ => frame.clone(),
+        },
         ("SCAN", Frame::Array(parts)) if parts.len() == 2 => match &parts[1] {
             Frame::Array(keys) => Frame::Array(vec![parts[0].clone(), sorted(keys)]),
             _ => frame.clone(),

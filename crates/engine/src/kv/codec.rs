@@ -48,6 +48,12 @@
 //!  23 SETRANGE key, varint offset, value
 //!  24 INCRBYFLOAT key, increment (the client's bytes)
 //!  25 MSETNX   varint n >= 0, n (key, value)
+//!  26 HASH     key, u8 op, then: 0 HSET / 1 HMSET varint n, n (field, value); 2 HSETNX field
+//!             value; 3 HDEL varint n, n fields; 4 HINCRBY field zigzag by; 5 HINCRBYFLOAT field
+//!             increment
+//!   query 25 HASH key, u8 read, then: 0 HGET field; 1 HMGET varint n, n fields; 2 HGETALL;
+//!             3 HKEYS; 4 HVALS; 5 HLEN; 6 HEXISTS field; 7 HSTRLEN field; 8 HSCAN u8 (bit 0
+//!             after, bit 1 pattern, bit 2 novalues) [after] [pattern] varint count
 //! ```
 //! where a key or value is `varint length` followed by that many bytes. Nothing may follow the
 //! command.
@@ -65,6 +71,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{Command, Proposal, Query, Reply, SetCondition};
 use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
+use super::hash::{HashOp, HashRead};
 use super::txn::{TxItem, Watch};
 use super::KvError;
 
@@ -87,6 +94,7 @@ const TAG_FLUSH: u8 = 22;
 const TAG_SETRANGE: u8 = 23;
 const TAG_INCRBYFLOAT: u8 = 24;
 const TAG_MSETNX: u8 = 25;
+const TAG_HASH: u8 = 26;
 const EXPIRY_SHIFT: u8 = 3;
 const ORIGIN_SHIFT: u8 = 6;
 
@@ -251,6 +259,11 @@ fn put_command(buf: &mut BytesMut, command: &Command) {
             put_bytes(buf, key);
             put_bytes(buf, by);
         }
+        Command::Hash { key, op } => {
+            buf.put_u8(TAG_HASH);
+            put_bytes(buf, key);
+            put_hash_op(buf, op);
+        }
         Command::MSetNx { pairs } => {
             buf.put_u8(TAG_MSETNX);
             put_varint(buf, pairs.len() as u64);
@@ -344,6 +357,11 @@ fn put_query(buf: &mut BytesMut, q: &Query) {
             buf.put_u8(23);
             buf.put_u64_le(*seed);
         }
+        Query::Hash { key, read } => {
+            buf.put_u8(25);
+            put_bytes(buf, key);
+            put_hash_read(buf, read);
+        }
         Query::GetRange { key, start, end } => {
             buf.put_u8(24);
             put_bytes(buf, key);
@@ -393,9 +411,137 @@ fn read_query(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
             Query::Scan { after, pattern, kind, count: r.varint()? }
         }
         22 => Query::Type { key: r.bytes()? },
+        25 => Query::Hash { key: r.bytes()?, read: read_hash_read(r)? },
         23 => Query::RandomKey { seed: r.u64_le()? },
         24 => Query::GetRange { key: r.bytes()?, start: unzigzag(r.varint()?), end: unzigzag(r.varint()?) },
         _ => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
+    })
+}
+
+fn put_list(buf: &mut BytesMut, items: &[Bytes]) {
+    put_varint(buf, items.len() as u64);
+    for b in items {
+        put_bytes(buf, b);
+    }
+}
+
+fn read_list(r: &mut Reader<'_>) -> Result<Vec<Bytes>, DecodeError> {
+    let n = r.count(1)?;
+    (0..n).map(|_| r.bytes()).collect()
+}
+
+/// Appends a hash write (see the module docs).
+fn put_hash_op(buf: &mut BytesMut, op: &HashOp) {
+    match op {
+        HashOp::Set { pairs, ok } => {
+            buf.put_u8(u8::from(*ok));
+            put_varint(buf, pairs.len() as u64);
+            for (f, v) in pairs {
+                put_bytes(buf, f);
+                put_bytes(buf, v);
+            }
+        }
+        HashOp::SetNx { field, value } => {
+            buf.put_u8(2);
+            put_bytes(buf, field);
+            put_bytes(buf, value);
+        }
+        HashOp::Del { fields } => {
+            buf.put_u8(3);
+            put_list(buf, fields);
+        }
+        HashOp::IncrBy { field, by } => {
+            buf.put_u8(4);
+            put_bytes(buf, field);
+            put_varint(buf, zigzag(*by));
+        }
+        HashOp::IncrByFloat { field, by } => {
+            buf.put_u8(5);
+            put_bytes(buf, field);
+            put_bytes(buf, by);
+        }
+    }
+}
+
+fn read_hash_op(r: &mut Reader<'_>) -> Result<HashOp, DecodeError> {
+    let at = r.offset();
+    Ok(match r.u8()? {
+        op @ (0 | 1) => {
+            let n = r.count(2)?;
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let f = r.bytes()?;
+                let v = r.bytes()?;
+                pairs.push((f, v));
+            }
+            HashOp::Set { pairs, ok: op == 1 }
+        }
+        2 => HashOp::SetNx { field: r.bytes()?, value: r.bytes()? },
+        3 => HashOp::Del { fields: read_list(r)? },
+        4 => HashOp::IncrBy { field: r.bytes()?, by: unzigzag(r.varint()?) },
+        5 => HashOp::IncrByFloat { field: r.bytes()?, by: r.bytes()? },
+        _ => return Err(DecodeError { offset: at, reason: "unknown hash operation" }),
+    })
+}
+
+/// Appends a hash read (see the module docs).
+fn put_hash_read(buf: &mut BytesMut, read: &HashRead) {
+    match read {
+        HashRead::Get { field } => {
+            buf.put_u8(0);
+            put_bytes(buf, field);
+        }
+        HashRead::MGet { fields } => {
+            buf.put_u8(1);
+            put_list(buf, fields);
+        }
+        HashRead::GetAll => buf.put_u8(2),
+        HashRead::Keys => buf.put_u8(3),
+        HashRead::Vals => buf.put_u8(4),
+        HashRead::Len => buf.put_u8(5),
+        HashRead::Exists { field } => {
+            buf.put_u8(6);
+            put_bytes(buf, field);
+        }
+        HashRead::StrLen { field } => {
+            buf.put_u8(7);
+            put_bytes(buf, field);
+        }
+        HashRead::Scan { after, pattern, count, novalues } => {
+            buf.put_u8(8);
+            buf.put_u8(
+                u8::from(after.is_some()) | u8::from(pattern.is_some()) << 1 | u8::from(*novalues) << 2,
+            );
+            for b in [after, pattern].into_iter().flatten() {
+                put_bytes(buf, b);
+            }
+            put_varint(buf, *count);
+        }
+    }
+}
+
+fn read_hash_read(r: &mut Reader<'_>) -> Result<HashRead, DecodeError> {
+    let at = r.offset();
+    Ok(match r.u8()? {
+        0 => HashRead::Get { field: r.bytes()? },
+        1 => HashRead::MGet { fields: read_list(r)? },
+        2 => HashRead::GetAll,
+        3 => HashRead::Keys,
+        4 => HashRead::Vals,
+        5 => HashRead::Len,
+        6 => HashRead::Exists { field: r.bytes()? },
+        7 => HashRead::StrLen { field: r.bytes()? },
+        8 => {
+            let at = r.offset();
+            let flags = r.u8()?;
+            if flags > 7 {
+                return Err(DecodeError { offset: at, reason: "unknown HSCAN flag bits" });
+            }
+            let after = if flags & 1 != 0 { Some(r.bytes()?) } else { None };
+            let pattern = if flags & 2 != 0 { Some(r.bytes()?) } else { None };
+            HashRead::Scan { after, pattern, count: r.varint()?, novalues: flags & 4 != 0 }
+        }
+        _ => return Err(DecodeError { offset: at, reason: "unknown hash read" }),
     })
 }
 
@@ -651,6 +797,7 @@ fn read_command(r: &mut Reader<'_>, version: Option<u8>) -> Result<Command, Deco
             }
         }
         TAG_FLUSH => Command::Flush,
+        TAG_HASH => Command::Hash { key: r.bytes()?, op: read_hash_op(r)? },
         TAG_SETRANGE => Command::SetRange { key: r.bytes()?, offset: r.varint()?, value: r.bytes()? },
         TAG_INCRBYFLOAT => Command::IncrByFloat { key: r.bytes()?, by: r.bytes()? },
         TAG_MSETNX => {
@@ -691,6 +838,9 @@ fn command_size_hint(c: &Command) -> usize {
             key.len() + value.len() + 3 * L
         }
         Command::MSetNx { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len() + 2 * L).sum::<usize>() + L,
+        Command::Hash { key, op } => {
+            key.len() + op.items().iter().map(|b| b.len() + L).sum::<usize>() + 3 * L
+        }
         Command::Multi { items, .. } => {
             items
                 .iter()
@@ -963,6 +1113,38 @@ mod tests {
             (arb_bytes(), arb_bytes()).prop_map(|(key, by)| Command::IncrByFloat { key, by }),
             prop::collection::vec((arb_bytes(), arb_bytes()), 0..5)
                 .prop_map(|pairs| Command::MSetNx { pairs }),
+            (arb_bytes(), arb_hash_op()).prop_map(|(key, op)| Command::Hash { key, op }),
+        ]
+    }
+
+    fn arb_hash_op() -> impl Strategy<Value = HashOp> {
+        prop_oneof![
+            (prop::collection::vec((arb_bytes(), arb_bytes()), 0..4), any::<bool>())
+                .prop_map(|(pairs, ok)| HashOp::Set { pairs, ok }),
+            (arb_bytes(), arb_bytes()).prop_map(|(field, value)| HashOp::SetNx { field, value }),
+            prop::collection::vec(arb_bytes(), 0..4).prop_map(|fields| HashOp::Del { fields }),
+            (arb_bytes(), any::<i64>()).prop_map(|(field, by)| HashOp::IncrBy { field, by }),
+            (arb_bytes(), arb_bytes()).prop_map(|(field, by)| HashOp::IncrByFloat { field, by }),
+        ]
+    }
+
+    fn arb_hash_read() -> impl Strategy<Value = HashRead> {
+        prop_oneof![
+            arb_bytes().prop_map(|field| HashRead::Get { field }),
+            prop::collection::vec(arb_bytes(), 0..4).prop_map(|fields| HashRead::MGet { fields }),
+            Just(HashRead::GetAll),
+            Just(HashRead::Keys),
+            Just(HashRead::Vals),
+            Just(HashRead::Len),
+            arb_bytes().prop_map(|field| HashRead::Exists { field }),
+            arb_bytes().prop_map(|field| HashRead::StrLen { field }),
+            (prop::option::of(arb_bytes()), prop::option::of(arb_bytes()), any::<u64>(), any::<bool>())
+                .prop_map(|(after, pattern, count, novalues)| HashRead::Scan {
+                    after,
+                    pattern,
+                    count,
+                    novalues
+                }),
         ]
     }
 
@@ -981,6 +1163,7 @@ mod tests {
             arb_bytes().prop_map(|key| Query::Version { key }),
             Just(Query::AppliedIndex),
             arb_bytes().prop_map(|pattern| Query::Keys { pattern }),
+            (arb_bytes(), arb_hash_read()).prop_map(|(key, read)| Query::Hash { key, read }),
             (
                 prop::option::of(arb_bytes()),
                 prop::option::of(arb_bytes()),

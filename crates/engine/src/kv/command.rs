@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 pub use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
+pub use super::hash::{HashOp, HashRead};
 pub use super::txn::{TxItem, Watch};
 use super::{MAX_COMMAND_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
 
@@ -187,6 +188,13 @@ pub enum Command {
         /// The key/value pairs (at least one).
         pairs: Vec<(Bytes, Bytes)>,
     },
+    /// A write to the hash at `key` (`HSET`, `HDEL`, ...; see [`super::hash`]).
+    Hash {
+        /// The key.
+        key: Bytes,
+        /// What to do.
+        op: HashOp,
+    },
 }
 
 /// Error text for an oversized key (this store's own limit; Redis has none below 512 MiB).
@@ -230,6 +238,7 @@ impl Command {
             Command::SetRange { .. } => "setrange",
             Command::IncrByFloat { .. } => "incrbyfloat",
             Command::MSetNx { .. } => "msetnx",
+            Command::Hash { op, .. } => op.name(),
         }
     }
 
@@ -245,7 +254,8 @@ impl Command {
             | Command::GetEx { key, .. }
             | Command::GetDel { key }
             | Command::SetRange { key, .. }
-            | Command::IncrByFloat { key, .. } => vec![key],
+            | Command::IncrByFloat { key, .. }
+            | Command::Hash { key, .. } => vec![key],
             Command::Rename { src, dst, .. } | Command::Copy { src, dst, .. } => vec![src, dst],
             Command::Del { keys } => keys.iter().collect(),
             Command::MSet { pairs } | Command::MSetNx { pairs } => pairs.iter().map(|(k, _)| k).collect(),
@@ -310,6 +320,15 @@ impl Command {
                 key(dst, &mut total)?;
             }
             Command::Flush => {}
+            Command::Hash { key: k, op } => {
+                if op.is_empty() {
+                    return Err(arity_err(self.name()));
+                }
+                key(k, &mut total)?;
+                for v in op.items() {
+                    value(v, &mut total)?;
+                }
+            }
             Command::IncrBy { key: k, .. }
             | Command::Expire { key: k, .. }
             | Command::Persist { key: k }
@@ -375,6 +394,7 @@ impl Command {
             Command::MSet { pairs } | Command::MSetNx { pairs } => {
                 pairs.iter().map(|(k, v)| item(k) + item(v)).sum()
             }
+            Command::Hash { key, op } => item(key) + op.items().into_iter().map(item).sum::<usize>(),
             Command::Multi { items, .. } => items
                 .iter()
                 .map(|i| match i {
@@ -469,6 +489,13 @@ pub enum Query {
         /// Chooses the key; the server gives a fresh random number for each request.
         seed: u64,
     },
+    /// A read of the hash at `key` (`HGET`, `HGETALL`, `HSCAN`, ...; see [`super::hash`]).
+    Hash {
+        /// The key.
+        key: Bytes,
+        /// What to read.
+        read: HashRead,
+    },
     /// `GETRANGE key start end`: the substring (Redis' index rules), [`Reply::Bulk`].
     GetRange {
         /// The key.
@@ -487,7 +514,7 @@ impl Query {
             Query::Get { key } | Query::Strlen { key } | Query::Ttl { key, .. } | Query::Version { key } => {
                 vec![key]
             }
-            Query::Type { key } | Query::GetRange { key, .. } => vec![key],
+            Query::Type { key } | Query::GetRange { key, .. } | Query::Hash { key, .. } => vec![key],
             Query::MGet { keys } | Query::Exists { keys } => keys.iter().collect(),
             Query::DbSize
             | Query::AppliedIndex

@@ -211,7 +211,14 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 Ok(d) => d,
                 Err(e) => return Reply::Error(e),
             };
-            let old = db.get(key);
+            let old = if *get {
+                match db.get_string(key) {
+                    Ok(v) => v,
+                    Err(e) => return e,
+                }
+            } else {
+                db.data.get(key).map(|_| value)
+            };
             let write = match condition {
                 SetCondition::Always => true,
                 SetCondition::IfAbsent => old.is_none(),
@@ -276,7 +283,11 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             Reply::Int(i64::from(removed))
         }
         Command::GetEx { key, expiry } => {
-            let Some(value) = db.get(key).cloned() else { return Reply::Nil };
+            let value = match db.get_string(key) {
+                Ok(Some(v)) => v.clone(),
+                Ok(None) => return Reply::Nil,
+                Err(e) => return e,
+            };
             match deadline_of(*expiry, time, ExpiryOrigin::GetEx) {
                 Err(e) => return Reply::Error(e),
                 Ok(Some(d)) => set_deadline(db, key, d),
@@ -289,9 +300,14 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             }
             Reply::Bulk(value)
         }
-        Command::GetDel { key } => match db.remove(key) {
-            Some(v) => Reply::Bulk(v),
-            None => Reply::Nil,
+        Command::GetDel { key } => match db.get_string(key) {
+            Ok(Some(v)) => {
+                let v = v.clone();
+                db.remove(key);
+                Reply::Bulk(v)
+            }
+            Ok(None) => Reply::Nil,
+            Err(e) => e,
         },
         Command::Sweep { max } => {
             let due = db.ttls.due(time, *max as usize);
@@ -318,7 +334,7 @@ fn set_deadline(db: &mut Db<'_>, key: &Bytes, at: i64) {
 impl View<'_> {
     /// The reply to `TTL` / `PTTL` / `EXPIRETIME` / `PEXPIRETIME` (see [`super::Query::Ttl`]).
     pub(crate) fn ttl_reply(&self, key: &[u8], millis: bool, absolute: bool) -> Reply {
-        if self.live(key).is_none() {
+        if self.live_value(key).is_none() {
             return Reply::Int(-2);
         }
         let Some(deadline) = self.ttls.get(key) else { return Reply::Int(-1) };

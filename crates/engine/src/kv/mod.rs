@@ -43,6 +43,7 @@ mod codec;
 mod command;
 pub mod expiry;
 pub mod glob;
+pub mod hash;
 pub mod keys;
 pub mod ldouble;
 pub mod session;
@@ -53,6 +54,8 @@ pub mod txn;
 
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod hash_tests;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]
@@ -68,6 +71,7 @@ pub use codec::{
 pub use command::{parse_i64, Command, Proposal, Query, Reply, SetCondition};
 pub use expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 pub use glob::glob_match;
+pub use hash::{HashOp, HashRead, WRONGTYPE_ERR};
 pub use session::{
     DUPLICATE_FORGOTTEN_ERR, FIRST_SEQ, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION,
     SESSION_EXPIRED_ERR, SESSION_OVERLOADED_ERR,

@@ -2,16 +2,19 @@
 //! applied index), so that a restored store behaves exactly like the original, including
 //! duplicate detection.
 //!
-//! # Format, version 3 (versions 1 and 2 are still read)
+//! # Format, version 4 (versions 1 to 3 are still read)
 //!
 //! ```text
 //! [u8; 8]   SNAPSHOT_MAGIC ("RAFTKVSN")
-//! u16 LE    format version (= 3; 2 before key versions, 1 before expiry)
+//! u16 LE    format version (= 4; 3 before hashes, 2 before key versions, 1 before expiry)
 //! u64 LE    applied index
 //! u64 LE    log time (versions >= 2; see `expiry`)
 //! u64 LE    index of the last removal of a key (version 3; see `txn`)
 //! varint    number of keys, then per key in strictly increasing byte order:
-//!             key, value                 (varint length + bytes each)
+//!             key                        (varint length + bytes)
+//!             value: versions <= 3 a string (varint length + bytes); version 4 a u8 type,
+//!               0 string (varint length + bytes), 1 hash (varint n >= 1, then n field, value
+//!               pairs in strictly increasing field order)
 //!             varint deadline            (versions >= 2; 0 = none, else ms since the epoch)
 //!             varint version             (version 3; <= applied index)
 //! varint    number of sessions (<= MAX_SESSIONS), then per session in increasing id order:
@@ -55,14 +58,17 @@ use imbl::OrdMap;
 use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
 use super::expiry::Ttls;
 use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
-use super::store::{KvStore, Value};
+use super::store::{Data, KvStore, Value};
 use super::KvError;
 
 /// The first bytes of every snapshot image.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSN";
 
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+
+/// The format that added value types (hashes).
+const SNAPSHOT_VERSION_TYPES: u16 = 4;
 
 /// The format written before keys had versions (no versions, no last removal); still read.
 const SNAPSHOT_VERSION_2: u16 = 2;
@@ -148,7 +154,20 @@ impl SnapshotView {
         put_varint(&mut w.buf, self.data.len() as u64);
         for (k, v) in &self.data {
             w.bytes(k)?;
-            w.bytes(&v.bytes)?;
+            match &v.data {
+                Data::Str(b) => {
+                    w.buf.put_u8(0);
+                    w.bytes(b)?;
+                }
+                Data::Hash(h) => {
+                    w.buf.put_u8(1);
+                    put_varint(&mut w.buf, h.len() as u64);
+                    for (f, x) in h {
+                        w.bytes(f)?;
+                        w.bytes(x)?;
+                    }
+                }
+            }
             put_varint(&mut w.buf, self.ttls.get(k).unwrap_or(0));
             put_varint(&mut w.buf, v.version);
         }
@@ -170,7 +189,18 @@ impl SnapshotView {
 
     /// Estimate of the image size, for pre-sizing an in-memory image (one pass over the keys).
     fn size_hint(&self) -> usize {
-        let data_len: usize = self.data.iter().map(|(k, v)| k.len() + v.bytes.len() + 30).sum();
+        let data_len: usize = self
+            .data
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + 30
+                    + match &v.data {
+                        Data::Str(b) => b.len(),
+                        Data::Hash(h) => h.iter().map(|(f, x)| f.len() + x.len() + 8).sum(),
+                    }
+            })
+            .sum();
         HEADER_LEN + 24 + data_len + 64 + CRC_LEN
     }
 }
@@ -279,6 +309,38 @@ impl KvStore {
     }
 }
 
+/// Reads a typed value (format 4): a string, or a non-empty hash with increasing fields.
+fn read_value(r: &mut Reader<'_>) -> Result<Data, DecodeError> {
+    let at = r.offset();
+    match r.u8()? {
+        0 => Ok(Data::Str(Bytes::copy_from_slice(r.slice()?))),
+        1 => {
+            let at = r.offset();
+            let n = r.count(2)?;
+            if n == 0 {
+                return Err(DecodeError { offset: at, reason: "empty hash" });
+            }
+            let mut fields = crate::kv::hash::Fields::new();
+            let mut prev: Option<&[u8]> = None;
+            for _ in 0..n {
+                let at = r.offset();
+                let f = r.slice()?;
+                let x = r.slice()?;
+                if prev.is_some_and(|p| p >= f) {
+                    return Err(DecodeError {
+                        offset: at,
+                        reason: "hash fields are not in strictly increasing order",
+                    });
+                }
+                prev = Some(f);
+                fields.insert(Bytes::copy_from_slice(f), Bytes::copy_from_slice(x));
+            }
+            Ok(Data::Hash(fields))
+        }
+        _ => Err(DecodeError { offset: at, reason: "unknown value type" }),
+    }
+}
+
 fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
     let fail = |offset: usize, reason: &'static str| DecodeError { offset, reason };
     let applied_index = r.u64_le()?;
@@ -294,7 +356,11 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
     for _ in 0..n_keys {
         let at = r.offset();
         let key = r.slice()?;
-        let value = r.slice()?;
+        let value = if version >= SNAPSHOT_VERSION_TYPES {
+            read_value(r)?
+        } else {
+            Data::Str(Bytes::copy_from_slice(r.slice()?))
+        };
         if prev.is_some_and(|p| p >= key) {
             return Err(fail(at, "keys are not in strictly increasing order"));
         }
@@ -315,7 +381,7 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
                 return Err(fail(at, "key version is above the applied index"));
             }
         }
-        data.insert(key, Value { bytes: Bytes::copy_from_slice(value), version });
+        data.insert(key, Value { data: value, version });
     }
 
     let at = r.offset();
@@ -396,10 +462,10 @@ mod tests {
         assert_eq!(KvStore::restore(b"RAFTKVSN\x01\x00"), Err(KvError::SnapshotMagic));
         assert_eq!(KvStore::restore(b"RAFTKVSX\x01\x00\0\0\0\0"), Err(KvError::SnapshotMagic));
         let mut img = KvStore::new().snapshot().to_vec();
-        img[8] = 4;
+        img[8] = 5;
         assert_eq!(
             KvStore::restore(&img),
-            Err(KvError::SnapshotVersion { found: 4, supported: SNAPSHOT_FORMAT_VERSION })
+            Err(KvError::SnapshotVersion { found: 5, supported: SNAPSHOT_FORMAT_VERSION })
         );
     }
 

@@ -42,11 +42,20 @@ pub struct Applied {
     pub duplicate: bool,
 }
 
+/// What a key holds: a string or a hash (see [`super::hash`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Data {
+    /// A string (binary-safe bytes).
+    Str(Bytes),
+    /// A hash: fields to values, never empty.
+    Hash(super::hash::Fields),
+}
+
 /// A stored value and its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Value {
-    /// The bytes.
-    pub(crate) bytes: Bytes,
+    /// The value.
+    pub(crate) data: Data,
     /// Log index of the entry that last changed the key (its value or its deadline): what
     /// `WATCH` compares and `RAFT.VERSION` returns. 0 for keys restored from an image written
     /// before versions existed.
@@ -56,8 +65,31 @@ pub(crate) struct Value {
 impl Value {
     /// The name `TYPE` answers for this value.
     pub(crate) fn type_name(&self) -> &'static str {
-        "string"
+        match self.data {
+            Data::Str(_) => "string",
+            Data::Hash(_) => "hash",
+        }
     }
+
+    /// The string, if it is one.
+    #[inline]
+    pub(crate) fn as_str(&self) -> Option<&Bytes> {
+        match &self.data {
+            Data::Str(b) => Some(b),
+            Data::Hash(_) => None,
+        }
+    }
+
+    /// The string, or the `WRONGTYPE` error.
+    #[inline]
+    pub(crate) fn string(&self) -> Result<&Bytes, Reply> {
+        self.as_str().ok_or_else(wrongtype)
+    }
+}
+
+/// Redis' `WRONGTYPE` error reply.
+pub(crate) fn wrongtype() -> Reply {
+    Reply::Error(super::hash::WRONGTYPE_ERR.to_owned())
 }
 
 /// The replicated key-value state machine. See the [module docs](super) for its invariants.
@@ -105,30 +137,24 @@ impl Db<'_> {
     }
 
     /// Removes `key` and its deadline; returns the value it had (expired or not).
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Bytes> {
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Value> {
         self.ttls.remove(key);
         let v = self.data.remove(key)?;
         *self.last_removal = self.index;
-        Some(v.bytes)
-    }
-
-    /// The value of `key` (callers purged it first if it may have expired).
-    #[inline]
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.data.get(key).map(|v| &v.bytes)
+        Some(v)
     }
 
     /// The string value of `key`: `Ok(None)` if absent, `Err(WRONGTYPE)` if it holds another
     /// type (callers purged it first if it may have expired).
     #[inline]
     pub(crate) fn get_string(&self, key: &[u8]) -> Result<Option<&Bytes>, Reply> {
-        Ok(self.get(key))
+        self.data.get(key).map(Value::string).transpose()
     }
 
     /// Writes `key` (its version becomes this entry's index); the deadline is the caller's.
     #[inline]
     pub(crate) fn put(&mut self, key: &Bytes, bytes: Bytes) {
-        self.data.insert(key.clone(), Value { bytes, version: self.index });
+        self.data.insert(key.clone(), Value { data: Data::Str(bytes), version: self.index });
     }
 
     /// A read-only view, for the reads of a transaction.
@@ -161,12 +187,19 @@ impl View<'_> {
     /// Answers a query. Expiry is decided by the log time (see [`super::expiry`]).
     pub(crate) fn query(&self, q: &Query) -> Reply {
         match q {
-            Query::Get { key } => self.get_reply(key),
+            Query::Get { key } => match self.live_string(key) {
+                Ok(v) => v.map_or(Reply::Nil, |v| Reply::Bulk(v.clone())),
+                Err(e) => e,
+            },
             Query::MGet { keys } => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
             Query::Exists { keys } => {
-                Reply::Int(keys.iter().filter(|k| self.live(k).is_some()).count() as i64)
+                Reply::Int(keys.iter().filter(|k| self.live_value(k).is_some()).count() as i64)
             }
-            Query::Strlen { key } => Reply::Int(self.live(key).map_or(0, |v| v.len() as i64)),
+            Query::Strlen { key } => match self.live_string(key) {
+                Ok(v) => Reply::Int(v.map_or(0, |v| v.len() as i64)),
+                Err(e) => e,
+            },
+            Query::Hash { key, read } => self.hash_reply(key, read),
             Query::DbSize => Reply::Int(self.data.len() as i64),
             Query::Ttl { key, millis, absolute } => self.ttl_reply(key, *millis, *absolute),
             Query::Version { key } => self.live_version(key).map_or(Reply::Nil, |v| Reply::Int(v as i64)),
@@ -183,12 +216,18 @@ impl View<'_> {
 
     /// The value of `key` unless it is absent or expired (by the log time).
     #[inline]
-    pub(crate) fn live(&self, key: &[u8]) -> Option<&Bytes> {
+    pub(crate) fn live_value(&self, key: &[u8]) -> Option<&Value> {
         let v = self.data.get(key)?;
         if self.ttls.is_expired(key, self.time) {
             return None;
         }
-        Some(&v.bytes)
+        Some(v)
+    }
+
+    /// The string value of `key` unless it is absent, expired or of another type (`MGET`).
+    #[inline]
+    pub(crate) fn live(&self, key: &[u8]) -> Option<&Bytes> {
+        self.live_value(key)?.as_str()
     }
 
     /// The version of `key` (see [`Value::version`]) unless it is absent or expired.
@@ -202,7 +241,7 @@ impl View<'_> {
 
     /// The string value of `key` unless absent or expired; `Err(WRONGTYPE)` for another type.
     pub(crate) fn live_string(&self, key: &[u8]) -> Result<Option<&Bytes>, Reply> {
-        Ok(self.live(key))
+        self.live_value(key).map(Value::string).transpose()
     }
 
     fn get_reply(&self, key: &Bytes) -> Reply {
@@ -353,7 +392,14 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
     }
     match command {
         Command::Set { key, value, condition, get } => {
-            let old = db.get(key);
+            let old = if *get {
+                match db.get_string(key) {
+                    Ok(v) => v,
+                    Err(e) => return e,
+                }
+            } else {
+                db.data.get(key).map(|_| value)
+            };
             let write = match condition {
                 SetCondition::Always => true,
                 SetCondition::IfAbsent => old.is_none(),
@@ -383,9 +429,10 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             Reply::Ok
         }
         Command::IncrBy { key, by } => {
-            let current = match db.get(key) {
-                None => 0,
-                Some(v) => match parse_i64(v) {
+            let current = match db.get_string(key) {
+                Err(e) => return e,
+                Ok(None) => 0,
+                Ok(Some(v)) => match parse_i64(v) {
                     Some(n) => n,
                     None => return Reply::Error(NOT_AN_INTEGER_ERR.to_owned()),
                 },
@@ -402,13 +449,14 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 db.put(key, value.clone());
                 return Reply::Int(value.len() as i64);
             };
-            let new_len = old.bytes.len() + value.len();
+            let Data::Str(old_bytes) = &mut old.data else { return wrongtype() };
+            let new_len = old_bytes.len() + value.len();
             if new_len > MAX_VALUE_LEN {
                 return Reply::Error(value_too_long_err());
             }
             // Reuse the stored buffer when nothing else shares it, so that repeated appends are
             // amortised O(appended bytes) rather than a full copy each time.
-            let mut buf = match std::mem::take(&mut old.bytes).try_into_mut() {
+            let mut buf = match std::mem::take(old_bytes).try_into_mut() {
                 Ok(unique) => unique,
                 Err(shared) => {
                     let mut b = BytesMut::with_capacity(new_len);
@@ -417,7 +465,7 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 }
             };
             buf.extend_from_slice(value);
-            old.bytes = buf.freeze();
+            *old_bytes = buf.freeze();
             old.version = index;
             Reply::Int(new_len as i64)
         }
@@ -432,5 +480,6 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             super::keys::execute(db, command)
         }
         Command::SetRange { .. } | Command::IncrByFloat { .. } => super::strings::execute(db, command),
+        Command::Hash { key, op } => super::hash::execute(db, key, op),
     }
 }

@@ -108,6 +108,9 @@ const TRANSACTION: &[&str] = &["@fast", "@transaction"];
 const READ_SLOW: &[&str] = &["readonly"];
 const STRING_READ_SLOW: &[&str] = &["@read", "@string", "@slow"];
 const KEYSPACE_READ_SLOW: &[&str] = &["@keyspace", "@read", "@slow"];
+const HASH_READ: &[&str] = &["@read", "@hash", "@fast"];
+const HASH_READ_SLOW: &[&str] = &["@read", "@hash", "@slow"];
+const HASH_WRITE_FAST: &[&str] = &["@write", "@hash", "@fast"];
 const KEYSPACE_DANGEROUS: &[&str] = &["@keyspace", "@write", "@slow", "@dangerous"];
 
 /// Subcommands of `CLIENT`.
@@ -174,6 +177,21 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("getrange", 4, READ_SLOW, ONE_KEY, STRING_READ_SLOW, Access::Read, "key start end", "Returns a substring of the value at key."),
     spec("getset", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key value", "Sets key to value and returns the old value (drops the expiry)."),
     spec("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NO_KEYS, CONNECTION, Access::Connection, "[protover [AUTH username password] [SETNAME name]]", "Handshake; only protocol 2 (RESP2) is spoken."),
+    spec("hdel", -3, &["write", "fast"], ONE_KEY, HASH_WRITE_FAST, Access::Write, "key field [field ...]", "Removes fields of the hash at key (the key when none is left); returns how many existed."),
+    spec("hexists", 3, READ, ONE_KEY, HASH_READ, Access::Read, "key field", "Returns 1 if the hash at key has field."),
+    spec("hget", 3, READ, ONE_KEY, HASH_READ, Access::Read, "key field", "Returns the value of field in the hash at key, or nil."),
+    spec("hgetall", 2, READ_SLOW, ONE_KEY, HASH_READ_SLOW, Access::Read, "key", "Returns every field and value of the hash at key (in field order)."),
+    spec("hincrby", 4, WRITE_FAST, ONE_KEY, HASH_WRITE_FAST, Access::Write, "key field increment", "Increments the integer in field of the hash at key."),
+    spec("hincrbyfloat", 4, WRITE_FAST, ONE_KEY, HASH_WRITE_FAST, Access::Write, "key field increment", "Increments the number in field by a float (Redis' long double arithmetic)."),
+    spec("hkeys", 2, READ_SLOW, ONE_KEY, HASH_READ_SLOW, Access::Read, "key", "Returns the fields of the hash at key."),
+    spec("hlen", 2, READ, ONE_KEY, HASH_READ, Access::Read, "key", "Returns the number of fields of the hash at key."),
+    spec("hmget", -3, READ, ONE_KEY, HASH_READ, Access::Read, "key field [field ...]", "Returns the values of fields of the hash at key."),
+    spec("hmset", -4, WRITE_FAST, ONE_KEY, HASH_WRITE_FAST, Access::Write, "key field value [field value ...]", "Sets fields of the hash at key (as HSET); returns OK."),
+    spec("hscan", -3, READ_SLOW, ONE_KEY, HASH_READ_SLOW, Access::Read, "key cursor [MATCH pattern] [COUNT count] [NOVALUES]", "Iterates over the fields of the hash at key; each field present for the whole scan is returned once."),
+    spec("hset", -4, WRITE_FAST, ONE_KEY, HASH_WRITE_FAST, Access::Write, "key field value [field value ...]", "Sets fields of the hash at key; returns how many were created."),
+    spec("hsetnx", 4, WRITE_FAST, ONE_KEY, HASH_WRITE_FAST, Access::Write, "key field value", "Sets field of the hash at key if it does not exist; 1 if set."),
+    spec("hstrlen", 3, READ, ONE_KEY, HASH_READ, Access::Read, "key field", "Returns the length of the value of field in the hash at key."),
+    spec("hvals", 2, READ_SLOW, ONE_KEY, HASH_READ_SLOW, Access::Read, "key", "Returns the values of the hash at key (in field order)."),
     spec("incr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Increments the integer at key by one."),
     spec("incrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key increment", "Increments the integer at key."),
     spec("incrbyfloat", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key increment", "Increments the number at key by a float (Redis' long double arithmetic)."),
