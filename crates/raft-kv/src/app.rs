@@ -218,6 +218,8 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     // Metrics exist only with --metrics-listen (made now: the file system times the fsyncs).
     let metrics = metrics_listener.is_some().then(Metrics::new);
     let fs = metrics.as_ref().map_or_else(MeteredFs::plain, |m| MeteredFs::new(m.node.fsync_seconds.clone()));
+    // Before the driver applies anything: redis.call inside scripts parses with it.
+    crate::command::script::install();
     let driver = Driver::open_with(fs, &args.data_dir, config, identity.bootstrap.clone())
         .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?;
     let (snap_index, snap_bytes) = driver.snapshot().map_or((0, 0), |(m, len)| (m.index, *len));

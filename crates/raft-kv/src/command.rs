@@ -30,6 +30,7 @@ mod expiry;
 mod hash;
 mod keys;
 mod reply;
+pub mod script;
 mod spec;
 
 use bytes::Bytes;
@@ -209,6 +210,8 @@ pub enum Container {
     Command,
     /// `CONFIG`.
     Config,
+    /// `SCRIPT`.
+    Script,
 }
 
 impl Container {
@@ -218,6 +221,7 @@ impl Container {
             Container::Client => "CLIENT",
             Container::Command => "COMMAND",
             Container::Config => "CONFIG",
+            Container::Script => "SCRIPT",
         }
     }
 }
@@ -291,6 +295,10 @@ pub enum CommandError {
     /// A negative `SETRANGE` offset.
     #[error("ERR offset is out of range")]
     OffsetOutOfRange,
+    /// An error of the script commands with its full text (`ERR Number of keys can't be
+    /// negative`, `NOTBUSY ...`).
+    #[error("{0}")]
+    Script(&'static str),
     /// A frame that is not a non-empty array of bulk strings.
     #[error("ERR Protocol error: a request must be an array of bulk strings")]
     NotARequest,
@@ -480,6 +488,11 @@ impl Request {
             "hscan" => keys::parse_scan(a, true)?,
             "hset" | "hmset" | "hsetnx" | "hget" | "hmget" | "hdel" | "hgetall" | "hkeys" | "hvals"
             | "hlen" | "hexists" | "hstrlen" | "hincrby" | "hincrbyfloat" => hash::parse(spec.name, a)?,
+            "eval" => script::parse_eval(a.remaining(), false, false)?,
+            "evalsha" => script::parse_eval(a.remaining(), true, false)?,
+            "eval_ro" => script::parse_eval(a.remaining(), false, true)?,
+            "evalsha_ro" => script::parse_eval(a.remaining(), true, true)?,
+            "script" => script::parse_script(a.remaining())?,
             "select" => match a.integer()? {
                 0 => Request::Select,
                 _ => return Err(CommandError::DbIndexOutOfRange),

@@ -748,7 +748,7 @@ fn dispatch(
 
 /// The state-machine command or query of a data request (keys and values copied out of the
 /// connection's buffer); any other request back as it is.
-fn data_item(request: Request) -> Result<TxItem, Request> {
+pub(crate) fn data_item(request: Request) -> Result<TxItem, Request> {
     let w = TxItem::Write;
     let r = TxItem::Read;
     Ok(match request {

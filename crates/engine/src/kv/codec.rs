@@ -54,6 +54,9 @@
 //!   query 25 HASH key, u8 read, then: 0 HGET field; 1 HMGET varint n, n fields; 2 HGETALL;
 //!             3 HKEYS; 4 HVALS; 5 HLEN; 6 HEXISTS field; 7 HSTRLEN field; 8 HSCAN u8 (bit 0
 //!             after, bit 1 pattern, bit 2 novalues) [after] [pattern] varint count
+//!             64-66 the script queries (see `script::codec`)
+//!  64-67 the script commands EVAL, EVALSHA, SCRIPT LOAD, SCRIPT FLUSH (see `script::codec`;
+//!        format 2: a build without them stops with "unknown command tag")
 //! ```
 //! where a key or value is `varint length` followed by that many bytes. Nothing may follow the
 //! command.
@@ -115,9 +118,9 @@ const REPLY_ARRAY: u8 = 4;
 const REPLY_ERROR: u8 = 5;
 const REPLY_STATUS: u8 = 6;
 
-/// Deepest nesting of [`Reply::Array`] accepted by the decoder (the commands produce none; the
-/// bound only protects the stack against hostile input).
-const MAX_REPLY_DEPTH: usize = 8;
+/// Deepest nesting of [`Reply::Array`] accepted by the decoder (a script's reply may nest; see
+/// [`super::script`], which stays below it; the bound protects the stack against hostile input).
+const MAX_REPLY_DEPTH: usize = 32;
 
 /// Why decoding failed, and where; the callers turn it into the matching [`KvError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +275,7 @@ fn put_command(buf: &mut BytesMut, command: &Command) {
                 put_bytes(buf, v);
             }
         }
+        Command::Script(s) => super::script::put_command(buf, s),
         Command::Multi { watch, items } => {
             buf.put_u8(TAG_MULTI);
             buf.put_u8(u8::from(watch.is_some()));
@@ -368,6 +372,7 @@ fn put_query(buf: &mut BytesMut, q: &Query) {
             put_varint(buf, zigzag(*start));
             put_varint(buf, zigzag(*end));
         }
+        Query::Script(s) => super::script::put_query(buf, s),
     }
 }
 
@@ -414,7 +419,10 @@ fn read_query(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
         25 => Query::Hash { key: r.bytes()?, read: read_hash_read(r)? },
         23 => Query::RandomKey { seed: r.u64_le()? },
         24 => Query::GetRange { key: r.bytes()?, start: unzigzag(r.varint()?), end: unzigzag(r.varint()?) },
-        _ => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
+        tag => match super::script::decode_query(tag, r) {
+            Some(q) => Query::Script(q?),
+            None => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
+        },
     })
 }
 
@@ -810,7 +818,10 @@ fn read_command(r: &mut Reader<'_>, version: Option<u8>) -> Result<Command, Deco
             }
             Command::MSetNx { pairs }
         }
-        _ => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
+        _ => match super::script::decode_command(tag, r) {
+            Some(c) => Command::Script(c?),
+            None => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
+        },
     };
     Ok(command)
 }
@@ -841,6 +852,9 @@ fn command_size_hint(c: &Command) -> usize {
         Command::Hash { key, op } => {
             key.len() + op.items().iter().map(|b| b.len() + L).sum::<usize>() + 3 * L
         }
+        Command::Script(s) => {
+            s.keys().into_iter().chain(s.values()).map(|b| b.len() + L).sum::<usize>() + 3 * L
+        }
         Command::Multi { items, .. } => {
             items
                 .iter()
@@ -855,6 +869,10 @@ fn command_size_hint(c: &Command) -> usize {
 pub(crate) fn put_reply(buf: &mut BytesMut, reply: &Reply) {
     match reply {
         Reply::Ok => buf.put_u8(REPLY_OK),
+        Reply::Status(text) => {
+            buf.put_u8(REPLY_STATUS);
+            put_bytes(buf, text.as_bytes());
+        }
         Reply::Nil => buf.put_u8(REPLY_NIL),
         Reply::Bulk(b) => {
             buf.put_u8(REPLY_BULK);
@@ -873,10 +891,6 @@ pub(crate) fn put_reply(buf: &mut BytesMut, reply: &Reply) {
         }
         Reply::Error(text) => {
             buf.put_u8(REPLY_ERROR);
-            put_bytes(buf, text.as_bytes());
-        }
-        Reply::Status(text) => {
-            buf.put_u8(REPLY_STATUS);
             put_bytes(buf, text.as_bytes());
         }
     }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 pub use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 pub use super::hash::{HashOp, HashRead};
+pub use super::script::{ScriptCommand, ScriptQuery};
 pub use super::txn::{TxItem, Watch};
 use super::{MAX_COMMAND_LEN, MAX_KEY_LEN, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
 
@@ -195,6 +196,8 @@ pub enum Command {
         /// What to do.
         op: HashOp,
     },
+    /// `EVAL`, `EVALSHA`, `SCRIPT LOAD`, `SCRIPT FLUSH` (see [`super::script`]).
+    Script(ScriptCommand),
 }
 
 /// Error text for an oversized key (this store's own limit; Redis has none below 512 MiB).
@@ -239,6 +242,7 @@ impl Command {
             Command::IncrByFloat { .. } => "incrbyfloat",
             Command::MSetNx { .. } => "msetnx",
             Command::Hash { op, .. } => op.name(),
+            Command::Script(s) => s.name(),
         }
     }
 
@@ -260,6 +264,7 @@ impl Command {
             Command::Del { keys } => keys.iter().collect(),
             Command::MSet { pairs } | Command::MSetNx { pairs } => pairs.iter().map(|(k, _)| k).collect(),
             Command::Sweep { .. } | Command::Flush => Vec::new(),
+            Command::Script(s) => s.keys(),
             Command::Multi { watch, items } => {
                 let mut keys: Vec<&Bytes> = watch.iter().flat_map(|w| w.keys.iter()).collect();
                 for item in items {
@@ -335,6 +340,14 @@ impl Command {
             | Command::GetEx { key: k, .. }
             | Command::GetDel { key: k } => key(k, &mut total)?,
             Command::Sweep { .. } => {}
+            Command::Script(s) => {
+                for k in s.keys() {
+                    key(k, &mut total)?;
+                }
+                for v in s.values() {
+                    value(v, &mut total)?;
+                }
+            }
             Command::Multi { watch, items } => {
                 for k in watch.iter().flat_map(|w| w.keys.iter()) {
                     key(k, &mut total)?;
@@ -395,6 +408,7 @@ impl Command {
                 pairs.iter().map(|(k, v)| item(k) + item(v)).sum()
             }
             Command::Hash { key, op } => item(key) + op.items().into_iter().map(item).sum::<usize>(),
+            Command::Script(s) => s.keys().into_iter().chain(s.values()).map(item).sum(),
             Command::Multi { items, .. } => items
                 .iter()
                 .map(|i| match i {
@@ -505,6 +519,8 @@ pub enum Query {
         /// Last byte, inclusive (negative: from the end).
         end: i64,
     },
+    /// `EVAL_RO`, `EVALSHA_RO`, `SCRIPT EXISTS` (see [`super::script`]).
+    Script(ScriptQuery),
 }
 
 impl Query {
@@ -521,6 +537,7 @@ impl Query {
             | Query::Keys { .. }
             | Query::Scan { .. }
             | Query::RandomKey { .. } => Vec::new(),
+            Query::Script(s) => s.keys(),
         }
     }
 }

@@ -32,6 +32,9 @@
 //!    among the applied entries ([`expiry`] explains why that is safe for reads too).
 //! 5. **Exactly-once writes** (thesis §6.3): see [`session`] for the duplicate-detection protocol,
 //!    its reasoning and its one remaining risk.
+//! 6. **Scripts are deterministic.** A Lua script that may write is one entry run at apply on every
+//!    replica, with no clock, no randomness, no state between runs and an instruction budget
+//!    instead of a time limit; the script cache is replicated state (see [`script`]).
 //!
 //! # Limits
 //!
@@ -46,6 +49,7 @@ pub mod glob;
 pub mod hash;
 pub mod keys;
 pub mod ldouble;
+pub mod script;
 pub mod session;
 mod snapshot;
 mod store;
@@ -68,10 +72,11 @@ mod txn_tests;
 pub use codec::{
     decode_entry, decode_proposal, encode_proposal, stamp_entry, PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY,
 };
-pub use command::{parse_i64, Command, Proposal, Query, Reply, SetCondition};
+pub use command::{parse_i64, Command, Proposal, Query, Reply, ScriptCommand, ScriptQuery, SetCondition};
 pub use expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 pub use glob::glob_match;
 pub use hash::{HashOp, HashRead, WRONGTYPE_ERR};
+pub use script::{install_command_parser, ScriptRef};
 pub use session::{
     DUPLICATE_FORGOTTEN_ERR, FIRST_SEQ, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION,
     SESSION_EXPIRED_ERR, SESSION_OVERLOADED_ERR,

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! [u8; 8]   SNAPSHOT_MAGIC ("RAFTKVSN")
-//! u16 LE    format version (= 4; 3 before hashes, 2 before key versions, 1 before expiry)
+//! u16 LE    format version (= 5; 4 before scripts, 3 before hashes, 2 before key versions, 1
+//!           before expiry)
 //! u64 LE    applied index
 //! u64 LE    log time (versions >= 2; see `expiry`)
 //! u64 LE    index of the last removal of a key (version 3; see `txn`)
@@ -22,6 +23,7 @@
 //!             unique over sessions), varint number of replies (<= MAX_REPLIES_PER_SESSION),
 //!             then per reply in increasing seq order (every seq >= ack_below):
 //!               varint seq, reply       (encoding of `codec::put_reply`)
+//! (version 5) the script cache          (encoding of `script::codec::write_cache`)
 //! u32 LE    CRC-32 (IEEE) of every preceding byte
 //! ```
 //!
@@ -57,6 +59,7 @@ use imbl::OrdMap;
 
 use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
 use super::expiry::Ttls;
+use super::script::{read_cache, write_cache, ScriptCache};
 use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
 use super::store::{Data, KvStore, Value};
 use super::KvError;
@@ -65,10 +68,12 @@ use super::KvError;
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSN";
 
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 
 /// The format that added value types (hashes).
 const SNAPSHOT_VERSION_TYPES: u16 = 4;
+/// The format that added the script cache.
+const SNAPSHOT_VERSION_SCRIPTS: u16 = 5;
 
 /// The format written before keys had versions (no versions, no last removal); still read.
 const SNAPSHOT_VERSION_2: u16 = 2;
@@ -98,6 +103,7 @@ pub struct SnapshotView {
     last_removal: u64,
     sessions: SessionTable,
     applied_index: u64,
+    scripts: ScriptCache,
 }
 
 impl fmt::Debug for SnapshotView {
@@ -184,6 +190,7 @@ impl SnapshotView {
             }
             w.flush_if_full()?;
         }
+        write_cache(&mut w.buf, &self.scripts);
         w.finish()
     }
 
@@ -266,6 +273,7 @@ impl KvStore {
             last_removal: self.last_removal,
             sessions: self.sessions.clone(),
             applied_index: self.applied_index,
+            scripts: self.scripts.clone(),
         }
     }
 
@@ -431,7 +439,12 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
         }
         sessions.sessions.insert(id, Session { ack_below, replies, last_index });
     }
-    Ok(KvStore { data, sessions, applied_index, time, ttls, last_removal })
+    let scripts = if version >= SNAPSHOT_VERSION_SCRIPTS {
+        read_cache(r, applied_index)?
+    } else {
+        ScriptCache::default()
+    };
+    Ok(KvStore { data, sessions, applied_index, time, ttls, last_removal, scripts })
 }
 
 #[cfg(test)]
@@ -452,7 +465,8 @@ mod tests {
     #[test]
     fn empty_store_image() {
         let img = KvStore::new().snapshot();
-        assert_eq!(img.len(), HEADER_LEN + 24 + 1 + 1 + CRC_LEN);
+        // Header, three u64s, no keys, no sessions, no scripts, CRC.
+        assert_eq!(img.len(), HEADER_LEN + 24 + 1 + 1 + 1 + CRC_LEN);
         assert_eq!(KvStore::restore(&img), Ok(KvStore::new()));
     }
 
@@ -462,10 +476,10 @@ mod tests {
         assert_eq!(KvStore::restore(b"RAFTKVSN\x01\x00"), Err(KvError::SnapshotMagic));
         assert_eq!(KvStore::restore(b"RAFTKVSX\x01\x00\0\0\0\0"), Err(KvError::SnapshotMagic));
         let mut img = KvStore::new().snapshot().to_vec();
-        img[8] = 5;
+        img[8] = 6;
         assert_eq!(
             KvStore::restore(&img),
-            Err(KvError::SnapshotVersion { found: 5, supported: SNAPSHOT_FORMAT_VERSION })
+            Err(KvError::SnapshotVersion { found: 6, supported: SNAPSHOT_FORMAT_VERSION })
         );
     }
 

@@ -19,6 +19,7 @@ use super::command::{
     parse_i64, value_too_long_err, Command, Query, Reply, SetCondition, NOT_AN_INTEGER_ERR, OVERFLOW_ERR,
 };
 use super::expiry::Ttls;
+use super::script::ScriptCache;
 use super::session::{SessionTable, NO_SESSION};
 use super::{KvError, MAX_VALUE_LEN};
 
@@ -110,6 +111,8 @@ pub struct KvStore {
     /// absent at `EXEC` cannot tell whether it existed in between, so it fails if any key was
     /// removed since the watch (see [`super::txn`]).
     pub(crate) last_removal: u64,
+    /// The replicated script cache (see [`super::script`]).
+    pub(crate) scripts: ScriptCache,
 }
 
 /// The key space as one command sees it: the data, the deadlines, the entry's index (the
@@ -125,6 +128,8 @@ pub(crate) struct Db<'a> {
     pub(crate) index: u64,
     /// The entry's log time.
     pub(crate) time: u64,
+    /// The script cache.
+    pub(crate) scripts: &'a mut ScriptCache,
 }
 
 impl Db<'_> {
@@ -159,7 +164,7 @@ impl Db<'_> {
 
     /// A read-only view, for the reads of a transaction.
     pub(crate) fn view(&self) -> View<'_> {
-        View { data: self.data, ttls: self.ttls, time: self.time, applied: self.index }
+        View { data: self.data, ttls: self.ttls, time: self.time, applied: self.index, scripts: self.scripts }
     }
 
     /// Marks `key` changed by this entry (its deadline changed).
@@ -181,6 +186,8 @@ pub(crate) struct View<'a> {
     pub(crate) time: u64,
     /// The index this state is at.
     pub(crate) applied: u64,
+    /// The script cache.
+    pub(crate) scripts: &'a ScriptCache,
 }
 
 impl View<'_> {
@@ -211,6 +218,7 @@ impl View<'_> {
             Query::Type { key } => self.type_reply(key),
             Query::RandomKey { seed } => self.random_key(*seed),
             Query::GetRange { key, start, end } => self.getrange_reply(key, *start, *end),
+            Query::Script(s) => super::script::query(self, s),
         }
     }
 
@@ -285,6 +293,7 @@ impl KvStore {
             last_removal: &mut self.last_removal,
             index,
             time: self.time,
+            scripts: &mut self.scripts,
         };
         let command = &p.command;
         let (reply, duplicate) = if p.session == NO_SESSION {
@@ -320,13 +329,24 @@ impl KvStore {
 
     /// A read-only view of the state.
     pub(crate) fn view(&self) -> View<'_> {
-        View { data: &self.data, ttls: &self.ttls, time: self.time, applied: self.applied_index }
+        View {
+            data: &self.data,
+            ttls: &self.ttls,
+            time: self.time,
+            applied: self.applied_index,
+            scripts: &self.scripts,
+        }
     }
 
     /// Log time: the highest stamp among the applied entries, in ms since the Unix epoch (0 if
     /// none was stamped). See [`super::expiry`].
     pub fn time(&self) -> u64 {
         self.time
+    }
+
+    /// Number of scripts in the replicated script cache (see [`super::script`]).
+    pub fn script_count(&self) -> usize {
+        self.scripts.len()
     }
 
     /// Number of keys with a deadline (expired ones not yet swept included).
@@ -481,5 +501,6 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
         }
         Command::SetRange { .. } | Command::IncrByFloat { .. } => super::strings::execute(db, command),
         Command::Hash { key, op } => super::hash::execute(db, key, op),
+        Command::Script(s) => super::script::execute(db, s),
     }
 }

@@ -112,6 +112,10 @@ const HASH_READ: &[&str] = &["@read", "@hash", "@fast"];
 const HASH_READ_SLOW: &[&str] = &["@read", "@hash", "@slow"];
 const HASH_WRITE_FAST: &[&str] = &["@write", "@hash", "@fast"];
 const KEYSPACE_DANGEROUS: &[&str] = &["@keyspace", "@write", "@slow", "@dangerous"];
+const SCRIPTING: &[&str] = &["@slow", "@scripting"];
+const EVAL: &[&str] = &["noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"];
+const EVAL_RO: &[&str] =
+    &["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"];
 
 /// Subcommands of `CLIENT`.
 #[rustfmt::skip]
@@ -141,6 +145,16 @@ pub static CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     spec("config|help", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Shows the subcommands of CONFIG."),
 ];
 
+/// Subcommands of `SCRIPT`.
+#[rustfmt::skip]
+pub static SCRIPT_SUBCOMMANDS: &[CommandSpec] = &[
+    spec("script|exists", -3, &["noscript"], NO_KEYS, SCRIPTING, Access::Read, "sha1 [sha1 ...]", "Tells which scripts are in the (replicated) script cache."),
+    spec("script|flush", -2, &["noscript"], NO_KEYS, SCRIPTING, Access::Write, "[ASYNC|SYNC]", "Empties the script cache of the cluster (a log entry)."),
+    spec("script|help", 2, &["loading", "stale"], NO_KEYS, SCRIPTING, Access::Connection, "", "Shows the subcommands of SCRIPT."),
+    spec("script|kill", 2, &["noscript", "allow_busy"], NO_KEYS, SCRIPTING, Access::Connection, "", "Answers NOTBUSY: scripts are bounded by an instruction budget, never killed."),
+    spec("script|load", 3, &["noscript", "stale"], NO_KEYS, SCRIPTING, Access::Write, "script", "Adds a script to the cache of the cluster (a log entry); returns its SHA1."),
+];
+
 /// Every top-level command, sorted by name.
 #[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
@@ -164,6 +178,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("del", -2, &["write"], ALL_KEYS, KEYSPACE_WRITE, Access::Write, "key [key ...]", "Deletes keys; returns how many existed."),
     spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Drops the queued transaction."),
     spec("echo", 2, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "message", "Returns message."),
+    spec("eval", -3, EVAL, NO_KEYS, SCRIPTING, Access::Write, "script numkeys [key ...] [arg ...]", "Runs a Lua script (one log entry, run at apply on every replica; keys given by numkeys)."),
+    spec("eval_ro", -3, EVAL_RO, NO_KEYS, SCRIPTING, Access::Read, "script numkeys [key ...] [arg ...]", "Runs a read-only Lua script after a read index."),
+    spec("evalsha", -3, EVAL, NO_KEYS, SCRIPTING, Access::Write, "sha1 numkeys [key ...] [arg ...]", "Runs a cached Lua script by its SHA1 (resolved at apply against the replicated cache)."),
+    spec("evalsha_ro", -3, EVAL_RO, NO_KEYS, SCRIPTING, Access::Read, "sha1 numkeys [key ...] [arg ...]", "Runs a cached read-only Lua script after a read index."),
     spec("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], NO_KEYS, TRANSACTION, Access::Connection, "", "Runs the queued transaction atomically (one log entry); nil if a watched key changed."),
     spec("exists", -2, READ, ALL_KEYS, KEYSPACE_READ, Access::Read, "key [key ...]", "Counts how many of the keys exist."),
     spec("expire", -3, WRITE_FAST, ONE_KEY, KEYSPACE_WRITE_FAST, Access::Write, "key seconds [NX|XX|GT|LT]", "Sets the time to live of key in seconds."),
@@ -217,6 +235,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("rename", 3, &["write"], (1, 2, 1), KEYSPACE_WRITE, Access::Write, "key newkey", "Renames key, with its expiry."),
     spec("renamenx", 3, WRITE_FAST, (1, 2, 1), KEYSPACE_WRITE_FAST, Access::Write, "key newkey", "Renames key if newkey does not exist; 1 if renamed."),
     spec("scan", -2, READ_SLOW, NO_KEYS, KEYSPACE_READ_SLOW, Access::Read, "cursor [MATCH pattern] [COUNT count] [TYPE type]", "Iterates over the keys; every key present for the whole scan is returned exactly once (cursors are valid on the node that gave them)."),
+    CommandSpec {
+        subcommands: SCRIPT_SUBCOMMANDS,
+        ..spec("script", -2, &[], NO_KEYS, &["@slow"], Access::Connection, "subcommand [arg ...]", "Script cache commands (LOAD, EXISTS, FLUSH, KILL, HELP).")
+    },
     spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
     spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]", "Sets key to value, with an optional expiry."),
     spec("setex", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key seconds value", "Sets key to value, expiring in seconds."),
