@@ -5,7 +5,8 @@
 //! transactions (`MULTI`/`EXEC`/`DISCARD`, queued errors), the key-space and string commands
 //! of issue 14 (`KEYS`, `SCAN`, `TYPE`, `RENAME`, `COPY`, `GETRANGE`, `SETRANGE`, `INCRBYFLOAT`
 //! with Redis' long double formatting, ...) and error texts. Replies whose order Redis leaves to
-//! its hash tables (`KEYS`, `SCAN`) are compared sorted, also inside `EXEC`.
+//! its hash tables (`KEYS`, `SCAN`) are compared sorted, also inside `EXEC`. Lua scripts
+//! (`EVAL`, `EVALSHA`, `EVAL_RO`, `SCRIPT EXISTS`: conversions and error texts).
 //!
 //! Needs `redis-server` on the PATH (`.ci/run` installs it):
 //! `cargo test --release -p raft-kv --test differential -- --ignored`.
@@ -45,6 +46,36 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// The lock-release script (loaded on both servers before each sequence) and its SHA1.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const RELEASE_SHA: &str = "d02e481a9c91ceec59c5822a58a49d5d5d7ac80b";
+
+/// Scripts whose replies (conversions, command errors raised or caught) must match Redis'.
+const SCRIPTS: &[&str] = &[
+    RELEASE,
+    "return redis.call('GET', KEYS[1])",
+    "return redis.call('INCR', KEYS[1])",
+    "return redis.pcall('INCR', KEYS[1])",
+    "return redis.call('SET', KEYS[1], ARGV[1], 'GET')",
+    "return {redis.call('SET', KEYS[1], ARGV[1]), redis.call('STRLEN', KEYS[1]), 3.7, -2.5, true, false, {ok='fine'}, {1, {2}}}",
+    "local v = redis.call('GET', KEYS[1]) if v then return {v, #v, tonumber(v)} end return {err='MISSING no value'}",
+    "return redis.call('EXISTS', KEYS[1], 'k9') + redis.call('APPEND', KEYS[1], ARGV[1])",
+    "return redis.status_reply('DONE')",
+    "return redis.error_reply('bad')",
+];
+
+/// Scripts that fail before writing anything.
+const FAILING: &[&str] = &[
+    "return redis.call('nosuch')",
+    "error('boom')",
+    "return redis.call('get')",
+    "return undefined_global",
+    "g = 1",
+    "return (",
+    "return redis.call('multi')",
+];
 
 fn random_command(r: &mut Rng) -> Vec<String> {
     let key = format!("k{}", r.below(4));
@@ -132,7 +163,7 @@ fn random_command(r: &mut Rng) -> Vec<String> {
             _ => s(&[r.pick(&["FLUSHDB", "FLUSHALL"])]),
         };
     }
-    match r.below(30) {
+    match r.below(36) {
         0..=2 => {
             let mut c = s(&["SET", &key, &value]);
             for opt in [r.pick(&["", "NX", "XX"]), r.pick(&["", "GET"])] {
@@ -185,6 +216,25 @@ fn random_command(r: &mut Rng) -> Vec<String> {
         26 => s(&["SET", &key]),            // arity error (aborts a transaction)
         27 => s(&["SET", &key, "v", "EX"]), // syntax error
         28 => s(&["EXPIRE", &key, "10", "NX", "XX"]),
+        // Scripts (none writes and then fails: raft-kv rolls such a script back, Redis does not).
+        29..=30 => s(&["EVAL", r.pick(SCRIPTS), "1", &key, &value]),
+        31 => s(&[
+            "EVALSHA",
+            r.pick(&[RELEASE_SHA, "ffffffffffffffffffffffffffffffffffffffff"]),
+            "1",
+            &key,
+            &value,
+        ]),
+        32 => {
+            s(&["EVAL_RO", "return {redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[1])}", "1", &key])
+        }
+        33 => s(&["SCRIPT", "EXISTS", RELEASE_SHA, "abc"]),
+        34 => match r.below(4) {
+            0 => s(&["EVAL", "return 1", r.pick(&["-1", "2", "x"]), &key]),
+            1 => s(&["EVAL", r.pick(FAILING), "0"]),
+            2 => s(&["EVAL_RO", "return redis.call('SET', KEYS[1], 'x')", "1", &key]),
+            _ => s(&["EVAL", "return redis.call('GET', KEYS[1])"]),
+        },
         _ => s(&["INCRBY", &key, "notanumber"]),
     }
 }
@@ -259,6 +309,10 @@ fn random_sequences_answer_exactly_like_redis_server() {
         for conn in [&mut redis, &mut ours] {
             let _ = conn.request(&["DISCARD"]);
             assert_eq!(conn.request(&["FLUSHALL"]).unwrap(), Frame::ok());
+            assert_eq!(
+                conn.request(&["SCRIPT", "LOAD", RELEASE]).unwrap(),
+                Frame::bulk_from_slice(RELEASE_SHA.as_bytes())
+            );
         }
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut history: Vec<String> = Vec::new();
