@@ -274,8 +274,10 @@ fn every_table_entry_parses_with_minimal_arity() {
             args.push(b("help"));
         }
         while args.len() < words {
-            // An expire time must be positive; SELECT knows database 0 only.
-            args.push(b(if spec.name == "select" { "0" } else { "1" }));
+            // An expire time must be positive; SELECT knows database 0 only; a script's numkeys
+            // cannot exceed its arguments.
+            let zero = spec.name == "select" || (spec.name.starts_with("eval") && args.len() == 2);
+            args.push(b(if zero { "0" } else { "1" }));
         }
         let result = Request::from_args(args.clone());
         assert!(result.is_ok(), "{}: {:?} -> {result:?}", spec.name, args);
@@ -450,4 +452,93 @@ fn client_info_reports_the_connections_protocol() {
         let Frame::Bulk(line) = client_info_reply(7, "a:1", "b:2", b"n", protocol) else { panic!() };
         assert!(String::from_utf8_lossy(&line).contains(want));
     }
+}
+
+#[test]
+fn script_commands_parse_into_script_writes_and_reads() {
+    use engine::kv::{Command, Query, ScriptCommand, ScriptQuery, ScriptRef};
+    let parse = |words: &[&str]| Request::from_args(words.iter().map(|w| b(w)).collect());
+    let eval = parse(&["EVAL", "return 1", "2", "k1", "k2", "a1"]).unwrap();
+    assert_eq!(
+        eval,
+        Request::KvWrite(Command::Script(ScriptCommand::Eval {
+            script: ScriptRef::Body(b("return 1")),
+            keys: vec![b("k1"), b("k2")],
+            args: vec![b("a1")],
+        }))
+    );
+    assert_eq!(eval.access(), Access::Write);
+    assert!(matches!(
+        parse(&["evalsha_ro", "abc", "0"]),
+        Ok(Request::KvRead(Query::Script(ScriptQuery::Eval { .. })))
+    ));
+    // A no-writes shebang makes EVAL a read.
+    assert!(matches!(
+        parse(&["EVAL", "#!lua flags=no-writes\nreturn 1", "0"]),
+        Ok(Request::KvRead(Query::Script(ScriptQuery::Eval { .. })))
+    ));
+    assert_eq!(
+        parse(&["EVAL", "return 1", "-1"]).unwrap_err().to_string(),
+        "ERR Number of keys can't be negative"
+    );
+    assert_eq!(
+        parse(&["EVAL", "return 1", "1"]).unwrap_err().to_string(),
+        "ERR Number of keys can't be greater than number of args"
+    );
+    assert_eq!(parse(&["EVAL", "return 1", "x"]).unwrap_err(), CommandError::NotAnInteger);
+    assert_eq!(parse(&["EVAL", "return 1"]).unwrap_err(), CommandError::WrongArity("eval"));
+    assert_eq!(
+        parse(&["SCRIPT", "LOAD", "return 1"]).unwrap(),
+        Request::KvWrite(Command::Script(ScriptCommand::Load { body: b("return 1") }))
+    );
+    assert_eq!(
+        parse(&["script", "exists", "a", "b"]).unwrap(),
+        Request::KvRead(Query::Script(ScriptQuery::Exists { shas: vec![b("a"), b("b")] }))
+    );
+    assert_eq!(
+        parse(&["SCRIPT", "FLUSH", "ASYNC"]).unwrap(),
+        Request::KvWrite(Command::Script(ScriptCommand::Flush))
+    );
+    assert_eq!(
+        parse(&["SCRIPT", "FLUSH", "NOW"]).unwrap_err().to_string(),
+        "ERR SCRIPT FLUSH only support SYNC|ASYNC option"
+    );
+    assert_eq!(
+        parse(&["SCRIPT", "KILL"]).unwrap_err().to_string(),
+        "NOTBUSY No scripts in execution right now."
+    );
+    assert_eq!(parse(&["SCRIPT", "HELP"]).unwrap(), Request::Help(Container::Script));
+    assert_eq!(parse(&["SCRIPT", "LOAD"]).unwrap_err(), CommandError::WrongArity("script|load"));
+    assert_eq!(
+        parse(&["SCRIPT", "NOPE"]).unwrap_err().to_string(),
+        "ERR unknown subcommand 'NOPE'. Try SCRIPT HELP."
+    );
+}
+
+#[test]
+fn the_parser_of_redis_call_refuses_what_scripts_may_not_run() {
+    use crate::command::script::script_command;
+    let call = |words: &[&str]| script_command(words.iter().map(|w| b(w)).collect());
+    assert!(matches!(call(&["set", "k", "v"]), Ok(engine::kv::TxItem::Write(_))));
+    assert!(matches!(call(&["GET", "k"]), Ok(engine::kv::TxItem::Read(_))));
+    assert!(matches!(call(&["raft.version", "k"]), Ok(engine::kv::TxItem::Read(_))));
+    assert_eq!(call(&["nosuch"]).unwrap_err(), "ERR Unknown Redis command called from script");
+    assert_eq!(call(&["get"]).unwrap_err(), "ERR Wrong number of args calling Redis command from script");
+    for refused in [
+        &["multi"][..],
+        &["exec"],
+        &["watch", "k"],
+        &["eval", "return 1", "0"],
+        &["script", "flush"],
+        &["ping"],
+        &["raft.snapshot"],
+        &["client", "id"],
+    ] {
+        assert_eq!(
+            call(refused).unwrap_err(),
+            "ERR This Redis command is not allowed from script",
+            "{refused:?}"
+        );
+    }
+    assert_eq!(call(&["incrby", "k", "x"]).unwrap_err(), "ERR value is not an integer or out of range");
 }
