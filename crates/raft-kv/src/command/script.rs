@@ -87,12 +87,15 @@ pub(super) fn parse_script(args: Vec<Bytes>) -> Result<Request, CommandError> {
 
 /// The parser of `redis.call` arguments (installed into the engine): the same parser as client
 /// requests, then the same mapping to a state-machine command or query as the server's, with
-/// Redis' script error texts. Commands flagged `noscript` and everything that is not a data
-/// command (connection, admin, transactions, scripts) are refused.
+/// Redis' script error texts. Commands flagged `noscript`, `FLUSHDB`/`FLUSHALL` (admin-only for
+/// clients) and everything that is not a data command (connection, admin, transactions, scripts,
+/// `SCAN`, whose cursors are node-local) are refused; `RANDOMKEY` draws with a fixed seed so that
+/// every replica picks the same key; `TIME` is answered by the engine from the log time.
 pub fn script_command(args: Vec<Bytes>) -> Result<TxItem, String> {
     const NOT_ALLOWED: &str = engine::kv::script::NOT_FROM_SCRIPT_ERR;
     if let Some(spec) = args.first().and_then(|n| lookup(n)) {
-        if spec.flags.contains(&"noscript") {
+        // FLUSHDB/FLUSHALL are admin-only for clients: a script must not be a way around that.
+        if spec.flags.contains(&"noscript") || spec.name == "flushall" || spec.name == "flushdb" {
             return Err(NOT_ALLOWED.to_owned());
         }
     }
@@ -110,6 +113,8 @@ pub fn script_command(args: Vec<Bytes>) -> Result<TxItem, String> {
         Ok(TxItem::Write(Command::Script(_) | Command::Multi { .. } | Command::Sweep { .. }))
         | Ok(TxItem::Read(Query::Script(_)))
         | Err(_) => Err(NOT_ALLOWED.to_owned()),
+        // Every replica must draw the same key: a fixed seed (a function of the state only).
+        Ok(TxItem::Read(Query::RandomKey { .. })) => Ok(TxItem::Read(Query::RandomKey { seed: 0 })),
         Ok(item) => Ok(item),
     }
 }

@@ -541,4 +541,12 @@ fn the_parser_of_redis_call_refuses_what_scripts_may_not_run() {
         );
     }
     assert_eq!(call(&["incrby", "k", "x"]).unwrap_err(), "ERR value is not an integer or out of range");
+    for refused in [&["flushall"][..], &["flushdb"], &["scan", "0"]] {
+        assert_eq!(
+            call(refused).unwrap_err(),
+            "ERR This Redis command is not allowed from script",
+            "{refused:?}"
+        );
+    }
+    assert_eq!(call(&["randomkey"]), call(&["randomkey"]), "a fixed seed");
 }
