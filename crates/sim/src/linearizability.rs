@@ -17,6 +17,20 @@
 //! - [`Op::Del`] removes the key and returns whether it existed ([`OpOutput::Bool`]).
 //! - [`Op::Append`] appends bytes (an absent key counts as empty) and returns the new length
 //!   ([`OpOutput::Len`]).
+//! - [`Op::Watched`] is an `EXEC` guarded by a `WATCH` of its key: the client sent `WATCH key`,
+//!   then `GET key` (a separate operation of the history, which saw `seen`), then the
+//!   transaction. It may answer [`OpOutput::Aborted`] (the null array) in any state and change
+//!   nothing: the server aborts when the key changed after the `WATCH`, and may abort
+//!   spuriously (a key created and removed in between). It may *run* only where the key holds
+//!   exactly `seen`, and then it is its inner operation (with the inner operation's output).
+//!   Why that is the whole of WATCH's promise in this model: the `GET` read a state at an index
+//!   at or after the `WATCH`'s, and the `EXEC` applies at a later index; if the key's version
+//!   did not change between the `WATCH` and the `EXEC` (the condition to run), the value at the
+//!   `EXEC` is the value the `GET` saw. A run where the key holds anything else means a write
+//!   between the two was missed. (An `A -> B -> A` change in between is invisible here: values
+//!   the workload writes are unique, so only absent -> present -> absent can repeat.) An
+//!   indeterminate one runs where the key holds `seen` and otherwise changes nothing; not
+//!   running at all is the search's "never".
 //!
 //! A reply that the model cannot produce (for example an error for `SET`, or a "not leader"
 //! error) counts as an observation the model must explain, so the recorder must not put such
@@ -95,6 +109,14 @@ pub enum Op {
     Del,
     /// `APPEND key bytes`: append bytes to the value.
     Append(Vec<u8>),
+    /// `WATCH key`, `GET key` (which answered `seen`), then `MULTI`, the inner operation, `EXEC`
+    /// (see the module docs). The inner operation is never itself `Watched`.
+    Watched {
+        /// What the `GET` between the `WATCH` and the `EXEC` returned.
+        seen: Option<Vec<u8>>,
+        /// The operation the transaction runs.
+        op: Box<Op>,
+    },
 }
 
 /// What a client observed as the result of an operation.
@@ -112,6 +134,8 @@ pub enum OpOutput {
     Len(u64),
     /// Result of a failed [`Op::Incr`] (value not an integer, or overflow); the state is unchanged.
     Error,
+    /// Result of an [`Op::Watched`] whose `EXEC` answered the null array: nothing ran.
+    Aborted,
 }
 
 /// One operation of a concurrent history, as recorded by a client.
@@ -373,6 +397,7 @@ impl fmt::Display for Op {
             Op::Incr(by) => write!(f, "INCRBY {by}"),
             Op::Del => f.write_str("DEL"),
             Op::Append(value) => write!(f, "APPEND {}", Bytes(value)),
+            Op::Watched { seen, op } => write!(f, "WATCH+GET {} EXEC {op}", Value(seen.as_deref())),
         }
     }
 }
@@ -386,6 +411,7 @@ impl fmt::Display for OpOutput {
             OpOutput::Bool(existed) => write!(f, "(existed: {existed})"),
             OpOutput::Len(len) => write!(f, "(length) {len}"),
             OpOutput::Error => f.write_str("(error)"),
+            OpOutput::Aborted => f.write_str("(nil: aborted)"),
         }
     }
 }

@@ -167,6 +167,8 @@ pub struct Report {
     pub leader_stalls: u64,
     /// Leadership transfers the nemesis asked for (lease runs).
     pub transfers: u64,
+    /// WATCH-guarded transactions answered: (ran, aborted).
+    pub watched: (usize, usize),
 }
 
 /// The world.
@@ -267,7 +269,7 @@ impl World {
             w.schedule(phase, Event::Tick(id));
         }
         for c in 0..w.cfg.clients {
-            w.clients.push(Client { id: c + 1, outstanding: None, txn: false, counter: 0 });
+            w.clients.push(Client { id: c + 1, outstanding: None, txn: false, counter: 0, watch: None });
             let delay = w.rng.range(0, 50);
             w.schedule(delay, Event::ClientWake(c));
         }
@@ -729,8 +731,8 @@ impl World {
             return;
         }
         let mut node = live[self.rng.range(0, live.len() as u64) as usize];
-        let (key, op) = workload::random_op(&mut self.rng, &mut self.clients[c], self.cfg.keys);
-        if self.cfg.lease_reads && matches!(op, Op::Get) && self.rng.chance(0.5) {
+        let step = workload::next_step(&mut self.rng, &mut self.clients[c], self.cfg.keys);
+        if self.cfg.lease_reads && matches!(step.request, engine::Request::Read(_)) && self.rng.chance(0.5) {
             // Readers that found a leader keep using it, also while it stalls or is cut off (and
             // may still believe in its lease): any node that believes it leads.
             let leaders: Vec<NodeId> = live
@@ -742,9 +744,11 @@ impl World {
                 node = leaders[self.rng.range(0, leaders.len() as u64) as usize];
             }
         }
-        let txn = self.rng.chance(0.2);
-        let request = workload::to_request(&key, &op, txn);
-        let index = workload::record_call(&mut self.history, self.clients[c].id, key, op, self.now);
+        let workload::Step { key, record, request, txn } = step;
+        let index = match record {
+            Some(op) => workload::record_call(&mut self.history, self.clients[c].id, key, op, self.now),
+            None => workload::NOT_RECORDED,
+        };
         let id = self.next_request;
         self.next_request += 1;
         self.requests.insert(id, c);
@@ -766,8 +770,10 @@ impl World {
         if id != request {
             return Err(format!("client {c} got the answer to {request} while waiting for {id}"));
         }
-        let call = self.history[index].call;
-        let op = self.history[index].op.clone();
+        let (call, op) = match self.history.get(index) {
+            Some(h) => (h.call, h.op.clone()),
+            None => (self.now, Op::Get), // The WATCH (a read, not recorded).
+        };
         if let (Some(floor), Ok(_)) = (self.read_floor.remove(&request), &response) {
             let applied =
                 self.nodes.get(&node).and_then(|n| n.driver.as_ref()).map_or(0, |d| d.kv().applied_index());
@@ -777,7 +783,15 @@ impl World {
                 ));
             }
         }
-        match workload::outcome(&op, self.clients[c].txn, response.clone()) {
+        if index == workload::NOT_RECORDED {
+            workload::watch_answered(&mut self.clients[c], &response);
+            let think = self.rng.range(0, 20);
+            self.schedule(think, Event::ClientWake(c as u64));
+            return Ok(());
+        }
+        let outcome = workload::outcome(&op, self.clients[c].txn, response.clone());
+        workload::step_answered(&mut self.clients[c], &outcome);
+        match outcome {
             Ok(Some(out)) => {
                 self.history[index].ret = Some(self.now);
                 self.history[index].output = Some(out);
@@ -834,6 +848,7 @@ impl World {
             if let Some((_, n, req)) = self.clients[c].outstanding {
                 if n == id {
                     self.clients[c].outstanding = None;
+                    self.clients[c].watch = None;
                     self.requests.remove(&req);
                     self.read_floor.remove(&req);
                     let delay = self.rng.range(0, 20);
@@ -1066,6 +1081,13 @@ impl World {
         // Linearizability of everything the clients saw.
         self.history.retain(|op| op.call != u64::MAX);
         self.report.operations = self.history.len();
+        for op in self.history.iter().filter(|op| matches!(op.op, Op::Watched { .. })) {
+            match op.output {
+                Some(linearizability::OpOutput::Aborted) => self.report.watched.1 += 1,
+                Some(_) => self.report.watched.0 += 1,
+                None => {}
+            }
+        }
         match linearizability::check(&self.history, linearizability::DEFAULT_MAX_STEPS_PER_KEY) {
             Ok(CheckResult::Linearizable) => Ok(self.report),
             Ok(CheckResult::NotLinearizable { key, explanation }) => Err(self.fail(format!(

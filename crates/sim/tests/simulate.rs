@@ -107,3 +107,21 @@ fn the_simulator_exercises_membership_changes() {
     assert!(total.added >= 30 && total.promoted >= 20 && total.removed >= 20, "{total:?}");
     assert!(total.leaders_removed >= 5 && total.transfers >= 10, "{total:?}");
 }
+
+#[test]
+fn the_simulator_runs_and_aborts_watched_transactions() {
+    // WATCH-guarded transactions must both run and abort under the faults (an EXEC that never
+    // runs checks nothing; one that never aborts never met a concurrent write).
+    let (mut ran, mut aborted, mut runs_with_both) = (0, 0, 0);
+    for seed in 3_000_000..3_000_020 {
+        let r = run_seed(seed).unwrap_or_else(|f| panic!("seed {} failed: {}", f.seed, f.reason));
+        ran += r.watched.0;
+        aborted += r.watched.1;
+        runs_with_both += u64::from(r.watched.0 > 0 && r.watched.1 > 0);
+    }
+    println!("20 seeds: {ran} watched transactions ran, {aborted} aborted ({runs_with_both} runs with both)");
+    assert!(
+        ran >= 40 && aborted >= 40 && runs_with_both >= 10,
+        "ran {ran} aborted {aborted} runs {runs_with_both}"
+    );
+}

@@ -147,9 +147,15 @@ impl<'h> PreparedOp<'h> {
     pub(super) fn new(op: &'h Op, output: Option<&'h OpOutput>) -> PreparedOp<'h> {
         let arg_hash = match op {
             Op::Set(value) | Op::Append(value) => poly_hash(value),
+            Op::Watched { op, .. } => PreparedOp::new(op, None).arg_hash,
             Op::Get | Op::Incr(_) | Op::Del => [0, 0],
         };
         PreparedOp { op, output, arg_hash }
+    }
+
+    /// The inner operation of an [`Op::Watched`] that ran, with the same output.
+    fn inner(&self, op: &'h Op) -> PreparedOp<'h> {
+        PreparedOp { op, output: self.output, arg_hash: self.arg_hash }
     }
 }
 
@@ -292,6 +298,10 @@ pub(super) fn model_step<'a>(
     prepared: &PreparedOp<'a>,
 ) -> (OpOutput, Transition<'a>) {
     match prepared.op {
+        // Runs where the key holds what the GET after the WATCH saw; aborts elsewhere (it may
+        // also abort there: `evaluate` accepts an observed abort in every state).
+        Op::Watched { seen, op } if seen.as_deref() == value => model_step(value, fp, &prepared.inner(op)),
+        Op::Watched { .. } => (OpOutput::Aborted, Transition { change: Change::Keep, fp }),
         Op::Get => (OpOutput::Value(value.map(<[u8]>::to_vec)), Transition { change: Change::Keep, fp }),
         Op::Set(new) => (
             OpOutput::Ok,
@@ -337,8 +347,12 @@ pub(super) fn model_step<'a>(
 /// Decides whether the model accepts `prepared` in `state`: returns the transition if the
 /// observed output matches what the model returns (or the output is unknown), `None` otherwise.
 ///
-/// `GET` is special-cased so that it compares against the state without copying it.
+/// `GET` is special-cased so that it compares against the state without copying it; an aborted
+/// [`Op::Watched`] fits every state.
 pub(super) fn evaluate<'a>(state: &State, prepared: &PreparedOp<'a>) -> Option<Transition<'a>> {
+    if let (Op::Watched { .. }, Some(OpOutput::Aborted)) = (prepared.op, prepared.output) {
+        return Some(Transition { change: Change::Keep, fp: state.fp });
+    }
     if let (Op::Get, Some(observed)) = (prepared.op, prepared.output) {
         return match observed {
             OpOutput::Value(seen) if seen.as_deref() == state.value.as_deref() => {

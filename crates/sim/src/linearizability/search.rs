@@ -86,12 +86,13 @@ impl SearchOp<'_> {
         match self.prepared.op {
             Op::Set(_) => true,
             Op::Del => self.ret.is_none(),
-            Op::Get | Op::Incr(_) | Op::Append(_) => false,
+            Op::Get | Op::Incr(_) | Op::Append(_) | Op::Watched { .. } => false,
         }
     }
 
     /// Whether the operation leaves the state unchanged wherever the model accepts it: a
-    /// completed `GET`, a `DEL` that found nothing, or an `INCRBY` that failed. If such an
+    /// completed `GET`, a `DEL` that found nothing, an `INCRBY` that failed, or a watched
+    /// transaction that aborted. If such an
     /// *observer* is a candidate and fits the current state, it can be linearized right away:
     /// in any linearization from here it can be moved to the front (being a candidate, nothing
     /// must precede it; it fits; and taking it out of its later place changes no state). So the
@@ -103,6 +104,7 @@ impl SearchOp<'_> {
             (Op::Get, Some(_))
                 | (Op::Del, Some(OpOutput::Bool(false)))
                 | (Op::Incr(_), Some(OpOutput::Error))
+                | (Op::Watched { .. }, Some(OpOutput::Aborted))
         )
     }
 }

@@ -470,6 +470,10 @@ fn explanation_prefers_the_prefix_with_most_completed_operations() {
 /// An independent statement of the model (the checker's is optimised for the search).
 fn reference_apply(value: &mut Option<Vec<u8>>, op: &Op) -> OpOutput {
     match op {
+        // Runs on what its GET saw; aborts elsewhere (the checker also allows an abort anywhere,
+        // see `brute_force_linearizable`).
+        Op::Watched { seen, op } if value == seen => reference_apply(value, op),
+        Op::Watched { .. } => OpOutput::Aborted,
         Op::Get => OpOutput::Value(value.clone()),
         Op::Set(new) => {
             *value = Some(new.clone());
@@ -500,13 +504,21 @@ fn reference_apply(value: &mut Option<Vec<u8>>, op: &Op) -> OpOutput {
 /// Values the generators use; none contains the byte 0xff.
 const VALUES: [&[u8]; 7] = [b"", b"0", b"1", b"-5", b"a", b"10", b"007"];
 
-fn arb_op() -> impl Strategy<Value = Op> {
+fn arb_plain_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Get),
         2 => (0..VALUES.len()).prop_map(|i| Op::Set(VALUES[i].to_vec())),
         2 => (-2i64..=3).prop_map(Op::Incr),
         1 => Just(Op::Del),
         1 => (0..VALUES.len()).prop_map(|i| Op::Append(VALUES[i].to_vec())),
+    ]
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let seen = prop::option::of((0..VALUES.len()).prop_map(|i| VALUES[i].to_vec()));
+    prop_oneof![
+        9 => arb_plain_op(),
+        1 => (seen, arb_plain_op()).prop_map(|(seen, op)| Op::Watched { seen, op: Box::new(op) }),
     ]
 }
 
@@ -585,10 +597,19 @@ fn brute_force_linearizable(ops: &[Operation]) -> bool {
             }
             let saved = value.clone();
             let output = reference_apply(value, &ops[next].op);
-            if match &ops[next].output {
-                None => true,
-                Some(seen) => *seen == output,
-            } {
+            // A watched transaction may abort in any state, changing nothing.
+            let aborted = matches!(ops[next].op, Op::Watched { .. })
+                && ops[next].output == Some(OpOutput::Aborted)
+                && output != OpOutput::Aborted;
+            if aborted {
+                *value = saved.clone();
+            }
+            if aborted
+                || match &ops[next].output {
+                    None => true,
+                    Some(seen) => *seen == output,
+                }
+            {
                 used[next] = true;
                 if extend(ops, used, value) {
                     return true;
@@ -614,6 +635,7 @@ fn arb_output() -> impl Strategy<Value = OpOutput> {
         any::<bool>().prop_map(OpOutput::Bool),
         (0u64..6).prop_map(OpOutput::Len),
         Just(OpOutput::Error),
+        Just(OpOutput::Aborted),
     ]
 }
 
@@ -846,4 +868,97 @@ fn measure() {
             );
         }
     }
+}
+
+// ---- WATCH-guarded transactions ----------------------------------------------------------------
+
+fn watched(seen: Option<&str>, op: Op) -> Op {
+    Op::Watched { seen: seen.map(Into::into), op: Box::new(op) }
+}
+
+#[test]
+fn watched_exec_runs_when_nothing_changed_in_between() {
+    let history = [
+        set(1, 0, 1, "a"),
+        get(2, 2, 3, Some("a")),
+        done(2, watched(Some("a"), Op::Set("b".into())), 4, 5, OpOutput::Ok),
+        get(1, 6, 7, Some("b")),
+    ];
+    assert_linearizable(&history);
+}
+
+#[test]
+fn watched_exec_that_ran_after_a_write_it_watched_is_a_violation() {
+    // Another client's SET completed after the GET and before the EXEC was sent: the EXEC
+    // must have aborted.
+    let history = [
+        set(1, 0, 1, "a"),
+        get(2, 2, 3, Some("a")),
+        set(1, 4, 5, "c"),
+        done(2, watched(Some("a"), Op::Set("b".into())), 6, 7, OpOutput::Ok),
+    ];
+    let explanation = assert_violation(&history);
+    assert!(explanation.contains("WATCH+GET \"a\" EXEC SET \"b\""), "{explanation}");
+    // The same run with the EXEC aborted is fine, and so is a spurious abort.
+    let mut aborted = history.clone();
+    aborted[3].output = Some(OpOutput::Aborted);
+    assert_linearizable(&aborted);
+    let spurious = [
+        get(2, 2, 3, None),
+        done(2, watched(None, Op::Incr(2)), 6, 7, OpOutput::Aborted),
+        get(1, 8, 9, None),
+    ];
+    assert_linearizable(&spurious);
+}
+
+#[test]
+fn watched_exec_may_precede_an_overlapping_write() {
+    // The SET overlaps the EXEC, so the EXEC can come first; the later read decides.
+    let ran_first = [
+        get(2, 0, 1, None),
+        set(1, 2, 6, "c"),
+        done(2, watched(None, Op::Incr(3)), 3, 5, OpOutput::Int(3)),
+        get(1, 7, 8, Some("c")),
+    ];
+    assert_linearizable(&ran_first);
+    let mut ran_last = ran_first.clone();
+    ran_last[3].output = Some(OpOutput::Value(Some(b"3".to_vec())));
+    assert_violation(&ran_last);
+}
+
+#[test]
+fn watched_exec_output_is_the_inner_operations() {
+    let history = [
+        set(1, 0, 1, "7"),
+        get(2, 2, 3, Some("7")),
+        done(2, watched(Some("7"), Op::Incr(2)), 4, 5, OpOutput::Int(10)),
+    ];
+    assert_violation(&history);
+    let wrong_seen = [
+        set(1, 0, 1, "7"),
+        get(2, 2, 3, Some("7")),
+        done(2, watched(Some("8"), Op::Del), 4, 5, OpOutput::Bool(true)),
+    ];
+    assert_violation(&wrong_seen);
+}
+
+#[test]
+fn indeterminate_watched_exec_runs_only_on_what_it_saw() {
+    // Lost answer: it may have run (the key held what the GET saw) ...
+    let ran = [
+        set(1, 0, 1, "a"),
+        get(2, 2, 3, Some("a")),
+        pending(2, watched(Some("a"), Op::Set("b".into())), 4),
+        get(1, 6, 7, Some("b")),
+    ];
+    assert_linearizable(&ran);
+    // ... but not after a write it watched completed.
+    let late = [
+        set(1, 0, 1, "a"),
+        get(2, 2, 3, Some("a")),
+        set(1, 4, 5, "c"),
+        pending(2, watched(Some("a"), Op::Set("b".into())), 6),
+        get(1, 8, 9, Some("b")),
+    ];
+    assert_violation(&late);
 }
