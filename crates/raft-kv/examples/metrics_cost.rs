@@ -17,14 +17,14 @@ fn main() {
     for round in 0..3 {
         let started = Instant::now();
         for _ in 0..N {
-            RequestTimer::start(&metrics, CommandKind::Set).finish(&response);
+            RequestTimer::start(CommandKind::Set).finish(&metrics, &response);
         }
         let per_request = started.elapsed().as_nanos() as f64 / f64::from(N);
         let h = metrics.node.fsync_seconds.clone();
         let started = Instant::now();
         for _ in 0..N {
             let t = Instant::now();
-            h.observe(t.elapsed().as_secs_f64());
+            h.observe_duration(t.elapsed());
         }
         let per_observation = started.elapsed().as_nanos() as f64 / f64::from(N);
         println!("round {round}: request timer {per_request:.0} ns/request; timed observation {per_observation:.0} ns");

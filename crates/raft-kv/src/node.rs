@@ -384,11 +384,11 @@ impl NodeLoop {
             }
             if let Some(m) = &self.opts.metrics {
                 for (_, d) in self.driver.take_apply_timings() {
-                    m.apply_seconds.observe(d.as_secs_f64());
+                    m.apply_seconds.observe_duration(d);
                 }
-                m.process_seconds.observe(took.as_secs_f64());
+                m.process_seconds.observe_duration(took);
                 if inputs > 0 {
-                    m.batch_inputs.observe(inputs as f64);
+                    m.batch_inputs.observe(inputs as u64);
                 }
             }
             if let Some(deadline) = shutdown_deadline {
@@ -452,7 +452,7 @@ struct ServerIo {
     /// No new snapshot job starts while shutting down.
     shutting_down: bool,
     /// Times snapshot jobs (metrics).
-    snapshot_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    snapshot_seconds: Option<crate::metrics::Log2Histogram>,
     /// The configuration index the transport's peers were last set from, and whether it was
     /// committed then.
     peers_from: Option<(u64, bool)>,
@@ -548,7 +548,7 @@ impl Io<MeteredFs> for ServerIo {
                 let started = Instant::now();
                 let result = run_job(job, tmp);
                 if let (Some(h), Ok(_)) = (&histogram, &result) {
-                    h.observe(started.elapsed().as_secs_f64());
+                    h.observe_duration(started.elapsed());
                 }
                 // Fails only if the node thread is gone (shutdown): nothing to report to.
                 let _ = tx.send(Input::SnapshotDone(result));

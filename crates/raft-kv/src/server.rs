@@ -343,7 +343,8 @@ async fn handle_connection<R, W>(
 {
     let (tx, rx) = mpsc::channel::<Pending>(MAX_PIPELINE);
     let outstanding = Arc::new(Outstanding::default());
-    let writer = tokio::spawn(write_answers(wr, rx, ctx.node.clone(), outstanding.clone()));
+    let writer =
+        tokio::spawn(write_answers(wr, rx, ctx.node.clone(), outstanding.clone(), ctx.metrics.clone()));
     let mut conn = Conn {
         id: ctx.next_client.fetch_add(1, Ordering::Relaxed),
         outstanding,
@@ -435,6 +436,7 @@ async fn write_answers<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Pending>,
     node: NodeHandle,
     outstanding: Arc<Outstanding>,
+    metrics: Option<Arc<Metrics>>,
 ) {
     let mut out = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
@@ -454,8 +456,8 @@ async fn write_answers<W: AsyncWrite + Unpin>(
                     let permit = node.reserve().await;
                     let response = node.submit(request, permit).await.unwrap_or(Err(RequestError::Timeout));
                     outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
-                    if let Some(t) = timer {
-                        t.finish(&response);
+                    if let (Some(t), Some(m)) = (timer, &metrics) {
+                        t.finish(m, &response);
                     }
                     (shape.frame(response), p, false)
                 }
@@ -479,8 +481,8 @@ async fn write_answers<W: AsyncWrite + Unpin>(
                         }
                     };
                     outstanding.counter(kind).fetch_sub(1, Ordering::AcqRel);
-                    if let Some(t) = timer {
-                        t.finish(&response);
+                    if let (Some(t), Some(m)) = (timer, &metrics) {
+                        t.finish(m, &response);
                     }
                     (shape.frame(response), p, false)
                 }
@@ -578,7 +580,7 @@ fn dispatch(
     let permit = std::cell::Cell::new(Some(permit));
     // Taken by the one engine request this request becomes (Cell: the closures below share it).
     let timer =
-        std::cell::Cell::new(ctx.metrics.as_ref().map(|m| RequestTimer::start(m, command_kind(&request))));
+        std::cell::Cell::new(ctx.metrics.as_ref().map(|_| RequestTimer::start(command_kind(&request))));
     // The shape of the one engine request's answer (Cell, as the timer).
     let shape = std::cell::Cell::new(Shape::Plain);
     let engine = |r: EngineRequest, kind: Kind| {

@@ -10,7 +10,7 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use prometheus_client::metrics::histogram::Histogram;
+use super::Log2Histogram as Histogram;
 use storage::{FileSystem, FsFile, StdFs, SyncHandle};
 
 /// [`StdFs`] with timed fsyncs.
@@ -37,7 +37,7 @@ fn timed(fsync: &Option<Histogram>, sync: impl FnOnce() -> io::Result<()>) -> io
         Some(h) => {
             let started = Instant::now();
             let result = sync();
-            h.observe(started.elapsed().as_secs_f64());
+            h.observe_duration(started.elapsed());
             result
         }
         None => sync(),
@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn fsyncs_are_timed_and_files_work() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Histogram::new([1.0]);
+        let h = Histogram::seconds(std::time::Duration::from_micros(25), 18);
         let fs = MeteredFs::new(h.clone());
         let path = dir.path().join("f");
         let mut f = fs.create(&path).unwrap();
