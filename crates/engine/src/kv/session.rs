@@ -118,18 +118,25 @@ pub(crate) struct Outcome {
     pub duplicate: bool,
 }
 
-/// All known sessions, with a deterministic LRU order.
+/// All known sessions, with a deterministic LRU order: by [`Session::last_index`].
 ///
-/// Invariant: `lru` has exactly one entry `last_index -> id` per session in `sessions`.
+/// Invariant: no two sessions share a `last_index` (each is the log index of a distinct applied
+/// entry), so the least recently used session is always unique. The order is not kept in a second
+/// map: updating one cost two B-tree operations on every applied write (about a fifth of the
+/// session bookkeeping, measured with callgrind), while it is needed only when a new session
+/// arrives at a full table (a server restart), where a scan of the table finds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SessionTable {
     /// Sessions by id.
     pub sessions: OrdMap<u64, Session>,
-    /// Session ids by the log index of their last use (oldest first).
-    pub lru: OrdMap<u64, u64>,
 }
 
 impl SessionTable {
+    /// The session with the smallest `last_index` (unique, see the invariant), if any.
+    pub fn least_recently_used(&self) -> Option<u64> {
+        self.sessions.iter().min_by_key(|(_, s)| s.last_index).map(|(&id, _)| id)
+    }
+
     /// Number of sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()
@@ -166,12 +173,9 @@ impl SessionTable {
             let mut s = Session { ack_below: 0, replies: OrdMap::new(), last_index: index };
             s.record(seq, ack_below, &reply);
             self.sessions.insert(session, s);
-            self.lru.insert(index, session);
             self.evict_beyond_capacity();
             return Outcome { reply, duplicate: false };
         };
-        self.lru.remove(&s.last_index);
-        self.lru.insert(index, session);
         s.last_index = index;
         if let Some(cached) = s.replies.get(&seq) {
             let reply = cached.clone();
@@ -191,11 +195,12 @@ impl SessionTable {
         Outcome { reply, duplicate: false }
     }
 
-    /// Evicts least recently used sessions until at most [`MAX_SESSIONS`] remain.
+    /// Evicts least recently used sessions until at most [`MAX_SESSIONS`] remain. Runs only when a
+    /// session was added; the scan over the table (at most `MAX_SESSIONS + 1` entries) happens only
+    /// when it is full.
     fn evict_beyond_capacity(&mut self) {
         while self.sessions.len() > MAX_SESSIONS {
-            let Some(&(index, id)) = self.lru.get_min() else { break };
-            self.lru.remove(&index);
+            let Some(id) = self.least_recently_used() else { break };
             self.sessions.remove(&id);
         }
     }
@@ -325,8 +330,7 @@ mod tests {
         assert!(t.sessions.contains_key(&1));
         assert!(!t.sessions.contains_key(&2));
         assert!(t.sessions.contains_key(&3));
-        assert_eq!(t.lru.len(), t.sessions.len());
-        assert_eq!(t.lru.get_min(), Some(&(3, 3)));
+        assert_eq!(t.least_recently_used(), Some(3));
         // The evicted session's later proposals are refused once it had answers...
         assert!(run(&mut t, idx + 2, 2, 2, 2, &mut ex).duplicate);
         // ...but its stale first proposal is indistinguishable from a new session (the known risk).

@@ -398,6 +398,8 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
         return Err(fail(at, "more sessions than MAX_SESSIONS"));
     }
     let mut sessions = SessionTable::default();
+    // No two sessions share a last index (the table's LRU order relies on it).
+    let mut last_indexes = std::collections::BTreeSet::new();
     let mut prev_id: Option<u64> = None;
     for _ in 0..n_sessions {
         let at = r.offset();
@@ -415,7 +417,7 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
         if last_index > applied_index {
             return Err(fail(at, "session last index is above the applied index"));
         }
-        if sessions.lru.insert(last_index, id).is_some() {
+        if !last_indexes.insert(last_index) {
             return Err(fail(at, "two sessions share a last index"));
         }
         let at = r.offset();
@@ -517,6 +519,18 @@ mod tests {
         assert!(matches!(
             KvStore::restore(&seal(&below_ack)),
             Err(KvError::BadSnapshot { reason: "cached reply below the session's ack_below", .. })
+        ));
+
+        // Two sessions last used at index 4: the LRU order would be ambiguous.
+        let mut shared_index = 5u64.to_le_bytes().to_vec();
+        shared_index.extend_from_slice(&[0, 2]);
+        shared_index.extend_from_slice(&7u64.to_le_bytes());
+        shared_index.extend_from_slice(&[0, 4, 0]);
+        shared_index.extend_from_slice(&8u64.to_le_bytes());
+        shared_index.extend_from_slice(&[0, 4, 0]);
+        assert!(matches!(
+            KvStore::restore(&seal(&shared_index)),
+            Err(KvError::BadSnapshot { reason: "two sessions share a last index", .. })
         ));
 
         let mut trailing = 5u64.to_le_bytes().to_vec();
