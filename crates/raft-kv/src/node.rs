@@ -593,63 +593,77 @@ pub fn peer_addresses(m: &raft::Membership) -> std::collections::BTreeMap<NodeId
 }
 
 /// Publishes the driver's status for `INFO` and `raft-kv status`.
+///
+/// Runs before every delivery of answers (twice per batch of the host loop), so it updates the
+/// shared status in place: the member list (a string per member) is rebuilt only when the
+/// membership differs from the one published, and the peer list reuses its allocation. Measured
+/// with `bench/write-instructions.sh`: the rebuilt-every-time version was ~3 % of every node's
+/// instructions under 64-client writes.
 fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
     let node = driver.node();
     let snapshot = driver.snapshot();
     let (sending, receiving) = driver.snapshot_transfers();
-    let peers = node.peers().iter().map(|&p| (p, node.progress(p).map_or(0, |pr| pr.match_index))).collect();
-    let status = Status {
-        id: node.id(),
-        role: node.role().as_str(),
-        term: node.term(),
-        leader: node.leader(),
-        commit: node.commit(),
-        applied: driver.kv().applied_index(),
-        last_index: node.last_index(),
-        keys: driver.kv().len(),
-        expires: driver.kv().expires_count(),
-        pending,
-        peers: if node.role() == Role::Leader { peers } else { Vec::new() },
-        log_first_index: node.first_index(),
-        snapshot_index: snapshot.map_or(0, |(m, _)| m.index),
-        snapshot_term: snapshot.map_or(0, |(m, _)| m.term),
-        snapshot_bytes: snapshot.map_or(0, |(_, len)| *len),
-        snapshot_in_progress: driver.snapshot_in_progress(),
-        snapshot_sending: sending,
-        snapshot_receiving: receiving,
-        snapshot_stats: driver.snapshot_stats(),
-        leader_changes: 0,
-        writes_retried: driver.writes_retried(),
-        last_leader: None,
-        members: node
-            .membership()
-            .members()
+    let leader = node.role() == Role::Leader;
+    let Ok(mut s) = shared.lock() else { return };
+    let (role, term) = (node.role().as_str(), node.term());
+    if (role, term, node.leader()) != (s.role, s.term, s.leader) {
+        // An operator reads elections from the log: every change of role, term or known leader.
+        tracing::info!(role, term, leader = ?node.leader(), "raft state changed");
+    }
+    let changed = node.leader().is_some() && node.leader() != s.last_leader;
+    s.leader_changes += u64::from(changed && s.last_leader.is_some());
+    s.last_leader = node.leader().or(s.last_leader);
+    s.id = node.id();
+    s.role = role;
+    s.term = term;
+    s.leader = node.leader();
+    s.commit = node.commit();
+    s.applied = driver.kv().applied_index();
+    s.last_index = node.last_index();
+    s.keys = driver.kv().len();
+    s.expires = driver.kv().expires_count();
+    s.pending = pending;
+    s.peers.clear();
+    if leader {
+        s.peers.extend(node.peers().iter().map(|&p| (p, node.progress(p).map_or(0, |pr| pr.match_index))));
+    }
+    s.log_first_index = node.first_index();
+    s.snapshot_index = snapshot.map_or(0, |(m, _)| m.index);
+    s.snapshot_term = snapshot.map_or(0, |(m, _)| m.term);
+    s.snapshot_bytes = snapshot.map_or(0, |(_, len)| *len);
+    s.snapshot_in_progress = driver.snapshot_in_progress();
+    s.snapshot_sending = sending;
+    s.snapshot_receiving = receiving;
+    s.snapshot_stats = driver.snapshot_stats();
+    s.writes_retried = driver.writes_retried();
+    let members = node.membership().members();
+    let same_members = s.members.len() == members.len()
+        && s.members
+            .iter()
+            .zip(members.iter())
+            .all(|(m, (&id, rec))| m.id == id && m.record.as_bytes() == &rec.context[..]);
+    if !same_members {
+        s.members = members
             .iter()
             .map(|(&id, m)| MemberStatus {
                 id,
                 record: String::from_utf8_lossy(&m.context).into_owned(),
-                voter: m.suffrage == raft::Suffrage::Voter,
-                match_index: match node.role() {
-                    Role::Leader if id == node.id() => Some(node.last_index()),
-                    Role::Leader => node.progress(id).map(|p| p.match_index),
-                    _ => None,
-                },
+                voter: false,
+                match_index: None,
             })
-            .collect(),
-        membership_index: node.membership_index(),
-        next_id: node.membership().next_id(),
-        standby: false,
-    };
-    if let Ok(mut s) = shared.lock() {
-        if (status.role, status.term, status.leader) != (s.role, s.term, s.leader) {
-            // An operator reads elections from the log: every change of role, term or known leader.
-            tracing::info!(role = status.role, term = status.term, leader = ?status.leader, "raft state changed");
-        }
-        let changed = status.leader.is_some() && status.leader != s.last_leader;
-        let leader_changes = s.leader_changes + u64::from(changed && s.last_leader.is_some());
-        let last_leader = status.leader.or(s.last_leader);
-        *s = Status { leader_changes, last_leader, ..status };
+            .collect();
     }
+    for (m, (&id, rec)) in s.members.iter_mut().zip(members.iter()) {
+        m.voter = rec.suffrage == raft::Suffrage::Voter;
+        m.match_index = match node.role() {
+            Role::Leader if id == node.id() => Some(node.last_index()),
+            Role::Leader => node.progress(id).map(|p| p.match_index),
+            _ => None,
+        };
+    }
+    s.membership_index = node.membership_index();
+    s.next_id = node.membership().next_id();
+    s.standby = false;
 }
 
 /// Runs a snapshot job; a panic in it is reported as an I/O error on `tmp` rather than lost.
