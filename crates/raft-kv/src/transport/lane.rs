@@ -68,7 +68,7 @@ impl Lane {
         msgs: Vec<PeerMessage>,
         queue: &mpsc::Sender<PeerMessage>,
         counters: &PeerCounters,
-        encode: impl Fn(PeerMessage, &mut BytesMut) -> bool,
+        mut encode: impl FnMut(PeerMessage, &mut BytesMut) -> bool,
     ) {
         let mut state = self.lock();
         if state.away {

@@ -593,11 +593,13 @@ impl Transport {
             }
             by_peer.entry(to).or_default().push(msg);
         }
+        // The followers of a leader get the same new entries: encoded once (see `wire::append`).
+        let mut entries = crate::wire::EntriesCache::default();
         for (to, msgs) in by_peer {
             let Some(peer) = peers.get(&to) else { continue };
             let encode = |msg: PeerMessage, buf: &mut bytes::BytesMut| {
                 let kind = outbound::describe(&msg);
-                match crate::wire::encode_message(msg, self.inner.max_frame, buf) {
+                match crate::wire::encode_message_with(msg, &mut entries, self.inner.max_frame, buf) {
                     Ok(()) => true,
                     Err(e) => {
                         bump(&peer.counters.dropped_lost);
