@@ -64,6 +64,20 @@ fn family<L: prometheus_client::encoding::EncodeLabelSet>(
     Ok(())
 }
 
+/// Every member's name by node id: the current membership's records first (members added after
+/// the bootstrap `-gc` group are known only there), then the bootstrap group (a removed peer the
+/// transport still counts). An id in neither is labelled by its number.
+fn member_names(st: &crate::node::Status, group: &Group) -> std::collections::BTreeMap<u64, String> {
+    let mut names: std::collections::BTreeMap<u64, String> =
+        group.node_ids().into_iter().filter_map(|id| Some((id, group.by_id(id)?.name.clone()))).collect();
+    for m in &st.members {
+        if let Some(name) = m.record.split(',').next().filter(|n| !n.is_empty()) {
+            names.insert(m.id, name.to_string());
+        }
+    }
+    names
+}
+
 /// Clamps a counter or index to a gauge's range.
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -72,7 +86,8 @@ fn i(v: u64) -> i64 {
 impl Collector for StatusCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let st = self.node.status();
-        let name_of = |id: u64| self.group.by_id(id).map_or_else(|| id.to_string(), |m| m.name.clone());
+        let names = member_names(&st, &self.group);
+        let name_of = |id: u64| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
         let roles: Vec<([(&str, &str); 1], i64)> =
             ROLES.iter().map(|&r| ([("role", r)], i64::from(st.role == r))).collect();
         family(&mut e, "raft_role", "1 for this node's current Raft role", MetricType::Gauge, &roles)?;
@@ -280,5 +295,29 @@ impl Collector for StatusCollector {
             t.invalid_messages,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{MemberStatus, Status};
+
+    #[test]
+    fn members_added_after_bootstrap_are_named_from_the_membership() {
+        let group =
+            Group::parse(&["A,localhost,10001,20001".into(), "B,localhost,10002,20002".into()]).unwrap();
+        let st = Status {
+            members: vec![
+                MemberStatus { id: 1, record: "A,localhost,10001,20001".into(), ..Default::default() },
+                MemberStatus { id: 3, record: "D,10.0.0.4,10004,20004".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let names = member_names(&st, &group);
+        assert_eq!(names.get(&1).map(String::as_str), Some("A"));
+        assert_eq!(names.get(&2).map(String::as_str), Some("B"), "a removed bootstrap member keeps its name");
+        assert_eq!(names.get(&3).map(String::as_str), Some("D"), "an added member is named by its record");
+        assert_eq!(names.get(&9), None);
     }
 }
