@@ -299,6 +299,9 @@ pub enum CommandError {
     /// negative`, `NOTBUSY ...`).
     #[error("{0}")]
     Script(&'static str),
+    /// An `IFDEQ`/`IFDNE` digest that is not 16 hexadecimal digits (the full text).
+    #[error("{0}")]
+    Digest(&'static str),
     /// A frame that is not a non-empty array of bulk strings.
     #[error("ERR Protocol error: a request must be an array of bulk strings")]
     NotARequest,
@@ -429,6 +432,10 @@ impl Request {
             "setex" => expiry::parse_setex(a, false)?,
             "psetex" => expiry::parse_setex(a, true)?,
             "getex" => expiry::parse_getex(a)?,
+            "delex" => expiry::parse_delex(a)?,
+            "digest" => {
+                Request::KvRead(engine::kv::Query::Digest { key: Bytes::copy_from_slice(&a.next()?) })
+            }
             "getdel" => expiry::parse_key_write(a, |key| engine::kv::Command::GetDel { key })?,
             "persist" => expiry::parse_key_write(a, |key| engine::kv::Command::Persist { key })?,
             "expire" => expiry::parse_expire(a, true, false)?,

@@ -814,23 +814,34 @@ fn queue(request: Request, conn: &mut Conn) -> Option<Frame> {
         Request::Exec => None,
         // Queued and a no-op: EXEC forgets the watched keys anyway.
         Request::Unwatch => Some(Frame::simple("QUEUED")),
+        // Inside a transaction TIME is a read of the entry's log time (every replica agrees);
+        // outside, the node's clock.
+        Request::Time => queue_item(TxItem::Read(Query::Time), conn),
         other => match data_item(other) {
-            Ok(item) => {
-                if let TxItem::Write(c) = &item {
-                    if let Err(e) = c.validate() {
-                        return refuse(conn, &e);
-                    }
-                }
-                let items = conn.multi.get_or_insert_with(Vec::new);
-                if items.len() >= MAX_QUEUED {
-                    return refuse(conn, &format!("ERR a transaction holds at most {MAX_QUEUED} commands"));
-                }
-                items.push(item);
-                Some(Frame::simple("QUEUED"))
-            }
+            Ok(item) => queue_item(item, conn),
             Err(_) => refuse(conn, "ERR this command cannot be used inside a transaction on raft-kv"),
         },
     }
+}
+
+/// Queues a data command of a transaction (a write is validated first, as Redis checks syntax
+/// when queueing); the answer to send.
+fn queue_item(item: TxItem, conn: &mut Conn) -> Option<Frame> {
+    let refuse = |conn: &mut Conn, text: &str| {
+        conn.multi_dirty = true;
+        Some(Frame::error(text.to_owned()))
+    };
+    if let TxItem::Write(c) = &item {
+        if let Err(e) = c.validate() {
+            return refuse(conn, &e);
+        }
+    }
+    let items = conn.multi.get_or_insert_with(Vec::new);
+    if items.len() >= MAX_QUEUED {
+        return refuse(conn, &format!("ERR a transaction holds at most {MAX_QUEUED} commands"));
+    }
+    items.push(item);
+    Some(Frame::simple("QUEUED"))
 }
 
 /// What a standby answers to every command that needs the cluster.

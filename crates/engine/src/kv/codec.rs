@@ -55,6 +55,12 @@
 //!             3 HKEYS; 4 HVALS; 5 HLEN; 6 HEXISTS field; 7 HSTRLEN field; 8 HSCAN u8 (bit 0
 //!             after, bit 1 pattern, bit 2 novalues) [after] [pattern] varint count
 //!             64-66 the script queries (see `script::codec`)
+//!  27 SETIF    u8 flags (bit 0 GET, bits 3-5 expiry kind as SETEX but never 2), key, value,
+//!             condition, [zigzag varint ms for kinds 3 and 4]
+//!  28 DELEX    key, condition
+//!             where a condition is u8 0 IFEQ / 1 IFNE + bytes, or 2 IFDEQ / 3 IFDNE + u64 LE
+//!   query 26 DIGEST key; 27 TIME (nothing)
+//!   (tags 27-28 and queries 26-27: a build without them stops with "unknown command tag")
 //!  64-67 the script commands EVAL, EVALSHA, SCRIPT LOAD, SCRIPT FLUSH (see `script::codec`;
 //!        format 2: a build without them stops with "unknown command tag")
 //! ```
@@ -98,6 +104,8 @@ const TAG_SETRANGE: u8 = 23;
 const TAG_INCRBYFLOAT: u8 = 24;
 const TAG_MSETNX: u8 = 25;
 const TAG_HASH: u8 = 26;
+/// Query tag of `TIME` inside a transaction (the entry's log time).
+const QTAG_TIME: u8 = 27;
 const EXPIRY_SHIFT: u8 = 3;
 const ORIGIN_SHIFT: u8 = 6;
 
@@ -276,6 +284,7 @@ fn put_command(buf: &mut BytesMut, command: &Command) {
             }
         }
         Command::Script(s) => super::script::put_command(buf, s),
+        Command::SetIf { .. } | Command::DelEx { .. } => super::cas::put_command(buf, command),
         Command::Multi { watch, items } => {
             buf.put_u8(TAG_MULTI);
             buf.put_u8(u8::from(watch.is_some()));
@@ -373,6 +382,8 @@ fn put_query(buf: &mut BytesMut, q: &Query) {
             put_varint(buf, zigzag(*end));
         }
         Query::Script(s) => super::script::put_query(buf, s),
+        Query::Digest { key } => super::cas::put_query(buf, key),
+        Query::Time => buf.put_u8(QTAG_TIME),
     }
 }
 
@@ -419,9 +430,11 @@ fn read_query(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
         25 => Query::Hash { key: r.bytes()?, read: read_hash_read(r)? },
         23 => Query::RandomKey { seed: r.u64_le()? },
         24 => Query::GetRange { key: r.bytes()?, start: unzigzag(r.varint()?), end: unzigzag(r.varint()?) },
-        tag => match super::script::decode_query(tag, r) {
-            Some(q) => Query::Script(q?),
-            None => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
+        QTAG_TIME => Query::Time,
+        tag => match (super::script::decode_query(tag, r), super::cas::decode_query(tag, r)) {
+            (Some(q), _) => Query::Script(q?),
+            (None, Some(q)) => q?,
+            (None, None) => return Err(DecodeError { offset: at, reason: "unknown query tag" }),
         },
     })
 }
@@ -561,7 +574,7 @@ fn cond_bits(c: SetCondition) -> u8 {
     }
 }
 
-fn expiry_kind(e: SetExpiry) -> u8 {
+pub(crate) fn expiry_kind(e: SetExpiry) -> u8 {
     match e {
         SetExpiry::Default => 0,
         SetExpiry::Keep => 1,
@@ -571,13 +584,13 @@ fn expiry_kind(e: SetExpiry) -> u8 {
     }
 }
 
-fn put_expiry_ms(buf: &mut BytesMut, e: SetExpiry) {
+pub(crate) fn put_expiry_ms(buf: &mut BytesMut, e: SetExpiry) {
     if let SetExpiry::In(ms) | SetExpiry::At(ms) = e {
         put_varint(buf, zigzag(ms));
     }
 }
 
-fn read_expiry(r: &mut Reader<'_>, kind: u8, at: usize) -> Result<SetExpiry, DecodeError> {
+pub(crate) fn read_expiry(r: &mut Reader<'_>, kind: u8, at: usize) -> Result<SetExpiry, DecodeError> {
     Ok(match kind {
         0 => SetExpiry::Default,
         1 => SetExpiry::Keep,
@@ -818,9 +831,10 @@ fn read_command(r: &mut Reader<'_>, version: Option<u8>) -> Result<Command, Deco
             }
             Command::MSetNx { pairs }
         }
-        _ => match super::script::decode_command(tag, r) {
-            Some(c) => Command::Script(c?),
-            None => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
+        _ => match (super::script::decode_command(tag, r), super::cas::decode_command(tag, r)) {
+            (Some(c), _) => Command::Script(c?),
+            (None, Some(c)) => c?,
+            (None, None) => return Err(DecodeError { offset: tag_at, reason: "unknown command tag" }),
         },
     };
     Ok(command)
@@ -855,6 +869,10 @@ fn command_size_hint(c: &Command) -> usize {
         Command::Script(s) => {
             s.keys().into_iter().chain(s.values()).map(|b| b.len() + L).sum::<usize>() + 3 * L
         }
+        Command::SetIf { key, value, condition, .. } => {
+            key.len() + value.len() + condition.bytes().map_or(8, Bytes::len) + 4 * L + 2
+        }
+        Command::DelEx { key, condition } => key.len() + condition.bytes().map_or(8, Bytes::len) + 2 * L + 2,
         Command::Multi { items, .. } => {
             items
                 .iter()
@@ -1128,6 +1146,27 @@ mod tests {
             prop::collection::vec((arb_bytes(), arb_bytes()), 0..5)
                 .prop_map(|pairs| Command::MSetNx { pairs }),
             (arb_bytes(), arb_hash_op()).prop_map(|(key, op)| Command::Hash { key, op }),
+            (arb_bytes(), arb_bytes(), arb_value_condition(), any::<bool>(), arb_expiry())
+                .prop_filter("SET never persists", |t| t.4 != SetExpiry::Persist)
+                .prop_map(|(key, value, condition, get, expiry)| Command::SetIf {
+                    key,
+                    value,
+                    condition: Box::new(condition),
+                    get,
+                    expiry
+                }),
+            (arb_bytes(), arb_value_condition())
+                .prop_map(|(key, condition)| Command::DelEx { key, condition }),
+        ]
+    }
+
+    fn arb_value_condition() -> impl Strategy<Value = super::super::cas::ValueCondition> {
+        use super::super::cas::ValueCondition as V;
+        prop_oneof![
+            arb_bytes().prop_map(V::Equal),
+            arb_bytes().prop_map(V::NotEqual),
+            any::<u64>().prop_map(V::DigestEqual),
+            any::<u64>().prop_map(V::DigestNotEqual),
         ]
     }
 
@@ -1197,6 +1236,8 @@ mod tests {
                 start,
                 end
             }),
+            arb_bytes().prop_map(|key| Query::Digest { key }),
+            Just(Query::Time),
         ]
     }
 

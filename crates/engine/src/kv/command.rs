@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+pub use super::cas::ValueCondition;
 pub use super::expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
 pub use super::hash::{HashOp, HashRead};
 pub use super::script::{ScriptCommand, ScriptQuery};
@@ -198,6 +199,30 @@ pub enum Command {
     },
     /// `EVAL`, `EVALSHA`, `SCRIPT LOAD`, `SCRIPT FLUSH` (see [`super::script`]).
     Script(ScriptCommand),
+    /// `SET key value IFEQ|IFNE|IFDEQ|IFDNE match [GET] [EX|PX|EXAT|PXAT|KEEPTTL]` (Redis 8.4,
+    /// see [`super::cas`]): [`Reply::Ok`] if written, [`Reply::Nil`] if the condition failed;
+    /// with `GET`, the previous value or nil either way; `WRONGTYPE` for a hash.
+    SetIf {
+        /// The key to write.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// What the current value must satisfy (boxed: it keeps [`Command`] small).
+        condition: Box<ValueCondition>,
+        /// `GET` option.
+        get: bool,
+        /// The deadline to set (`Default`: none, `Keep`: `KEEPTTL`; never `Persist`).
+        expiry: SetExpiry,
+    },
+    /// `DELEX key IFEQ|IFNE|IFDEQ|IFDNE match` (Redis 8.4, see [`super::cas`]): [`Reply::Int`]
+    /// 1 if removed, 0 if absent or the condition failed; `WRONGTYPE` for a hash. (`DELEX key`
+    /// without a condition is a `DEL` of one key.)
+    DelEx {
+        /// The key.
+        key: Bytes,
+        /// What the current value must satisfy.
+        condition: ValueCondition,
+    },
 }
 
 /// Error text for an oversized key (this store's own limit; Redis has none below 512 MiB).
@@ -243,6 +268,8 @@ impl Command {
             Command::MSetNx { .. } => "msetnx",
             Command::Hash { op, .. } => op.name(),
             Command::Script(s) => s.name(),
+            Command::SetIf { .. } => "set",
+            Command::DelEx { .. } => "delex",
         }
     }
 
@@ -259,6 +286,8 @@ impl Command {
             | Command::GetDel { key }
             | Command::SetRange { key, .. }
             | Command::IncrByFloat { key, .. }
+            | Command::SetIf { key, .. }
+            | Command::DelEx { key, .. }
             | Command::Hash { key, .. } => vec![key],
             Command::Rename { src, dst, .. } | Command::Copy { src, dst, .. } => vec![src, dst],
             Command::Del { keys } => keys.iter().collect(),
@@ -323,6 +352,15 @@ impl Command {
             Command::Rename { src, dst, .. } | Command::Copy { src, dst, .. } => {
                 key(src, &mut total)?;
                 key(dst, &mut total)?;
+            }
+            Command::SetIf { key: k, value: v, condition, .. } => {
+                key(k, &mut total)?;
+                value(v, &mut total)?;
+                condition.bytes().map_or(Ok(()), |m| value(m, &mut total))?;
+            }
+            Command::DelEx { key: k, condition } => {
+                key(k, &mut total)?;
+                condition.bytes().map_or(Ok(()), |m| value(m, &mut total))?;
             }
             Command::Flush => {}
             Command::Hash { key: k, op } => {
@@ -408,6 +446,10 @@ impl Command {
                 pairs.iter().map(|(k, v)| item(k) + item(v)).sum()
             }
             Command::Hash { key, op } => item(key) + op.items().into_iter().map(item).sum::<usize>(),
+            Command::SetIf { key, value, condition, .. } => {
+                item(key) + item(value) + condition.bytes().map_or(0, item)
+            }
+            Command::DelEx { key, condition } => item(key) + condition.bytes().map_or(0, item),
             Command::Script(s) => s.keys().into_iter().chain(s.values()).map(item).sum(),
             Command::Multi { items, .. } => items
                 .iter()
@@ -521,6 +563,16 @@ pub enum Query {
     },
     /// `EVAL_RO`, `EVALSHA_RO`, `SCRIPT EXISTS` (see [`super::script`]).
     Script(ScriptQuery),
+    /// `DIGEST key` (Redis 8.4, see [`super::cas`]): the XXH3-64 of the string as 16 lower-case
+    /// hex digits ([`Reply::Bulk`]), [`Reply::Nil`] if absent, `WRONGTYPE` for a hash.
+    Digest {
+        /// The key.
+        key: Bytes,
+    },
+    /// `TIME` inside a transaction: the log time of the state read (the transaction's entry),
+    /// as Redis' two bulk strings, seconds and microseconds ([`Reply::Array`]). Every replica
+    /// answers the same. Outside a transaction the server answers `TIME` from its own clock.
+    Time,
 }
 
 impl Query {
@@ -531,6 +583,8 @@ impl Query {
                 vec![key]
             }
             Query::Type { key } | Query::GetRange { key, .. } | Query::Hash { key, .. } => vec![key],
+            Query::Digest { key } => vec![key],
+            Query::Time => Vec::new(),
             Query::MGet { keys } | Query::Exists { keys } => keys.iter().collect(),
             Query::DbSize
             | Query::AppliedIndex

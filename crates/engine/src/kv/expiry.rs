@@ -231,14 +231,7 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 (false, _) => Reply::Nil,
             };
             if write {
-                db.put(key, value.clone());
-                match deadline {
-                    Some(d) => set_deadline(db, key, d),
-                    None if *expiry == SetExpiry::Keep => {}
-                    None => {
-                        db.ttls.remove(key);
-                    }
-                }
+                write_with_expiry(db, key, value.clone(), deadline, *expiry);
             }
             reply
         }
@@ -317,6 +310,25 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             Reply::Int(due.len() as i64)
         }
         _ => Reply::Error(format!("ERR internal: '{}' is not an expiry command", command.name())),
+    }
+}
+
+/// Writes the string `value` at `key` as `SET` does: with the `deadline` computed by
+/// [`deadline_of`], else keeping the current one for `KEEPTTL`, else with none.
+pub(crate) fn write_with_expiry(
+    db: &mut Db<'_>,
+    key: &Bytes,
+    value: Bytes,
+    deadline: Option<i64>,
+    expiry: SetExpiry,
+) {
+    db.put(key, value);
+    match deadline {
+        Some(d) => set_deadline(db, key, d),
+        None if expiry == SetExpiry::Keep => {}
+        None => {
+            db.ttls.remove(key);
+        }
     }
 }
 

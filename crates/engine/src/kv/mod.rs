@@ -42,6 +42,7 @@
 //! proposing; `apply` calls it again so that a proposal from a careless proposer still has a
 //! deterministic outcome on every replica).
 
+pub mod cas;
 mod codec;
 mod command;
 pub mod expiry;
@@ -57,6 +58,8 @@ pub mod strings;
 pub mod txn;
 
 #[cfg(test)]
+mod cas_tests;
+#[cfg(test)]
 mod expiry_tests;
 #[cfg(test)]
 mod hash_tests;
@@ -69,6 +72,7 @@ mod tests;
 #[cfg(test)]
 mod txn_tests;
 
+pub use cas::{digest, digest_hex, ValueCondition, DIGEST_FORMAT_ERR};
 pub use codec::{
     decode_entry, decode_proposal, encode_proposal, stamp_entry, PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY,
 };

@@ -219,6 +219,11 @@ impl View<'_> {
             Query::RandomKey { seed } => self.random_key(*seed),
             Query::GetRange { key, start, end } => self.getrange_reply(key, *start, *end),
             Query::Script(s) => super::script::query(self, s),
+            Query::Digest { key } => self.digest_reply(key),
+            Query::Time => {
+                let micros = |v: u64| Reply::Bulk(Bytes::from(v.to_string()));
+                Reply::Array(vec![micros(self.time / 1000), micros(self.time % 1000 * 1000)])
+            }
         }
     }
 
@@ -502,5 +507,6 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
         Command::SetRange { .. } | Command::IncrByFloat { .. } => super::strings::execute(db, command),
         Command::Hash { key, op } => super::hash::execute(db, key, op),
         Command::Script(s) => super::script::execute(db, s),
+        Command::SetIf { .. } | Command::DelEx { .. } => super::cas::execute(db, command),
     }
 }

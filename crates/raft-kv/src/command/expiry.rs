@@ -12,7 +12,8 @@
 
 use bytes::Bytes;
 use engine::kv::{
-    Command as KvCommand, ExpireCondition, ExpiryOrigin, Query, SetCondition as KvSetCondition, SetExpiry,
+    cas, Command as KvCommand, ExpireCondition, ExpiryOrigin, Query, SetCondition as KvSetCondition,
+    SetExpiry, ValueCondition,
 };
 
 use super::{Args, CommandError, Request, Set, SetCondition};
@@ -56,21 +57,31 @@ fn unit_of(opt: &[u8]) -> Option<Unit> {
         .map(|(_, u)| u)
 }
 
-/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]`: without an expiry option
-/// the plain [`Request::Set`] (the hot path, unchanged); with one, a [`KvCommand::SetEx`].
+/// `SET key value [NX|XX|IFEQ v|IFNE v|IFDEQ d|IFDNE d] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]`
+/// (options in any order, the conditions exclusive as in Redis 8.4): without an expiry option or
+/// value condition the plain [`Request::Set`] (the hot path, unchanged); with an expiry option a
+/// [`KvCommand::SetEx`]; with a value condition a [`KvCommand::SetIf`]. A digest that is not 16
+/// hex digits is refused after the syntax and the expire time were checked.
 pub(super) fn parse_set(mut a: Args) -> Result<Request, CommandError> {
     let key = a.next()?;
     let value = a.next()?;
     let mut condition = SetCondition::Always;
+    let mut compare: Option<(Bytes, Bytes)> = None;
     let mut get = false;
     let mut keep = false;
     let mut expire: Option<(Unit, Bytes)> = None;
     while let Some(opt) = a.next_opt() {
         let is = |name: &str| opt.eq_ignore_ascii_case(name.as_bytes());
-        if is("nx") && condition != SetCondition::IfPresent {
+        if is("nx") && condition != SetCondition::IfPresent && compare.is_none() {
             condition = SetCondition::IfAbsent;
-        } else if is("xx") && condition != SetCondition::IfAbsent {
+        } else if is("xx") && condition != SetCondition::IfAbsent && compare.is_none() {
             condition = SetCondition::IfPresent;
+        } else if cas::is_condition(&opt)
+            && condition == SetCondition::Always
+            && compare.is_none()
+            && a.len() > 0
+        {
+            compare = Some((opt, a.next()?));
         } else if is("get") {
             get = true;
         } else if is("keepttl") && expire.is_none() {
@@ -86,8 +97,19 @@ pub(super) fn parse_set(mut a: Args) -> Result<Request, CommandError> {
     let expiry = match expire {
         Some((unit, raw)) => expire_ms(&raw, unit, "set")?,
         None if keep => SetExpiry::Keep,
-        None => return Ok(Request::Set(Set { key, value, condition, get })),
+        None if compare.is_none() => return Ok(Request::Set(Set { key, value, condition, get })),
+        None => SetExpiry::Default,
     };
+    if let Some((opt, arg)) = compare {
+        let condition = Box::new(value_condition(&opt, arg)?);
+        return Ok(Request::KvWrite(KvCommand::SetIf {
+            key: own(key),
+            value: own(value),
+            condition,
+            get,
+            expiry,
+        }));
+    }
     let condition = match condition {
         SetCondition::Always => KvSetCondition::Always,
         SetCondition::IfAbsent => KvSetCondition::IfAbsent,
@@ -101,6 +123,29 @@ pub(super) fn parse_set(mut a: Args) -> Result<Request, CommandError> {
         expiry,
         origin: ExpiryOrigin::Set,
     }))
+}
+
+/// The value condition `opt arg` (`opt` is one of the four words): `ERR must be exactly 16
+/// hexadecimal characters` for a bad digest.
+fn value_condition(opt: &[u8], arg: Bytes) -> Result<ValueCondition, CommandError> {
+    match ValueCondition::parse(opt, own(arg)) {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(text)) => Err(CommandError::Digest(text)),
+        None => Err(CommandError::Syntax),
+    }
+}
+
+/// `DELEX key [IFEQ v|IFNE v|IFDEQ d|IFDNE d]` (Redis 8.4): without a condition a `DEL` of the
+/// one key (any type); with one a [`KvCommand::DelEx`]; any other shape is a syntax error.
+pub(super) fn parse_delex(mut a: Args) -> Result<Request, CommandError> {
+    let key = a.next()?;
+    match (a.next_opt(), a.next_opt(), a.next_opt()) {
+        (None, _, _) => Ok(Request::Del(vec![key])),
+        (Some(opt), Some(arg), None) if cas::is_condition(&opt) => {
+            Ok(Request::KvWrite(KvCommand::DelEx { key: own(key), condition: value_condition(&opt, arg)? }))
+        }
+        _ => Err(CommandError::Syntax),
+    }
 }
 
 /// `SETEX key seconds value` / `PSETEX key milliseconds value`.

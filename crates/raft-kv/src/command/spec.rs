@@ -176,6 +176,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("decr", 2, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key", "Decrements the integer at key by one."),
     spec("decrby", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key decrement", "Decrements the integer at key."),
     spec("del", -2, &["write"], ALL_KEYS, KEYSPACE_WRITE, Access::Write, "key [key ...]", "Deletes keys; returns how many existed."),
+    spec("delex", -2, &["write", "fast"], ONE_KEY, STRING_WRITE_FAST, Access::Write, "key [IFEQ value|IFNE value|IFDEQ digest|IFDNE digest]", "Deletes key if its value (or digest) satisfies the condition (Redis 8.4); 1 if deleted."),
+    spec("digest", 2, READ, ONE_KEY, STRING_READ, Access::Read, "key", "Returns the XXH3-64 digest of the string at key as 16 hex digits (Redis 8.4), or nil."),
     spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NO_KEYS, TRANSACTION, Access::Connection, "", "Drops the queued transaction."),
     spec("echo", 2, &["fast"], NO_KEYS, CONNECTION, Access::Connection, "message", "Returns message."),
     spec("eval", -3, EVAL, NO_KEYS, SCRIPTING, Access::Write, "script numkeys [key ...] [arg ...]", "Runs a Lua script (one log entry, run at apply on every replica; keys given by numkeys)."),
@@ -240,7 +242,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..spec("script", -2, &[], NO_KEYS, &["@slow"], Access::Connection, "subcommand [arg ...]", "Script cache commands (LOAD, EXISTS, FLUSH, KILL, HELP).")
     },
     spec("select", 2, CONN, NO_KEYS, CONNECTION, Access::Connection, "index", "Selects a database; only database 0 exists."),
-    spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]", "Sets key to value, with an optional expiry."),
+    spec("set", -3, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key value [NX|XX|IFEQ value|IFNE value|IFDEQ digest|IFDNE digest] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]", "Sets key to value, with an optional condition and expiry."),
     spec("setex", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key seconds value", "Sets key to value, expiring in seconds."),
     spec("setnx", 3, WRITE_FAST, ONE_KEY, STRING_WRITE_FAST, Access::Write, "key value", "Sets key if it does not exist; 1 if set."),
     spec("setrange", 4, WRITE, ONE_KEY, STRING_WRITE, Access::Write, "key offset value", "Overwrites part of the value at key; returns the new length."),
