@@ -60,7 +60,7 @@ use imbl::OrdMap;
 use super::codec::{put_bytes, put_reply, put_varint, read_reply, DecodeError, Reader};
 use super::expiry::Ttls;
 use super::script::{read_cache, write_cache, ScriptCache};
-use super::session::{Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
+use super::session::{Replies, Session, SessionTable, MAX_REPLIES_PER_SESSION, MAX_SESSIONS, NO_SESSION};
 use super::store::{Data, KvStore, Value};
 use super::KvError;
 
@@ -183,8 +183,8 @@ impl SnapshotView {
             put_varint(&mut w.buf, s.ack_below);
             put_varint(&mut w.buf, s.last_index);
             put_varint(&mut w.buf, s.replies.len() as u64);
-            for (seq, reply) in &s.replies {
-                put_varint(&mut w.buf, *seq);
+            for (seq, reply) in s.replies.iter() {
+                put_varint(&mut w.buf, seq);
                 put_reply(&mut w.buf, reply);
                 w.flush_if_full()?;
             }
@@ -425,7 +425,7 @@ fn read_body(r: &mut Reader<'_>, version: u16) -> Result<KvStore, DecodeError> {
         if n_replies > MAX_REPLIES_PER_SESSION {
             return Err(fail(at, "more cached replies than MAX_REPLIES_PER_SESSION"));
         }
-        let mut replies = OrdMap::new();
+        let mut replies = Replies::default();
         let mut prev_seq: Option<u64> = None;
         for _ in 0..n_replies {
             let at = r.offset();
