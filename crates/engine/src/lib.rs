@@ -11,7 +11,7 @@ pub mod snapshots;
 
 pub use driver::{
     member_name, ApplyRecord, Driver, DriverConfig, Early, FatalError, MemberChange, PeerMessage, Request,
-    RequestError, RequestId, Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS,
+    RequestError, RequestId, Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS, SWEEP_BATCH,
 };
 pub use host::{run_batch, take_batch, work, Input, Io, MAX_BATCH_WORK};
 pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};

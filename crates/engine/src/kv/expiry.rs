@@ -36,9 +36,9 @@
 //! # Reclaiming memory
 //!
 //! [`super::Command::Sweep`] removes at most its `max` expired keys, earliest deadline first, so
-//! no single entry stops the world; the leader proposes one sweep at a time and the next as soon
-//! as the previous is applied, while expired keys remain. Every replica removes exactly the same
-//! keys (the order is by `(deadline, key)`).
+//! no single entry stops the world; the leader proposes one sweep at a time, at most one per tick,
+//! while expired keys remain (`driver::clock` says why: a sweep holds every replica's apply).
+//! Every replica removes exactly the same keys (the order is by `(deadline, key)`).
 //!
 //! # Invariants
 //! - every key in [`Ttls::by_key`] is in the key space, and `by_key` and `by_deadline` hold

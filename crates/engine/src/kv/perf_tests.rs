@@ -183,3 +183,58 @@ fn apply_throughput_sessions_small_state() {
         spent.as_nanos() as f64 / N as f64
     );
 }
+
+/// 1M keys whose deadlines fall in a 5 s window, removed by sweeps of
+/// [`crate::SWEEP_BATCH`] keys: the apply time of one sweep is how long it holds a
+/// replica's node thread (and so every write behind it). `PERF_SWEEP_VIEW=1` holds a snapshot view
+/// while sweeping (copy-on-write of every path touched).
+#[test]
+#[ignore = "timing; run in release with --ignored --nocapture"]
+fn sweep_apply_time_1m_keys() {
+    const AT: i64 = 1_800_000_000_000;
+    const WINDOW: i64 = 5_000;
+    let mut store = KvStore::new();
+    for i in 0..N {
+        let command = Command::SetEx {
+            key: key(i),
+            value: value(i),
+            condition: SetCondition::Always,
+            get: false,
+            expiry: SetExpiry::At(AT + (i as i64 % WINDOW)),
+            origin: ExpiryOrigin::Set,
+        };
+        let p = encode_proposal(&Proposal { session: NO_SESSION, seq: 0, ack_below: 0, command });
+        store.apply(i + 1, &stamp_entry(&p, AT as u64 - 10_000)).expect("valid entry");
+    }
+    let view = std::env::var("PERF_SWEEP_VIEW").is_ok().then(|| store.snapshot_view());
+    let sweep = encode_proposal(&Proposal {
+        session: NO_SESSION,
+        seq: 0,
+        ack_below: 0,
+        command: Command::Sweep { max: crate::SWEEP_BATCH },
+    });
+    let mut times = Vec::new();
+    let mut index = N + 1;
+    let t0 = Instant::now();
+    while store.expires_count() > 0 {
+        let entry = stamp_entry(&sweep, (AT + WINDOW) as u64);
+        let t = Instant::now();
+        store.apply(index, &entry).expect("valid entry");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        index += 1;
+    }
+    let total = t0.elapsed().as_secs_f64();
+    drop(view);
+    times.sort_by(f64::total_cmp);
+    let q = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+    println!(
+        "{} sweeps of {} keys (view held: {}): per sweep p50 {:.2} p99 {:.2} max {:.2} ms; {:.2} s in all",
+        times.len(),
+        crate::SWEEP_BATCH,
+        std::env::var("PERF_SWEEP_VIEW").is_ok(),
+        q(0.5),
+        q(0.99),
+        q(1.0),
+        total
+    );
+}

@@ -20,11 +20,19 @@ pub struct Recorder<F: FileSystem> {
     pub syncs: Vec<SyncJob<F>>,
     /// Snapshot jobs handed out (not run).
     pub snapshots: Vec<SnapshotJob<F>>,
+    /// The wall clock the host reports ([`Io::clock_ms`]; 0: none).
+    pub clock_ms: u64,
 }
 
 impl<F: FileSystem> Default for Recorder<F> {
     fn default() -> Self {
-        Recorder { messages: Vec::new(), answers: Vec::new(), syncs: Vec::new(), snapshots: Vec::new() }
+        Recorder {
+            messages: Vec::new(),
+            answers: Vec::new(),
+            syncs: Vec::new(),
+            snapshots: Vec::new(),
+            clock_ms: 0,
+        }
     }
 }
 
@@ -48,6 +56,10 @@ impl<F: FileSystem> Io<F> for Recorder<F> {
     }
 
     fn free(&mut self, _: VecDeque<Entry>, _: Vec<PathBuf>) {}
+
+    fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
 }
 
 /// Runs one batch of `inputs` through `driver`; returns its outcome and what it handed out (also
@@ -57,6 +69,17 @@ pub fn run<F: FileSystem>(
     inputs: Vec<Input>,
 ) -> (Result<(), FatalError>, Recorder<F>) {
     let mut rec = Recorder::default();
+    let result = engine::run_batch(driver, inputs, &mut rec);
+    (result, rec)
+}
+
+/// [`run`] with the host's wall clock at `clock_ms`.
+pub fn run_at<F: FileSystem>(
+    driver: &mut Driver<F>,
+    inputs: Vec<Input>,
+    clock_ms: u64,
+) -> (Result<(), FatalError>, Recorder<F>) {
+    let mut rec = Recorder { clock_ms, ..Recorder::default() };
     let result = engine::run_batch(driver, inputs, &mut rec);
     (result, rec)
 }
