@@ -422,6 +422,10 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                     Ok(v) => v,
                     Err(e) => return e,
                 }
+            } else if matches!(condition, SetCondition::Always) {
+                // A plain SET neither reads nor answers the old value: no lookup before the insert
+                // (about a third of executing a plain SET, measured with callgrind).
+                None
             } else {
                 db.data.get(key).map(|_| value)
             };
