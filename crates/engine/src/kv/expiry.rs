@@ -115,9 +115,17 @@ impl Ttls {
         self.by_deadline.get_min().map(|(d, _)| *d)
     }
 
-    /// Up to `max` keys whose deadline log time `time` has passed, earliest first.
-    pub(crate) fn due(&self, time: u64, max: usize) -> Vec<Bytes> {
-        self.by_deadline.iter().take_while(|(d, _)| time > *d).take(max).map(|(_, k)| k.clone()).collect()
+    /// Takes out the key with the earliest deadline if log time `time` has passed it (the sweep's
+    /// step; the caller removes the key from the key space). `remove_min` walks the leftmost path
+    /// of the deadline index without comparing keys, which a removal by value would do.
+    pub(crate) fn pop_due(&mut self, time: u64) -> Option<Bytes> {
+        let (deadline, _) = self.by_deadline.get_min()?;
+        if time <= *deadline {
+            return None;
+        }
+        let (_, key) = self.by_deadline.remove_min()?;
+        self.by_key.remove(&key);
+        Some(key)
     }
 }
 
@@ -303,11 +311,13 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             Err(e) => e,
         },
         Command::Sweep { max } => {
-            let due = db.ttls.due(time, *max as usize);
-            for key in &due {
-                db.remove(key);
+            let mut swept = 0;
+            while swept < *max {
+                let Some(key) = db.ttls.pop_due(time) else { break };
+                db.remove_untimed(&key);
+                swept += 1;
             }
-            Reply::Int(due.len() as i64)
+            Reply::Int(i64::from(swept))
         }
         _ => Reply::Error(format!("ERR internal: '{}' is not an expiry command", command.name())),
     }
@@ -369,14 +379,17 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.by_deadline.len(), 2);
         assert_eq!(t.next_deadline(), Some(5));
-        assert_eq!(t.due(5, 10), Vec::<Bytes>::new());
-        assert_eq!(t.due(6, 10), vec![b.clone()]);
-        assert_eq!(t.due(100, 1), vec![b.clone()]);
+        assert_eq!(t.clone().pop_due(5), None);
+        let mut popped = t.clone();
+        assert_eq!(popped.pop_due(6), Some(b.clone()));
+        assert_eq!(popped.pop_due(6), None, "a's deadline (20) is not passed");
+        assert_eq!((popped.by_key.len(), popped.by_deadline.len()), (1, 1), "both indexes lost b");
         assert!(t.remove(b"b"));
         assert!(!t.remove(b"b"));
-        assert_eq!(t.due(100, 10), vec![a.clone()]);
         assert!(t.is_expired(b"a", 21));
         assert!(!t.is_expired(b"a", 20));
+        assert_eq!(t.pop_due(100), Some(a.clone()));
+        assert!(t.is_empty() && t.by_deadline.is_empty());
     }
 
     #[test]

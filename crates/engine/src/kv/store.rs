@@ -149,6 +149,13 @@ impl Db<'_> {
         Some(v)
     }
 
+    /// Removes `key`, whose deadline the caller already took out of `ttls` (a sweep).
+    pub(crate) fn remove_untimed(&mut self, key: &[u8]) {
+        if self.data.remove(key).is_some() {
+            *self.last_removal = self.index;
+        }
+    }
+
     /// The string value of `key`: `Ok(None)` if absent, `Err(WRONGTYPE)` if it holds another
     /// type (callers purged it first if it may have expired).
     #[inline]
