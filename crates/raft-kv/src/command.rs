@@ -27,6 +27,7 @@
 //! [`CommandError::Resp3NotSupported`].
 
 mod expiry;
+pub mod getkeys;
 mod hash;
 mod keys;
 mod reply;
@@ -199,6 +200,14 @@ pub enum CommandRequest {
     Info(Vec<Bytes>),
     /// `COMMAND LIST`: the command names.
     List,
+    /// `COMMAND GETKEYS command [arg ...]` (`flags` false) and `COMMAND GETKEYSANDFLAGS`: the
+    /// command's key arguments (see [`getkeys`]).
+    GetKeys {
+        /// The command to look into, its name first.
+        args: Vec<Bytes>,
+        /// `GETKEYSANDFLAGS`: each key with its key-spec flags.
+        flags: bool,
+    },
 }
 
 /// A command that has subcommands (and a `HELP` subcommand).
@@ -638,6 +647,8 @@ fn parse_command(spec: &CommandSpec, mut a: Args) -> Result<Request, CommandErro
     Ok(Request::Command(match sub.name {
         "command|count" => CommandRequest::Count,
         "command|docs" => CommandRequest::Docs(a.remaining()),
+        "command|getkeys" => CommandRequest::GetKeys { args: a.remaining(), flags: false },
+        "command|getkeysandflags" => CommandRequest::GetKeys { args: a.remaining(), flags: true },
         "command|info" => CommandRequest::Info(a.remaining()),
         "command|list" => {
             // Redis accepts FILTERBY options; this server has nothing to filter.
@@ -658,6 +669,8 @@ fn parse_config(spec: &CommandSpec, mut a: Args) -> Result<Request, CommandError
     }
 }
 
+#[cfg(test)]
+mod getkeys_tests;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]

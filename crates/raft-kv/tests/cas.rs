@@ -135,6 +135,17 @@ fn compare_and_set_through_a_follower() {
         assert_eq!(n.request(&["EXISTS", "s", "t", "lock", "h"]).unwrap(), Frame::Integer(0), "node {k}");
     }
 
+    // COMMAND GETKEYSANDFLAGS: a conditional SET reads the old value, a plain DELEX does not.
+    let flags = |fs: &[&'static str]| Frame::Array(fs.iter().map(|f| Frame::simple(f)).collect());
+    assert_eq!(
+        c.request(&["COMMAND", "GETKEYSANDFLAGS", "SET", "k", "v", "IFEQ", "x"]).unwrap(),
+        Frame::Array(vec![Frame::Array(vec![bulk("k"), flags(&["RW", "access", "update"])])])
+    );
+    assert_eq!(
+        c.request(&["COMMAND", "GETKEYSANDFLAGS", "DELEX", "k"]).unwrap(),
+        Frame::Array(vec![Frame::Array(vec![bulk("k"), flags(&["RM", "delete"])])])
+    );
+
     // COMMAND INFO knows the new commands (arity, one key at position 1).
     let Frame::Array(info) = c.request(&["COMMAND", "INFO", "DELEX", "DIGEST"]).unwrap() else { panic!() };
     for (entry, (name, arity)) in info.iter().zip([("delex", -2), ("digest", 2)]) {

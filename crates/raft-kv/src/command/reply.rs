@@ -66,6 +66,7 @@ pub fn command_reply(request: &CommandRequest) -> Frame {
             Frame::Array(names.iter().map(|n| lookup(n).map_or(Frame::Null, describe)).collect())
         }
         CommandRequest::List => Frame::Array(COMMANDS.iter().map(|s| static_bulk(s.name)).collect()),
+        CommandRequest::GetKeys { args, flags } => super::getkeys::getkeys_reply(args, *flags),
     }
 }
 

@@ -133,6 +133,8 @@ pub static CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
 pub static COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
     spec("command|count", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Returns the number of commands."),
     spec("command|docs", -2, CONN, NO_KEYS, SERVER, Access::Connection, "[name ...]", "Returns documentation of commands (none is provided)."),
+    spec("command|getkeys", -4, CONN, NO_KEYS, SERVER, Access::Connection, "command [arg ...]", "Returns the key arguments of a command."),
+    spec("command|getkeysandflags", -4, CONN, NO_KEYS, SERVER, Access::Connection, "command [arg ...]", "Returns the key arguments of a command and how it uses each."),
     spec("command|help", 2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Shows the subcommands of COMMAND."),
     spec("command|info", -2, CONN, NO_KEYS, SERVER, Access::Connection, "[name ...]", "Describes commands."),
     spec("command|list", -2, CONN, NO_KEYS, SERVER, Access::Connection, "", "Lists command names."),
