@@ -118,7 +118,7 @@ pub enum Request {
     /// `UNWATCH`.
     Unwatch,
     /// `SCAN` / `HSCAN`: one step; the server resolves the cursor (see `crate::scan`).
-    Scan(ScanRequest),
+    Scan(Box<ScanRequest>),
     /// `TIME`: the node's clock (not the log time).
     Time,
     /// A command of the reserved `RAFT.` namespace (e.g. `RAFT.SNAPSHOT`), not interpreted here.

@@ -158,10 +158,15 @@ enum Shape {
     /// reports those at run time too).
     /// The replies of `SCAN` / `HSCAN` steps among them (index in the reply array, hash key)
     /// become Redis' cursor replies, as `Scan` does.
-    Exec(Vec<(usize, String)>, Vec<(usize, Option<Bytes>)>, Arc<crate::scan::Cursors>),
+    /// The `HSCAN`s with invalid options among them (index, error) were queued as `TYPE` reads
+    /// and are answered as `ScanInvalid` does.
+    Exec(Vec<(usize, String)>, Vec<(usize, Option<Bytes>)>, Vec<(usize, String)>, Arc<crate::scan::Cursors>),
     /// `SCAN` / `HSCAN`: the step's position becomes a cursor of this node (`crate::scan`); the
     /// key is the hash's for `HSCAN`.
     Scan(Arc<crate::scan::Cursors>, Option<Bytes>),
+    /// `HSCAN` with invalid options, answered from the key's `TYPE` as Redis 7 does: an empty
+    /// scan for a missing key, `WRONGTYPE` for another type, the option error for a hash.
+    ScanInvalid(CommandError),
 }
 
 impl Shape {
@@ -176,7 +181,7 @@ impl Shape {
                 let _ = tap.send(response);
                 frame
             }
-            Shape::Exec(errors, scans, cursors) => match response {
+            Shape::Exec(errors, scans, invalid, cursors) => match response {
                 Ok(Reply::Nil) => Frame::NullArray,
                 Ok(Reply::Array(replies)) => {
                     let mut frames: Vec<Frame> = replies
@@ -184,7 +189,10 @@ impl Shape {
                         .enumerate()
                         .map(|(i, reply)| match scans.iter().find(|(at, _)| *at == i) {
                             Some((_, key)) => scan_frame(&cursors, key.clone(), reply),
-                            None => reply_frame(reply),
+                            None => match invalid.iter().find(|(at, _)| *at == i) {
+                                Some((_, e)) => invalid_scan_frame(e, Ok(reply)),
+                                None => reply_frame(reply),
+                            },
                         })
                         .collect();
                     for (at, e) in errors {
@@ -198,7 +206,21 @@ impl Shape {
                 Ok(reply) => scan_frame(&cursors, key, reply),
                 other => response_frame(other),
             },
+            Shape::ScanInvalid(e) => invalid_scan_frame(&e.to_string(), response),
         }
+    }
+}
+
+/// Redis 7's answer to an `HSCAN` with invalid options (`error`), from the key's `TYPE`: an
+/// empty scan for a missing key, `WRONGTYPE` for another type, the error for a hash.
+fn invalid_scan_frame(error: &str, kind: Response) -> Frame {
+    match kind {
+        Ok(Reply::Status(kind)) if kind == "none" => {
+            Frame::Array(vec![Frame::Bulk(Bytes::from_static(b"0")), Frame::Array(Vec::new())])
+        }
+        Ok(Reply::Status(kind)) if kind == "hash" => Frame::error(error.to_owned()),
+        Ok(Reply::Status(_)) => Frame::error(engine::kv::WRONGTYPE_ERR),
+        other => response_frame(other),
     }
 }
 
@@ -221,6 +243,10 @@ fn scan_frame(cursors: &crate::scan::Cursors, key: Option<Bytes>, reply: Reply) 
 /// The state machine's query for a `SCAN` / `HSCAN` step: its cursor resolved to the position
 /// it stands for on this node.
 fn scan_query(ctx: &ServerContext, scan: crate::command::ScanRequest) -> Result<Query, CommandError> {
+    if let Some(e) = scan.invalid {
+        // An HSCAN with invalid options and no key cannot be parsed; kept for completeness.
+        return Err(*e);
+    }
     let after = match ctx.cursors.resolve(scan.cursor) {
         Ok(position) if position.as_ref().is_none_or(|p| p.key == scan.key) => position.map(|p| p.after),
         _ => return Err(CommandError::InvalidCursor),
@@ -294,6 +320,9 @@ struct Conn {
     /// Queued commands that did not parse (syntax, integers): their errors and positions in the
     /// `EXEC` reply.
     multi_errors: Vec<(usize, String)>,
+    /// Queued `HSCAN`s with invalid options: their positions among the queued items (each
+    /// queued as a `TYPE` read) and their errors, answered from the key's type at `EXEC`.
+    multi_invalid: Vec<(usize, String)>,
     /// Watched keys (`WATCH`), until `EXEC`, `DISCARD` or `UNWATCH`.
     watch_keys: Vec<Bytes>,
     /// Answers of `WATCH` reads not yet taken (the reader waits for them before an `EXEC`).
@@ -356,6 +385,7 @@ async fn handle_connection<R, W>(
         multi: None,
         multi_dirty: false,
         multi_errors: Vec::new(),
+        multi_invalid: Vec::new(),
         watch_keys: Vec::new(),
         watch_pending: Vec::new(),
         watch_index: None,
@@ -610,7 +640,18 @@ fn dispatch(
         |q: Query| if standby { standby_refusal(p) } else { engine(EngineRequest::Read(q), Kind::Read) };
     if conn.multi.is_some() {
         let request = match request {
-            Request::Scan(scan) => match scan_query(ctx, scan) {
+            Request::Scan(mut scan) if scan.invalid.is_some() && scan.key.is_some() => {
+                let (Some(e), Some(key)) = (scan.invalid.take(), scan.key.clone()) else {
+                    return Pending::Frame(Frame::error("ERR internal: HSCAN without a key"), p);
+                };
+                let at = conn.multi.as_ref().map_or(0, Vec::len);
+                let answer = queue_item(TxItem::Read(Query::Type { key }), conn);
+                if conn.multi.as_ref().map_or(0, Vec::len) > at {
+                    conn.multi_invalid.push((at, e.to_string()));
+                }
+                return Pending::Frame(answer.unwrap_or_else(|| Frame::simple("QUEUED")), p);
+            }
+            Request::Scan(scan) => match scan_query(ctx, *scan) {
                 Ok(q) => Request::KvRead(q),
                 Err(e) => {
                     // As Redis: the error is EXEC's answer to this command.
@@ -630,7 +671,8 @@ fn dispatch(
         let watch = (!keys.is_empty()).then(|| Watch { index: conn.watch_index.unwrap_or(0), keys });
         conn.unwatch();
         let scans = scan_items(&items);
-        shape.set(Shape::Exec(std::mem::take(&mut conn.multi_errors), scans, ctx.cursors.clone()));
+        let invalid = std::mem::take(&mut conn.multi_invalid);
+        shape.set(Shape::Exec(std::mem::take(&mut conn.multi_errors), scans, invalid, ctx.cursors.clone()));
         return write(KvCommand::Multi { watch, items });
     }
     let request = match data_item(request) {
@@ -643,6 +685,7 @@ fn dispatch(
             conn.multi = Some(Vec::new());
             conn.multi_dirty = false;
             conn.multi_errors.clear();
+            conn.multi_invalid.clear();
             Pending::Frame(Frame::ok(), p)
         }
         Request::Exec => Pending::Frame(Frame::error("ERR EXEC without MULTI"), p),
@@ -658,9 +701,20 @@ fn dispatch(
             conn.unwatch();
             Pending::Frame(Frame::ok(), p)
         }
+        Request::Scan(mut scan) if scan.invalid.is_some() && scan.key.is_some() => {
+            let (Some(e), Some(key)) = (scan.invalid.take(), scan.key.clone()) else {
+                return Pending::Frame(Frame::error("ERR internal: HSCAN without a key"), p);
+            };
+            // The cursor is checked first, as Redis parses it before looking at the key.
+            if let Err(e) = scan_query(ctx, *scan) {
+                return Pending::Frame(e.to_frame(), p);
+            }
+            shape.set(Shape::ScanInvalid(*e));
+            read(Query::Type { key })
+        }
         Request::Scan(scan) => {
             let key = scan.key.clone();
-            match scan_query(ctx, scan) {
+            match scan_query(ctx, *scan) {
                 Ok(q) => {
                     shape.set(Shape::Scan(ctx.cursors.clone(), key));
                     read(q)
@@ -796,6 +850,7 @@ fn queue(request: Request, conn: &mut Conn) -> Option<Frame> {
             conn.multi = None;
             conn.multi_dirty = false;
             conn.multi_errors.clear();
+            conn.multi_invalid.clear();
             conn.unwatch();
             Some(Frame::ok())
         }
@@ -804,6 +859,7 @@ fn queue(request: Request, conn: &mut Conn) -> Option<Frame> {
             conn.multi = None;
             conn.multi_dirty = false;
             conn.multi_errors.clear();
+            conn.multi_invalid.clear();
             conn.unwatch();
             Some(if aborted {
                 Frame::error("EXECABORT Transaction discarded because of previous errors.")

@@ -115,6 +115,15 @@ fn random_command(r: &mut Rng) -> Vec<String> {
                 if r.below(2) == 0 {
                     c.extend(s(&["MATCH", "f[01]"]));
                 }
+                // Invalid options: Redis 7 reports them only for a hash (an empty scan for a
+                // missing key, WRONGTYPE for a string).
+                match r.below(6) {
+                    0 => c.extend(s(&["COUNT", "0"])),
+                    1 => c.extend(s(&["FOO"])),
+                    2 => c.extend(s(&["COUNT", "x"])),
+                    3 => c.extend(s(&["MATCH"])),
+                    _ => {}
+                }
                 c
             }
             13 => s(&["HSET", &key, &field]), // arity error

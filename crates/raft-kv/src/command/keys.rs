@@ -34,6 +34,10 @@ pub struct ScanRequest {
     pub kind: Option<Bytes>,
     /// `NOVALUES` (`HSCAN` only): fields without their values.
     pub novalues: bool,
+    /// `HSCAN` only: the first option error, which Redis reports only when the key holds a hash
+    /// (a missing key answers an empty scan, another type `WRONGTYPE`), so the server decides it
+    /// from the key's type.
+    pub invalid: Option<Box<CommandError>>,
 }
 
 /// Redis' `parseScanCursorOrReply`: an unsigned 64-bit decimal.
@@ -49,7 +53,19 @@ fn cursor(raw: &[u8]) -> Result<u64, CommandError> {
 pub(super) fn parse_scan(mut a: Args, hash: bool) -> Result<Request, CommandError> {
     let key = if hash { Some(own(a.next()?)) } else { None };
     let cursor = cursor(&a.next()?)?;
-    let mut s = ScanRequest { key, cursor, pattern: None, count: 10, kind: None, novalues: false };
+    let mut s =
+        ScanRequest { key, cursor, pattern: None, count: 10, kind: None, novalues: false, invalid: None };
+    if let Err(e) = scan_options(&mut a, hash, &mut s) {
+        if !hash {
+            return Err(e);
+        }
+        s.invalid = Some(Box::new(e));
+    }
+    Ok(Request::Scan(Box::new(s)))
+}
+
+/// The options of `SCAN` / `HSCAN`, in order; the first error stops them.
+fn scan_options(a: &mut Args, hash: bool, s: &mut ScanRequest) -> Result<(), CommandError> {
     while let Some(opt) = a.next_opt() {
         let is = |name: &str| opt.eq_ignore_ascii_case(name.as_bytes());
         let more = a.len() > 0;
@@ -69,7 +85,7 @@ pub(super) fn parse_scan(mut a: Args, hash: bool) -> Result<Request, CommandErro
             return Err(CommandError::Syntax);
         }
     }
-    Ok(Request::Scan(s))
+    Ok(())
 }
 
 /// `RENAME` / `RENAMENX`.

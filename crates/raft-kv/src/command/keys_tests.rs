@@ -18,14 +18,15 @@ fn parse(line: &str) -> Result<Request, CommandError> {
 }
 
 fn scan(cursor: u64, pattern: Option<&str>, count: u64, kind: Option<&str>) -> Request {
-    Request::Scan(ScanRequest {
+    Request::Scan(Box::new(ScanRequest {
         key: None,
         cursor,
         pattern: pattern.map(b),
         count,
         kind: kind.map(b),
         novalues: false,
-    })
+        invalid: None,
+    }))
 }
 
 #[test]
