@@ -514,7 +514,17 @@ impl<F: FileSystem> Driver<F> {
     pub(crate) fn process_with(&mut self, early: &mut dyn FnMut(&Self, Early)) -> Result<(), FatalError> {
         let mut rounds = 0;
         loop {
-            self.clock.maybe_sweep(&mut self.node, &self.kv, self.now, self.config.request_timeout_ticks);
+            // Idle: nothing of this node's clients waits and nothing in the log waits to commit
+            // (followers' forwarded writes are entries here by now).
+            let idle_batch_start =
+                rounds == 0 && self.requests.pending() == 0 && self.node.commit() == self.node.last_index();
+            self.clock.maybe_sweep(
+                &mut self.node,
+                &self.kv,
+                self.now,
+                self.config.request_timeout_ticks,
+                idle_batch_start,
+            );
             let (clock, kv) = (&mut self.clock, &self.kv);
             self.requests.route(&mut self.node, self.now, &mut self.outbox, &mut |d| clock.stamped(kv, d));
             if !self.node.has_ready() {
