@@ -18,6 +18,15 @@
 #   RESULTS=DIR             copy the JSON results there (bench/chart.sh DIR draws them)
 #   REDIS=0                 leave redis-server out
 #   RAFT_KV_ARGS="..."      extra flags for every raft-kv server (e.g. --read-mode lease)
+#   FLOOR=0                 skip the single-client floor (below)
+#
+# The single-client floor (issue 17: a write's p50 should be within 1.5x of it), measured in the
+# same run after the table's cells: one client writing to the leader for DURATION, against
+#   floor = client round trip + peer round trip + one fdatasync while the other replicas fsync too,
+# where a round trip is the p50 of one client reading from the in-memory redis-server with the same
+# load generator (a server that does next to nothing: loopback TCP, both processes' wake-ups and the
+# client's own work; the peers are on the same loopback), and the fdatasync is the median of three
+# probes running at once in the data directory (three replicas share this disk).
 #
 # Needs: cargo, and etcd (installed from Debian's etcd-server/etcd-client packages when missing
 # and running as root), jq and redis-server (same).
@@ -50,7 +59,7 @@ need_pkg() { # command, packages...
 need_pkg etcd etcd-server etcd-client
 need_pkg jq jq
 REDIS=${REDIS:-1}
-[ "$REDIS" = 1 ] && need_pkg redis-server redis-server
+[ "$REDIS" = 1 ] && need_pkg redis-server redis-server && need_pkg redis-cli redis-tools
 
 log "building raft-kv (release)"
 cargo build --release -p raft-kv --manifest-path "$ROOT/Cargo.toml" >&2
@@ -154,6 +163,51 @@ for wl in $WORKLOADS; do
         done
     done
 done
+FLOOR_LINE=""
+if [ "${FLOOR:-1}" = 1 ] && [ "$REDIS" = 1 ]; then
+    LEADER=""
+    for ep in "${RK_ENDPOINTS[@]}"; do
+        redis-cli -h "${ep%:*}" -p "${ep##*:}" INFO 2>/dev/null | grep -q '^role:leader' && LEADER=$ep
+    done
+    if [ -n "$LEADER" ]; then
+        log "floor: 1 client writing to the leader $LEADER, 1 client reading from redis-server, fdatasync x3"
+        "$BIN" bench --target raft-kv --endpoints "$LEADER" --workload write --clients 1 --duration "$DURATION" \
+            --keys "$KEYS" --value-size "$VALUE_SIZE" --json --no-progress >"$WORK/results/floor-write-leader.json" || true
+        "$BIN" bench --target raft-kv --endpoints "$REDIS_EPS" --workload read --clients 1 --duration "$DURATION" \
+            --keys "$KEYS" --value-size "$VALUE_SIZE" --json --no-progress >"$WORK/results/floor-rtt-redis.json" || true
+        FPROBE='
+import os, sys, time
+fd = os.open(os.path.join(sys.argv[1], "fsync-probe-%d" % os.getpid()), os.O_CREAT | os.O_WRONLY, 0o600)
+lat = []
+for i in range(400):
+    t = time.perf_counter()
+    os.pwrite(fd, b"x" * 128, i * 128)
+    os.fdatasync(fd)
+    lat.append((time.perf_counter() - t) * 1000)
+lat.sort()
+print("%.4f" % lat[200])
+'
+        FP=()
+        for k in 1 2 3; do
+            python3 -c "$FPROBE" "$WORK" >"$WORK/fsync3-$k" &
+            FP+=($!)
+        done
+        wait "${FP[@]}"
+        FLOOR_LINE=$(python3 -c '
+import json, sys
+w = json.load(open(sys.argv[1])); r = json.load(open(sys.argv[2]))
+fs = sorted(float(open(f).read()) for f in sys.argv[3:6])
+wp50 = w["latency_us"]["p50"] / 1000; rtt = r["latency_us"]["p50"] / 1000; fsync = fs[1]
+floor = 2 * rtt + fsync
+print("Single-client write to the leader: p50 %.3f ms (p99 %.3f, %d ops/s); floor = client round trip %.3f + "
+      "peer round trip %.3f + fdatasync with 3 at once %.3f (p50s %s) = %.3f ms; p50 / floor = %.2f (target <= 1.5)"
+      % (wp50, w["latency_us"]["p99"] / 1000, w["ops_per_sec"], rtt, rtt, fsync,
+         "/".join("%.3f" % f for f in fs), floor, wp50 / floor))
+' "$WORK/results/floor-write-leader.json" "$WORK/results/floor-rtt-redis.json" "$WORK"/fsync3-1 "$WORK"/fsync3-2 "$WORK"/fsync3-3 || true)
+    else
+        log "floor: no leader found; skipped"
+    fi
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -n "${RESULTS:-}" ]; then
     mkdir -p "$RESULTS"
@@ -187,3 +241,7 @@ for wl in $WORKLOADS; do
             (if ops($d) > 0 then "\(ops($d) | round)" else "-" end) + " | " + ratio($r; $d) + " |"'
     done
 done
+if [ -n "$FLOOR_LINE" ]; then
+    echo
+    echo "$FLOOR_LINE"
+fi
