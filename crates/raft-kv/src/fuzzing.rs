@@ -9,7 +9,7 @@
 //! - [`resp_reply`]: the client's reply parser;
 //! - [`peer_frames`]: the peer framing with the handshake's limit, the handshake (a connection whose
 //!   first frame is not a valid handshake of cluster 7 ends there, as in the transport), then
-//!   every further frame as a message;
+//!   every further frame as a message, by the hand decoder and by `prost` (both must agree);
 //! - [`wal_segment`]: a log directory holding the input as its segment file, opened and read;
 //! - [`snapshot_file`]: the input as a snapshot file, verified, its image restored; the image
 //!   decoder also gets the input directly (a leader could send well-checksummed garbage);
@@ -93,7 +93,12 @@ pub fn peer_frames(data: &[u8]) {
             limit = wire::DEFAULT_MAX_FRAME;
             continue;
         }
-        let _ = wire::decode_message(body);
+        // The hand decoder of AppendEntries (wire/decode.rs) must agree with prost's on every frame.
+        assert_eq!(
+            wire::decode_message(body.clone()),
+            wire::decode_message_with_prost(body),
+            "decoders disagree"
+        );
     }
 }
 

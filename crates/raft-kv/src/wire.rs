@@ -119,6 +119,9 @@
 //!   peers of the other version with a clear log line instead of misreading their frames.
 //!
 //! # Invariants
+//! - AppendEntries frames are decoded by hand (`wire/decode.rs`), every other frame by `prost`;
+//!   the two agree on every input (the hand decoder declines whatever it does not take exactly as
+//!   `prost` would, and `prost` decides), so errors are always `prost`'s.
 //! - Decoding never panics and never allocates more than the frame it was handed: entry data,
 //!   forwarded proposals and snapshot chunks are slices of the frame's buffer (`Bytes`), not copies. A consequence: a
 //!   decoded entry keeps the read buffer it arrived in alive for as long as the entry lives.
@@ -131,6 +134,7 @@ use prost::Message as _;
 use raft::{Message, MessageBody, NodeId};
 
 mod append;
+mod decode;
 pub use append::EntriesCache;
 
 /// First field of every [`Handshake`]: "RKVP" in ASCII. Tells a raft-kv peer from anything else that
@@ -897,7 +901,19 @@ pub fn decode_handshake(body: Bytes) -> Result<Handshake, WireError> {
 }
 
 /// Decodes a message frame body. Entry data and proposals are slices of `body`.
+///
+/// An AppendEntries in the shape encoders write is decoded by hand (`decode`: the followers' hot
+/// path); anything else, or anything odd, by `prost`. The result is the same either way.
 pub fn decode_message(body: Bytes) -> Result<PeerMessage, WireError> {
+    if let Some(msg) = decode::decode_append(&body) {
+        return Ok(msg);
+    }
+    decode_message_with_prost(body)
+}
+
+/// [`decode_message`] through `prost` alone: the reference the hand decoder is checked against
+/// (by its tests and by the `peer_frames` fuzz target).
+pub fn decode_message_with_prost(body: Bytes) -> Result<PeerMessage, WireError> {
     Envelope::decode(body)?.try_into()
 }
 

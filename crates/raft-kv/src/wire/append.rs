@@ -24,20 +24,20 @@ use raft::Entry;
 
 use super::{WireError, FRAME_HEADER_LEN};
 
-/// Field keys (tag << 3 | wire type): 0 = varint, 2 = length-delimited.
-const ENVELOPE_RAFT: u8 = 1 << 3 | 2;
-const RAFT_FROM: u8 = 1 << 3;
-const RAFT_TO: u8 = 2 << 3;
-const RAFT_TERM: u8 = 3 << 3;
-const RAFT_APPEND_ENTRIES: u8 = 8 << 3 | 2;
-const APPEND_PREV_INDEX: u8 = 1 << 3;
-const APPEND_PREV_TERM: u8 = 2 << 3;
-const APPEND_ENTRY: u8 = 3 << 3 | 2;
-const APPEND_COMMIT: u8 = 4 << 3;
-const ENTRY_TERM: u8 = 1 << 3;
-const ENTRY_INDEX: u8 = 2 << 3;
-const ENTRY_DATA: u8 = 3 << 3 | 2;
-const ENTRY_KIND: u8 = 4 << 3;
+/// Field keys (tag << 3 | wire type): 0 = varint, 2 = length-delimited. Shared with `decode`.
+pub(super) const ENVELOPE_RAFT: u8 = 1 << 3 | 2;
+pub(super) const RAFT_FROM: u8 = 1 << 3;
+pub(super) const RAFT_TO: u8 = 2 << 3;
+pub(super) const RAFT_TERM: u8 = 3 << 3;
+pub(super) const RAFT_APPEND_ENTRIES: u8 = 8 << 3 | 2;
+pub(super) const APPEND_PREV_INDEX: u8 = 1 << 3;
+pub(super) const APPEND_PREV_TERM: u8 = 2 << 3;
+pub(super) const APPEND_ENTRY: u8 = 3 << 3 | 2;
+pub(super) const APPEND_COMMIT: u8 = 4 << 3;
+pub(super) const ENTRY_TERM: u8 = 1 << 3;
+pub(super) const ENTRY_INDEX: u8 = 2 << 3;
+pub(super) const ENTRY_DATA: u8 = 3 << 3 | 2;
+pub(super) const ENTRY_KIND: u8 = 4 << 3;
 
 /// The encoded `entries` field of the last AppendEntries encoded, and the entries it encodes.
 #[derive(Default)]
