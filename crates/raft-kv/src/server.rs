@@ -581,7 +581,7 @@ fn dispatch(
     permit: OwnedSemaphorePermit,
 ) -> Pending {
     let p = conn.protocol;
-    let request = match Request::parse(frame) {
+    let mut request = match Request::parse(frame) {
         Ok(r) => r,
         Err(e) => {
             if let Some(items) = &conn.multi {
@@ -602,7 +602,7 @@ fn dispatch(
             return Pending::Frame(e.to_frame(), p);
         }
     };
-    if let Err(refusal) = conn.auth.permit(name, &request) {
+    if let Err(refusal) = conn.auth.permit(name, &mut request) {
         conn.multi_dirty |= conn.multi.is_some();
         return Pending::Frame(refusal, p);
     }

@@ -170,6 +170,105 @@ fn passwords_users_and_permissions_on_a_three_node_cluster() {
     assert_eq!(other.request(&["AUTH", "admin", "admin-pw"]).unwrap(), ok());
 }
 
+/// Redis 7.2's texts for a call a script's caller may not make.
+const SCRIPT_KEY_DENIED: &str = "ERR ACL failure in script: No permissions to access a key";
+
+fn err_text(f: &Frame) -> String {
+    match f {
+        Frame::Error(e) => String::from_utf8_lossy(e).into_owned(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn scripts_run_with_the_callers_rules_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.acl");
+    std::fs::write(
+        &users,
+        "user admin on >admin-pw allkeys +@all\nuser app on >app-pw ~app:* +@read +@write\nuser reader on >reader-pw ~* +@read\n",
+    )
+    .unwrap();
+    let users_arg = users.display().to_string();
+    let mut c = Cluster::start_with(3, &["--users-file", &users_arg]);
+    let admin = as_user("admin", "admin-pw");
+    wait_leader(&c, &admin, Duration::from_secs(20));
+    let mut adm = connect(&c, 0, &admin).expect("admin connects");
+    assert_eq!(adm.request(&["SET", "secret", "s"]).unwrap(), ok());
+    let Frame::Bulk(sha) = adm.request(&["SCRIPT", "LOAD", "return redis.call('get', ARGV[1])"]).unwrap()
+    else {
+        panic!("SCRIPT LOAD")
+    };
+    let sha = String::from_utf8_lossy(&sha).into_owned();
+
+    for k in 0..3 {
+        let mut app = connect(&c, k, &as_user("app", "app-pw")).expect("app connects");
+        let mine = format!("app:{k}");
+        // Inside its patterns: allowed.
+        let r =
+            app.request(&["EVAL", "return redis.call('set', KEYS[1], ARGV[1])", "1", &mine, "v"]).unwrap();
+        assert_eq!(r, ok());
+        // Reading or writing outside them through a script: refused by redis.call ...
+        let r = app.request(&["EVAL", "return redis.call('get', 'secret')", "0"]).unwrap();
+        assert!(err_text(&r).starts_with(&format!("{SCRIPT_KEY_DENIED} script: ")), "{r:?}");
+        let r = app.request(&["EVALSHA", &sha, "0", "secret"]).unwrap();
+        assert!(err_text(&r).starts_with(SCRIPT_KEY_DENIED), "{r:?}");
+        let r = app.request(&["EVAL_RO", "return redis.call('get', 'secret')", "0"]).unwrap();
+        assert!(err_text(&r).starts_with(SCRIPT_KEY_DENIED), "{r:?}");
+        // ... which ends the script and undoes what it wrote before ...
+        let body = "redis.call('set', KEYS[1], 'x') return redis.call('set', 'secret', 'pwned')";
+        let r = app.request(&["EVAL", body, "1", &format!("app:w{k}")]).unwrap();
+        assert!(err_text(&r).starts_with(SCRIPT_KEY_DENIED), "{r:?}");
+        // ... and returned by redis.pcall, the script going on.
+        let body = "local r = redis.pcall('del', 'secret') redis.call('set', KEYS[1], r.err) return r";
+        let r = app.request(&["EVAL", body, "1", &format!("app:p{k}")]).unwrap();
+        assert_eq!(r, Frame::error(SCRIPT_KEY_DENIED));
+        // The same inside MULTI (the transaction entry carries the script and its rules).
+        assert_eq!(app.request(&["MULTI"]).unwrap(), ok());
+        assert_eq!(
+            app.request(&["EVAL", "return redis.call('incr', 'secret')", "0"]).unwrap(),
+            Frame::simple("QUEUED")
+        );
+        let Frame::Array(items) = app.request(&["EXEC"]).unwrap() else { panic!("EXEC") };
+        assert!(err_text(&items[0]).starts_with(SCRIPT_KEY_DENIED), "{items:?}");
+        // A declared key outside the patterns is refused at the door, as before.
+        let r = app.request(&["EVAL", "return 1", "1", "secret"]).unwrap();
+        assert_eq!(r, Frame::error("NOPERM No permissions to access a key"));
+
+        // A read-only user: reads through EVAL_RO, no write through any script.
+        let mut reader = connect(&c, k, &as_user("reader", "reader-pw")).expect("reader connects");
+        let r = reader.request(&["EVAL_RO", "return redis.call('get', 'secret')", "0"]).unwrap();
+        assert_eq!(r, Frame::bulk("s"));
+        let denied = "ERR ACL failure in script: User reader has no permissions to run the 'set' command";
+        let r = reader.request(&["EVAL_RO", "return redis.call('SET', 'secret', 'w')", "0"]).unwrap();
+        assert!(err_text(&r).starts_with(denied), "{r:?}");
+        let r =
+            reader.request(&["EVAL", "#!lua flags=no-writes\nreturn redis.pcall('set', 'secret', 'w')", "0"]);
+        assert_eq!(r.unwrap(), Frame::error(denied));
+        let r = reader.request(&["EVAL", "return redis.call('set', 'secret', 'w')", "0"]).unwrap();
+        assert!(err_starts(&r, "NOPERM User reader has no permissions to run the 'eval' command"), "{r:?}");
+    }
+
+    // Every node applied the same entries to the same state, also after a restart replays them.
+    let check = |c: &Cluster, k: usize| {
+        let mut adm = connect(c, k, &admin).expect("admin connects");
+        assert_eq!(adm.request(&["GET", "secret"]).unwrap(), Frame::bulk("s"), "node {k}");
+        for j in 0..3 {
+            assert_eq!(adm.request(&["GET", &format!("app:{j}")]).unwrap(), Frame::bulk("v"), "node {k}");
+            assert_eq!(adm.request(&["GET", &format!("app:w{j}")]).unwrap(), Frame::Null, "node {k}");
+            let p = adm.request(&["GET", &format!("app:p{j}")]).unwrap();
+            assert_eq!(p, Frame::bulk(SCRIPT_KEY_DENIED), "node {k}");
+        }
+    };
+    for k in 0..3 {
+        check(&c, k);
+    }
+    c.kill(2);
+    c.start_node(2);
+    wait_leader(&c, &admin, Duration::from_secs(20));
+    check(&c, 2);
+}
+
 #[test]
 fn requirepass_file_protects_the_default_user_and_status_authenticates() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,7 +54,7 @@
 //!   query 25 HASH key, u8 read, then: 0 HGET field; 1 HMGET varint n, n fields; 2 HGETALL;
 //!             3 HKEYS; 4 HVALS; 5 HLEN; 6 HEXISTS field; 7 HSTRLEN field; 8 HSCAN u8 (bit 0
 //!             after, bit 1 pattern, bit 2 novalues) [after] [pattern] varint count
-//!             64-66 the script queries (see `script::codec`)
+//!             64-68 the script queries (see `script::codec`)
 //!  27 SETIF    u8 flags (bit 0 GET, bits 3-5 expiry kind as SETEX but never 2), key, value,
 //!             condition, [zigzag varint ms for kinds 3 and 4]
 //!  28 DELEX    key, condition
@@ -63,6 +63,8 @@
 //!   (tags 27-28 and queries 26-27: a build without them stops with "unknown command tag")
 //!  64-67 the script commands EVAL, EVALSHA, SCRIPT LOAD, SCRIPT FLUSH (see `script::codec`;
 //!        format 2: a build without them stops with "unknown command tag")
+//!  68-69 EVAL, EVALSHA of a restricted caller, carrying its ACL (queries 67-68 for the `_RO`
+//!        forms; a build without them stops with "unknown command tag"; 64/65 stay unrestricted)
 //! ```
 //! where a key or value is `varint length` followed by that many bytes. Nothing may follow the
 //! command.

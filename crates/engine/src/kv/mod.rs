@@ -34,7 +34,9 @@
 //!    its reasoning and its one remaining risk.
 //! 6. **Scripts are deterministic.** A Lua script that may write is one entry run at apply on every
 //!    replica, with no clock, no randomness, no state between runs and an instruction budget
-//!    instead of a time limit; the script cache is replicated state (see [`script`]).
+//!    instead of a time limit; the script cache is replicated state; the caller's ACL, which
+//!    every call inside the script is checked against, travels in the entry and is never looked
+//!    up at apply (see [`script`]).
 //!
 //! # Limits
 //!

@@ -12,6 +12,11 @@
 //! - the key patterns it may touch (Redis glob patterns, `~pattern`); every key a command names
 //!   must match one of them.
 //!
+//! Scripts: `EVAL` is checked like any command (its category, its declared `KEYS`), and a
+//! restricted user's rules are then copied into the script ([`User::script_rules`]) so that the
+//! state machine checks every `redis.call` inside it against them, identically on every replica
+//! (the users file is per node and never read at apply).
+//!
 //! Invariants:
 //! - With no password and no users file the `default` user has no password and every right, and
 //!   a connection starts authenticated as it (Redis' behaviour); so it does when a users file
@@ -34,6 +39,8 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use bytes::Bytes;
+use engine::kv::script::ScriptAcl;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -142,6 +149,26 @@ impl User {
     /// Whether this user may touch `key`.
     pub fn may_access_key(&self, key: &[u8]) -> bool {
         self.key_patterns.iter().any(|p| p.as_slice() == b"*" || crate::command::glob_match(p, key, false))
+    }
+
+    /// Whether the user may run every command on every key (no check needed).
+    pub fn unrestricted(&self) -> bool {
+        self.categories == Categories::all() && self.key_patterns.iter().any(|p| p.as_slice() == b"*")
+    }
+
+    /// The rules a script of this user runs under, copied into the script's log entry (see
+    /// `engine::kv::script`): `None` for an unrestricted user, so that its entries do not grow.
+    pub fn script_rules(&self) -> Option<Arc<ScriptAcl>> {
+        if self.unrestricted() {
+            return None;
+        }
+        Some(Arc::new(ScriptAcl {
+            user: Bytes::from(self.name.clone()),
+            read: self.categories.contains(Category::Read),
+            write: self.categories.contains(Category::Write),
+            admin: self.categories.contains(Category::Admin),
+            key_patterns: self.key_patterns.iter().map(|p| Bytes::copy_from_slice(p)).collect(),
+        }))
     }
 
     /// The user's rules in users-file syntax, passwords redacted (`ACL LIST`).

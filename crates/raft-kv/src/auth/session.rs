@@ -8,7 +8,9 @@
 //! is two comparisons).
 //!
 //! Invariant: a request runs only if the connection's user is set and holds the request's
-//! category and every key it names. Argon2 checks run on the blocking pool, one at a time
+//! category and every key it names; a script request leaves [`ConnAuth::permit`] carrying the
+//! user's rules (none for an unrestricted user), which the state machine applies to every
+//! command the script calls. Argon2 checks run on the blocking pool, one at a time
 //! (a semaphore), so a burst of `AUTH` attempts costs at most one core and never stalls the
 //! network threads; failed attempts are logged and limited per address ([`super::limit`]).
 
@@ -20,8 +22,8 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::limit::{Limiter, Verdict};
-use super::{AuthFailure, Categories, Category, User, Users, DEFAULT_USER};
-use crate::command::{Access, Request};
+use super::{AuthFailure, Category, User, Users, DEFAULT_USER};
+use crate::command::{script, Access, Request};
 use crate::resp::Frame;
 
 /// What every connection shares: the users, the failure limiter, the Argon2 permit.
@@ -259,8 +261,18 @@ impl Gate {
 
 impl ConnAuth {
     /// Whether the connection's user may run `request` (named `name` by the client); the refusal
-    /// to send otherwise.
-    pub fn permit(&self, name: &[u8], request: &Request) -> Result<(), Frame> {
+    /// to send otherwise. A permitted script request gets the user's rules bound to it (see
+    /// [`crate::command::script::bind_rules`]), so that the commands the script calls are
+    /// checked too, at apply, on every replica.
+    pub fn permit(&self, name: &[u8], request: &mut Request) -> Result<(), Frame> {
+        self.check(name, request)?;
+        if script::runs_script(request) {
+            script::bind_rules(request, self.user.as_deref().and_then(User::script_rules));
+        }
+        Ok(())
+    }
+
+    fn check(&self, name: &[u8], request: &Request) -> Result<(), Frame> {
         let Some(user) = &self.user else {
             return Err(Frame::error(NOAUTH));
         };
@@ -271,7 +283,7 @@ impl ConnAuth {
             Access::Admin => Category::Admin,
             Access::Connection => return Ok(()),
         };
-        if user.categories == Categories::all() && user.key_patterns.iter().any(|p| p.as_slice() == b"*") {
+        if user.unrestricted() {
             return Ok(());
         }
         if !user.categories.contains(needed) {
@@ -391,22 +403,22 @@ mod tests {
         assert_eq!(answer(g.screen(&mut c, req(&["ACL", "WHOAMI"])).await), Frame::bulk("reader"));
         assert!(answer(g.screen(&mut c, req(&["ACL", "LIST"])).await).is_error());
 
-        let get = Request::from_args(vec![Bytes::from("GET"), Bytes::from("app:1")]).unwrap();
-        assert_eq!(c.permit(b"GET", &get), Ok(()));
-        let other = Request::from_args(vec![Bytes::from("GET"), Bytes::from("secret")]).unwrap();
-        assert_eq!(c.permit(b"GET", &other), Err(Frame::error("NOPERM No permissions to access a key")));
-        let set =
+        let mut get = Request::from_args(vec![Bytes::from("GET"), Bytes::from("app:1")]).unwrap();
+        assert_eq!(c.permit(b"GET", &mut get), Ok(()));
+        let mut other = Request::from_args(vec![Bytes::from("GET"), Bytes::from("secret")]).unwrap();
+        assert_eq!(c.permit(b"GET", &mut other), Err(Frame::error("NOPERM No permissions to access a key")));
+        let mut set =
             Request::from_args(vec![Bytes::from("set"), Bytes::from("app:1"), Bytes::from("v")]).unwrap();
         assert_eq!(
-            c.permit(b"SET", &set),
+            c.permit(b"SET", &mut set),
             Err(Frame::error("NOPERM User reader has no permissions to run the 'set' command"))
         );
-        let snap = Request::from_args(vec![Bytes::from("RAFT.SNAPSHOT")]).unwrap();
-        assert!(c.permit(b"RAFT.SNAPSHOT", &snap).is_err());
+        let mut snap = Request::from_args(vec![Bytes::from("RAFT.SNAPSHOT")]).unwrap();
+        assert!(c.permit(b"RAFT.SNAPSHOT", &mut snap).is_err());
         assert!(is_admin_command(b"FLUSHALL") && is_admin_command(b"raft.member.add"));
         assert!(!is_admin_command(b"get") && !is_admin_command(b"raft."));
-        let ping = Request::from_args(vec![Bytes::from("PING")]).unwrap();
-        assert_eq!(c.permit(b"PING", &ping), Ok(()));
+        let mut ping = Request::from_args(vec![Bytes::from("PING")]).unwrap();
+        assert_eq!(c.permit(b"PING", &mut ping), Ok(()));
 
         let mut a = g.connection("127.0.0.1:5001");
         let hello = g.screen(&mut a, req(&["HELLO", "3", "AUTH", "admin", "apass", "SETNAME", "x"])).await;
@@ -415,11 +427,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(c.user_name(), Some("reader"));
-        assert_eq!(a.permit(b"RAFT.SNAPSHOT", &snap), Ok(()));
+        assert_eq!(a.permit(b"RAFT.SNAPSHOT", &mut snap), Ok(()));
         let list = answer(g.screen(&mut a, req(&["acl", "list"])).await);
         let Frame::Array(lines) = list else { panic!("{list:?}") };
         assert_eq!(lines[0], Frame::bulk("user admin on #<redacted> ~* +@all"));
         assert_eq!(lines[1], Frame::bulk("user reader on #<redacted> ~app:* +@read"));
+    }
+
+    #[tokio::test]
+    async fn scripts_carry_the_rules_of_a_restricted_user_and_nothing_otherwise() {
+        use engine::kv::{Command, Query, ScriptCommand, ScriptQuery};
+        let g = gate("user app on >p ~app:* ~c:? +@read +@write\nuser admin on >a allkeys +@all\n", None);
+        let eval = |words: &[&str]| {
+            Request::from_args(words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()).unwrap()
+        };
+        let rules = |r: &Request| match r {
+            Request::KvWrite(Command::Script(ScriptCommand::Eval { acl, .. }))
+            | Request::KvRead(Query::Script(ScriptQuery::Eval { acl, .. })) => acl.clone(),
+            other => panic!("{other:?}"),
+        };
+        let mut app = g.connection("127.0.0.1:7000");
+        assert_eq!(answer(g.screen(&mut app, req(&["AUTH", "app", "p"])).await), Frame::ok());
+        let mut admin = g.connection("127.0.0.1:7001");
+        assert_eq!(answer(g.screen(&mut admin, req(&["AUTH", "admin", "a"])).await), Frame::ok());
+        for words in
+            [&["EVAL", "return 1", "1", "app:1"][..], &["EVALSHA_RO", "ab", "0"], &["EVAL_RO", "x", "0"]]
+        {
+            let mut r = eval(words);
+            assert_eq!(app.permit(words[0].as_bytes(), &mut r), Ok(()));
+            let acl = rules(&r).expect("a restricted user's script carries its rules");
+            assert_eq!((&acl.user[..], acl.read, acl.write, acl.admin), (&b"app"[..], true, true, false));
+            assert_eq!(acl.key_patterns, vec![Bytes::from("app:*"), Bytes::from("c:?")]);
+            let mut r = eval(words);
+            assert_eq!(admin.permit(words[0].as_bytes(), &mut r), Ok(()));
+            assert_eq!(rules(&r), None, "an unrestricted user's script carries nothing");
+        }
+        // The script's declared keys are still checked at the door.
+        let mut r = eval(&["EVAL", "return 1", "1", "other"]);
+        assert_eq!(app.permit(b"EVAL", &mut r), Err(Frame::error("NOPERM No permissions to access a key")));
     }
 
     #[tokio::test]

@@ -3,12 +3,19 @@
 //! replicate and stay deterministic), and the parser `redis.call` uses inside scripts
 //! ([`script_command`], installed into the engine by [`install`]).
 //!
+//! ACL: the server checks `EVAL` itself and its declared `KEYS` against the caller's rules like
+//! any command, then binds those rules to the script ([`bind_rules`]); the state machine checks
+//! every `redis.call` against the bound copy (`engine::kv::script`, `acl.rs`).
+//!
 //! Routing: `EVAL`/`EVALSHA` are writes (one log entry each), unless the body's shebang says
 //! `flags=no-writes` (then `EVAL` is a read, as `EVAL_RO`); `EVAL_RO`/`EVALSHA_RO` and
 //! `SCRIPT EXISTS` are reads (after a read index); `SCRIPT LOAD`/`SCRIPT FLUSH` are writes, because
 //! the script cache is replicated state: a script loaded through one node runs through any.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use engine::kv::script::ScriptAcl;
 use engine::kv::{Command, Query, ScriptCommand, ScriptQuery, ScriptRef, TxItem};
 
 use super::{lookup, CommandError, Container, Request};
@@ -40,10 +47,31 @@ pub(super) fn parse_eval(args: Vec<Bytes>, sha: bool, read_only: bool) -> Result
     let read = read_only || (!sha && engine::kv::script::shebang_no_writes(&text).unwrap_or(false));
     let script = if sha { ScriptRef::Sha(text) } else { ScriptRef::Body(text) };
     Ok(if read {
-        Request::KvRead(Query::Script(ScriptQuery::Eval { script, keys, args }))
+        Request::KvRead(Query::Script(ScriptQuery::Eval { script, keys, args, acl: None }))
     } else {
-        Request::KvWrite(Command::Script(ScriptCommand::Eval { script, keys, args }))
+        Request::KvWrite(Command::Script(ScriptCommand::Eval { script, keys, args, acl: None }))
     })
+}
+
+/// Puts `rules` (the caller's ACL, `None` for an unrestricted caller) into a script request
+/// (`EVAL`, `EVALSHA` and their `_RO` forms), so that they travel with it to every replica and
+/// every `redis.call` of the script is checked against them (see `engine::kv::script`); any
+/// other request is left as it is.
+pub fn bind_rules(request: &mut Request, rules: Option<Arc<ScriptAcl>>) {
+    match request {
+        Request::KvWrite(Command::Script(ScriptCommand::Eval { acl, .. }))
+        | Request::KvRead(Query::Script(ScriptQuery::Eval { acl, .. })) => *acl = rules,
+        _ => {}
+    }
+}
+
+/// Whether a request runs a script (and so needs the caller's rules bound).
+pub fn runs_script(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::KvWrite(Command::Script(ScriptCommand::Eval { .. }))
+            | Request::KvRead(Query::Script(ScriptQuery::Eval { .. }))
+    )
 }
 
 /// Parses `SCRIPT subcommand ...` (the container's arity was checked).

@@ -465,6 +465,7 @@ fn script_commands_parse_into_script_writes_and_reads() {
             script: ScriptRef::Body(b("return 1")),
             keys: vec![b("k1"), b("k2")],
             args: vec![b("a1")],
+            acl: None,
         }))
     );
     assert_eq!(eval.access(), Access::Write);

@@ -1,10 +1,11 @@
 //! One script run: a fresh, sandboxed Lua 5.1 state, the `redis` library, Redis' conversions
 //! between Lua values and replies, the instruction budget and the error texts.
 //!
-//! Invariant: [`run`] is a pure function of (body, keys, args, the state it reads and writes, the
-//! log time): the Lua state is new for every run and everything that could differ between
-//! replicas (clock, randomness, addresses, wall time) is removed or made deterministic (see the
-//! [module docs](super)).
+//! Invariant: [`run`] is a pure function of (body, keys, args, the caller's rules carried by the
+//! entry, the state it reads and writes, the log time): the Lua state is new for every run and
+//! everything that could differ between replicas (clock, randomness, addresses, wall time) is
+//! removed or made deterministic (see the [module docs](super)). Every call is checked against
+//! the caller's rules (when the entry carries some) before it runs.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -14,7 +15,7 @@ use mlua::chunk::ChunkMode;
 use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 
 use super::rand48::Rand48;
-use super::{parser, NOT_FROM_SCRIPT_ERR, READ_ONLY_SCRIPT_ERR};
+use super::{parser, ScriptAcl, NOT_FROM_SCRIPT_ERR, READ_ONLY_SCRIPT_ERR};
 use crate::kv::command::{Command, Query, Reply};
 use crate::kv::store::{execute as execute_one, Db, View};
 use crate::kv::txn::TxItem;
@@ -198,13 +199,15 @@ setmetatable(_G, {
 })
 "#;
 
-/// Runs a script (see the module docs of [`super`]). `sha` names it in error texts.
+/// Runs a script (see the module docs of [`super`]). `sha` names it in error texts; every call
+/// is checked against `acl` when there is one.
 pub(crate) fn run(
     access: Access<'_, '_>,
     sha: &[u8],
     body: &Bytes,
     keys: &[Bytes],
     args: &[Bytes],
+    acl: Option<&ScriptAcl>,
 ) -> Outcome {
     let shebang = match shebang(body) {
         Ok(s) => s,
@@ -226,10 +229,21 @@ pub(crate) fn run(
         Access::Read(v) => v.time,
     };
     let access = RefCell::new(access);
-    match run_in(&lua, &f, &sha, &access, read_only, time, keys, args) {
+    let rules = Rules { read_only, acl, time };
+    match run_in(&lua, &f, &sha, &access, &rules, keys, args) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Failed(format!("ERR {e}")),
     }
+}
+
+/// What every call of one run is checked against, and the time `TIME` answers.
+struct Rules<'a> {
+    /// Writes are refused (`EVAL_RO`, `no-writes`).
+    read_only: bool,
+    /// The caller's rules (`None`: unrestricted).
+    acl: Option<&'a ScriptAcl>,
+    /// The entry's log time (ms).
+    time: u64,
 }
 
 /// Budget accounting shared by the hook, `redis.call` and the `pcall` guard.
@@ -257,14 +271,12 @@ impl Budget {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_in(
     lua: &Lua,
     f: &mlua::Function,
     sha: &str,
     access: &RefCell<Access<'_, '_>>,
-    read_only: bool,
-    time: u64,
+    rules: &Rules<'_>,
     keys: &[Bytes],
     args: &[Bytes],
 ) -> mlua::Result<Outcome> {
@@ -361,7 +373,7 @@ fn run_in(
             let budget = budget.clone();
             scope.create_function(move |lua, argv: MultiValue| {
                 budget.charge(CALL_COST)?;
-                let reply = call_command(lua, access, read_only, time, argv);
+                let reply = call_command(lua, access, rules, argv);
                 match reply {
                     Err(text) if protected => error_table(lua, text),
                     Err(text) => Err(mlua::Error::external(Raised(text))),
@@ -559,8 +571,7 @@ fn number_text(n: f64) -> String {
 fn call_command(
     lua: &Lua,
     access: &RefCell<Access<'_, '_>>,
-    read_only: bool,
-    time: u64,
+    rules: &Rules<'_>,
     argv: MultiValue,
 ) -> Result<Reply, String> {
     if argv.is_empty() {
@@ -575,8 +586,10 @@ fn call_command(
             }
         }
     }
+    let time = rules.time;
     if args[0].eq_ignore_ascii_case(b"time") && args.len() == 1 {
-        // The entry's log time (see the module docs), as TIME's [seconds, microseconds].
+        // The entry's log time (see the module docs), as TIME's [seconds, microseconds]. Needs no
+        // ACL category, as `TIME` at the top level.
         return Ok(Reply::Array(vec![
             Reply::Bulk(Bytes::from((time / 1000).to_string())),
             Reply::Bulk(Bytes::from(((time % 1000) * 1000).to_string())),
@@ -585,12 +598,22 @@ fn call_command(
     let Some(parse) = parser() else {
         return Err("ERR this node has no command parser for scripts".to_owned());
     };
+    let name = args[0].clone();
     let item = parse(args)?;
+    if matches!(
+        item,
+        TxItem::Write(Command::Multi { .. } | Command::Sweep { .. } | Command::Script(_))
+            | TxItem::Read(Query::Script(_))
+    ) {
+        return Err(NOT_FROM_SCRIPT_ERR.to_owned());
+    }
+    // The caller's rules, before the read-only rule (Redis' order: ACL, then write allowed).
+    if let Some(acl) = rules.acl {
+        acl.check(&name, &item)?;
+    }
     let mut access = access.borrow_mut();
     match (item, &mut *access) {
-        (TxItem::Write(Command::Multi { .. } | Command::Sweep { .. } | Command::Script(_)), _)
-        | (TxItem::Read(Query::Script(_)), _) => Err(NOT_FROM_SCRIPT_ERR.to_owned()),
-        (TxItem::Write(_), _) if read_only => Err(READ_ONLY_SCRIPT_ERR.to_owned()),
+        (TxItem::Write(_), _) if rules.read_only => Err(READ_ONLY_SCRIPT_ERR.to_owned()),
         (TxItem::Write(_), Access::Read(_)) => Err(READ_ONLY_SCRIPT_ERR.to_owned()),
         (TxItem::Write(c), Access::Write(db)) => Ok(execute_one(db, &c)),
         (TxItem::Read(q), Access::Write(db)) => Ok(db.view().query(&q)),

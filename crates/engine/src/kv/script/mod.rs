@@ -67,7 +67,18 @@
 //! script may not call (transactions, scripts, connection and admin commands) with Redis' texts.
 //! Without an installed parser every `redis.call` fails (deterministically: every process of a
 //! cluster runs the same binary, which installs it at start).
+//!
+//! # The caller's ACL applies to every call
+//!
+//! An `EVAL` of a restricted user carries that user's rules ([`ScriptAcl`]: categories and key
+//! patterns, copied by the node that received it, never looked up at apply) and every
+//! `redis.call` / `redis.pcall` is checked against them before it runs, after parsing and before
+//! the read-only rule, with Redis 7.2's texts (`ERR ACL failure in script: ...`). `redis.call`
+//! raises the refusal (the script ends and is rolled back, as on any error); `redis.pcall`
+//! returns it. An unrestricted caller's entry carries nothing, and entries written before the
+//! rules travelled decode as unrestricted (see `acl.rs` for the reasoning).
 
+mod acl;
 mod codec;
 mod lua;
 mod rand48;
@@ -75,7 +86,7 @@ mod rand48;
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
@@ -84,6 +95,7 @@ use super::command::Reply;
 use super::store::{Db, View};
 use super::txn::TxItem;
 
+pub use acl::{command_denied, ScriptAcl, ACL_FAILURE_PREFIX, KEY_DENIED};
 pub(crate) use codec::{decode_command, decode_query, put_command, put_query, read_cache, write_cache};
 pub use lua::{sha1_hex, CALL_COST, INSTRUCTION_BUDGET, MEMORY_LIMIT};
 
@@ -138,6 +150,9 @@ pub enum ScriptCommand {
         keys: Vec<Bytes>,
         /// `ARGV`.
         args: Vec<Bytes>,
+        /// The caller's rules every call is checked against; `None`: unrestricted (see
+        /// [`ScriptAcl`]).
+        acl: Option<Arc<ScriptAcl>>,
     },
     /// `SCRIPT LOAD body`: adds the script to the cache; replies its SHA1 (bulk).
     Load {
@@ -160,6 +175,8 @@ pub enum ScriptQuery {
         keys: Vec<Bytes>,
         /// `ARGV`.
         args: Vec<Bytes>,
+        /// The caller's rules every call is checked against; `None`: unrestricted.
+        acl: Option<Arc<ScriptAcl>>,
     },
     /// `SCRIPT EXISTS sha [sha ...]`: an array of 1 or 0.
     Exists {
@@ -187,12 +204,14 @@ impl ScriptCommand {
         }
     }
 
-    /// The values it carries besides keys (body or SHA1, arguments), for the size limits.
+    /// The values it carries besides keys (body or SHA1, arguments, the caller's rules), for the
+    /// size limits.
     pub(crate) fn values(&self) -> Vec<&Bytes> {
         match self {
-            ScriptCommand::Eval { script, args, .. } => {
+            ScriptCommand::Eval { script, args, acl, .. } => {
                 let mut v = vec![script.text()];
                 v.extend(args.iter());
+                v.extend(acl.iter().flat_map(|a| a.items()));
                 v
             }
             ScriptCommand::Load { body } => vec![body],
@@ -303,7 +322,7 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &ScriptCommand) -> Reply {
             }
             Err(e) => Reply::Error(e),
         },
-        ScriptCommand::Eval { script, keys, args } => {
+        ScriptCommand::Eval { script, keys, args, acl } => {
             let (sha, body) = match script {
                 ScriptRef::Body(body) => (Bytes::from(sha1_hex(body)), body.clone()),
                 ScriptRef::Sha(sha) => match db.scripts.get(sha) {
@@ -313,7 +332,7 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &ScriptCommand) -> Reply {
             };
             // Roll back on error: O(1) clones of the persistent maps.
             let saved = (db.data.clone(), db.ttls.clone(), *db.last_removal);
-            let outcome = lua::run(lua::Access::Write(db), &sha, &body, keys, args);
+            let outcome = lua::run(lua::Access::Write(db), &sha, &body, keys, args, acl.as_deref());
             let reply = match outcome {
                 lua::Outcome::NotCompiled(e) => return Reply::Error(e),
                 lua::Outcome::Failed(e) => {
@@ -337,7 +356,7 @@ pub(crate) fn query(view: &View<'_>, q: &ScriptQuery) -> Reply {
         ScriptQuery::Exists { shas } => {
             Reply::Array(shas.iter().map(|s| Reply::Int(i64::from(view.scripts.get(s).is_some()))).collect())
         }
-        ScriptQuery::Eval { script, keys, args } => {
+        ScriptQuery::Eval { script, keys, args, acl } => {
             let (sha, body) = match script {
                 ScriptRef::Body(body) => (Bytes::from(sha1_hex(body)), body.clone()),
                 ScriptRef::Sha(sha) => match view.scripts.get(sha) {
@@ -345,7 +364,7 @@ pub(crate) fn query(view: &View<'_>, q: &ScriptQuery) -> Reply {
                     None => return Reply::Error(NOSCRIPT_ERR.to_owned()),
                 },
             };
-            match lua::run(lua::Access::Read(view), &sha, &body, keys, args) {
+            match lua::run(lua::Access::Read(view), &sha, &body, keys, args, acl.as_deref()) {
                 lua::Outcome::NotCompiled(e) | lua::Outcome::Failed(e) => Reply::Error(e),
                 lua::Outcome::Done(reply) => reply,
             }

@@ -1,6 +1,8 @@
 //! Scripts at the state machine: conversions, errors, rollback, the budget, the cache and its
 //! replication, read-only runs, determinism across replicas.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::*;
@@ -83,6 +85,7 @@ impl Log {
             script: ScriptRef::Body(b(body)),
             keys: keys.iter().map(|k| b(k)).collect(),
             args: vec![],
+            acl: None,
         }))
     }
 
@@ -96,6 +99,7 @@ fn eval_cmd(script: ScriptRef, keys: &[&str], args: &[&str]) -> Command {
         script,
         keys: keys.iter().map(|k| b(k)).collect(),
         args: args.iter().map(|a| b(a)).collect(),
+        acl: None,
     })
 }
 
@@ -387,6 +391,7 @@ fn script_commands_round_trip_through_the_log_encoding() {
                     script: ScriptRef::Sha(b("s")),
                     keys: vec![b("k")],
                     args: vec![b("a")],
+                    acl: None,
                 })),
             ],
         },
@@ -412,4 +417,246 @@ fn status_replies_survive_snapshots() {
     assert_eq!(out.reply, Reply::Status("PONG".into()));
     let restored = KvStore::restore(&l.store.snapshot()).expect("restores");
     assert_eq!(restored.reply_for(9, 1), Some(Reply::Status("PONG".into())));
+}
+
+// ---- The caller's ACL inside scripts (see `acl.rs`) ----
+
+fn acl(user: &str, read: bool, write: bool, patterns: &[&str]) -> Option<Arc<ScriptAcl>> {
+    Some(Arc::new(ScriptAcl {
+        user: b(user),
+        read,
+        write,
+        admin: false,
+        key_patterns: patterns.iter().map(|p| b(p)).collect(),
+    }))
+}
+
+fn eval_as(rules: &Option<Arc<ScriptAcl>>, script: ScriptRef, keys: &[&str], args: &[&str]) -> Command {
+    Command::Script(ScriptCommand::Eval {
+        script,
+        keys: keys.iter().map(|k| b(k)).collect(),
+        args: args.iter().map(|a| b(a)).collect(),
+        acl: rules.clone(),
+    })
+}
+
+impl Log {
+    fn eval_with(&mut self, rules: &Option<Arc<ScriptAcl>>, body: &str) -> Reply {
+        self.run(eval_as(rules, ScriptRef::Body(b(body)), &[], &[]))
+    }
+
+    fn eval_ro_with(&self, rules: &Option<Arc<ScriptAcl>>, body: &str) -> Reply {
+        self.store.query(&Query::Script(ScriptQuery::Eval {
+            script: ScriptRef::Body(b(body)),
+            keys: vec![],
+            args: vec![],
+            acl: rules.clone(),
+        }))
+    }
+}
+
+/// The text `redis.call` ends a script with: the refusal, then where.
+fn raised(refusal: &str, body: &str, line: usize) -> Reply {
+    Reply::Error(format!("{refusal} script: {}, on @user_script:{line}.", sha1_hex(body.as_bytes())))
+}
+
+#[test]
+fn every_call_is_checked_against_the_callers_key_patterns() {
+    let mut l = Log::new();
+    let app = acl("app", true, true, &["app:*", "cache:?"]);
+    l.eval("redis.call('set', 'other', 'secret')", &[], &[]);
+    // Allowed: inside the patterns.
+    assert_eq!(l.eval_with(&app, "return redis.call('set', 'app:1', 'v')"), Reply::Ok);
+    assert_eq!(l.eval_with(&app, "return redis.call('get', 'app:1')"), bulk("v"));
+    assert_eq!(l.eval_with(&app, "return redis.call('incr', 'cache:x')"), Reply::Int(1));
+    // Denied key, read or write, through redis.call: the script ends with Redis 7.2's text.
+    let body = "return redis.call('get', 'other')";
+    assert_eq!(l.eval_with(&app, body), raised(KEY_DENIED, body, 1));
+    let body = "redis.call('set', 'other', 'mine')";
+    assert_eq!(l.eval_with(&app, body), raised(KEY_DENIED, body, 1));
+    assert_eq!(l.get("other"), bulk("secret"));
+    // Every key of a call counts (one outside is enough), wherever the key comes from.
+    for body in [
+        "return redis.call('del', 'app:1', 'other')",
+        "return redis.call('incr', 'cache:xy')",
+        "return redis.call('get', ARGV[1])",
+    ] {
+        let r = l.run(eval_as(&app, ScriptRef::Body(b(body)), &[], &["other"]));
+        assert_eq!(r, raised(KEY_DENIED, body, 1), "{body}");
+    }
+    assert_eq!(l.get("app:1"), bulk("v"));
+    // A denied call ends the script and, like every error, undoes its earlier writes.
+    let body = "redis.call('set', 'app:2', 'x')\nredis.call('get', 'other')\nreturn 1";
+    assert_eq!(l.eval_with(&app, body), raised(KEY_DENIED, body, 2));
+    assert_eq!(l.get("app:2"), Reply::Nil);
+    // pcall returns the refusal as an error table and the script goes on.
+    assert_eq!(l.eval_with(&app, "return redis.pcall('get', 'other')"), Reply::Error(KEY_DENIED.into()));
+    let body = "local r = redis.pcall('set', 'other', 'x') redis.call('set', 'app:3', r.err) return 1";
+    assert_eq!(l.eval_with(&app, body), Reply::Int(1));
+    assert_eq!(l.get("app:3"), bulk(KEY_DENIED));
+    assert_eq!(l.get("other"), bulk("secret"));
+    // EVALSHA of a cached script runs under the rules of its own entry.
+    let sha = sha1_hex(b"return redis.call('get', KEYS[1])");
+    l.run(Command::Script(ScriptCommand::Load { body: b("return redis.call('get', KEYS[1])") }));
+    assert_eq!(l.run(eval_as(&None, ScriptRef::Sha(b(&sha)), &["other"], &[])), bulk("secret"));
+    let r = l.run(eval_as(&app, ScriptRef::Sha(b(&sha)), &["other"], &[]));
+    assert!(err(&r).starts_with(KEY_DENIED), "{r:?}");
+    // No patterns at all: no key; key-less commands still run.
+    let none = acl("nokeys", true, true, &[]);
+    assert!(err(&l.eval_with(&none, "return redis.call('get', 'app:1')")).starts_with(KEY_DENIED));
+    assert_eq!(l.eval_with(&none, "return redis.call('dbsize')"), Reply::Int(4));
+}
+
+#[test]
+fn every_call_is_checked_against_the_callers_categories() {
+    let mut l = Log::new();
+    l.eval("redis.call('set', 'k', 'v')", &[], &[]);
+    let reader = acl("reader", true, false, &["*"]);
+    let writer = acl("writer", false, true, &["*"]);
+    assert_eq!(l.eval_with(&reader, "return redis.call('get', 'k')"), bulk("v"));
+    // A write by a user without +@write: Redis 7.2's text, the command's lower-case name.
+    let body = "return redis.call('SET', 'k', 'w')";
+    let denied = "ERR ACL failure in script: User reader has no permissions to run the 'set' command";
+    assert_eq!(command_denied(b"reader", b"SET"), denied);
+    assert_eq!(l.eval_with(&reader, body), raised(denied, body, 1));
+    assert_eq!(l.eval_with(&reader, "return redis.pcall('set', 'k', 'w')"), Reply::Error(denied.into()));
+    assert_eq!(l.get("k"), bulk("v"));
+    // A read by a user without +@read; writes are fine.
+    let body = "redis.call('set', 'k', 'w') return redis.call('get', 'k')";
+    let denied = "ERR ACL failure in script: User writer has no permissions to run the 'get' command";
+    assert_eq!(l.eval_with(&writer, body), raised(denied, body, 1));
+    assert_eq!(l.get("k"), bulk("v"), "rolled back");
+    assert_eq!(l.eval_with(&writer, "return redis.call('incr', 'n')"), Reply::Int(1));
+    // TIME needs no category (as at the top level); parse errors come before the rules.
+    assert!(matches!(l.eval_with(&writer, "return redis.call('time')"), Reply::Array(_)));
+    let r = l.eval_with(&reader, "return redis.call('nosuch', 'k')");
+    assert!(err(&r).starts_with("ERR Unknown Redis command called from script"), "{r:?}");
+    let r = l.eval_with(&reader, "return redis.call('multi')");
+    assert!(err(&r).starts_with(NOT_FROM_SCRIPT_ERR), "{r:?}");
+    // Read-only scripts: the rules first (Redis' order), then their own rule on top.
+    let r = l.eval_ro_with(&reader, "return redis.call('set', 'k', 'w')");
+    assert!(err(&r).starts_with("ERR ACL failure in script: User reader has no permissions"), "{r:?}");
+    let all = acl("all", true, true, &["*"]);
+    let r = l.eval_ro_with(&all, "return redis.call('set', 'k', 'w')");
+    assert!(err(&r).starts_with(READ_ONLY_SCRIPT_ERR), "{r:?}");
+    let narrow = acl("narrow", true, true, &["x"]);
+    let r = l.eval_ro_with(&narrow, "return redis.pcall('get', 'k')");
+    assert_eq!(r, Reply::Error(KEY_DENIED.into()));
+    let r = l.eval_with(&reader, "#!lua flags=no-writes\nreturn redis.call('set', 'k', 'w')");
+    assert!(err(&r).starts_with("ERR ACL failure in script: User reader"), "{r:?}");
+    assert_eq!(l.get("k"), bulk("v"));
+}
+
+#[test]
+fn rules_travel_in_the_entry_and_replicas_agree() {
+    use crate::kv::decode_proposal;
+    let app = acl("app", true, true, &["app:*"]);
+    let ro = acl("ro", true, false, &["*", "[a-c]?"]);
+    let commands = vec![
+        eval_as(&app, ScriptRef::Body(b("return 1")), &["app:1"], &["x"]),
+        eval_as(&ro, ScriptRef::Sha(b("abc")), &[], &[]),
+        Command::Multi {
+            watch: None,
+            items: vec![
+                TxItem::Write(eval_as(&app, ScriptRef::Body(b("return 1")), &["k"], &[])),
+                TxItem::Read(Query::Script(ScriptQuery::Eval {
+                    script: ScriptRef::Body(b("return 2")),
+                    keys: vec![],
+                    args: vec![],
+                    acl: ro.clone(),
+                })),
+                TxItem::Read(Query::Script(ScriptQuery::Eval {
+                    script: ScriptRef::Sha(b("s")),
+                    keys: vec![b("k")],
+                    args: vec![b("a")],
+                    acl: app.clone(),
+                })),
+            ],
+        },
+    ];
+    for command in commands {
+        let p = Proposal { session: 7, seq: 1, ack_below: 1, command };
+        let enc = encode_proposal(&p);
+        assert_eq!(decode_proposal(&enc), Ok(p.clone()));
+        // Strict: a cut anywhere, or an unknown category bit, is refused.
+        for cut in 1..enc.len() {
+            assert!(decode_proposal(&enc[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+    let p = Proposal {
+        session: 7,
+        seq: 1,
+        ack_below: 1,
+        command: eval_as(&app, ScriptRef::Sha(b("s")), &[], &[]),
+    };
+    let enc = encode_proposal(&p).to_vec();
+    // ... 69 EVALSHA+rules, "s", 0 keys, 0 args, "app", flags, 1 pattern, "app:*"
+    let flags_at = enc.len() - 1 - 1 - 5 - 1;
+    assert_eq!(&enc[flags_at - 4..flags_at], b"\x03app");
+    assert_eq!(enc[flags_at], 0b011);
+    let mut bad = enc.clone();
+    bad[flags_at] = 0b1011;
+    assert!(decode_proposal(&bad).is_err());
+
+    // Two replicas applying the same restricted entries end identical.
+    let entries = [
+        eval_as(
+            &app,
+            ScriptRef::Body(b("redis.call('set', 'app:1', 'a') return redis.pcall('set', 'z', 'b')")),
+            &[],
+            &[],
+        ),
+        eval_as(
+            &app,
+            ScriptRef::Body(b("redis.call('set', 'app:2', 'a') return redis.call('set', 'z', 'b')")),
+            &[],
+            &[],
+        ),
+        eval_as(&ro, ScriptRef::Body(b("return redis.pcall('incr', 'app:1')")), &[], &[]),
+        eval_as(&None, ScriptRef::Body(b("return redis.call('set', 'z', 'c')")), &[], &[]),
+    ];
+    let (mut a, mut c) = (Log::new(), Log::new());
+    let ra: Vec<Reply> = entries.iter().map(|e| a.run(e.clone())).collect();
+    let rc: Vec<Reply> = entries.iter().map(|e| c.run(e.clone())).collect();
+    assert_eq!(ra, rc);
+    assert_eq!(a.store, c.store);
+    assert_eq!(ra[0], Reply::Error(KEY_DENIED.into()));
+    assert!(err(&ra[1]).starts_with(KEY_DENIED));
+    assert!(
+        err(&ra[2]).starts_with("ERR ACL failure in script: User ro has no permissions to run the 'incr'")
+    );
+    assert_eq!(ra[3], Reply::Ok);
+    assert_eq!((a.get("app:1"), a.get("app:2"), a.get("z")), (bulk("a"), Reply::Nil, bulk("c")));
+}
+
+#[test]
+fn entries_without_rules_decode_as_unrestricted_byte_for_byte() {
+    use crate::kv::decode_proposal;
+    // An EVAL entry as every build before the rules travelled wrote it (format 2, tag 64):
+    // version, session (u64 LE), seq, ack_below, tag, body, 1 key, 0 args.
+    let body = b"return redis.call('set', KEYS[1], 'x')";
+    let mut old = vec![2u8];
+    old.extend_from_slice(&7u64.to_le_bytes());
+    old.extend_from_slice(&[1, 1, 64, body.len() as u8]);
+    old.extend_from_slice(body);
+    old.extend_from_slice(&[1, 5]);
+    old.extend_from_slice(b"other");
+    old.push(0);
+    let p = decode_proposal(&old).expect("an old entry decodes");
+    let Command::Script(ScriptCommand::Eval { acl, .. }) = &p.command else {
+        panic!("not an EVAL: {:?}", p.command);
+    };
+    assert_eq!(*acl, None, "no rules: unrestricted");
+    // An unrestricted caller's entry is written exactly as before (it does not grow).
+    assert_eq!(&encode_proposal(&p)[..], &old[..]);
+    // The same for EVALSHA (65) and, inside a transaction, EVAL_RO (query 64).
+    let sha = eval_as(&None, ScriptRef::Sha(b("abc")), &[], &[]);
+    let enc = encode_proposal(&Proposal { session: 7, seq: 1, ack_below: 1, command: sha });
+    assert_eq!(&enc[11..], &[65, 3, b'a', b'b', b'c', 0, 0]);
+    // And it runs unrestricted: any key.
+    let mut l = Log::new();
+    l.index += 1;
+    let out = l.store.apply(l.index, &stamp_entry(&old, 5)).unwrap().unwrap();
+    assert_eq!(out.reply, Reply::Ok);
+    assert_eq!(l.get("other"), bulk("x"));
 }
