@@ -259,6 +259,11 @@ pub enum CommandError {
     /// subcommand).
     #[error("ERR wrong number of arguments for '{0}' command")]
     WrongArity(&'static str),
+    /// The same text, found by the command itself past the table's arity check (Redis's
+    /// `addReplyErrorArity` inside `DELEX`): inside `MULTI` it is queued and becomes `EXEC`'s
+    /// answer to the command, and a script gets this text, not the "from script" one.
+    #[error("ERR wrong number of arguments for '{0}' command")]
+    CommandArity(&'static str),
     /// An option that does not belong there.
     #[error("ERR syntax error")]
     Syntax,
@@ -308,9 +313,6 @@ pub enum CommandError {
     /// negative`, `NOTBUSY ...`).
     #[error("{0}")]
     Script(&'static str),
-    /// An `IFDEQ`/`IFDNE` digest that is not 16 hexadecimal digits (the full text).
-    #[error("{0}")]
-    Digest(&'static str),
     /// A frame that is not a non-empty array of bulk strings.
     #[error("ERR Protocol error: a request must be an array of bulk strings")]
     NotARequest,

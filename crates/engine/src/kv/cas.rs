@@ -2,20 +2,25 @@
 //! IFEQ|IFNE|IFDEQ|IFDNE match ...` ([`Command::SetIf`]), `DELEX key IFEQ|IFNE|IFDEQ|IFDNE match`
 //! ([`Command::DelEx`]) and `DIGEST key` ([`Query::Digest`]).
 //!
-//! # Semantics (Redis 8.4)
+//! # Semantics (Redis 8.4, checked against a Redis server built from source; docs/REDIS.md)
 //!
 //! * The condition compares the key's current value (`IFEQ`/`IFNE`: the bytes; `IFDEQ`/`IFDNE`:
 //!   its [`digest`], the XXH3-64 of the bytes) with the client's. A missing (or expired) key has
 //!   no value: it equals nothing, so `IFEQ`/`IFDEQ` fail on it and `IFNE`/`IFDNE` hold (a `SET`
 //!   then creates the key; a `DELEX` has nothing to delete and answers 0).
-//! * With a condition, the key must hold a string: a hash is `WRONGTYPE` and nothing changes
-//!   (plain `SET` overwrites any type and plain `DELEX` removes any type; they are not here).
+//! * With a condition, the key must hold a string: `SET` answers `WRONGTYPE` for a hash, `DELEX`
+//!   its own [`DELEX_TYPE_ERR`], and nothing changes (plain `SET` overwrites any type and plain
+//!   `DELEX` removes any type; they are not here).
 //! * `SET ... IF*` replies `OK` when it wrote and nil when the condition failed; with `GET` it
 //!   replies the previous value (nil if none) whether or not it wrote. The expiry options work as
 //!   for any `SET`: the new deadline, `KEEPTTL`, or none, and only when it writes.
 //! * A digest is written as 16 hexadecimal digits (`DIGEST` answers lower case with leading
-//!   zeros); `IFDEQ`/`IFDNE` take exactly 16 hex digits in either case (anything else is refused
-//!   by the parser) and compare the number, so case does not matter.
+//!   zeros). Redis checks an `IFDEQ`/`IFDNE` argument late: only its length, and only when the
+//!   key exists and holds a string (after `WRONGTYPE`; a missing key never sees it), with
+//!   [`DIGEST_FORMAT_ERR`]; 16 characters that are not all hex digits are accepted and equal no
+//!   digest; hex digits compare in either case ([`DigestArg`]).
+//! * The order of errors: syntax (the parser), then the expire time, then the type, then a
+//!   missing key, then the digest's length (`DELEX`: an unknown condition word, on a string).
 //!
 //! # Invariants
 //!
@@ -34,8 +39,50 @@ use super::command::{Command, Query, Reply};
 use super::expiry::{deadline_of, write_with_expiry, ExpiryOrigin};
 use super::store::{Db, View};
 
-/// Redis 8.4's error for an `IFDEQ`/`IFDNE` argument that is not 16 hexadecimal digits.
+/// Redis 8.4's error for an `IFDEQ`/`IFDNE` argument that is not 16 characters long, given
+/// only when the key holds a string (checked after `WRONGTYPE`, never for a missing key).
 pub const DIGEST_FORMAT_ERR: &str = "ERR must be exactly 16 hexadecimal characters";
+
+/// Redis 8.4's `DELEX` error for a condition on a key that holds another type than a string
+/// (not `WRONGTYPE`).
+pub const DELEX_TYPE_ERR: &str = "ERR Key should be of string type if conditions are specified";
+
+/// Redis 8.4's `DELEX` error for a condition word it does not know, given only when the key
+/// holds a string (a missing key answers 0 first).
+pub const DELEX_CONDITION_ERR: &str = "ERR Invalid condition. Use IFEQ, IFNE, IFDEQ, or IFDNE";
+
+/// An `IFDEQ`/`IFDNE` argument as the client wrote it. Redis 8.4 checks only its length, and only
+/// once the key holds a string; then it compares the text with the value's 16 lower-case hex
+/// digits ignoring case, so 16 characters that are not all hex digits equal no digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestArg {
+    /// 16 hexadecimal digits (either case): this number.
+    Hex(u64),
+    /// 16 characters, not all hexadecimal digits: equal to no digest.
+    NotHex,
+    /// Not 16 bytes long: [`DIGEST_FORMAT_ERR`] when compared with a string.
+    BadLength,
+}
+
+impl DigestArg {
+    /// Classifies the client's argument.
+    pub fn parse(text: &[u8]) -> DigestArg {
+        match parse_digest(text) {
+            Some(d) => DigestArg::Hex(d),
+            None if text.len() == 16 => DigestArg::NotHex,
+            None => DigestArg::BadLength,
+        }
+    }
+
+    /// Whether the value's digest is this argument (`Err`: a [`DigestArg::BadLength`]).
+    fn matches(self, value: &[u8]) -> Result<bool, &'static str> {
+        match self {
+            DigestArg::Hex(d) => Ok(digest(value) == d),
+            DigestArg::NotHex => Ok(false),
+            DigestArg::BadLength => Err(DIGEST_FORMAT_ERR),
+        }
+    }
+}
 
 /// The condition of a compare-and-set or compare-and-delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +91,40 @@ pub enum ValueCondition {
     Equal(Bytes),
     /// `IFNE match`: there is no value, or it differs from these bytes.
     NotEqual(Bytes),
-    /// `IFDEQ digest`: the current value's [`digest`] is this number.
-    DigestEqual(u64),
-    /// `IFDNE digest`: there is no value, or its [`digest`] differs from this number.
-    DigestNotEqual(u64),
+    /// `IFDEQ digest`: the current value's [`digest`] is this argument.
+    DigestEqual(DigestArg),
+    /// `IFDNE digest`: there is no value, or its [`digest`] is not this argument.
+    DigestNotEqual(DigestArg),
+    /// `DELEX key word match` with a word that is none of the four: [`DELEX_CONDITION_ERR`] when
+    /// the key holds a string (the parser never gives it to `SET`, which refuses the syntax).
+    Unknown,
 }
 
 impl ValueCondition {
-    /// Whether the condition holds for the current value (`None`: no such key).
+    /// Whether the condition holds when there is no such key (`IFNE`/`IFDNE`: yes, whatever
+    /// the argument; `IFEQ`/`IFDEQ`: no).
+    pub fn holds_when_missing(&self) -> bool {
+        matches!(self, ValueCondition::NotEqual(_) | ValueCondition::DigestNotEqual(_))
+    }
+
+    /// Whether the condition holds for the string the key holds; `Err` with the full error
+    /// text for a digest of the wrong length or an unknown condition.
+    pub fn check(&self, current: &[u8]) -> Result<bool, &'static str> {
+        match self {
+            ValueCondition::Equal(m) => Ok(current == &m[..]),
+            ValueCondition::NotEqual(m) => Ok(current != &m[..]),
+            ValueCondition::DigestEqual(d) => d.matches(current),
+            ValueCondition::DigestNotEqual(d) => d.matches(current).map(|eq| !eq),
+            ValueCondition::Unknown => Err(DELEX_CONDITION_ERR),
+        }
+    }
+
+    /// Whether the condition holds for the current value (`None`: no such key); a condition
+    /// that [`ValueCondition::check`] refuses does not hold.
     pub fn holds(&self, current: Option<&[u8]>) -> bool {
-        match (self, current) {
-            (ValueCondition::Equal(m), Some(v)) => v == &m[..],
-            (ValueCondition::NotEqual(m), Some(v)) => v != &m[..],
-            (ValueCondition::DigestEqual(d), Some(v)) => digest(v) == *d,
-            (ValueCondition::DigestNotEqual(d), Some(v)) => digest(v) != *d,
-            (ValueCondition::Equal(_) | ValueCondition::DigestEqual(_), None) => false,
-            (ValueCondition::NotEqual(_) | ValueCondition::DigestNotEqual(_), None) => true,
+        match current {
+            None => self.holds_when_missing(),
+            Some(v) => self.check(v).unwrap_or(false),
         }
     }
 
@@ -67,23 +132,22 @@ impl ValueCondition {
     pub fn bytes(&self) -> Option<&Bytes> {
         match self {
             ValueCondition::Equal(m) | ValueCondition::NotEqual(m) => Some(m),
-            ValueCondition::DigestEqual(_) | ValueCondition::DigestNotEqual(_) => None,
+            _ => None,
         }
     }
 
     /// Parses `IFEQ|IFNE|IFDEQ|IFDNE` (any case) and its argument: `None` if `option` is not one
-    /// of them, `Some(Err(DIGEST_FORMAT_ERR))` for a digest that is not 16 hex digits.
-    pub fn parse(option: &[u8], arg: Bytes) -> Option<Result<ValueCondition, &'static str>> {
+    /// of them. A digest argument of any shape is accepted here (see [`DigestArg`]).
+    pub fn parse(option: &[u8], arg: Bytes) -> Option<ValueCondition> {
         let is = |name: &str| option.eq_ignore_ascii_case(name.as_bytes());
-        let digest = |arg: &[u8]| parse_digest(arg).ok_or(DIGEST_FORMAT_ERR);
         if is("ifeq") {
-            Some(Ok(ValueCondition::Equal(arg)))
+            Some(ValueCondition::Equal(arg))
         } else if is("ifne") {
-            Some(Ok(ValueCondition::NotEqual(arg)))
+            Some(ValueCondition::NotEqual(arg))
         } else if is("ifdeq") {
-            Some(digest(&arg).map(ValueCondition::DigestEqual))
+            Some(ValueCondition::DigestEqual(DigestArg::parse(&arg)))
         } else if is("ifdne") {
-            Some(digest(&arg).map(ValueCondition::DigestNotEqual))
+            Some(ValueCondition::DigestNotEqual(DigestArg::parse(&arg)))
         } else {
             None
         }
@@ -114,6 +178,10 @@ pub fn parse_digest(text: &[u8]) -> Option<u64> {
 }
 
 /// Executes [`Command::SetIf`] and [`Command::DelEx`] (the expired key it names was purged).
+///
+/// The order of the checks is Redis 8.4's: the expire time; the type (`WRONGTYPE` for a key of
+/// another type, `GET` or not); a missing key (`IFEQ`/`IFDEQ` fail, `IFNE`/`IFDNE` write,
+/// whatever the argument); then the comparison, where a digest of the wrong length is an error.
 pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
     match command {
         Command::SetIf { key, value, condition, get, expiry } => {
@@ -126,7 +194,15 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
                 Ok(v) => v.cloned(),
                 Err(e) => return e,
             };
-            let write = condition.holds(old.as_deref());
+            let write = match old.as_deref() {
+                None => condition.holds_when_missing(),
+                // Redis 8.4 with GET and a digest of the wrong length answers twice (the old
+                // value, then this error); one reply is all a client can take: the error.
+                Some(v) => match condition.check(v) {
+                    Ok(w) => w,
+                    Err(e) => return Reply::Error(e.to_owned()),
+                },
+            };
             let reply = match (get, old) {
                 (true, Some(v)) => Reply::Bulk(v),
                 (true, None) => Reply::Nil,
@@ -138,15 +214,23 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
             }
             reply
         }
-        Command::DelEx { key, condition } => match db.get_string(key) {
-            Err(e) => e,
-            Ok(None) => Reply::Int(0),
-            Ok(Some(v)) if condition.holds(Some(v)) => {
-                db.remove(key);
-                Reply::Int(1)
+        Command::DelEx { key, condition } => {
+            let current = match db.data.get(&key[..]) {
+                None => return Reply::Int(0),
+                Some(v) => match v.as_str() {
+                    Some(s) => s,
+                    None => return Reply::Error(DELEX_TYPE_ERR.to_owned()),
+                },
+            };
+            match condition.check(current) {
+                Err(e) => Reply::Error(e.to_owned()),
+                Ok(true) => {
+                    db.remove(key);
+                    Reply::Int(1)
+                }
+                Ok(false) => Reply::Int(0),
             }
-            Ok(Some(_)) => Reply::Int(0),
-        },
+        }
         _ => Reply::Error(format!("ERR internal: '{}' is not a compare-and-set command", command.name())),
     }
 }
@@ -169,6 +253,16 @@ pub(crate) const TAG_DELEX: u8 = 28;
 pub(crate) const QTAG_DIGEST: u8 = 26;
 
 fn put_condition(buf: &mut BytesMut, c: &ValueCondition) {
+    // Tags 0-3 are the first format; 4-8 came with the malformed digests and DELEX's unknown
+    // word (a build without them stops with "unknown value condition").
+    let digest = |buf: &mut BytesMut, d: &DigestArg, base: u8| match d {
+        DigestArg::Hex(d) => {
+            buf.put_u8(base);
+            buf.put_u64_le(*d);
+        }
+        DigestArg::NotHex => buf.put_u8(base + 2),
+        DigestArg::BadLength => buf.put_u8(base + 4),
+    };
     match c {
         ValueCondition::Equal(m) => {
             buf.put_u8(0);
@@ -178,14 +272,9 @@ fn put_condition(buf: &mut BytesMut, c: &ValueCondition) {
             buf.put_u8(1);
             put_bytes(buf, m);
         }
-        ValueCondition::DigestEqual(d) => {
-            buf.put_u8(2);
-            buf.put_u64_le(*d);
-        }
-        ValueCondition::DigestNotEqual(d) => {
-            buf.put_u8(3);
-            buf.put_u64_le(*d);
-        }
+        ValueCondition::DigestEqual(d) => digest(buf, d, 2),
+        ValueCondition::DigestNotEqual(d) => digest(buf, d, 3),
+        ValueCondition::Unknown => buf.put_u8(8),
     }
 }
 
@@ -194,8 +283,13 @@ fn read_condition(r: &mut Reader<'_>) -> Result<ValueCondition, DecodeError> {
     Ok(match r.u8()? {
         0 => ValueCondition::Equal(r.bytes()?),
         1 => ValueCondition::NotEqual(r.bytes()?),
-        2 => ValueCondition::DigestEqual(r.u64_le()?),
-        3 => ValueCondition::DigestNotEqual(r.u64_le()?),
+        2 => ValueCondition::DigestEqual(DigestArg::Hex(r.u64_le()?)),
+        3 => ValueCondition::DigestNotEqual(DigestArg::Hex(r.u64_le()?)),
+        4 => ValueCondition::DigestEqual(DigestArg::NotHex),
+        5 => ValueCondition::DigestNotEqual(DigestArg::NotHex),
+        6 => ValueCondition::DigestEqual(DigestArg::BadLength),
+        7 => ValueCondition::DigestNotEqual(DigestArg::BadLength),
+        8 => ValueCondition::Unknown,
         _ => return Err(DecodeError { offset: at, reason: "unknown value condition" }),
     })
 }

@@ -1,11 +1,15 @@
 //! Compare-and-set (`SET ... IFEQ|IFNE|IFDEQ|IFDNE`), compare-and-delete (`DELEX`) and `DIGEST`
-//! with Redis 8.4's documented semantics: the four conditions on a present, missing, expired and
+//! with Redis 8.4's semantics: the four conditions on a present, missing, expired and
 //! wrong-typed key, `GET`, the expiry options, versions, transactions, and `TIME` in a
-//! transaction.
+//! transaction. The replies marked "Redis 8.4" were observed on a Redis server built from source
+//! (8.6.3, whose code for these commands is 8.4's; docs/REDIS.md says how).
 
 use bytes::Bytes;
 
-use super::cas::{digest, digest_hex, parse_digest, ValueCondition as V};
+use super::cas::{
+    digest, digest_hex, parse_digest, DigestArg as D, ValueCondition as V, DELEX_CONDITION_ERR,
+    DELEX_TYPE_ERR, DIGEST_FORMAT_ERR,
+};
 use super::*;
 
 fn b(s: &str) -> Bytes {
@@ -82,6 +86,16 @@ fn digest_is_xxh3_64_as_16_hex_digits() {
     {
         assert_eq!(parse_digest(bad.as_bytes()), None, "{bad:?}");
     }
+    // What IFDEQ/IFDNE make of their argument: Redis 8.4 checks only the length (16), then
+    // compares the text ignoring case.
+    assert_eq!(D::parse(b"B6ACB9D84A38FF74"), D::Hex(0xb6acb9d84a38ff74));
+    assert_eq!(D::parse(b"zzzzzzzzzzzzzzzz"), D::NotHex);
+    assert_eq!(D::parse(b"+6acb9d84a38ff74"), D::NotHex);
+    assert_eq!(D::parse(b"0x6acb9d84a38ff7"), D::NotHex);
+    assert_eq!(D::parse(b"b6acb9d84a38ff7\0"), D::NotHex);
+    for bad in ["", "abc", "b6acb9d84a38ff741"] {
+        assert_eq!(D::parse(bad.as_bytes()), D::BadLength, "{bad:?}");
+    }
 
     let mut c = Clocked::new();
     assert_eq!(c.store.query(&Query::Digest { key: b("k") }), Reply::Nil);
@@ -95,7 +109,7 @@ fn digest_is_xxh3_64_as_16_hex_digits() {
 
 #[test]
 fn set_if_conditions_on_present_and_missing_keys() {
-    let d = |s: &str| digest(s.as_bytes());
+    let d = |s: &str| D::Hex(digest(s.as_bytes()));
     // (condition, holds on "old", holds on a missing key)
     let cases = [
         (V::Equal(b("old")), true, false),
@@ -109,6 +123,9 @@ fn set_if_conditions_on_present_and_missing_keys() {
         // Equal bytes compare exactly: a prefix or the empty string is not equal.
         (V::Equal(b("ol")), false, false),
         (V::Equal(b("")), false, false),
+        // Redis 8.4: 16 characters that are not all hex digits equal no digest (no error).
+        (V::DigestEqual(D::NotHex), false, false),
+        (V::DigestNotEqual(D::NotHex), true, true),
     ];
     for (cond, on_present, on_missing) in cases {
         for get in [false, true] {
@@ -138,8 +155,56 @@ fn set_if_conditions_on_present_and_missing_keys() {
 }
 
 #[test]
-fn conditions_on_a_hash_are_wrongtype_and_change_nothing() {
-    let conditions = [V::Equal(b("v")), V::NotEqual(b("v")), V::DigestEqual(1), V::DigestNotEqual(1)];
+fn a_digest_of_the_wrong_length_is_refused_only_by_a_string() {
+    // Redis 8.4: `SET m v IFDEQ abc` on a missing key is nil, with IFDNE it writes; on a string
+    // the length is refused (with GET too: Redis answers the old value and then this error,
+    // two replies to one command; we answer the error alone); a hash is WRONGTYPE first.
+    let err = Reply::Error(DIGEST_FORMAT_ERR.into());
+    let mut c = Clocked::new();
+    assert_eq!(c.run(set_if("m", "v", V::DigestEqual(D::BadLength), false, SetExpiry::Default)), Reply::Nil);
+    assert_eq!(c.run(set_if("m", "v", V::DigestEqual(D::BadLength), true, SetExpiry::Default)), Reply::Nil);
+    assert_eq!(c.get("m"), Reply::Nil);
+    assert_eq!(c.run(set_if("n", "v", V::DigestNotEqual(D::BadLength), false, SetExpiry::In(5))), Reply::Ok);
+    assert_eq!(c.get("n"), bulk("v"));
+    for cond in [V::DigestEqual(D::BadLength), V::DigestNotEqual(D::BadLength)] {
+        for get in [false, true] {
+            assert_eq!(c.run(set_if("n", "x", cond.clone(), get, SetExpiry::Keep)), err, "{cond:?}");
+        }
+        assert_eq!(c.run(delex("n", cond.clone())), err, "{cond:?}");
+        assert_eq!(c.run(delex("missing", cond.clone())), Reply::Int(0), "{cond:?}");
+    }
+    assert_eq!(c.get("n"), bulk("v"));
+    assert_eq!(c.version("n"), Reply::Int(3));
+    // The expire time is checked before the key: an overflowing one is its own error.
+    let reply = c.run(set_if("n", "x", V::DigestEqual(D::BadLength), false, SetExpiry::In(i64::MAX)));
+    assert_eq!(reply, Reply::Error("ERR invalid expire time in 'set' command".into()));
+}
+
+#[test]
+fn delex_refuses_an_unknown_condition_only_on_a_string() {
+    // Redis 8.4: `DELEX k FOO bar` is 0 for a missing key, the type error for a hash and
+    // "Invalid condition" for a string (the parser gives every unknown word to the engine).
+    let mut c = Clocked::new();
+    assert_eq!(c.run(delex("k", V::Unknown)), Reply::Int(0));
+    c.run(set("k", "v"));
+    assert_eq!(c.run(delex("k", V::Unknown)), Reply::Error(DELEX_CONDITION_ERR.into()));
+    assert_eq!(c.get("k"), bulk("v"));
+    c.run(hset("h"));
+    assert_eq!(c.run(delex("h", V::Unknown)), Reply::Error(DELEX_TYPE_ERR.into()));
+    assert_eq!(DELEX_CONDITION_ERR, "ERR Invalid condition. Use IFEQ, IFNE, IFDEQ, or IFDNE");
+    assert_eq!(DELEX_TYPE_ERR, "ERR Key should be of string type if conditions are specified");
+}
+
+#[test]
+fn conditions_on_a_hash_are_errors_and_change_nothing() {
+    let conditions = [
+        V::Equal(b("v")),
+        V::NotEqual(b("v")),
+        V::DigestEqual(D::Hex(1)),
+        V::DigestNotEqual(D::Hex(1)),
+        V::DigestEqual(D::NotHex),
+        V::DigestNotEqual(D::BadLength),
+    ];
     for cond in conditions {
         let mut c = Clocked::new();
         c.run(hset("h"));
@@ -147,7 +212,8 @@ fn conditions_on_a_hash_are_wrongtype_and_change_nothing() {
             let reply = c.run(set_if("h", "x", cond.clone(), get, SetExpiry::In(10)));
             assert_eq!(reply, Reply::Error(WRONGTYPE.into()), "{cond:?}");
         }
-        assert_eq!(c.run(delex("h", cond.clone())), Reply::Error(WRONGTYPE.into()), "{cond:?}");
+        // Redis 8.4: DELEX with a condition has its own text for another type, not WRONGTYPE.
+        assert_eq!(c.run(delex("h", cond.clone())), Reply::Error(DELEX_TYPE_ERR.into()), "{cond:?}");
         assert_eq!(c.store.query(&Query::Type { key: b("h") }), Reply::Status("hash".into()));
         assert_eq!(c.version("h"), Reply::Int(1));
     }
@@ -225,7 +291,7 @@ fn an_expired_key_has_no_value() {
 
 #[test]
 fn delex_conditions() {
-    let d = |s: &str| digest(s.as_bytes());
+    let d = |s: &str| D::Hex(digest(s.as_bytes()));
     let cases = [
         (V::Equal(b("tok")), true),
         (V::Equal(b("tok2")), false),
@@ -235,6 +301,9 @@ fn delex_conditions() {
         (V::DigestEqual(d("tok2")), false),
         (V::DigestNotEqual(d("tok")), false),
         (V::DigestNotEqual(d("tok2")), true),
+        // Redis 8.4: 16 characters that are not all hex digits equal no digest.
+        (V::DigestEqual(D::NotHex), false),
+        (V::DigestNotEqual(D::NotHex), true),
     ];
     for (cond, deletes) in cases {
         let mut c = Clocked::new();
@@ -254,7 +323,7 @@ fn compare_and_set_inside_a_transaction_sees_earlier_items_and_time_is_the_log_t
         TxItem::Write(set_if("k", "b", V::Equal(b("a")), false, SetExpiry::Default)),
         TxItem::Write(set_if("k", "c", V::Equal(b("a")), true, SetExpiry::Default)),
         TxItem::Read(Query::Digest { key: b("k") }),
-        TxItem::Write(delex("k", V::DigestEqual(digest(b"b")))),
+        TxItem::Write(delex("k", V::DigestEqual(D::Hex(digest(b"b"))))),
         TxItem::Read(Query::Time),
     ];
     let reply = c.at(1_733_500_123_456, Command::Multi { watch: None, items });
@@ -279,7 +348,10 @@ fn replicas_agree_and_snapshots_carry_the_result() {
     let script = [
         set("a", "1"),
         set_if("a", "2", V::Equal(b("1")), false, SetExpiry::In(1000)),
-        set_if("b", "x", V::DigestNotEqual(7), true, SetExpiry::Keep),
+        set_if("b", "x", V::DigestNotEqual(D::Hex(7)), true, SetExpiry::Keep),
+        set_if("d", "x", V::DigestNotEqual(D::NotHex), false, SetExpiry::Default),
+        set_if("d", "y", V::DigestEqual(D::BadLength), false, SetExpiry::Default),
+        delex("d", V::Unknown),
         delex("b", V::NotEqual(b("y"))),
         set_if("c", "z", V::NotEqual(b("q")), false, SetExpiry::At(9_000)),
     ];

@@ -201,7 +201,8 @@ pub enum Command {
     Script(ScriptCommand),
     /// `SET key value IFEQ|IFNE|IFDEQ|IFDNE match [GET] [EX|PX|EXAT|PXAT|KEEPTTL]` (Redis 8.4,
     /// see [`super::cas`]): [`Reply::Ok`] if written, [`Reply::Nil`] if the condition failed;
-    /// with `GET`, the previous value or nil either way; `WRONGTYPE` for a hash.
+    /// with `GET`, the previous value or nil either way; `WRONGTYPE` for a hash; a digest of the
+    /// wrong length is an error once the key holds a string.
     SetIf {
         /// The key to write.
         key: Bytes,
@@ -215,8 +216,10 @@ pub enum Command {
         expiry: SetExpiry,
     },
     /// `DELEX key IFEQ|IFNE|IFDEQ|IFDNE match` (Redis 8.4, see [`super::cas`]): [`Reply::Int`]
-    /// 1 if removed, 0 if absent or the condition failed; `WRONGTYPE` for a hash. (`DELEX key`
-    /// without a condition is a `DEL` of one key.)
+    /// 1 if removed, 0 if absent or the condition failed; for a hash Redis's "Key should be of
+    /// string type" error (not `WRONGTYPE`); on a string, errors for a digest of the wrong
+    /// length or an unknown condition word. (`DELEX key` without a condition is a `DEL` of one
+    /// key.)
     DelEx {
         /// The key.
         key: Bytes,

@@ -74,7 +74,9 @@ mod tests;
 #[cfg(test)]
 mod txn_tests;
 
-pub use cas::{digest, digest_hex, ValueCondition, DIGEST_FORMAT_ERR};
+pub use cas::{
+    digest, digest_hex, DigestArg, ValueCondition, DELEX_CONDITION_ERR, DELEX_TYPE_ERR, DIGEST_FORMAT_ERR,
+};
 pub use codec::{
     decode_entry, decode_proposal, encode_proposal, stamp_entry, PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY,
 };

@@ -60,8 +60,11 @@ fn unit_of(opt: &[u8]) -> Option<Unit> {
 /// `SET key value [NX|XX|IFEQ v|IFNE v|IFDEQ d|IFDNE d] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]`
 /// (options in any order, the conditions exclusive as in Redis 8.4): without an expiry option or
 /// value condition the plain [`Request::Set`] (the hot path, unchanged); with an expiry option a
-/// [`KvCommand::SetEx`]; with a value condition a [`KvCommand::SetIf`]. A digest that is not 16
-/// hex digits is refused after the syntax and the expire time were checked.
+/// [`KvCommand::SetEx`]; with a value condition a [`KvCommand::SetIf`]. As Redis, the same value
+/// condition may be repeated (the last argument counts) and a digest of any shape is accepted
+/// here: the engine checks it when it compares (see `engine::kv::cas`). `NX`/`XX` never go
+/// with a value condition, in either order (Redis 8.4 accepts `IFEQ v NX`, a slip its later
+/// releases refuse as we do: docs/REDIS.md).
 pub(super) fn parse_set(mut a: Args) -> Result<Request, CommandError> {
     let key = a.next()?;
     let value = a.next()?;
@@ -78,7 +81,7 @@ pub(super) fn parse_set(mut a: Args) -> Result<Request, CommandError> {
             condition = SetCondition::IfPresent;
         } else if cas::is_condition(&opt)
             && condition == SetCondition::Always
-            && compare.is_none()
+            && compare.as_ref().is_none_or(|(same, _)| same.eq_ignore_ascii_case(&opt))
             && a.len() > 0
         {
             compare = Some((opt, a.next()?));
@@ -125,26 +128,24 @@ pub(super) fn parse_set(mut a: Args) -> Result<Request, CommandError> {
     }))
 }
 
-/// The value condition `opt arg` (`opt` is one of the four words): `ERR must be exactly 16
-/// hexadecimal characters` for a bad digest.
+/// The value condition `opt arg` (`opt` is one of the four words).
 fn value_condition(opt: &[u8], arg: Bytes) -> Result<ValueCondition, CommandError> {
-    match ValueCondition::parse(opt, own(arg)) {
-        Some(Ok(c)) => Ok(c),
-        Some(Err(text)) => Err(CommandError::Digest(text)),
-        None => Err(CommandError::Syntax),
-    }
+    ValueCondition::parse(opt, own(arg)).ok_or(CommandError::Syntax)
 }
 
 /// `DELEX key [IFEQ v|IFNE v|IFDEQ d|IFDNE d]` (Redis 8.4): without a condition a `DEL` of the
-/// one key (any type); with one a [`KvCommand::DelEx`]; any other shape is a syntax error.
+/// one key (any type); with two more arguments a [`KvCommand::DelEx`], whatever the first of
+/// them says (an unknown word is refused by the engine, and only if the key holds a string, as
+/// Redis does); one or more than two more arguments are an arity error.
 pub(super) fn parse_delex(mut a: Args) -> Result<Request, CommandError> {
     let key = a.next()?;
     match (a.next_opt(), a.next_opt(), a.next_opt()) {
         (None, _, _) => Ok(Request::Del(vec![key])),
-        (Some(opt), Some(arg), None) if cas::is_condition(&opt) => {
-            Ok(Request::KvWrite(KvCommand::DelEx { key: own(key), condition: value_condition(&opt, arg)? }))
+        (Some(opt), Some(arg), None) => {
+            let condition = ValueCondition::parse(&opt, own(arg)).unwrap_or(ValueCondition::Unknown);
+            Ok(Request::KvWrite(KvCommand::DelEx { key: own(key), condition }))
         }
-        _ => Err(CommandError::Syntax),
+        _ => Err(CommandError::CommandArity("delex")),
     }
 }
 
