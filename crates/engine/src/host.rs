@@ -99,9 +99,9 @@ pub trait Io<F: FileSystem> {
     /// Delivers answers to the requests they belong to (with the driver, so the host can publish
     /// the replica's state before the clients see the answers).
     fn answer(&mut self, driver: &Driver<F>, answers: Vec<(RequestId, Response)>);
-    /// Runs a deferred sync somewhere and reports it later as [`Input::Synced`]. An error stops
-    /// the node.
-    fn start_sync(&mut self, job: SyncJob<F>) -> Result<(), FatalError>;
+    /// Runs a deferred sync somewhere and reports it later as [`Input::Synced`] (with the driver,
+    /// so the host can choose where by the replica's state). An error stops the node.
+    fn start_sync(&mut self, driver: &Driver<F>, job: SyncJob<F>) -> Result<(), FatalError>;
     /// Runs a snapshot job somewhere and reports it later as [`Input::SnapshotDone`]. If it cannot
     /// be started, the error is reported to the driver at once (it retries later).
     fn start_snapshot(&mut self, job: SnapshotJob<F>) -> Result<(), StorageError>;
@@ -139,7 +139,7 @@ pub fn run_batch<F: FileSystem>(
         io.answer(d, early.answers);
     })?;
     if let Some(job) = driver.take_sync_job() {
-        io.start_sync(job)?;
+        io.start_sync(driver, job)?;
     }
     let messages = driver.take_messages();
     if !messages.is_empty() {

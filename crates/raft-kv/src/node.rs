@@ -16,8 +16,13 @@
 //! receiving acknowledgements, committing, answering and appending while the disk works (a write
 //! commits once the fastest majority synced it; this node's own sync is not on that path). The sync
 //! thread runs only the newest job it has (it covers the older ones) and exits when this thread
-//! drops its sender. With `--sync-thread false` the driver fsyncs each batch on this thread (the
-//! blocking fsync then also batches the next round's requests).
+//! drops its sender. A node that is not the leader and has no request of its own clients waiting
+//! runs its sync job on this thread instead, at once: it has nothing else to do meanwhile, and the
+//! two hand-offs to the sync thread and back were on the path of every write it acknowledges. Its
+//! report goes into a batch of its own right after (so the acknowledgements it releases leave
+//! before anything newer is synced); for the driver this is a deferred sync reported at once (the
+//! simulator reports syncs after random delays, zero included; any batching is correct). With `--sync-thread false` the driver fsyncs each batch on this
+//! thread (the blocking fsync then also batches the next round's requests).
 //!
 //! Snapshots: a snapshot job handed out by the driver runs on a background thread
 //! (`raft-snapshot`); the job only serializes an immutable view of the state machine into
@@ -285,6 +290,7 @@ pub fn spawn(
                 waiters: HashMap::new(),
                 job: None,
                 syncer,
+                reports: Vec::new(),
                 shutting_down: false,
                 snapshot_seconds: opts.metrics.as_ref().map(|m| m.snapshot_seconds.clone()),
                 peers_from: None,
@@ -378,6 +384,19 @@ impl NodeLoop {
                 self.host.fail_waiters();
                 return Err(e);
             }
+            if !self.host.reports.is_empty() {
+                // Syncs run on this thread: their reports in a batch of their own, at once, so the
+                // acknowledgements they release leave before anything else is synced.
+                let reports = std::mem::take(&mut self.host.reports);
+                if let Err(e) = engine::run_batch(&mut self.driver, reports, &mut self.host) {
+                    self.host.fail_waiters();
+                    return Err(e);
+                }
+                // (A sync that batch started: reported in the next one, before any new input.)
+                for report in self.host.reports.drain(..).rev() {
+                    queued.push_front(report);
+                }
+            }
             let took = started.elapsed();
             if took > SLOW_TURN {
                 tracing::debug!(inputs, ?took, "a slow turn of the node thread");
@@ -449,6 +468,9 @@ struct ServerIo {
     job: Option<JoinHandle<()>>,
     /// Sync jobs go to the `raft-sync` thread (unless `--sync-thread false`).
     syncer: Option<Sender<SyncJob<MeteredFs>>>,
+    /// Reports of sync jobs run on this thread, for a batch of their own right after the one
+    /// that started them.
+    reports: Vec<engine::Input>,
     /// No new snapshot job starts while shutting down.
     shutting_down: bool,
     /// Times snapshot jobs (metrics).
@@ -525,7 +547,17 @@ impl Io<MeteredFs> for ServerIo {
         }
     }
 
-    fn start_sync(&mut self, job: SyncJob<MeteredFs>) -> Result<(), FatalError> {
+    /// A leader's syncs, and those of a node some of whose clients wait for an answer, run on the
+    /// `raft-sync` thread: its node thread goes on counting acknowledgements, forwarding writes and
+    /// learning commits meanwhile. Any other node has nothing to do but sync and acknowledge: it
+    /// runs the sync here, which saves two thread hand-offs (and their wake-ups) on the path of
+    /// every write it acknowledges. Its report goes into a batch of its own right after this one.
+    fn start_sync(&mut self, driver: &Driver<MeteredFs>, job: SyncJob<MeteredFs>) -> Result<(), FatalError> {
+        if driver.node().role() != Role::Leader && driver.pending() == 0 {
+            let result = job.run();
+            self.reports.push(engine::Input::Synced(job.ticket(), result));
+            return Ok(());
+        }
         if self.syncer.as_ref().is_none_or(|s| s.send(job).is_err()) {
             let e = std::io::Error::other("the sync thread is gone");
             return Err(FatalError::Storage(StorageError::io(self.data_dir.clone(), e)));

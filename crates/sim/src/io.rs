@@ -68,7 +68,7 @@ impl Io<MemFs> for SimIo {
         self.answers.extend(answers);
     }
 
-    fn start_sync(&mut self, job: SyncJob<MemFs>) -> Result<(), FatalError> {
+    fn start_sync(&mut self, _: &Driver<MemFs>, job: SyncJob<MemFs>) -> Result<(), FatalError> {
         // The newest job covers the older ones.
         self.sync = Some(job);
         Ok(())

@@ -45,7 +45,7 @@ impl<F: FileSystem> Io<F> for Recorder<F> {
         self.answers.extend(answers);
     }
 
-    fn start_sync(&mut self, job: SyncJob<F>) -> Result<(), FatalError> {
+    fn start_sync(&mut self, _: &Driver<F>, job: SyncJob<F>) -> Result<(), FatalError> {
         self.syncs.push(job);
         Ok(())
     }
