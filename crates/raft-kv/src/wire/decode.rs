@@ -27,8 +27,9 @@
 //!   than 0 or 1. Since every accepted field appears once and in order, `prost`'s rules for
 //!   repeated scalars (last wins) and `oneof`s (merge) never come into play.
 //! - **Untrusted input.** Every length is checked against the bytes that remain in its enclosing
-//!   message before it is used; nothing is allocated from a length field: the entries' `Vec`
-//!   has the number of entries actually present in the frame (counted in a first pass), and
+//!   message before it is used (a reader sees the frame only up to its message's end); nothing
+//!   is allocated from a length field: the entries' `Vec` has the number of entries actually
+//!   present in the frame (counted in a first pass), and
 //!   entry data are slices of the frame, not copies (which keeps the frame's buffer alive for
 //!   as long as an entry lives, as `prost`'s `Bytes` fields do). No indexing can panic.
 
@@ -41,21 +42,32 @@ use super::append::{
     ENTRY_TERM, ENVELOPE_RAFT, RAFT_APPEND_ENTRIES, RAFT_FROM, RAFT_TERM, RAFT_TO,
 };
 
-/// A position in the frame and the end of the message being read (`pos <= end <= frame.len()`).
+/// A position in the frame, within the message being read: `buf` is the frame up to that
+/// message's end, so every read is bounded by it.
 struct Reader<'a> {
-    /// The whole frame.
+    /// The frame, up to the end of the enclosing message.
     buf: &'a [u8],
-    /// The next byte to read.
+    /// The next byte to read (an offset in the frame).
     pos: usize,
-    /// The end of the enclosing message.
-    end: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// The message of the frame `buf[..end]` starting at `pos` (`end <= buf.len()`).
+    #[inline]
+    fn sub(buf: &'a [u8], pos: usize, end: usize) -> Self {
+        Reader { buf: buf.get(..end).unwrap_or_default(), pos }
+    }
+
+    /// The end of the enclosing message.
+    #[inline]
+    fn end(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Consumes the one-byte key `key` if it is next in the message.
     #[inline]
     fn eat(&mut self, key: u8) -> bool {
-        if self.pos < self.end && self.buf.get(self.pos) == Some(&key) {
+        if self.buf.get(self.pos) == Some(&key) {
             self.pos += 1;
             true
         } else {
@@ -67,10 +79,15 @@ impl Reader<'_> {
     /// `prost` fails (too long, beyond `u64`, cut by the message's end).
     #[inline]
     fn varint(&mut self) -> Option<u64> {
-        let b = *self.buf.get(self.pos).filter(|_| self.pos < self.end)?;
+        let b = *self.buf.get(self.pos)?;
         if b < 0x80 {
             self.pos += 1;
             return Some(u64::from(b));
+        }
+        // Two bytes: entry lengths, data lengths, small indexes.
+        if let Some(&b1) = self.buf.get(self.pos + 1).filter(|&&b1| b1 < 0x80) {
+            self.pos += 2;
+            return Some(u64::from(b & 0x7F) | u64::from(b1) << 7);
         }
         self.varint_slow()
     }
@@ -79,7 +96,7 @@ impl Reader<'_> {
     fn varint_slow(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for i in 0..10 {
-            let b = *self.buf.get(self.pos).filter(|_| self.pos < self.end)?;
+            let b = *self.buf.get(self.pos)?;
             self.pos += 1;
             if i == 9 && b > 1 {
                 return None; // more than 64 bits (or an 11th byte)
@@ -103,10 +120,10 @@ impl Reader<'_> {
     }
 
     /// A length prefix: the end of the bytes it announces, which must lie within the message.
-    #[inline]
+    #[inline(always)]
     fn len(&mut self) -> Option<usize> {
         let len = self.varint()?;
-        let left = (self.end - self.pos) as u64;
+        let left = self.end().checked_sub(self.pos)? as u64;
         (len <= left).then(|| self.pos + len as usize)
     }
 }
@@ -115,14 +132,14 @@ impl Reader<'_> {
 /// AppendEntries in the accepted shape (see the module docs); `prost` then decides.
 pub(super) fn decode_append(frame: &Bytes) -> Option<PeerMessage> {
     let buf = &frame[..];
-    let mut r = Reader { buf, pos: 0, end: buf.len() };
-    if !r.eat(ENVELOPE_RAFT) || r.len()? != r.end {
+    let mut r = Reader { buf, pos: 0 };
+    if !r.eat(ENVELOPE_RAFT) || r.len()? != r.end() {
         return None;
     }
     let from = r.uint(RAFT_FROM)?;
     let to = r.uint(RAFT_TO)?;
     let term = r.uint(RAFT_TERM)?;
-    if from == 0 || to == 0 || !r.eat(RAFT_APPEND_ENTRIES) || r.len()? != r.end {
+    if from == 0 || to == 0 || !r.eat(RAFT_APPEND_ENTRIES) || r.len()? != r.end() {
         return None;
     }
     let prev_log_index = r.uint(APPEND_PREV_INDEX)?;
@@ -135,17 +152,16 @@ pub(super) fn decode_append(frame: &Bytes) -> Option<PeerMessage> {
         r.pos = r.len()?;
         count += 1;
     }
+    let entries_end = r.pos;
     let leader_commit = r.uint(APPEND_COMMIT)?;
-    if r.pos != r.end {
+    if r.pos != r.end() {
         return None;
     }
-    let entries_end = r.pos;
     let mut entries = Vec::with_capacity(count);
-    let mut r = Reader { buf, pos: first, end: entries_end };
+    let mut r = Reader::sub(buf, first, entries_end);
     while r.eat(APPEND_ENTRY) {
         let end = r.len()?;
-        let mut e = Reader { buf, pos: r.pos, end };
-        entries.push(entry(&mut e, frame)?);
+        entries.push(entry(Reader::sub(buf, r.pos, end), frame)?);
         r.pos = end;
     }
     let body = MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit };
@@ -154,7 +170,7 @@ pub(super) fn decode_append(frame: &Bytes) -> Option<PeerMessage> {
 
 /// One `Entry` message (the whole of `e`); its data a slice of `frame`.
 #[inline]
-fn entry(e: &mut Reader<'_>, frame: &Bytes) -> Option<Entry> {
+fn entry(mut e: Reader<'_>, frame: &Bytes) -> Option<Entry> {
     let term = e.uint(ENTRY_TERM)?;
     let index = e.uint(ENTRY_INDEX)?;
     let data = if e.eat(ENTRY_DATA) {
@@ -166,7 +182,7 @@ fn entry(e: &mut Reader<'_>, frame: &Bytes) -> Option<Entry> {
     };
     // `prost` reads `kind` (a uint32) truncated to 32 bits: only the exact codes are taken here.
     let kind = EntryKind::from_code(e.uint(ENTRY_KIND)?)?;
-    (e.pos == e.end).then_some(Entry { term, index, kind, data })
+    (e.pos == e.end()).then_some(Entry { term, index, kind, data })
 }
 
 #[cfg(test)]
