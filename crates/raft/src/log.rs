@@ -120,19 +120,24 @@ impl RaftLog {
     /// Entries from `lo` to `hi` inclusive, at most `max_count` and `max_bytes` of payload (but at
     /// least one if any is in range).
     pub fn slice(&self, lo: Index, hi: Index, max_count: usize, max_bytes: usize) -> Vec<Entry> {
-        let mut out = Vec::new();
+        let (first, last) = (lo.max(self.first_index()), hi.min(self.last_index()));
+        if first > last {
+            return Vec::new();
+        }
+        // Counted first, so that the `Vec` is allocated once (a leader slices for every follower
+        // on every send: growing it one push at a time was ~0.8 reallocations per write).
+        let start = (first - self.first_index()) as usize;
+        let in_range = usize::try_from(last - first + 1).unwrap_or(usize::MAX).min(max_count);
         let mut bytes = 0usize;
-        let mut index = lo.max(self.first_index());
-        while index <= hi.min(self.last_index()) && out.len() < max_count {
-            let Some(e) = self.entry(index) else { break };
+        let mut count = 0;
+        for e in self.entries.range(start..start + in_range) {
             bytes += e.data.len();
-            if !out.is_empty() && bytes > max_bytes {
+            if count > 0 && bytes > max_bytes {
                 break;
             }
-            out.push(e.clone());
-            index += 1;
+            count += 1;
         }
-        out
+        self.entries.range(start..start + count).cloned().collect()
     }
 
     /// The first index of the run of entries with the same term as the entry at `index` (used as a
@@ -387,5 +392,47 @@ mod tests {
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(2), None);
         assert_eq!(log.slice(1, 10, 10, 10).first().map(|e| e.index), Some(4));
+    }
+
+    /// The loop `slice` was before it counted first: one push at a time.
+    fn slice_by_pushes(
+        log: &RaftLog,
+        lo: Index,
+        hi: Index,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut index = lo.max(log.first_index());
+        while index <= hi.min(log.last_index()) && out.len() < max_count {
+            let Some(e) = log.entry(index) else { break };
+            bytes += e.data.len();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+            index += 1;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// `slice` takes the same entries as pushing them one by one, in one allocation.
+        #[test]
+        fn slice_takes_what_pushing_took(
+            offset in 0u64..5,
+            sizes in proptest::collection::vec(0usize..20, 0..30),
+            lo in 0u64..40,
+            hi in 0u64..40,
+            max_count in proptest::prop_oneof![0usize..12, proptest::strategy::Just(usize::MAX)],
+            max_bytes in proptest::prop_oneof![0usize..80, proptest::strategy::Just(usize::MAX)],
+        ) {
+            let entries = sizes.iter().enumerate().map(|(i, &n)| Entry::new(1, offset + i as u64 + 1, vec![7u8; n])).collect();
+            let log = RaftLog::new(offset, if offset == 0 { 0 } else { 1 }, entries, offset);
+            let got = log.slice(lo, hi, max_count, max_bytes);
+            proptest::prop_assert_eq!(&got, &slice_by_pushes(&log, lo, hi, max_count, max_bytes));
+            proptest::prop_assert_eq!(got.capacity(), got.len());
+        }
     }
 }

@@ -342,7 +342,22 @@ impl Membership {
     /// The highest index that a majority of the voters hold, given each voter's acknowledged index
     /// (`acked`); 0 if there is no voter. Learners are never asked.
     pub fn committed_index(&self, acked: impl Fn(NodeId) -> Index) -> Index {
-        let mut matched: Vec<Index> = self.voters().into_iter().map(acked).collect();
+        let voters = self.members.iter().filter(|(_, m)| m.suffrage == Suffrage::Voter);
+        let mut acks = voters.map(|(&id, _)| acked(id));
+        // On the stack for up to 16 voters (the leader asks after every acknowledgement).
+        let mut small = [0; 16];
+        let mut large;
+        let matched: &mut [Index] = if self.voter_count() <= small.len() {
+            let mut n = 0;
+            for (slot, ack) in small.iter_mut().zip(&mut acks) {
+                *slot = ack;
+                n += 1;
+            }
+            &mut small[..n]
+        } else {
+            large = acks.collect::<Vec<_>>();
+            &mut large
+        };
         if matched.is_empty() {
             return 0;
         }
@@ -633,6 +648,26 @@ mod tests {
         let acked = |id: NodeId| [0, 10, 3, 7, 100, 100][id as usize];
         assert_eq!(c.committed_index(acked), 7, "learners at 100 do not raise the commit index");
         assert_eq!(Membership::new().committed_index(acked), 0);
+    }
+
+    proptest::proptest! {
+        /// The quorum index is the quorum-th highest acknowledgement of the voters, with up to 16
+        /// voters (on the stack) and more.
+        #[test]
+        fn committed_index_is_the_quorum_th_highest_ack(
+            acks in proptest::collection::vec((0u64..50, proptest::bool::ANY), 0..40),
+        ) {
+            let mut c = Membership::new();
+            for (i, &(_, voter)) in acks.iter().enumerate() {
+                let suffrage = if voter { Suffrage::Voter } else { Suffrage::Learner };
+                c.insert(i as NodeId + 1, suffrage, Bytes::new());
+            }
+            let acked = |id: NodeId| acks[id as usize - 1].0;
+            let mut voters: Vec<Index> = acks.iter().filter(|a| a.1).map(|a| a.0).collect();
+            voters.sort_unstable_by(|a, b| b.cmp(a));
+            let expected = if voters.is_empty() { 0 } else { voters[voters.len() / 2] };
+            proptest::prop_assert_eq!(c.committed_index(acked), expected);
+        }
     }
 
     #[test]
