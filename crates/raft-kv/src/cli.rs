@@ -131,7 +131,8 @@ pub struct ServerArgs {
     /// Where the log's fdatasync runs (equally safe either way). `true`, the default: on a thread
     /// of its own, so the node thread goes on receiving acknowledgements, committing and answering
     /// while the disk works, and a write commits once the fastest majority of replicas synced it
-    /// (1.3-2x the writes/s where fsyncs take milliseconds and vary). `false`: inline, each
+    /// (1.3-2x the writes/s where fsyncs take milliseconds and vary); a follower none of whose
+    /// clients waits syncs on its node thread (two hand-offs fewer). `false`: inline, each
     /// batch's fsync blocking the node thread (fewer, larger batches; about equal on a fast disk,
     /// ~0.05 ms lower single-client latency there). See docs/BENCHMARKS.md.
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
