@@ -260,7 +260,8 @@ pub enum CommandError {
     #[error("ERR wrong number of arguments for '{0}' command")]
     WrongArity(&'static str),
     /// The same text, found by the command itself past the table's arity check (Redis's
-    /// `addReplyErrorArity` inside `DELEX`): inside `MULTI` it is queued and becomes `EXEC`'s
+    /// `addReplyErrorArity` inside `DELEX`, and for an odd number of arguments after the key in
+    /// `MSET`, `MSETNX`, `HSET`, `HMSET`): inside `MULTI` it is queued and becomes `EXEC`'s
     /// answer to the command, and a script gets this text, not the "from script" one.
     #[error("ERR wrong number of arguments for '{0}' command")]
     CommandArity(&'static str),
@@ -559,7 +560,8 @@ impl Request {
 
 fn parse_mset(mut a: Args) -> Result<Request, CommandError> {
     if a.len() % 2 == 1 {
-        return Err(CommandError::WrongArity("mset"));
+        // Found by the command itself, as Redis does (queued in MULTI, EXEC answers it).
+        return Err(CommandError::CommandArity("mset"));
     }
     let mut pairs = Vec::with_capacity(a.len() / 2);
     while let Some(key) = a.next_opt() {

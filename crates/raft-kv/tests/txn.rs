@@ -64,6 +64,32 @@ fn multi_exec_watch_and_versions() {
     assert_eq!(c.request(&["DISCARD"]).unwrap(), Frame::ok());
     assert_eq!(c.request(&["GET", "c"]).unwrap(), Frame::Null);
 
+    // An odd number of arguments after the key of MSET / MSETNX / HSET / HMSET passes the table's
+    // arity check and is found by the command itself (Redis 7.0, checked on redis-server 7.0.15):
+    // QUEUED, its error inside EXEC's array, the rest runs.
+    assert_eq!(c.request(&["MULTI"]).unwrap(), Frame::ok());
+    for cmd in [&["MSET", "o", "1", "p"][..], &["MSETNX", "o", "1", "p"], &["HSET", "oh", "f", "v", "g"]] {
+        assert_eq!(c.request(cmd).unwrap(), Frame::simple("QUEUED"), "{cmd:?}");
+    }
+    assert_eq!(c.request(&["HMSET", "oh", "f", "v", "g"]).unwrap(), Frame::simple("QUEUED"));
+    assert_eq!(c.request(&["SET", "o2", "1"]).unwrap(), Frame::simple("QUEUED"));
+    let Frame::Array(replies) = c.request(&["EXEC"]).unwrap() else { panic!("EXEC must answer an array") };
+    let texts: Vec<String> = replies[..4].iter().map(|r| err(r).to_owned()).collect();
+    assert_eq!(
+        texts,
+        ["mset", "msetnx", "hset", "hmset"]
+            .map(|n| format!("ERR wrong number of arguments for '{n}' command"))
+            .to_vec()
+    );
+    assert_eq!(replies[4], Frame::ok());
+    assert_eq!(c.request(&["GET", "o"]).unwrap(), Frame::Null);
+    assert_eq!(c.request(&["GET", "o2"]).unwrap(), bulk("1"));
+    // In a script, the command's own text (not "Wrong number of args calling Redis command").
+    assert_eq!(
+        err(&c.request(&["EVAL", "return redis.pcall('mset','o','1','p')", "0"]).unwrap()),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+
     // A syntax or integer error is found when the transaction runs (as Redis does): QUEUED, then
     // its error inside EXEC's array, and the rest runs.
     assert_eq!(c.request(&["MULTI"]).unwrap(), Frame::ok());

@@ -30,7 +30,8 @@ pub(super) fn parse(name: &'static str, mut a: Args) -> Result<Request, CommandE
     Ok(match name {
         "hset" | "hmset" => {
             if a.len() % 2 == 1 {
-                return Err(CommandError::WrongArity(name));
+                // Found by the command itself, as Redis does (queued in MULTI, EXEC answers it).
+                return Err(CommandError::CommandArity(name));
             }
             let mut pairs = Vec::with_capacity(a.len() / 2);
             while let Some(f) = a.next_opt() {

@@ -165,7 +165,8 @@ pub(super) fn parse_getset(mut a: Args) -> Result<Request, CommandError> {
 /// `SETNX key value` and `MSETNX key value [key value ...]`.
 pub(super) fn parse_msetnx(mut a: Args, name: &'static str) -> Result<Request, CommandError> {
     if a.len() % 2 == 1 {
-        return Err(CommandError::WrongArity(name));
+        // Found by the command itself, as Redis does (queued in MULTI, EXEC answers it).
+        return Err(CommandError::CommandArity(name));
     }
     let mut pairs = Vec::with_capacity(a.len() / 2);
     while let Some(key) = a.next_opt() {
