@@ -29,6 +29,40 @@ impl Drop for Redis {
     }
 }
 
+/// A redis-server of this test's own, and a connection to it. The tests of this file run at once
+/// and each picks a free port: two can pick the same one, and then one server fails to bind and
+/// exits while its test talks to the other test's server, which vanishes when that test ends (seen
+/// in CI as a broken pipe). So the server must be ours: its `INFO` names our child's pid; otherwise
+/// another port is tried.
+fn start_redis() -> (Redis, Connection) {
+    for _ in 0..20 {
+        let port = free_ports(1)[0];
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on the PATH");
+        let mut redis = Redis(child);
+        let pid = format!("process_id:{}", redis.0.id());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if !matches!(redis.0.try_wait(), Ok(None)) {
+                break; // It exited (the port was taken): try another one.
+            }
+            if let Ok(mut c) = Connection::connect(&format!("127.0.0.1:{port}"), Duration::from_millis(200)) {
+                match c.request(&["INFO", "server"]) {
+                    Ok(Frame::Bulk(info)) if String::from_utf8_lossy(&info).lines().any(|l| l == pid) => {
+                        return (redis, c);
+                    }
+                    _ => break, // Somebody else's server on that port.
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("could not start a redis-server of this test's own");
+}
+
 /// A small seeded generator (xorshift64*), so a failure names the seed that reproduces it.
 struct Rng(u64);
 
@@ -294,21 +328,7 @@ fn same(cmd: &[String], a: &Frame, b: &Frame) -> bool {
 #[test]
 #[ignore = "needs redis-server"]
 fn random_sequences_answer_exactly_like_redis_server() {
-    let port = free_ports(1)[0];
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server on the PATH");
-    let _redis = Redis(child);
-    let start = Instant::now();
-    let mut redis = loop {
-        if let Ok(c) = Connection::connect(&format!("127.0.0.1:{port}"), Duration::from_millis(200)) {
-            break c;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (_redis, mut redis) = start_redis();
     let cluster = Cluster::start(3);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let mut ours = cluster.connect((leader + 1) % 3).expect("connect");
@@ -484,21 +504,7 @@ fn command_getkeys_answers_like_redis_server() {
         "foo x",
         "getkeys x",
     ];
-    let port = free_ports(1)[0];
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server on the PATH");
-    let _redis = Redis(child);
-    let start = Instant::now();
-    let mut redis = loop {
-        if let Ok(c) = Connection::connect(&format!("127.0.0.1:{port}"), Duration::from_millis(200)) {
-            break c;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (_redis, mut redis) = start_redis();
     // Every command of raft-kv's table that redis-server 7.0 has is covered.
     for spec in raft_kv::command::COMMANDS {
         let ours_only = matches!(spec.name, "delex" | "digest") || spec.name.starts_with("raft.");
