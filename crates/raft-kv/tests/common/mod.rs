@@ -13,9 +13,21 @@ use raft_kv::resp::Frame;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raft-kv");
 
-/// Ports the OS says are free right now.
+/// Ports the OS says are free right now, never one this process was given before: the tests of a
+/// binary run at once, and the OS may hand a port released by one test's call to another test's
+/// (two servers on one port: one fails to bind, and its test talks to the other's server).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    while listeners.len() < n {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            listeners.push(l); // Held until all are picked, so no two of this call are equal.
+        }
+    }
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
