@@ -9,7 +9,8 @@
 //! - [`resp_reply`]: the client's reply parser;
 //! - [`peer_frames`]: the peer framing with the handshake's limit, the handshake (a connection whose
 //!   first frame is not a valid handshake of cluster 7 ends there, as in the transport), then
-//!   every further frame as a message, by the hand decoder and by `prost` (both must agree);
+//!   every further frame as a message, by the hand decoder of the write path's frames and by
+//!   `prost` (both must agree);
 //! - [`wal_segment`]: a log directory holding the input as its segment file, opened and read;
 //! - [`snapshot_file`]: the input as a snapshot file, verified, its image restored; the image
 //!   decoder also gets the input directly (a leader could send well-checksummed garbage);
@@ -93,7 +94,8 @@ pub fn peer_frames(data: &[u8]) {
             limit = wire::DEFAULT_MAX_FRAME;
             continue;
         }
-        // The hand decoder of AppendEntries (wire/decode.rs) must agree with prost's on every frame.
+        // The hand decoder (wire/decode.rs: AppendEntries and responses, heartbeats and
+        // responses, forwards) must agree with prost's on every frame.
         assert_eq!(
             wire::decode_message(body.clone()),
             wire::decode_message_with_prost(body),
@@ -172,6 +174,25 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             };
             wire::encode_message(engine::PeerMessage::Raft(msg), 1 << 20, &mut out).unwrap();
             out.extend_from_slice(&wire::KEEPALIVE_FRAME);
+            for body in [
+                raft::MessageBody::AppendEntriesResponse {
+                    success: true,
+                    index: 5,
+                    conflict_term: 0,
+                    conflict_index: 0,
+                },
+                raft::MessageBody::AppendEntriesResponse {
+                    success: false,
+                    index: 4,
+                    conflict_term: 2,
+                    conflict_index: 3,
+                },
+                raft::MessageBody::Heartbeat { leader_commit: 5, read_round: 9 },
+                raft::MessageBody::HeartbeatResponse { read_round: 9 },
+            ] {
+                let msg = raft::Message { from: 1, to: 2, term: 3, body };
+                wire::encode_message(engine::PeerMessage::Raft(msg), 1 << 20, &mut out).unwrap();
+            }
             let forward =
                 engine::PeerMessage::Forward { from: 2, to: 1, proposals: vec![Bytes::from_static(b"p")] };
             wire::encode_message(forward, 1 << 20, &mut out).unwrap();

@@ -119,9 +119,10 @@
 //!   peers of the other version with a clear log line instead of misreading their frames.
 //!
 //! # Invariants
-//! - AppendEntries frames are decoded by hand (`wire/decode.rs`), every other frame by `prost`;
-//!   the two agree on every input (the hand decoder declines whatever it does not take exactly as
-//!   `prost` would, and `prost` decides), so errors are always `prost`'s.
+//! - The frames on every write's path (AppendEntries and their responses, heartbeats and their
+//!   responses, forwarded proposals) are decoded by hand (`wire/decode.rs`), every other frame by
+//!   `prost`; the two agree on every input (the hand decoder declines whatever it does not take
+//!   exactly as `prost` would, and `prost` decides), so errors are always `prost`'s.
 //! - Decoding never panics and never allocates more than the frame it was handed: entry data,
 //!   forwarded proposals and snapshot chunks are slices of the frame's buffer (`Bytes`), not copies. A consequence: a
 //!   decoded entry keeps the read buffer it arrived in alive for as long as the entry lives.
@@ -902,10 +903,10 @@ pub fn decode_handshake(body: Bytes) -> Result<Handshake, WireError> {
 
 /// Decodes a message frame body. Entry data and proposals are slices of `body`.
 ///
-/// An AppendEntries in the shape encoders write is decoded by hand (`decode`: the followers' hot
-/// path); anything else, or anything odd, by `prost`. The result is the same either way.
+/// The kinds on every write's path, in the shape encoders write, are decoded by hand (`decode`);
+/// anything else, or anything odd, by `prost`. The result is the same either way.
 pub fn decode_message(body: Bytes) -> Result<PeerMessage, WireError> {
-    if let Some(msg) = decode::decode_append(&body) {
+    if let Some(msg) = decode::decode_by_hand(&body) {
         return Ok(msg);
     }
     decode_message_with_prost(body)

@@ -1,37 +1,49 @@
-//! AppendEntries frames decoded by hand on the followers' side: the mirror of `append`.
+//! The frames on every write's path decoded by hand: the mirror of `append` and of `prost`.
 //!
-//! A follower receives one AppendEntries frame per leader send, each carrying the new entries.
-//! Through `prost`, a frame was decoded into the wire structs ([`Envelope`](super::Envelope) >
-//! `RaftMessage` > `AppendEntries` > `Entry`, a `Vec` grown entry by entry) and then converted into
-//! a [`raft::Message`] (a second `Vec`): with callgrind, ~1,940 instructions per replicated write
-//! over the three servers. Here the frame is parsed once, straight into the [`PeerMessage`], with
-//! the entries' `Vec` allocated once at its exact length and each entry's data a
-//! [`Bytes::slice`] of the frame.
+//! Each replicated write crosses the peer links as frames of four kinds: a follower forwards its
+//! clients' writes to the leader (`Forward`), the leader sends them to every follower
+//! (`AppendEntries`), each follower answers (`AppendEntriesResponse`); heartbeats and their
+//! answers come with them while the leader has nothing else to send. Through `prost`, a frame was
+//! decoded into the wire structs ([`Envelope`](super::Envelope) > `RaftMessage` > body, `Vec`s
+//! grown element by element) and then converted into a [`PeerMessage`] (a second `Vec` for
+//! entries): with callgrind, ~1,940 instructions per replicated write over the three servers for
+//! AppendEntries, and ~370 on the leader for the answers and forwards. Here those kinds are
+//! parsed once, straight into the [`PeerMessage`], with the `Vec` of entries or proposals
+//! allocated once at its exact length and each entry's data or proposal a [`Bytes::slice`] of
+//! the frame.
 //!
 //! # Invariants
-//! - **Agreement with `prost`.** [`decode_append`] either returns exactly the message that
+//! - **Agreement with `prost`.** [`decode_by_hand`] either returns exactly the message that
 //!   `prost` decoding plus [`TryFrom<Envelope>`](PeerMessage) returns for the same bytes, or
 //!   declines (`None`) and [`super::decode_message`] hands the frame to `prost`, which decides
 //!   (the message, or the error: a [`WireError::Decode`](super::WireError) closes the connection,
 //!   the others drop the message). So the hand decoder never makes an error of its own, and a
 //!   peer cannot tell which decoder read its frame. A property test checks the agreement on
-//!   arbitrary envelopes, written canonically or not, and on arbitrary mutations of them.
-//! - **Accepted shape.** Only what a protobuf encoder writes for an AppendEntries, fields in tag
-//!   order: the envelope's field 1 spanning the whole frame; in it `from`, `to`, `term` (each
-//!   optional, at most once, in that order) and the `append_entries` field spanning the rest; in
-//!   that `prev_log_index`, `prev_log_term`, any number of `entries`, `leader_commit`; in each
-//!   entry `term`, `index`, `data`, `kind`. Scalars may be written even when zero and varints
-//!   may be longer than needed (as `prost` accepts both). Anything else declines: an unknown or
-//!   repeated field, another order, a key of more than one byte, a varint of more than 10 bytes
-//!   or beyond `u64`, a length past its enclosing message, a node id 0, an entry kind other
-//!   than 0 or 1. Since every accepted field appears once and in order, `prost`'s rules for
-//!   repeated scalars (last wins) and `oneof`s (merge) never come into play.
+//!   arbitrary envelopes of every kind taken here, written canonically or not, and on arbitrary
+//!   mutations of them; the `peer_frames` fuzz target checks it on every frame it reads.
+//! - **Accepted shape.** Only what a protobuf encoder writes, fields in tag order, each at most
+//!   once (entries and proposals: any number, consecutive):
+//!   - the envelope: field 1 (`raft`) or 2 (`forward`) spanning the whole frame;
+//!   - `RaftMessage`: `from`, `to`, `term`, then the body field spanning the rest: one of
+//!     `append_entries` (`prev_log_index`, `prev_log_term`, `entries`, `leader_commit`; in each
+//!     entry `term`, `index`, `data`, `kind`), `append_entries_response` (`success`, `index`,
+//!     `conflict_term`, `conflict_index`), `heartbeat` (`leader_commit`, `read_round`),
+//!     `heartbeat_response` (`read_round`);
+//!   - `Forward`: `from`, `to`, `proposals`.
+//!
+//!   Scalars may be written even when zero and varints may be longer than needed (as `prost`
+//!   accepts both); a `bool` is any varint, true if not 0 (as `prost` reads it). Anything else
+//!   declines: another kind, an unknown or repeated field, another order, a key of more than one
+//!   byte, a varint of more than 10 bytes or beyond `u64`, a length past its enclosing message, a
+//!   node id 0, an entry kind other than 0 or 1. Since every accepted field appears once and in
+//!   order, `prost`'s rules for repeated scalars (last wins) and `oneof`s (merge) never come
+//!   into play.
 //! - **Untrusted input.** Every length is checked against the bytes that remain in its enclosing
 //!   message before it is used (a reader sees the frame only up to its message's end); nothing
-//!   is allocated from a length field: the entries' `Vec` has the number of entries actually
-//!   present in the frame (counted in a first pass), and
-//!   entry data are slices of the frame, not copies (which keeps the frame's buffer alive for
-//!   as long as an entry lives, as `prost`'s `Bytes` fields do). No indexing can panic.
+//!   is allocated from a length field: the entries' or proposals' `Vec` has the number of
+//!   elements actually present in the frame (counted in a first pass), and entry data and
+//!   proposals are slices of the frame, not copies (which keeps the frame's buffer alive for as
+//!   long as one of them lives, as `prost`'s `Bytes` fields do). No indexing can panic.
 
 use bytes::Bytes;
 use engine::PeerMessage;
@@ -41,6 +53,22 @@ use super::append::{
     APPEND_COMMIT, APPEND_ENTRY, APPEND_PREV_INDEX, APPEND_PREV_TERM, ENTRY_DATA, ENTRY_INDEX, ENTRY_KIND,
     ENTRY_TERM, ENVELOPE_RAFT, RAFT_APPEND_ENTRIES, RAFT_FROM, RAFT_TERM, RAFT_TO,
 };
+
+// Field keys (tag << 3 | wire type, as in `append`) of the other kinds taken here.
+const ENVELOPE_FORWARD: u8 = 2 << 3 | 2;
+const FORWARD_FROM: u8 = 1 << 3;
+const FORWARD_TO: u8 = 2 << 3;
+const FORWARD_PROPOSAL: u8 = 3 << 3 | 2;
+const RAFT_APPEND_RESPONSE: u8 = 9 << 3 | 2;
+const RAFT_HEARTBEAT: u8 = 10 << 3 | 2;
+const RAFT_HEARTBEAT_RESPONSE: u8 = 11 << 3 | 2;
+const RESPONSE_SUCCESS: u8 = 1 << 3;
+const RESPONSE_INDEX: u8 = 2 << 3;
+const RESPONSE_CONFLICT_TERM: u8 = 3 << 3;
+const RESPONSE_CONFLICT_INDEX: u8 = 4 << 3;
+const HEARTBEAT_COMMIT: u8 = 1 << 3;
+const HEARTBEAT_READ_ROUND: u8 = 2 << 3;
+const HEARTBEAT_RESPONSE_READ_ROUND: u8 = 1 << 3;
 
 /// A position in the frame, within the message being read: `buf` is the frame up to that
 /// message's end, so every read is bounded by it.
@@ -119,6 +147,24 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// `Some` if the whole message was read.
+    #[inline]
+    fn at_end(&self) -> Option<()> {
+        (self.pos == self.end()).then_some(())
+    }
+
+    /// Skips the consecutive length-delimited fields `key` that come next (checking their
+    /// lengths); their number.
+    #[inline]
+    fn count(&mut self, key: u8) -> Option<usize> {
+        let mut count = 0usize;
+        while self.eat(key) {
+            self.pos = self.len()?;
+            count += 1;
+        }
+        Some(count)
+    }
+
     /// A length prefix: the end of the bytes it announces, which must lie within the message.
     #[inline(always)]
     fn len(&mut self) -> Option<usize> {
@@ -128,35 +174,74 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The AppendEntries message in `frame` (a frame body), or `None` if the frame is not exactly an
-/// AppendEntries in the accepted shape (see the module docs); `prost` then decides.
-pub(super) fn decode_append(frame: &Bytes) -> Option<PeerMessage> {
+/// The message in `frame` (a frame body), or `None` if the frame is not exactly one of the kinds
+/// taken here in the accepted shape (see the module docs); `prost` then decides.
+pub(super) fn decode_by_hand(frame: &Bytes) -> Option<PeerMessage> {
     let buf = &frame[..];
     let mut r = Reader { buf, pos: 0 };
-    if !r.eat(ENVELOPE_RAFT) || r.len()? != r.end() {
+    let kind = *buf.first()?;
+    r.pos = 1;
+    if r.len()? != r.end() {
         return None;
     }
+    match kind {
+        ENVELOPE_RAFT => raft(r, frame),
+        ENVELOPE_FORWARD => forward(r, frame),
+        _ => None,
+    }
+}
+
+/// A `RaftMessage` (the rest of `r`) of one of the kinds taken here.
+fn raft(mut r: Reader<'_>, frame: &Bytes) -> Option<PeerMessage> {
     let from = r.uint(RAFT_FROM)?;
     let to = r.uint(RAFT_TO)?;
     let term = r.uint(RAFT_TERM)?;
-    if from == 0 || to == 0 || !r.eat(RAFT_APPEND_ENTRIES) || r.len()? != r.end() {
+    if from == 0 || to == 0 {
         return None;
     }
+    let key = *r.buf.get(r.pos)?;
+    r.pos += 1;
+    if r.len()? != r.end() {
+        return None;
+    }
+    let body = match key {
+        RAFT_APPEND_ENTRIES => append_entries(r, frame)?,
+        RAFT_APPEND_RESPONSE => {
+            let success = r.uint(RESPONSE_SUCCESS)? != 0;
+            let index = r.uint(RESPONSE_INDEX)?;
+            let conflict_term = r.uint(RESPONSE_CONFLICT_TERM)?;
+            let conflict_index = r.uint(RESPONSE_CONFLICT_INDEX)?;
+            r.at_end()?;
+            MessageBody::AppendEntriesResponse { success, index, conflict_term, conflict_index }
+        }
+        RAFT_HEARTBEAT => {
+            let leader_commit = r.uint(HEARTBEAT_COMMIT)?;
+            let read_round = r.uint(HEARTBEAT_READ_ROUND)?;
+            r.at_end()?;
+            MessageBody::Heartbeat { leader_commit, read_round }
+        }
+        RAFT_HEARTBEAT_RESPONSE => {
+            let read_round = r.uint(HEARTBEAT_RESPONSE_READ_ROUND)?;
+            r.at_end()?;
+            MessageBody::HeartbeatResponse { read_round }
+        }
+        _ => return None,
+    };
+    Some(PeerMessage::Raft(Message { from, to, term, body }))
+}
+
+/// An `AppendEntries` body (the rest of `r`).
+fn append_entries(mut r: Reader<'_>, frame: &Bytes) -> Option<MessageBody> {
+    let buf = r.buf;
     let prev_log_index = r.uint(APPEND_PREV_INDEX)?;
     let prev_log_term = r.uint(APPEND_PREV_TERM)?;
     // First pass: count the entries (checking their lengths), so that the `Vec` is allocated
     // once, at the length the frame's own bytes justify.
     let first = r.pos;
-    let mut count = 0usize;
-    while r.eat(APPEND_ENTRY) {
-        r.pos = r.len()?;
-        count += 1;
-    }
+    let count = r.count(APPEND_ENTRY)?;
     let entries_end = r.pos;
     let leader_commit = r.uint(APPEND_COMMIT)?;
-    if r.pos != r.end() {
-        return None;
-    }
+    r.at_end()?;
     let mut entries = Vec::with_capacity(count);
     let mut r = Reader::sub(buf, first, entries_end);
     while r.eat(APPEND_ENTRY) {
@@ -164,8 +249,7 @@ pub(super) fn decode_append(frame: &Bytes) -> Option<PeerMessage> {
         entries.push(entry(Reader::sub(buf, r.pos, end), frame)?);
         r.pos = end;
     }
-    let body = MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit };
-    Some(PeerMessage::Raft(Message { from, to, term, body }))
+    Some(MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit })
 }
 
 /// One `Entry` message (the whole of `e`); its data a slice of `frame`.
@@ -182,7 +266,28 @@ fn entry(mut e: Reader<'_>, frame: &Bytes) -> Option<Entry> {
     };
     // `prost` reads `kind` (a uint32) truncated to 32 bits: only the exact codes are taken here.
     let kind = EntryKind::from_code(e.uint(ENTRY_KIND)?)?;
-    (e.pos == e.end()).then_some(Entry { term, index, kind, data })
+    e.at_end()?;
+    Some(Entry { term, index, kind, data })
+}
+
+/// A `Forward` (the rest of `r`); its proposals slices of `frame`.
+fn forward(mut r: Reader<'_>, frame: &Bytes) -> Option<PeerMessage> {
+    let from = r.uint(FORWARD_FROM)?;
+    let to = r.uint(FORWARD_TO)?;
+    if from == 0 || to == 0 {
+        return None;
+    }
+    let first = r.pos;
+    let count = r.count(FORWARD_PROPOSAL)?;
+    r.at_end()?;
+    let mut proposals = Vec::with_capacity(count);
+    r.pos = first;
+    while r.eat(FORWARD_PROPOSAL) {
+        let end = r.len()?;
+        let start = std::mem::replace(&mut r.pos, end);
+        proposals.push(frame.slice(start..end));
+    }
+    Some(PeerMessage::Forward { from, to, proposals })
 }
 
 #[cfg(test)]
@@ -191,7 +296,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::super::{decode_message, decode_message_with_prost, AppendEntries, Envelope, EnvelopeKind};
-    use super::super::{RaftBody, RaftMessage};
+    use super::super::{AppendEntriesResponse, Forward, Heartbeat, HeartbeatResponse, RaftBody, RaftMessage};
     use super::*;
 
     /// How a test frame is written: `pad` extra bytes in every varint (non-minimal, as long as
@@ -228,55 +333,111 @@ mod tests {
         out.extend_from_slice(body);
     }
 
-    /// `a` written by hand in `style`, fields in tag order.
-    fn encode(a: &Wire, style: Style) -> Vec<u8> {
-        let mut append = Vec::new();
-        put_uint(APPEND_PREV_INDEX, a.append.prev_log_index, style, &mut append);
-        put_uint(APPEND_PREV_TERM, a.append.prev_log_term, style, &mut append);
-        for e in &a.append.entries {
-            let mut entry = Vec::new();
-            put_uint(ENTRY_TERM, e.term, style, &mut entry);
-            put_uint(ENTRY_INDEX, e.index, style, &mut entry);
-            if !e.data.is_empty() || style.zeros {
-                put_len(ENTRY_DATA, &e.data, style, &mut entry);
+    /// A protobuf field as the tests write it.
+    enum F {
+        /// A scalar (omitted when zero, unless the style writes zeros).
+        U(u8, u64),
+        /// A singular `bytes` field (omitted when empty, unless the style writes zeros).
+        B(u8, Vec<u8>),
+        /// One element of a repeated `bytes` field (always written).
+        R(u8, Vec<u8>),
+        /// A message: an element of a repeated message field or a `oneof`'s (always written).
+        M(u8, Vec<F>),
+    }
+
+    /// `fields` written by hand in `style`, in the order given.
+    fn write(fields: &[F], style: Style, out: &mut Vec<u8>) {
+        for f in fields {
+            match f {
+                F::U(key, v) => put_uint(*key, *v, style, out),
+                F::B(key, b) if !b.is_empty() || style.zeros => put_len(*key, b, style, out),
+                F::B(..) => {}
+                F::R(key, b) => put_len(*key, b, style, out),
+                F::M(key, body) => {
+                    let mut inner = Vec::new();
+                    write(body, style, &mut inner);
+                    put_len(*key, &inner, style, out);
+                }
             }
-            put_uint(ENTRY_KIND, u64::from(e.kind), style, &mut entry);
-            put_len(APPEND_ENTRY, &entry, style, &mut append);
         }
-        put_uint(APPEND_COMMIT, a.append.leader_commit, style, &mut append);
-        let mut raft = Vec::new();
-        put_uint(RAFT_FROM, a.from, style, &mut raft);
-        put_uint(RAFT_TO, a.to, style, &mut raft);
-        put_uint(RAFT_TERM, a.term, style, &mut raft);
-        put_len(RAFT_APPEND_ENTRIES, &append, style, &mut raft);
+    }
+
+    /// The fields of an envelope of one of the kinds taken by hand, in tag order.
+    fn fields(env: &Envelope) -> Vec<F> {
+        use F::*;
+        match env.kind.as_ref().expect("a kind") {
+            EnvelopeKind::Raft(m) => {
+                let body = match m.body.as_ref().expect("a body") {
+                    RaftBody::AppendEntries(a) => {
+                        let mut f = vec![
+                            U(APPEND_PREV_INDEX, a.prev_log_index),
+                            U(APPEND_PREV_TERM, a.prev_log_term),
+                        ];
+                        for e in &a.entries {
+                            f.push(M(
+                                APPEND_ENTRY,
+                                vec![
+                                    U(ENTRY_TERM, e.term),
+                                    U(ENTRY_INDEX, e.index),
+                                    B(ENTRY_DATA, e.data.to_vec()),
+                                    U(ENTRY_KIND, u64::from(e.kind)),
+                                ],
+                            ));
+                        }
+                        f.push(U(APPEND_COMMIT, a.leader_commit));
+                        M(RAFT_APPEND_ENTRIES, f)
+                    }
+                    RaftBody::AppendEntriesResponse(a) => M(
+                        RAFT_APPEND_RESPONSE,
+                        vec![
+                            U(RESPONSE_SUCCESS, u64::from(a.success)),
+                            U(RESPONSE_INDEX, a.index),
+                            U(RESPONSE_CONFLICT_TERM, a.conflict_term),
+                            U(RESPONSE_CONFLICT_INDEX, a.conflict_index),
+                        ],
+                    ),
+                    RaftBody::Heartbeat(h) => M(
+                        RAFT_HEARTBEAT,
+                        vec![U(HEARTBEAT_COMMIT, h.leader_commit), U(HEARTBEAT_READ_ROUND, h.read_round)],
+                    ),
+                    RaftBody::HeartbeatResponse(h) => {
+                        M(RAFT_HEARTBEAT_RESPONSE, vec![U(HEARTBEAT_RESPONSE_READ_ROUND, h.read_round)])
+                    }
+                    other => unreachable!("not a kind taken by hand: {other:?}"),
+                };
+                vec![M(
+                    ENVELOPE_RAFT,
+                    vec![U(RAFT_FROM, m.from), U(RAFT_TO, m.to), U(RAFT_TERM, m.term), body],
+                )]
+            }
+            EnvelopeKind::Forward(f) => {
+                let mut fields = vec![U(FORWARD_FROM, f.from), U(FORWARD_TO, f.to)];
+                fields.extend(f.proposals.iter().map(|p| R(FORWARD_PROPOSAL, p.to_vec())));
+                vec![M(ENVELOPE_FORWARD, fields)]
+            }
+            other => unreachable!("not a kind taken by hand: {other:?}"),
+        }
+    }
+
+    /// `env` written by hand in `style`, fields in tag order.
+    fn encode(env: &Envelope, style: Style) -> Vec<u8> {
         let mut frame = Vec::new();
-        put_len(ENVELOPE_RAFT, &raft, style, &mut frame);
+        write(&fields(env), style, &mut frame);
         frame
     }
 
-    /// An AppendEntries as the wire structs hold it (any node ids, any kind).
-    #[derive(Clone, Debug)]
-    struct Wire {
-        from: u64,
-        to: u64,
-        term: u64,
-        append: AppendEntries,
-    }
-
-    impl Wire {
-        fn envelope(&self) -> Envelope {
-            let raft = RaftMessage {
-                from: self.from,
-                to: self.to,
-                term: self.term,
-                body: Some(RaftBody::AppendEntries(self.append.clone())),
-            };
-            Envelope { kind: Some(EnvelopeKind::Raft(raft)) }
-        }
-
-        /// What the hand decoder must accept: valid node ids and entry kinds.
-        fn acceptable(&self) -> bool {
-            self.from != 0 && self.to != 0 && self.append.entries.iter().all(|e| e.kind <= 1)
+    /// What the hand decoder must accept: valid node ids and entry kinds.
+    fn acceptable(env: &Envelope) -> bool {
+        match env.kind.as_ref() {
+            Some(EnvelopeKind::Raft(m)) => {
+                let kinds_ok = match &m.body {
+                    Some(RaftBody::AppendEntries(a)) => a.entries.iter().all(|e| e.kind <= 1),
+                    _ => true,
+                };
+                m.from != 0 && m.to != 0 && kinds_ok
+            }
+            Some(EnvelopeKind::Forward(f)) => f.from != 0 && f.to != 0,
+            _ => false,
         }
     }
 
@@ -285,23 +446,57 @@ mod tests {
         prop_oneof![Just(0u64), 1u64..300, any::<u64>()]
     }
 
-    fn arb_wire() -> impl Strategy<Value = Wire> {
+    fn arb_append() -> impl Strategy<Value = RaftBody> {
         let kind = prop_oneof![8 => 0u32..2, 1 => any::<u32>()];
         let entry = (arb_u64(), arb_u64(), proptest::collection::vec(any::<u8>(), 0..150), kind).prop_map(
             |(term, index, data, kind)| super::super::Entry { term, index, data: Bytes::from(data), kind },
         );
-        (
-            (arb_u64(), arb_u64(), arb_u64()),
-            (arb_u64(), arb_u64(), proptest::collection::vec(entry, 0..20), arb_u64()),
+        (arb_u64(), arb_u64(), proptest::collection::vec(entry, 0..20), arb_u64()).prop_map(
+            |(prev_log_index, prev_log_term, entries, leader_commit)| {
+                RaftBody::AppendEntries(AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                })
+            },
         )
-            .prop_map(
-                |((from, to, term), (prev_log_index, prev_log_term, entries, leader_commit))| Wire {
+    }
+
+    /// An envelope of any kind taken by hand, with any node ids.
+    fn arb_envelope() -> impl Strategy<Value = Envelope> {
+        let body = prop_oneof![
+            4 => arb_append(),
+            2 => (any::<bool>(), arb_u64(), arb_u64(), arb_u64()).prop_map(
+                |(success, index, conflict_term, conflict_index)| {
+                    RaftBody::AppendEntriesResponse(AppendEntriesResponse {
+                        success,
+                        index,
+                        conflict_term,
+                        conflict_index,
+                    })
+                }
+            ),
+            1 => (arb_u64(), arb_u64())
+                .prop_map(|(leader_commit, read_round)| RaftBody::Heartbeat(Heartbeat { leader_commit, read_round })),
+            1 => arb_u64().prop_map(|read_round| RaftBody::HeartbeatResponse(HeartbeatResponse { read_round })),
+        ];
+        let raft = (arb_u64(), arb_u64(), arb_u64(), body).prop_map(|(from, to, term, body)| {
+            EnvelopeKind::Raft(RaftMessage { from, to, term, body: Some(body) })
+        });
+        let forward = (
+            arb_u64(),
+            arb_u64(),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..12),
+        )
+            .prop_map(|(from, to, proposals)| {
+                EnvelopeKind::Forward(Forward {
                     from,
                     to,
-                    term,
-                    append: AppendEntries { prev_log_index, prev_log_term, entries, leader_commit },
-                },
-            )
+                    proposals: proposals.into_iter().map(Bytes::from).collect(),
+                })
+            });
+        prop_oneof![3 => raft, 1 => forward].prop_map(|kind| Envelope { kind: Some(kind) })
     }
 
     fn arb_style() -> impl Strategy<Value = Style> {
@@ -356,16 +551,19 @@ mod tests {
     fn check(frame: &[u8]) -> Result<bool, TestCaseError> {
         let frame = Bytes::copy_from_slice(frame);
         let prost = decode_message_with_prost(frame.clone());
-        let hand = decode_append(&frame);
+        let hand = decode_by_hand(&frame);
         if let Some(hand) = &hand {
             prop_assert_eq!(Ok(hand), prost.as_ref(), "the hand decoder disagrees with prost");
-            let PeerMessage::Raft(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) = hand
-            else {
-                unreachable!("only AppendEntries are decoded by hand");
+            let payloads: Vec<&Bytes> = match hand {
+                PeerMessage::Raft(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) => {
+                    entries.iter().map(|e| &e.data).collect()
+                }
+                PeerMessage::Forward { proposals, .. } => proposals.iter().collect(),
+                _ => Vec::new(),
             };
             let range = frame.as_ptr_range();
-            for e in entries.iter().filter(|e| !e.data.is_empty()) {
-                prop_assert!(range.contains(&e.data.as_ptr()), "entry data copied out of the frame");
+            for p in payloads.into_iter().filter(|p| !p.is_empty()) {
+                prop_assert!(range.contains(&p.as_ptr()), "entry data or proposal copied out of the frame");
             }
         }
         prop_assert_eq!(decode_message(frame), prost);
@@ -375,25 +573,26 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
-        /// Every AppendEntries envelope, canonical or not: the hand decoder takes it exactly when
-        /// its node ids and entry kinds are valid, and agrees with prost.
+        /// Every envelope of the kinds taken by hand (AppendEntries and responses, heartbeats
+        /// and responses, forwards), canonical or not: the hand decoder takes it exactly when its
+        /// node ids and entry kinds are valid, and agrees with prost.
         #[test]
-        fn append_entries_are_decoded_as_prost_decodes_them(w in arb_wire(), style in arb_style()) {
+        fn hot_frames_are_decoded_as_prost_decodes_them(w in arb_envelope(), style in arb_style()) {
             let frame = encode(&w, style);
             if style.pad == 0 && !style.zeros {
                 let mut prosts = Vec::new();
-                prost::Message::encode(&w.envelope(), &mut prosts).unwrap();
+                prost::Message::encode(&w, &mut prosts).unwrap();
                 prop_assert_eq!(&frame, &prosts, "the test's encoder is prost's");
             }
             let accepted = check(&frame)?;
-            prop_assert_eq!(accepted, w.acceptable());
+            prop_assert_eq!(accepted, acceptable(&w));
         }
 
-        /// Arbitrary changes to the bytes of an AppendEntries frame: the hand decoder agrees with
-        /// prost or declines, and `decode_message` gives prost's message or error, never a panic.
+        /// Arbitrary changes to the bytes of such a frame: the hand decoder agrees with prost or
+        /// declines, and `decode_message` gives prost's message or error, never a panic.
         #[test]
         fn mutated_frames_are_decoded_as_prost_decodes_them(
-            w in arb_wire(),
+            w in arb_envelope(),
             style in arb_style(),
             mutations in proptest::collection::vec(arb_mutation(), 1..4),
         ) {
@@ -498,10 +697,60 @@ mod tests {
         frame.pop();
         cases.push(("truncated", frame));
         cases.push(("empty", Vec::new()));
-        let mut raft = vec![RAFT_FROM, 1, RAFT_TO, 2];
-        put_len(9 << 3 | 2, &[8, 1], CANONICAL, &mut raft);
-        cases.push(("AppendEntriesResponse", envelope(&raft)));
+        for (what, key) in [("PreVote", 4 << 3 | 2), ("ReadIndex", 12 << 3 | 2), ("TimeoutNow", 14 << 3 | 2)]
+        {
+            let mut raft = vec![RAFT_FROM, 1, RAFT_TO, 2];
+            put_len(key, &[8, 1], CANONICAL, &mut raft);
+            cases.push((what, envelope(&raft)));
+        }
+        let mut snapshot_ack = Vec::new();
+        put_len(4 << 3 | 2, &[8, 1, 16, 2, 48, 1], CANONICAL, &mut snapshot_ack);
+        cases.push(("SnapshotAck", snapshot_ack));
         for (what, frame) in cases {
+            assert!(!check(&frame).unwrap(), "{what}: declined");
+        }
+    }
+
+    #[test]
+    fn responses_heartbeats_and_forwards_in_other_shapes_are_left_to_prost() {
+        let response = |body: &[u8]| {
+            let mut raft = vec![RAFT_FROM, 2, RAFT_TO, 1, RAFT_TERM, 3];
+            put_len(RAFT_APPEND_RESPONSE, body, CANONICAL, &mut raft);
+            envelope(&raft)
+        };
+        let forward = |body: &[u8]| {
+            let mut frame = Vec::new();
+            put_len(ENVELOPE_FORWARD, body, CANONICAL, &mut frame);
+            frame
+        };
+        // Taken: the plain shapes, a `success` of 2 (true, as prost reads a bool), an empty body,
+        // empty proposals.
+        for frame in [
+            response(&[RESPONSE_SUCCESS, 1, RESPONSE_INDEX, 9]),
+            response(&[RESPONSE_SUCCESS, 2, RESPONSE_INDEX, 9]),
+            response(&[]),
+            forward(&[FORWARD_FROM, 2, FORWARD_TO, 1, FORWARD_PROPOSAL, 1, b'p', FORWARD_PROPOSAL, 0]),
+            forward(&[FORWARD_FROM, 2, FORWARD_TO, 1]),
+        ] {
+            assert!(check(&frame).unwrap(), "{frame:?}: taken");
+        }
+        let mut heartbeat = vec![RAFT_FROM, 2, RAFT_TO, 1];
+        put_len(RAFT_HEARTBEAT, &[HEARTBEAT_COMMIT, 5, HEARTBEAT_READ_ROUND, 6], CANONICAL, &mut heartbeat);
+        assert!(check(&envelope(&heartbeat)).unwrap());
+        let mut answer = vec![RAFT_FROM, 2, RAFT_TO, 1];
+        put_len(RAFT_HEARTBEAT_RESPONSE, &[HEARTBEAT_RESPONSE_READ_ROUND, 6], CANONICAL, &mut answer);
+        assert!(check(&envelope(&answer)).unwrap());
+        // Declined: fields out of order or repeated, unknown fields, a missing node id, a field
+        // after the proposals, a truncated proposal.
+        for (what, frame) in [
+            ("index before success", response(&[RESPONSE_INDEX, 9, RESPONSE_SUCCESS, 1])),
+            ("index twice", response(&[RESPONSE_INDEX, 9, RESPONSE_INDEX, 8])),
+            ("unknown field in a response", response(&[RESPONSE_INDEX, 9, 7 << 3, 1])),
+            ("no to", forward(&[FORWARD_FROM, 2, FORWARD_PROPOSAL, 1, b'p'])),
+            ("from after a proposal", forward(&[FORWARD_TO, 1, FORWARD_PROPOSAL, 0, FORWARD_FROM, 2])),
+            ("to before from", forward(&[FORWARD_TO, 1, FORWARD_FROM, 2])),
+            ("truncated proposal", forward(&[FORWARD_FROM, 2, FORWARD_TO, 1, FORWARD_PROPOSAL, 2, b'p'])),
+        ] {
             assert!(!check(&frame).unwrap(), "{what}: declined");
         }
     }
@@ -525,7 +774,7 @@ mod tests {
         }
         let frame = Bytes::from(envelope(&raft_with(&append)));
         let Some(PeerMessage::Raft(Message { body: MessageBody::AppendEntries { entries, .. }, .. })) =
-            decode_append(&frame)
+            decode_by_hand(&frame)
         else {
             panic!("not taken");
         };
