@@ -17,7 +17,7 @@ use crate::metrics::collector::StatusCollector;
 use crate::metrics::fs::MeteredFs;
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::node::{self, Input, NodeHandle, NodeOptions};
+use crate::node::{self, Input, NodeHandle, NodeOptions, Placement};
 use crate::server::{self, ServerContext, ServerOptions};
 use crate::transport::{Transport, TransportConfig, TransportTuning};
 
@@ -138,12 +138,18 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     let mut client_listener = bind(listen_host, me.server_port, "server")?;
     let mut core_listener = bind(listen_host, me.core_port, "core")?;
     let (client_bound, core_bound) = (client_listener.local_addr()?, core_listener.local_addr()?);
-    let io_threads = args.io_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
-        usize::from,
-    );
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build()?;
+    // --io-threads 0 (the default): one event loop runs the node loop, the client connections and
+    // the peer links (see `node`); N > 0: N network threads and the node loop on a thread of its own.
+    let (runtime, placement) = match args.io_threads {
+        0 => (tokio::runtime::Builder::new_current_thread().enable_all().build()?, Placement::Task),
+        n => (
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(n))
+                .enable_all()
+                .build()?,
+            Placement::Thread,
+        ),
+    };
     if identity.is_waiting() {
         let standby = Standby {
             name: me.name.clone(),
@@ -242,7 +248,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
     // The peers are the members of the latest configuration in the log (the transport follows it).
     let peers = node::peer_addresses(driver.node().membership());
     runtime.block_on(async move {
-        let (tx, rx) = std::sync::mpsc::channel::<Input>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
         let handle = NodeHandle::new(tx.clone());
 
         let (peer_tx, mut peer_rx) = tokio::sync::mpsc::channel(65_536);
@@ -287,6 +293,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 data_dir: args.data_dir.clone(),
                 metrics: metrics.as_ref().map(|m| m.node.clone()),
             },
+            placement,
         )?;
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::broadcast::channel(1);
@@ -359,7 +366,7 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
                 }
             }
         });
-        let node_done = tokio::task::spawn_blocking(move || node_thread.join());
+        let node_done = node_thread;
         tokio::pin!(node_done);
         let result = tokio::select! {
             _ = tokio::signal::ctrl_c() => None,
@@ -382,12 +389,12 @@ pub fn run_server(args: ServerArgs) -> Result<()> {
         let _ = server.await;
         transport.shutdown().await;
         match joined {
-            Ok(Ok(Ok(()))) => {
+            Ok(Ok(())) => {
                 tracing::info!("stopped cleanly");
                 Ok(())
             }
-            Ok(Ok(Err(fatal))) => Err(anyhow!("node stopped: {fatal}")),
-            Ok(Err(_)) | Err(_) => Err(anyhow!("node thread panicked")),
+            Ok(Err(fatal)) => Err(anyhow!("node stopped: {fatal}")),
+            Err(_) => Err(anyhow!("the node loop panicked")),
         }
     })
 }
@@ -478,7 +485,7 @@ async fn wait_as_standby(
     client: StdTcpListener,
     core: StdTcpListener,
 ) -> Result<Option<(crate::transport::standby::Adoption, StdTcpListener)>> {
-    let (tx, _rx) = std::sync::mpsc::channel::<Input>();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
     let handle = NodeHandle::new(tx);
     handle.state.store(crate::node::STANDBY, std::sync::atomic::Ordering::Relaxed);
     if let Ok(mut s) = handle.status.lock() {

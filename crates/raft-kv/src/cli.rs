@@ -121,10 +121,13 @@ pub struct ServerArgs {
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Threads serving the network (client connections, peer links). Default: one per CPU but one,
-    /// which is left to the node thread (Raft, log, state machine), and at least one.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub io_threads: Option<u16>,
+    /// Threads serving the network (client connections, peer links). 0, the default: none of their
+    /// own; one event loop runs the node (Raft, log, state machine), its client connections and its
+    /// peer links, so a request is read, run and answered on one thread without a hand-off (only
+    /// the fdatasync runs elsewhere). N > 0: N network threads, and the node on a thread of its
+    /// own; for machines with many cores, where one thread cannot parse every client's requests.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub io_threads: u16,
     /// UNSAFE: never fsync. Acknowledged writes can be lost on power failure or OS crash.
     #[arg(long)]
     pub unsafe_no_fsync: bool,

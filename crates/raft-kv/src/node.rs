@@ -1,5 +1,20 @@
-//! The node thread: runs the host loop ([`engine::run_batch`]: Raft core + WAL + KV state machine)
-//! on a dedicated OS thread, so fsync never blocks the network tasks.
+//! The node loop ("node thread"): runs the host loop ([`engine::run_batch`]: Raft core + WAL + KV
+//! state machine).
+//!
+//! Where it runs ([`Placement`], `--io-threads`): by default as a task of a current-thread tokio
+//! runtime that also runs the node's client connections and peer links: one event loop per node.
+//! A client's request is read, run through the host loop and answered, and a peer's message read
+//! and acknowledged, on one thread: handing an input over costs a push on the runtime's own run
+//! queue instead of waking another thread (a leader's write crossed about eight thread hand-offs
+//! before, each tens of microseconds of scheduling on a small VM). Only the fdatasync (the sync
+//! thread), snapshot jobs and password hashing run on other threads. After every batch the loop
+//! yields: the runtime then polls the sockets, the connections' writers send the batch's answers,
+//! and their readers queue what arrived meanwhile, which the next batch takes whole. The price: a
+//! long turn of the loop (a big snapshot restored, a slow script) delays the network of this node
+//! too, as it delayed its requests before; a peer link reads what arrived before its idle timer
+//! counts (tokio's timeout polls the read first). With `--io-threads N > 0` the loop runs on a
+//! thread of its own (`raft-node`) and N threads serve the network (the layout before), for
+//! machines with cores to spare.
 //!
 //! Loop: wait for input (client requests, peer messages, reports of background work) until the
 //! next tick is due; take everything else already queued, up to [`engine::MAX_BATCH_WORK`] (inputs,
@@ -47,7 +62,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,7 +73,9 @@ use engine::{
 };
 use raft::{Entry, NodeId, Role};
 use storage::{StorageError, SNAPSHOT_TMP};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle as TaskHandle;
 
 use crate::metrics::fs::MeteredFs;
 use crate::metrics::NodeMetrics;
@@ -181,7 +198,7 @@ impl Status {
 #[derive(Clone)]
 pub struct NodeHandle {
     /// Input channel.
-    pub tx: Sender<Input>,
+    pub tx: UnboundedSender<Input>,
     /// Places in the input queue (see the module docs).
     pub room: Arc<Semaphore>,
     /// The latest published status.
@@ -201,7 +218,7 @@ pub const REMOVED: u8 = 2;
 
 impl NodeHandle {
     /// A handle around `tx` with [`INPUT_CAPACITY`] places.
-    pub fn new(tx: Sender<Input>) -> Self {
+    pub fn new(tx: UnboundedSender<Input>) -> Self {
         NodeHandle {
             tx,
             room: Arc::new(Semaphore::new(INPUT_CAPACITY)),
@@ -263,50 +280,77 @@ pub struct NodeOptions {
     pub metrics: Option<NodeMetrics>,
 }
 
-/// Starts the node thread. `handle` is the handle whose channel `rx` receives (snapshot threads
-/// report through it).
+/// Where the node loop runs (`--io-threads`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// As a task of the current runtime, which must be a current-thread runtime that also runs
+    /// the client connections and peer links: one event loop per node (see the module docs).
+    Task,
+    /// On a thread of its own (`raft-node`, running a current-thread runtime for its timer), beside
+    /// a multi-threaded runtime that serves the network.
+    Thread,
+}
+
+/// Starts the node loop where `placement` says. `handle` is the handle whose channel `rx`
+/// receives (the sync and snapshot threads report through it). The returned handle ends with
+/// the loop; a panic in the loop comes out of it as the join error.
 pub fn spawn(
     driver: Driver<MeteredFs>,
     transport: Transport,
-    rx: Receiver<Input>,
+    rx: UnboundedReceiver<Input>,
     handle: &NodeHandle,
     opts: NodeOptions,
-) -> std::io::Result<JoinHandle<Result<(), FatalError>>> {
+    placement: Placement,
+) -> std::io::Result<TaskHandle<Result<(), FatalError>>> {
     let (tx, status, state) = (handle.tx.clone(), handle.status.clone(), handle.state.clone());
     let syncer = if driver.deferred_sync() { Some(spawn_syncer(tx.clone())?) } else { None };
     let mut driver = driver;
     if opts.metrics.is_some() {
         driver.measure_apply_time(Instant::now);
     }
-    std::thread::Builder::new().name("raft-node".into()).spawn(move || {
-        NodeLoop {
-            driver,
-            rx,
-            host: ServerIo {
-                transport,
-                tx,
-                status,
-                data_dir: opts.data_dir.clone(),
-                waiters: HashMap::new(),
-                job: None,
-                syncer,
-                reports: Vec::new(),
-                shutting_down: false,
-                snapshot_seconds: opts.metrics.as_ref().map(|m| m.snapshot_seconds.clone()),
-                peers_from: None,
-                state,
-                was_member: false,
-            },
-            opts,
-            next: 1,
+    let node_loop = NodeLoop {
+        driver,
+        rx,
+        host: ServerIo {
+            transport,
+            tx,
+            status,
+            data_dir: opts.data_dir.clone(),
+            waiters: HashMap::new(),
+            job: None,
+            syncer,
+            reports: Vec::new(),
+            notices: Vec::new(),
+            carried: Vec::new(),
+            defer_notices: placement == Placement::Task,
+            shutting_down: false,
+            snapshot_seconds: opts.metrics.as_ref().map(|m| m.snapshot_seconds.clone()),
+            peers_from: None,
+            state,
+            was_member: false,
+        },
+        opts,
+        next: 1,
+        shares_thread: placement == Placement::Task,
+    };
+    match placement {
+        Placement::Task => Ok(tokio::spawn(node_loop.run())),
+        Placement::Thread => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+            let thread = std::thread::Builder::new()
+                .name("raft-node".into())
+                .spawn(move || runtime.block_on(node_loop.run()))?;
+            Ok(tokio::task::spawn_blocking(move || match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }))
         }
-        .run()
-    })
+    }
 }
 
 /// Starts the `raft-sync` thread: it runs the newest sync job it has, reports it as
 /// [`Input::Synced`], and exits once `Sender` it returns is dropped.
-fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<MeteredFs>>> {
+fn spawn_syncer(report: UnboundedSender<Input>) -> std::io::Result<Sender<SyncJob<MeteredFs>>> {
     let (jobs, rx) = std::sync::mpsc::channel::<SyncJob<MeteredFs>>();
     std::thread::Builder::new().name("raft-sync".into()).spawn(move || {
         while let Ok(mut job) = rx.recv() {
@@ -325,30 +369,46 @@ fn spawn_syncer(report: Sender<Input>) -> std::io::Result<Sender<SyncJob<Metered
 
 struct NodeLoop {
     driver: Driver<MeteredFs>,
-    rx: Receiver<Input>,
+    rx: UnboundedReceiver<Input>,
     /// What the host loop's output goes to.
     host: ServerIo,
     opts: NodeOptions,
     /// Next request id.
     next: RequestId,
+    /// The loop shares its thread with the network tasks ([`Placement::Task`]): it yields to them
+    /// after every batch.
+    shares_thread: bool,
 }
 
 impl NodeLoop {
-    fn run(mut self) -> Result<(), FatalError> {
+    async fn run(mut self) -> Result<(), FatalError> {
         let mut next_tick = Instant::now() + self.opts.tick;
         let mut shutdown_deadline: Option<Instant> = None;
         // Inputs taken off the channel and not yet run (what did not fit the last batch).
         let mut queued: VecDeque<engine::Input> = VecDeque::new();
         loop {
+            if self.shares_thread {
+                // The connections and links run now: their writers send the answers and messages
+                // of the last batch, their readers add what arrived meanwhile to the channel (the
+                // runtime polls the sockets before it runs this task again).
+                tokio::task::yield_now().await;
+                if queued.is_empty() && self.rx.is_empty() {
+                    // Going idle: the commit notices go now.
+                    self.host.send_notices();
+                } else {
+                    // They ride with the next batch: an append it sends to the same follower
+                    // carries the commit index too; the rest leave after it.
+                    self.host.carry_notices();
+                }
+            }
             let now = Instant::now();
             if queued.is_empty() {
-                let wait = next_tick.saturating_duration_since(now);
-                match self.rx.recv_timeout(wait) {
-                    Ok(input) => self.take(input, &mut queued, &mut shutdown_deadline, now),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => {
+                match tokio::time::timeout_at(next_tick.into(), self.rx.recv()).await {
+                    Ok(Some(input)) => self.take(input, &mut queued, &mut shutdown_deadline, now),
+                    Ok(None) => {
                         shutdown_deadline.get_or_insert(now);
                     }
+                    Err(_elapsed) => {}
                 }
             }
             let mut work: usize = queued.iter().map(engine::work).sum();
@@ -397,6 +457,7 @@ impl NodeLoop {
                     queued.push_front(report);
                 }
             }
+            self.host.send_carried_notices();
             let took = started.elapsed();
             if took > SLOW_TURN {
                 tracing::debug!(inputs, ?took, "a slow turn of the node thread");
@@ -459,7 +520,7 @@ struct ServerIo {
     transport: Transport,
     /// A sender into the node thread's channel, cloned into each snapshot thread. (So the channel
     /// never reports `Disconnected`: the loop stops on [`Input::Shutdown`].)
-    tx: Sender<Input>,
+    tx: UnboundedSender<Input>,
     status: Arc<Mutex<Status>>,
     data_dir: PathBuf,
     /// Clients waiting for an answer, by request id.
@@ -471,6 +532,15 @@ struct ServerIo {
     /// Reports of sync jobs run on this thread, for a batch of their own right after the one
     /// that started them.
     reports: Vec<engine::Input>,
+    /// Empty AppendEntries that only tell followers the new commit index, held back until the
+    /// connections have written the answers of the batch that produced them (see [`Io::send`]).
+    notices: Vec<PeerMessage>,
+    /// Notices of the previous batch, riding with this one (sent at its end unless an append to
+    /// the same follower made them useless).
+    carried: Vec<PeerMessage>,
+    /// Hold commit notices back ([`Placement::Task`]: the loop yields to the connections after
+    /// every batch and sends them then).
+    defer_notices: bool,
     /// No new snapshot job starts while shutting down.
     shutting_down: bool,
     /// Times snapshot jobs (metrics).
@@ -514,6 +584,27 @@ impl ServerIo {
         self.transport.set_peers(&peers, learning);
     }
 
+    /// Sends the commit notices held back (see [`Io::send`]).
+    fn send_notices(&mut self) {
+        let mut all = std::mem::take(&mut self.carried);
+        all.append(&mut self.notices);
+        if !all.is_empty() {
+            self.transport.send(all);
+        }
+    }
+
+    /// The notices held back go with the next batch (see [`Io::send`]).
+    fn carry_notices(&mut self) {
+        self.carried.append(&mut self.notices);
+    }
+
+    /// Sends the notices that rode with this batch and are still needed.
+    fn send_carried_notices(&mut self) {
+        if !self.carried.is_empty() {
+            self.transport.send(std::mem::take(&mut self.carried));
+        }
+    }
+
     /// Answers every waiting client with a timeout (the node is stopping).
     fn fail_waiters(&mut self) {
         for (_, w) in self.waiters.drain() {
@@ -523,7 +614,54 @@ impl ServerIo {
 }
 
 impl Io<MeteredFs> for ServerIo {
-    fn send(&mut self, _: &Driver<MeteredFs>, messages: Vec<PeerMessage>) {
+    /// Sends at once, except commit notices when the loop shares its thread with the connections.
+    /// A leader that learns a write committed answers it and sends each follower an empty
+    /// AppendEntries with the new commit index. Sent at once, the notices put two `sendto`s on the
+    /// path of every answer while no other write is in flight (the single-client case). So they
+    /// wait for the loop's next turn, after the yield in which the connections write the answers:
+    /// if the loop is going idle then, they leave at once; if input arrived, they ride with the
+    /// next batch, where an AppendEntries to the same follower makes a notice useless (it carries
+    /// the commit index too: the follower commits at least as far) and the rest leave at the end
+    /// of that batch. A follower learns a commit at most one batch later. Per follower order is
+    /// kept: any other message to a follower takes its waiting notice along, ahead.
+    fn send(&mut self, _: &Driver<MeteredFs>, mut messages: Vec<PeerMessage>) {
+        if self.defer_notices && !messages.is_empty() && messages.iter().all(is_commit_notice) {
+            for notice in messages {
+                // A newer notice replaces a waiting one to the same follower.
+                self.notices.retain(|n| n.to() != notice.to());
+                self.carried.retain(|n| n.to() != notice.to());
+                self.notices.push(notice);
+            }
+            return;
+        }
+        if !self.notices.is_empty() || !self.carried.is_empty() {
+            let superseded = |n: &PeerMessage| {
+                messages.iter().any(|m| {
+                    m.to() == n.to()
+                        && matches!(
+                            m,
+                            PeerMessage::Raft(raft::Message {
+                                body: raft::MessageBody::AppendEntries { .. },
+                                ..
+                            })
+                        )
+                })
+            };
+            self.carried.retain(|n| !superseded(n));
+            self.notices.retain(|n| !superseded(n));
+            // Anything else to a follower with a waiting notice: the notice goes first.
+            let mut ahead = Vec::new();
+            for waiting in [&mut self.carried, &mut self.notices] {
+                let (goes, stays): (Vec<_>, Vec<_>) =
+                    waiting.drain(..).partition(|n| messages.iter().any(|m| m.to() == n.to()));
+                ahead.extend(goes);
+                *waiting = stays;
+            }
+            if !ahead.is_empty() {
+                ahead.append(&mut messages);
+                messages = ahead;
+            }
+        }
         self.transport.send(messages);
     }
 
@@ -611,6 +749,11 @@ impl Io<MeteredFs> for ServerIo {
             tracing::debug!(error = %e, "could not start a thread to free the compacted log");
         }
     }
+}
+
+/// An AppendEntries without entries: it only tells a follower the leader's commit index.
+fn is_commit_notice(msg: &PeerMessage) -> bool {
+    matches!(msg, PeerMessage::Raft(raft::Message { body: raft::MessageBody::AppendEntries { entries, .. }, .. }) if entries.is_empty())
 }
 
 /// The core address of every member of `m` whose record is a `-gc` entry (raft-kv writes no other).
