@@ -166,7 +166,13 @@ impl Db<'_> {
     /// Writes `key` (its version becomes this entry's index); the deadline is the caller's.
     #[inline]
     pub(crate) fn put(&mut self, key: &Bytes, bytes: Bytes) {
-        self.data.insert(key.clone(), Value { data: Data::Str(bytes), version: self.index });
+        self.insert(key.clone(), bytes);
+    }
+
+    /// [`Self::put`] of a key the caller owns.
+    #[inline]
+    pub(crate) fn insert(&mut self, key: Bytes, bytes: Bytes) {
+        self.data.insert(key, Value { data: Data::Str(bytes), version: self.index });
     }
 
     /// A read-only view, for the reads of a transaction.
@@ -307,11 +313,12 @@ impl KvStore {
             time: self.time,
             scripts: &mut self.scripts,
         };
-        let command = &p.command;
+        let command = p.command;
         let (reply, duplicate) = if p.session == NO_SESSION {
-            (execute(&mut db, command), false)
+            (execute_owned(&mut db, command), false)
         } else {
-            let o = self.sessions.apply(index, p.session, p.seq, p.ack_below, || execute(&mut db, command));
+            let o =
+                self.sessions.apply(index, p.session, p.seq, p.ack_below, || execute_owned(&mut db, command));
             (o.reply, o.duplicate)
         };
         Ok(Some(Applied { index, session: p.session, seq: p.seq, reply, duplicate }))
@@ -412,16 +419,55 @@ impl KvStore {
     }
 }
 
-/// Executes one write against the key space with Redis semantics and returns its reply.
-pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
-    if let Err(e) = command.validate() {
-        return Reply::Error(e);
+/// [`execute`] of a command the caller owns (a decoded log entry): a plain `SET` and `MSET` move
+/// their keys and values into the map instead of cloning them. The decoded `Bytes` are each
+/// their own exact-size allocation, not yet shared; a clone would make them shared (one more
+/// allocation each) only for the command's copy to be dropped right after. Same outcome as
+/// [`execute`] in every case (the other commands go through it).
+pub(crate) fn execute_owned(db: &mut Db<'_>, command: Command) -> Reply {
+    if let Err(e) = prepare(db, &command) {
+        return e;
     }
+    match command {
+        Command::Set { key, value, condition: SetCondition::Always, get: false } => {
+            // As `execute`: no lookup, the deadline dropped, `OK`.
+            db.ttls.remove(&key);
+            db.insert(key, value);
+            Reply::Ok
+        }
+        Command::MSet { pairs } => {
+            for (k, v) in pairs {
+                db.ttls.remove(&k);
+                db.insert(k, v);
+            }
+            Reply::Ok
+        }
+        command => execute_prepared(db, &command),
+    }
+}
+
+/// What every write does first: the command's limits ([`Command::validate`]: an error reply, and
+/// nothing executed), then the expired keys it names are removed.
+fn prepare(db: &mut Db<'_>, command: &Command) -> Result<(), Reply> {
+    command.validate().map_err(Reply::Error)?;
     if !db.ttls.is_empty() {
         for key in command.keys() {
             db.purge(key);
         }
     }
+    Ok(())
+}
+
+/// Executes one write against the key space with Redis semantics and returns its reply.
+pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
+    match prepare(db, command) {
+        Ok(()) => execute_prepared(db, command),
+        Err(e) => e,
+    }
+}
+
+/// [`execute`] after [`prepare`].
+fn execute_prepared(db: &mut Db<'_>, command: &Command) -> Reply {
     match command {
         Command::Set { key, value, condition, get } => {
             let old = if *get {
@@ -519,5 +565,91 @@ pub(crate) fn execute(db: &mut Db<'_>, command: &Command) -> Reply {
         Command::Hash { key, op } => super::hash::execute(db, key, op),
         Command::Script(s) => super::script::execute(db, s),
         Command::SetIf { .. } | Command::DelEx { .. } => super::cas::execute(db, command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::{ExpiryOrigin, SetExpiry, MAX_KEY_LEN};
+    use super::*;
+
+    fn arb_key() -> impl Strategy<Value = Bytes> {
+        prop_oneof![
+            8 => prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(|k: &str| Bytes::copy_from_slice(k.as_bytes())),
+            1 => Just(Bytes::from(vec![b'k'; MAX_KEY_LEN + 1])),
+        ]
+    }
+
+    fn arb_value() -> impl Strategy<Value = Bytes> {
+        "[a-z0-9]{0,3}".prop_map(|s| Bytes::from(s.into_bytes()))
+    }
+
+    fn arb_condition() -> impl Strategy<Value = SetCondition> {
+        prop_oneof![Just(SetCondition::Always), Just(SetCondition::IfAbsent), Just(SetCondition::IfPresent)]
+    }
+
+    /// SETs and MSETs of every shape (the owned fast paths and the others), with keys that may
+    /// be expired or too long, and the writes that give keys deadlines or another type.
+    fn arb_command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            4 => (arb_key(), arb_value(), arb_condition(), any::<bool>())
+                .prop_map(|(key, value, condition, get)| Command::Set { key, value, condition, get }),
+            2 => prop::collection::vec((arb_key(), arb_value()), 0..4).prop_map(|pairs| Command::MSet { pairs }),
+            2 => (arb_key(), arb_value(), 1i64..20).prop_map(|(key, value, ms)| Command::SetEx {
+                key,
+                value,
+                condition: SetCondition::Always,
+                get: false,
+                expiry: SetExpiry::In(ms),
+                origin: ExpiryOrigin::Set,
+            }),
+            1 => (arb_key(), arb_value()).prop_map(|(key, value)| Command::Hash {
+                key,
+                op: super::super::hash::HashOp::Set { pairs: vec![(value.clone(), value)], ok: false },
+            }),
+            1 => prop::collection::vec(arb_key(), 1..3).prop_map(|keys| Command::Del { keys }),
+        ]
+    }
+
+    proptest! {
+        /// `execute_owned` (what `apply` runs) has the outcome of `execute` on every command and
+        /// state: the same reply and the same store, removals and deadlines included.
+        #[test]
+        fn executing_an_owned_command_is_executing_it_by_reference(
+            history in prop::collection::vec((arb_command(), 0u64..10), 0..12),
+            command in arb_command(),
+            at in 0u64..40,
+        ) {
+            let mut store = KvStore::new();
+            let mut time = 0;
+            for (index, (c, step)) in history.into_iter().enumerate() {
+                time += step;
+                let mut db = store.db(index as u64 + 1, time);
+                execute(&mut db, &c);
+                store.applied_index = index as u64 + 1;
+            }
+            let index = store.applied_index + 1;
+            let (mut by_ref, mut owned) = (store.clone(), store);
+            let want = execute(&mut by_ref.db(index, time + at), &command);
+            let got = execute_owned(&mut owned.db(index, time + at), command.clone());
+            prop_assert_eq!(got, want, "{:?}", command);
+            prop_assert_eq!(owned, by_ref);
+        }
+    }
+
+    impl KvStore {
+        /// The key space as the command of entry `index` at log time `time` sees it.
+        fn db(&mut self, index: u64, time: u64) -> Db<'_> {
+            Db {
+                data: &mut self.data,
+                ttls: &mut self.ttls,
+                last_removal: &mut self.last_removal,
+                index,
+                time,
+                scripts: &mut self.scripts,
+            }
+        }
     }
 }
