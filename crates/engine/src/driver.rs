@@ -470,9 +470,11 @@ impl<F: FileSystem> Driver<F> {
             }
             PeerMessage::Forward { proposals, .. } => {
                 if self.node.role() == Role::Leader {
-                    for data in proposals {
+                    let mut entries = self.clock.stamped_batch(&self.kv, proposals.iter().map(|p| &p[..]));
+                    for data in &proposals {
+                        let Some(entry) = entries.next(data.len()) else { break };
                         // Cannot fail on the leader; a refusal would only mean the origin retries.
-                        let _ = self.node.propose(self.clock.stamped(&self.kv, &data));
+                        let _ = self.node.propose(entry);
                     }
                 }
                 // Not the leader (any more): drop; the origin retries with the same (session, seq).
@@ -526,7 +528,7 @@ impl<F: FileSystem> Driver<F> {
                 idle_batch_start,
             );
             let (clock, kv) = (&mut self.clock, &self.kv);
-            self.requests.route(&mut self.node, self.now, &mut self.outbox, &mut |d| clock.stamped(kv, d));
+            self.requests.route(&mut self.node, self.now, &mut self.outbox, &mut || clock.stamp(kv));
             if !self.node.has_ready() {
                 break;
             }

@@ -69,6 +69,18 @@ impl Clock {
         kv::stamp_entry(proposal, stamp)
     }
 
+    /// Wraps encoded proposals appended together in entries stamped now, in one buffer (see
+    /// [`kv::stamp_entries`]): the same bytes, and the same stamp, as [`Self::stamped`] of each
+    /// in turn (nothing changes the stamp between them). No proposal: no stamp is taken.
+    pub(super) fn stamped_batch<'a>(
+        &mut self,
+        kv: &KvStore,
+        proposals: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> kv::StampedEntries {
+        let stamp = if proposals.clone().next().is_some() { self.stamp(kv) } else { 0 };
+        kv::stamp_entries(proposals, stamp)
+    }
+
     /// On the leader, proposes a sweep if keys are due, none is in flight and either none was
     /// proposed at this tick (`now`, in ticks) or `idle_batch_start` (the first round of a batch
     /// while no request waits and every entry is committed).

@@ -359,13 +359,14 @@ impl Requests {
 
     /// Proposes (leader) or forwards (follower) the writes waiting to be routed; on a leader change,
     /// every unanswered write is routed again (sessions make the duplicates harmless).
-    /// A leader appends each proposal as the entry `stamp(proposal)` (see [`super::clock`]).
+    /// A leader appends the proposals as entries stamped with `stamp()` (see [`super::clock`];
+    /// taken once, if anything is proposed), in one buffer ([`kv::stamp_entries`]).
     pub(super) fn route(
         &mut self,
         node: &mut Node,
         now: u64,
         outbox: &mut Vec<PeerMessage>,
-        stamp: &mut dyn FnMut(&[u8]) -> Bytes,
+        stamp: &mut dyn FnMut() -> u64,
     ) {
         let leader = node.leader();
         if leader != self.last_leader {
@@ -379,33 +380,67 @@ impl Requests {
             return;
         }
         let me = node.id();
+        let to_route = std::mem::take(&mut self.to_route);
+        if leader == me {
+            self.propose(node, now, &to_route, stamp);
+            return;
+        }
         let mut forwards = Vec::new();
         let mut forward_bytes = 0usize;
-        let mut refused = Vec::new();
-        for seq in std::mem::take(&mut self.to_route) {
+        for seq in to_route {
             let Some(w) = self.writes.get_mut(&seq) else { continue };
-            if leader == me {
-                if node.propose(stamp(&w.data)).is_err() {
-                    // A leadership transfer is under way: proposed again at the next batch (or
-                    // routed to the new leader once it is known).
-                    refused.push(seq);
-                    continue;
-                }
-            } else {
-                // Keep each Forward message well under the transport's frame limit.
-                if forward_bytes + w.data.len() > MAX_FORWARD_BYTES && !forwards.is_empty() {
-                    let proposals = std::mem::take(&mut forwards);
-                    outbox.push(PeerMessage::Forward { from: me, to: leader, proposals });
-                    forward_bytes = 0;
-                }
-                forward_bytes += w.data.len();
-                forwards.push(w.data.clone());
+            // Keep each Forward message well under the transport's frame limit.
+            if forward_bytes + w.data.len() > MAX_FORWARD_BYTES && !forwards.is_empty() {
+                let proposals = std::mem::take(&mut forwards);
+                outbox.push(PeerMessage::Forward { from: me, to: leader, proposals });
+                forward_bytes = 0;
             }
+            forward_bytes += w.data.len();
+            forwards.push(w.data.clone());
             self.retried += u64::from(w.routed.is_some());
             w.routed = Some(now);
         }
         if !forwards.is_empty() {
             outbox.push(PeerMessage::Forward { from: me, to: leader, proposals: forwards });
+        }
+    }
+
+    /// On the leader: appends the writes of `to_route` that are still waiting, in the order of
+    /// their sequence numbers, as entries stamped together ([`kv::stamp_entries`]).
+    fn propose(
+        &mut self,
+        node: &mut Node,
+        now: u64,
+        to_route: &BTreeSet<u64>,
+        stamp: &mut dyn FnMut() -> u64,
+    ) {
+        let (Some(&lo), Some(&hi)) = (to_route.first(), to_route.last()) else { return };
+        // Usually the new writes: consecutive sequence numbers, every write in `lo..=hi` is one
+        // to route, and the writes are found by walking the map, without a lookup each. Otherwise
+        // (re-routed writes among them) the walk checks each write against `to_route`.
+        let dense = hi - lo == to_route.len() as u64 - 1;
+        let wanted = |seq: &u64| dense || to_route.contains(seq);
+        let proposals = self.writes.range(lo..=hi).filter(|(seq, _)| wanted(seq)).map(|(_, w)| &w.data[..]);
+        if proposals.clone().next().is_none() {
+            return; // No stamp taken.
+        }
+        let mut entries = kv::stamp_entries(proposals, stamp());
+        let mut refused = Vec::new();
+        for (&seq, w) in self.writes.range_mut(lo..=hi).filter(|(seq, _)| wanted(seq)) {
+            // One entry for each of these writes, in this order (none would only mean trying
+            // again at the next batch).
+            let Some(entry) = entries.next(w.data.len()) else {
+                refused.push(seq);
+                continue;
+            };
+            if node.propose(entry).is_err() {
+                // A leadership transfer is under way: proposed again at the next batch (or
+                // routed to the new leader once it is known).
+                refused.push(seq);
+                continue;
+            }
+            self.retried += u64::from(w.routed.is_some());
+            w.routed = Some(now);
         }
         self.to_route.extend(refused);
     }

@@ -78,7 +78,8 @@ pub use cas::{
     digest, digest_hex, DigestArg, ValueCondition, DELEX_CONDITION_ERR, DELEX_TYPE_ERR, DIGEST_FORMAT_ERR,
 };
 pub use codec::{
-    decode_entry, decode_proposal, encode_proposal, stamp_entry, PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY,
+    decode_entry, decode_proposal, encode_proposal, stamp_entries, stamp_entry, StampedEntries,
+    PROPOSAL_FORMAT_VERSION, STAMPED_ENTRY, STAMP_LEN,
 };
 pub use command::{parse_i64, Command, Proposal, Query, Reply, ScriptCommand, ScriptQuery, SetCondition};
 pub use expiry::{ExpireCondition, ExpiryOrigin, SetExpiry};
