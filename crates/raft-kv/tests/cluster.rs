@@ -135,6 +135,13 @@ fn killing_every_node_with_inline_fsync_loses_no_acknowledged_write() {
     kill_every_node_under_load(&["--sync-thread", "false"]);
 }
 
+/// The same with the former thread layout (`--io-threads 1`: network threads, and the node loop on
+/// a thread of its own; the default runs both on one event loop).
+#[test]
+fn killing_every_node_with_network_threads_loses_no_acknowledged_write() {
+    kill_every_node_under_load(&["--io-threads", "1"]);
+}
+
 fn kill_every_node_under_load(extra: &[&str]) {
     let mut c = Cluster::start_with(3, extra);
     c.wait_leader(Duration::from_secs(15));
