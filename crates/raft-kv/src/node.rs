@@ -11,10 +11,11 @@
 //! yields: the runtime then polls the sockets, the connections' writers send the batch's answers,
 //! and their readers queue what arrived meanwhile, which the next batch takes whole. The price: a
 //! long turn of the loop (a big snapshot restored, a slow script) delays the network of this node
-//! too, as it delayed its requests before; a peer link reads what arrived before its idle timer
-//! counts (tokio's timeout polls the read first). With `--io-threads N > 0` the loop runs on a
-//! thread of its own (`raft-node`) and N threads serve the network (the layout before), for
-//! machines with cores to spare.
+//! too, as it delayed its requests before: its own links read what arrived before their idle
+//! timers count (tokio's timeout polls the read first), but its keepalives stop, so a turn longer
+//! than the peer idle timeout makes the other nodes close their links to it and dial again. With
+//! `--io-threads N > 0` the loop runs on a thread of its own (`raft-node`) and N threads serve the
+//! network (the layout before), for machines with cores to spare.
 //!
 //! Loop: wait for input (client requests, peer messages, reports of background work) until the
 //! next tick is due; take everything else already queued, up to [`engine::MAX_BATCH_WORK`] (inputs,
