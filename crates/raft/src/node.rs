@@ -360,16 +360,6 @@ impl Node {
     pub fn read(&mut self, id: u64) {
         match (self.role, self.leader) {
             (Role::Leader, _) if self.has_lease() => {
-                if std::env::var("DBGL").is_ok() && self.transfer.is_some() {
-                    eprintln!(
-                        "LEASEREAD-IN-TRANSFER id {} term {} ticks {} until {} commit {}",
-                        self.config.id,
-                        self.term,
-                        self.ticks,
-                        self.lease.until,
-                        self.log.commit()
-                    );
-                }
                 self.read_states.push(ReadState { id, result: Ok(self.log.commit()) })
             }
             (Role::Leader, _) => self.reads.queue_local(id),
