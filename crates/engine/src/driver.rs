@@ -43,6 +43,7 @@ use crate::snapshots::{ChunkStatus, SnapshotConfig};
 
 mod admin;
 mod clock;
+mod read_table;
 mod requests;
 mod snapshot;
 mod sync;

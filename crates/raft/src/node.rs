@@ -363,10 +363,7 @@ impl Node {
                 self.read_states.push(ReadState { id, result: Ok(self.log.commit()) })
             }
             (Role::Leader, _) => self.reads.queue_local(id),
-            (_, Some(leader)) => {
-                self.reads.forward(id);
-                self.send(leader, MessageBody::ReadIndex { request_id: id });
-            }
+            (_, Some(_)) => self.reads.forward(id),
             (_, None) => self.read_states.push(ReadState { id, result: Err(ReadError::NoLeader) }),
         }
     }
@@ -469,6 +466,7 @@ impl Node {
             self.start_read_round();
             self.flush_appends();
         }
+        self.flush_forwarded_reads();
         let mut ready = Ready::default();
         let hs = self.hard_state();
         if hs != self.stored_hard_state {
@@ -515,6 +513,7 @@ impl Node {
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
             || !self.read_states.is_empty()
+            || self.reads.has_unsent()
             || !self.snapshot_requests.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed()

@@ -11,12 +11,17 @@
 //! 4. the driver serves the read after its state machine has applied the read index.
 //!
 //! All reads that arrive between two flushes share one round (one heartbeat broadcast): many
-//! concurrent reads cost one round trip. A follower forwards its reads to the leader (ReadIndex
-//! message) and serves them locally at the index the leader returns. A leader that holds a lease
-//! ([`crate::lease`]) answers both kinds at once with its commit index, without a round.
+//! concurrent reads cost one round trip. A follower forwards its reads to the leader and serves
+//! them locally at the index the leader returns; the reads that arrive between two flushes
+//! ([`Node::ready`]) share one ReadIndex message, named by the first read's id, and its answer
+//! serves them all. That is as linearizable as one message per read: the message leaves at the
+//! flush, after every read of its group arrived, so the index the leader returns covers every
+//! write acknowledged before any of them arrived. A leader that holds a lease ([`crate::lease`])
+//! answers both kinds at once with its commit index, without a round.
 //!
 //! Invariants: rounds are numbered increasingly per leadership; `awaiting` is ordered by round; a
-//! read is answered exactly once (Ok with an index, or an error the driver may retry).
+//! read is answered exactly once (Ok with an index, or an error the driver may retry); a
+//! follower's read is either unsent or in exactly one forwarded group.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -43,8 +48,11 @@ pub(crate) struct ReadIndex {
     unassigned: Vec<ReadOrigin>,
     /// Leader: rounds in progress: (round, read index, reads).
     awaiting: VecDeque<(u64, Index, Vec<ReadOrigin>)>,
-    /// Follower: reads forwarded to the leader -> ticks waited.
-    forwarded: BTreeMap<u64, u32>,
+    /// Follower: reads not yet sent to the leader (they go at the next flush, as one message).
+    unsent: Vec<u64>,
+    /// Follower: groups of reads forwarded to the leader, by the request id their message
+    /// carried (the group's first read id) -> (ticks waited, the group's read ids).
+    forwarded: BTreeMap<u64, (u32, Vec<u64>)>,
 }
 
 impl ReadIndex {
@@ -62,41 +70,82 @@ impl ReadIndex {
         !self.unassigned.is_empty()
     }
 
+    /// Follower: a read to forward at the next flush.
     pub(crate) fn forward(&mut self, id: u64) {
-        self.forwarded.insert(id, 0);
+        self.unsent.push(id);
     }
 
-    /// A forwarded read came back from the leader.
-    pub(crate) fn forwarded_answered(&mut self, out: &mut Vec<ReadState>, id: u64, index: Option<Index>) {
-        if self.forwarded.remove(&id).is_some() {
-            out.push(ReadState { id, result: index.ok_or(ReadError::LeadershipChanged) });
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Follower: the reads to send now as one group, and the request id that names it.
+    fn take_unsent(&mut self) -> Option<u64> {
+        let ids = std::mem::take(&mut self.unsent);
+        let request_id = *ids.first()?;
+        self.forwarded.insert(request_id, (0, ids));
+        Some(request_id)
+    }
+
+    /// A forwarded group came back from the leader.
+    pub(crate) fn forwarded_answered(
+        &mut self,
+        out: &mut Vec<ReadState>,
+        request_id: u64,
+        index: Option<Index>,
+    ) {
+        if let Some((_, ids)) = self.forwarded.remove(&request_id) {
+            let result = index.ok_or(ReadError::LeadershipChanged);
+            out.extend(ids.into_iter().map(|id| ReadState { id, result }));
         }
     }
 
-    /// Ages forwarded reads; fails those older than `limit` ticks (the request or answer was lost).
+    /// Ages forwarded groups; fails those older than `limit` ticks (the request or answer was lost).
     pub(crate) fn tick_forwarded(&mut self, out: &mut Vec<ReadState>, limit: u32) {
         let mut expired = Vec::new();
-        for (id, waited) in self.forwarded.iter_mut() {
+        for (request_id, (waited, _)) in self.forwarded.iter_mut() {
             *waited += 1;
             if *waited > limit {
-                expired.push(*id);
+                expired.push(*request_id);
             }
         }
-        for id in expired {
-            self.forwarded.remove(&id);
-            out.push(ReadState { id, result: Err(ReadError::TimedOut) });
+        for request_id in expired {
+            if let Some((_, ids)) = self.forwarded.remove(&request_id) {
+                out.extend(ids.into_iter().map(|id| ReadState { id, result: Err(ReadError::TimedOut) }));
+            }
         }
     }
 
-    /// Fails every forwarded read (the term changed).
+    /// Fails every forwarded or unsent read (the term changed).
     pub(crate) fn fail_forwarded(&mut self, out: &mut Vec<ReadState>) {
-        for (id, _) in std::mem::take(&mut self.forwarded) {
-            out.push(ReadState { id, result: Err(ReadError::LeadershipChanged) });
-        }
+        let groups = std::mem::take(&mut self.forwarded).into_values().flat_map(|(_, ids)| ids);
+        let ids: Vec<u64> = groups.chain(std::mem::take(&mut self.unsent)).collect();
+        out.extend(ids.into_iter().map(|id| ReadState { id, result: Err(ReadError::LeadershipChanged) }));
     }
 }
 
 impl Node {
+    /// Follower: sends the reads that arrived since the last flush to the leader, as one request.
+    /// A node that is no longer a follower of a known leader fails them (the driver retries).
+    pub(crate) fn flush_forwarded_reads(&mut self) {
+        if !self.reads.has_unsent() {
+            return;
+        }
+        match (self.role, self.leader) {
+            (Role::Leader, _) | (_, None) => {
+                let ids = std::mem::take(&mut self.reads.unsent);
+                let error =
+                    if self.leader.is_none() { ReadError::NoLeader } else { ReadError::LeadershipChanged };
+                self.read_states.extend(ids.into_iter().map(|id| ReadState { id, result: Err(error) }));
+            }
+            (_, Some(leader)) => {
+                if let Some(request_id) = self.reads.take_unsent() {
+                    self.send(leader, MessageBody::ReadIndex { request_id });
+                }
+            }
+        }
+    }
+
     /// Leader: a follower asks for a read index.
     pub(crate) fn handle_read_index(&mut self, from: NodeId, request_id: u64) {
         if self.role == Role::Leader && self.has_lease() {

@@ -58,7 +58,12 @@ fn the_core_uses_no_io_clock_environment_or_random_order() {
         for (n, line) in text.lines().enumerate() {
             for (needle, why) in FORBIDDEN {
                 if code(line).contains(needle) {
-                    found.push(format!("{}:{}: `{needle}`: {why}\n    {}", file.display(), n + 1, line.trim()));
+                    found.push(format!(
+                        "{}:{}: `{needle}`: {why}\n    {}",
+                        file.display(),
+                        n + 1,
+                        line.trim()
+                    ));
                 }
             }
         }

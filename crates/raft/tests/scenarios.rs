@@ -377,6 +377,78 @@ fn follower_reads_go_through_the_leaders_read_index() {
 }
 
 #[test]
+fn a_followers_reads_between_two_flushes_share_one_read_index_message() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let idx = c.propose(1, "a");
+    c.settle();
+    for id in 10..60 {
+        c.node_mut(2).read(id);
+    }
+    let before = c.trace.len();
+    c.settle();
+    let asked = c.trace[before..].iter().filter(|l| l.contains(" ReadIndex ")).count();
+    let answered = c.trace[before..].iter().filter(|l| l.contains(" ReadIndexResponse ")).count();
+    assert_eq!(
+        (asked, answered),
+        (1, 1),
+        "one request and one answer for 50 reads: {:?}",
+        &c.trace[before..]
+    );
+    let reads = &c.reads[&2];
+    assert_eq!(reads.iter().map(|r| r.id).collect::<Vec<_>>(), (10..60).collect::<Vec<_>>());
+    assert!(reads.iter().all(|r| r.result == Ok(idx)), "{reads:?}");
+    // Reads after that flush form a group of their own, answered at the index of their time.
+    let later = c.propose(1, "b");
+    c.settle();
+    c.node_mut(2).read(60);
+    c.settle();
+    assert_eq!(c.reads[&2].last(), Some(&raft::ReadState { id: 60, result: Ok(later) }));
+}
+
+#[test]
+fn a_lost_read_index_answer_fails_every_read_of_its_group() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.settle();
+    c.cut.insert((1, 2));
+    for id in [5, 6, 7] {
+        c.node_mut(2).read(id);
+    }
+    c.settle();
+    assert!(c.reads.get(&2).is_none_or(|r| r.is_empty()));
+    // Node 2 hears from nobody now: its group times out (and it may start an election, which
+    // also fails forwarded reads); each read is answered exactly once, with an error.
+    for _ in 0..30 {
+        c.tick(2);
+        c.flush();
+    }
+    let reads = &c.reads[&2];
+    assert_eq!(reads.iter().map(|r| r.id).collect::<Vec<_>>(), vec![5, 6, 7], "{reads:?}");
+    assert!(reads.iter().all(|r| r.result.is_err()), "{reads:?}");
+}
+
+#[test]
+fn reads_not_yet_sent_fail_when_the_follower_loses_its_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.settle();
+    c.node_mut(2).read(1);
+    // Before its flush, node 2 times out and becomes a candidate: no leader to send the read to.
+    for _ in 0..40 {
+        if c.node(2).role() != Role::Follower {
+            break;
+        }
+        c.tick(2);
+    }
+    assert_ne!(c.node(2).role(), Role::Follower);
+    c.flush();
+    let reads = &c.reads[&2];
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert!(reads[0].result.is_err(), "{reads:?}");
+}
+
+#[test]
 fn a_read_with_no_known_leader_fails_at_once() {
     let mut c = Cluster::new(3);
     c.node_mut(2).read(1);

@@ -59,6 +59,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use raft::{Index, Node, NodeId, ReadError, ReadState};
 
+use super::read_table::ReadTable;
 use super::{PeerMessage, RequestError, RequestId, Response};
 use crate::kv::{self, Applied, Command, KvStore, Proposal, Query, Reply};
 
@@ -138,7 +139,7 @@ pub(super) struct Requests {
     /// Writes waiting for room in the window, oldest first.
     queued: VecDeque<QueuedWrite>,
     /// Unanswered reads by read id.
-    reads: BTreeMap<u64, PendingRead>,
+    reads: ReadTable<PendingRead>,
     /// Reads whose index is known but not yet applied: (index, read id).
     reads_by_index: BTreeSet<(Index, u64)>,
     /// Reads to ask the core again for (their previous attempt failed).
@@ -168,7 +169,7 @@ impl Requests {
             limbo: BTreeMap::new(),
             writes: BTreeMap::new(),
             queued: VecDeque::new(),
-            reads: BTreeMap::new(),
+            reads: ReadTable::new(),
             reads_by_index: BTreeSet::new(),
             reads_to_retry: Vec::new(),
             // Read ids travel to the leader (forwarded ReadIndex) and back: start this incarnation's
@@ -333,10 +334,10 @@ impl Requests {
             .reads
             .iter()
             .filter(|(_, r)| now - r.submitted >= timing.request_timeout || hopeless(r.submitted))
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for id in expired {
-            if let Some(r) = self.reads.remove(&id) {
+            if let Some(r) = self.reads.remove(id) {
                 if let Some(index) = r.index {
                     self.reads_by_index.remove(&(index, id));
                 }
@@ -351,7 +352,7 @@ impl Requests {
             }
         }
         for id in std::mem::take(&mut self.reads_to_retry) {
-            if self.reads.contains_key(&id) {
+            if self.reads.contains(id) {
                 node.read(id);
             }
         }
@@ -500,7 +501,7 @@ impl Requests {
 
     /// The core decided a read's fate.
     pub(super) fn read_state(&mut self, rs: ReadState) {
-        let Some(r) = self.reads.get_mut(&rs.id) else { return };
+        let Some(r) = self.reads.get_mut(rs.id) else { return };
         match rs.result {
             Ok(index) => {
                 r.index = Some(index);
@@ -520,7 +521,7 @@ impl Requests {
                 break;
             }
             self.reads_by_index.pop_first();
-            if let Some(r) = self.reads.remove(&id) {
+            if let Some(r) = self.reads.remove(id) {
                 answers.push((r.request, Ok(kv.query(&r.query))));
             }
         }
