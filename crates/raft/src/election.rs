@@ -19,8 +19,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::events::{ElectionEvent, Refusal};
 use crate::membership::VoteResult;
-use crate::message::MessageBody;
+use crate::message::{Message, MessageBody};
 use crate::node::{Node, Role};
 use crate::progress::Progress;
 use crate::types::{Index, NodeId, Term};
@@ -49,6 +50,7 @@ impl Node {
         self.leader = None;
         self.votes = BTreeMap::from([(self.config.id, true)]);
         self.reset_election_timer();
+        self.record_campaign(self.term + 1, true, false);
         if self.has_won() {
             self.become_candidate(false);
             return;
@@ -68,6 +70,7 @@ impl Node {
         self.votes = BTreeMap::from([(self.config.id, true)]);
         self.reset_election_timer();
         self.reads.fail_forwarded(&mut self.read_states);
+        self.record_campaign(self.term, false, transfer);
         if self.has_won() {
             self.become_leader();
             return;
@@ -103,14 +106,26 @@ impl Node {
 
     pub(crate) fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: Index, last_term: Term) {
         // `term` is the candidate's prospective term (already known to be >= ours).
-        let granted = term > self.term && self.log.is_up_to_date(last_index, last_term);
+        let refused = if term <= self.term {
+            Some(Refusal::StaleTerm { ours: self.term })
+        } else {
+            self.log_behind(last_index, last_term)
+        };
+        self.election_log.push(ElectionEvent::Vote { from, term, pre_vote: true, refused });
+        let granted = refused.is_none();
         let reply_term = if granted { term } else { self.term };
         self.send_with_term(from, reply_term, MessageBody::PreVoteResponse { granted });
     }
 
     pub(crate) fn handle_request_vote(&mut self, from: NodeId, last_index: Index, last_term: Term) {
-        let can_vote = self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let refused = match (self.voted_for, self.leader) {
+            (Some(v), _) if v != from => Some(Refusal::AlreadyVoted { candidate: v }),
+            (None, Some(leader)) => Some(Refusal::HasLeader { leader }),
+            _ => self.log_behind(last_index, last_term),
+        };
+        let term = self.term;
+        self.election_log.push(ElectionEvent::Vote { from, term, pre_vote: false, refused });
+        let granted = refused.is_none();
         if granted {
             self.voted_for = Some(from);
             self.reset_election_timer();
@@ -126,8 +141,10 @@ impl Node {
         }
         self.votes.insert(from, granted);
         if self.has_won() {
+            self.record_outcome(self.term + 1, true, true);
             self.become_candidate(false);
         } else if self.has_lost() {
+            self.record_outcome(self.term + 1, true, false);
             self.become_follower(self.term, None);
         }
     }
@@ -138,9 +155,35 @@ impl Node {
         }
         self.votes.insert(from, granted);
         if self.has_won() {
+            self.record_outcome(self.term, false, true);
             self.become_leader();
         } else if self.has_lost() {
+            self.record_outcome(self.term, false, false);
             self.become_follower(self.term, None);
         }
+    }
+
+    /// Why a candidate's log (`last_index`, `last_term`) does not earn this node's vote, if so.
+    fn log_behind(&self, last_index: Index, last_term: Term) -> Option<Refusal> {
+        (!self.log.is_up_to_date(last_index, last_term)).then(|| Refusal::LogBehind {
+            ours: (self.log.last_index(), self.log.last_term()),
+            theirs: (last_index, last_term),
+        })
+    }
+
+    /// Records the answer to a (pre-)vote request decided before its handler (see `Node::step`).
+    pub(crate) fn record_vote(&mut self, msg: &Message, refused: Option<Refusal>) {
+        let pre_vote = matches!(msg.body, MessageBody::PreVote { .. });
+        self.election_log.push(ElectionEvent::Vote { from: msg.from, term: msg.term, pre_vote, refused });
+    }
+
+    fn record_campaign(&mut self, term: Term, pre_vote: bool, transfer: bool) {
+        let (asked, timeout) = (self.other_voters(), self.election_timeout);
+        self.election_log.push(ElectionEvent::Campaign { term, pre_vote, transfer, asked, timeout });
+    }
+
+    fn record_outcome(&mut self, term: Term, pre_vote: bool, won: bool) {
+        let votes = self.votes.iter().map(|(&id, &granted)| (id, granted)).collect();
+        self.election_log.push(ElectionEvent::Outcome { term, pre_vote, won, votes });
     }
 }

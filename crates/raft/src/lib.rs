@@ -8,13 +8,14 @@
 //! a virtual network and reproduce any run from one seed.
 //!
 //! Modules: [`types`] (terms, indexes, entries), [`message`] (the RPCs), [`config`], [`node`] (roles,
-//! term rules, the public API), [`election`], [`replication`], [`read_index`], [`lease`] (lease reads), [`log`] (the in-memory
+//! term rules, the public API), [`election`], [`events`] (election decisions as data), [`replication`], [`read_index`], [`lease`] (lease reads), [`log`] (the in-memory
 //! log), [`progress`] (per-follower replication state), [`ready`] (the driver contract),
 //! [`membership`] (voters, learners, quorums, configuration entries), [`reconfig`] (configuration
 //! changes on a node), [`transfer`] (leadership transfer), [`rng`].
 
 pub mod config;
 pub mod election;
+pub mod events;
 pub mod lease;
 pub mod log;
 pub mod membership;
@@ -30,6 +31,7 @@ pub mod transfer;
 pub mod types;
 
 pub use config::{Config, ReadMode};
+pub use events::{ElectionEvent, ElectionLog, Refusal};
 pub use log::StorageAction;
 pub use membership::{ConfChange, ConfChangeError, Member, Membership, Suffrage, VoteResult};
 pub use message::{Message, MessageBody};

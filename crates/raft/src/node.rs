@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::events::{ElectionEvent, ElectionLog, Refusal};
 use crate::lease::Lease;
 use crate::log::{RaftLog, StorageAction};
 use crate::membership::{Configs, Membership};
@@ -115,6 +116,8 @@ pub struct Node {
     pub(crate) read_states: Vec<ReadState>,
     /// Leader: followers that need a snapshot, not yet handed over.
     pub(crate) snapshot_requests: Vec<NodeId>,
+    /// The last election decisions, for observers (see [`crate::events`]).
+    pub(crate) election_log: ElectionLog,
 }
 
 impl Node {
@@ -197,6 +200,7 @@ impl Node {
             msgs: Vec::new(),
             read_states: Vec::new(),
             snapshot_requests: Vec::new(),
+            election_log: ElectionLog::default(),
             config,
         };
         node.reset_election_timer();
@@ -279,6 +283,21 @@ impl Node {
         &self.peers
     }
 
+    /// Ticks since the election timer was last reset (on a leader: since the last CheckQuorum).
+    pub fn election_elapsed(&self) -> u32 {
+        self.election_elapsed
+    }
+
+    /// The election timeout drawn for the current wait, in ticks.
+    pub fn election_timeout(&self) -> u32 {
+        self.election_timeout
+    }
+
+    /// The last election decisions of this node (see [`crate::events`]).
+    pub fn election_log(&self) -> &ElectionLog {
+        &self.election_log
+    }
+
     /// Leader only: a peer's replication progress.
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
@@ -301,9 +320,14 @@ impl Node {
             return;
         }
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.election_elapsed >= self.election_timeout && self.is_voter() {
-            // Learners, removed nodes and nodes that wait to be added never campaign.
-            self.campaign();
+        if self.election_elapsed >= self.election_timeout {
+            if self.is_voter() {
+                self.campaign();
+            } else if self.election_elapsed == self.election_timeout {
+                // Learners, removed nodes and nodes that wait to be added never campaign.
+                let (term, config_index) = (self.term, self.membership_index());
+                self.election_log.push(ElectionEvent::NotAVoter { term, config_index });
+            }
         }
     }
 
@@ -326,6 +350,13 @@ impl Node {
                     .has_quorum(|id| id == me || progress.get(&id).is_some_and(|p| p.recent_active));
                 if !active {
                     // CheckQuorum: we cannot reach a majority; stop pretending to lead.
+                    let heard = self
+                        .membership()
+                        .voters()
+                        .into_iter()
+                        .filter(|&id| id == me || progress.get(&id).is_some_and(|p| p.recent_active))
+                        .collect();
+                    self.election_log.push(ElectionEvent::CheckQuorumStepDown { term: self.term, heard });
                     self.become_follower(self.term, None);
                     return;
                 }
@@ -387,6 +418,9 @@ impl Node {
                     // We heard from a live leader recently: this candidate is disruptive (§9.6, §6;
                     // a removed node that has not heard of its removal, §4.2.3). A campaign the
                     // leader asked for (leadership transfer, §3.10) is not.
+                    let elapsed = u64::from(self.election_elapsed);
+                    let refused = Refusal::Lease { leader: self.leader, elapsed };
+                    self.record_vote(&msg, Some(refused));
                     return;
                 }
                 MessageBody::PreVote { .. } => {}
@@ -414,9 +448,11 @@ impl Node {
                     self.send(msg.from, MessageBody::HeartbeatResponse { read_round: 0 });
                 }
                 MessageBody::PreVote { .. } => {
+                    self.record_vote(&msg, Some(Refusal::StaleTerm { ours: self.term }));
                     self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
                 }
                 MessageBody::RequestVote { .. } => {
+                    self.record_vote(&msg, Some(Refusal::StaleTerm { ours: self.term }));
                     self.send(msg.from, MessageBody::RequestVoteResponse { granted: false });
                 }
                 _ => {}

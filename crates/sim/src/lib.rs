@@ -12,6 +12,7 @@ mod io;
 pub mod linearizability;
 pub mod membership;
 pub mod network;
+mod trace;
 pub mod workload;
 pub mod world;
 

@@ -62,6 +62,7 @@ use crate::io::SimIo;
 use crate::linearizability::{self, CheckResult, Op, Operation};
 use crate::membership::{self, Action, MembershipChecks, Operator};
 use crate::network::Network;
+use crate::trace::{self, Trace};
 use crate::workload::Client;
 
 mod clients;
@@ -207,6 +208,8 @@ pub struct World {
     mchecks: MembershipChecks,
     /// Nodes stopped for good (decommissioned after their removal).
     retired: std::collections::BTreeSet<NodeId>,
+    /// What explains elections, printed with a failure (see [`crate::trace`]).
+    trace: Trace,
 }
 
 fn data_dir() -> PathBuf {
@@ -246,6 +249,7 @@ impl World {
             operator,
             mchecks: MembershipChecks::new(membership::bootstrap(cfg.nodes)),
             retired: std::collections::BTreeSet::new(),
+            trace: Trace::new(),
             cfg,
         };
         for id in 1..=w.cfg.nodes {
@@ -328,6 +332,7 @@ impl World {
         let driver = Driver::open_with(node.fs.clone(), &data_dir(), cfg, node.bootstrap.clone())
             .map_err(|e| format!("node {id} failed to recover: {e}"))?;
         let recovered = driver.store().hard_state();
+        self.trace.started(self.now, id, node.incarnation, node.tick_ms, driver.node());
         node.driver = Some(driver);
         self.invariants.restarted(id);
         self.mchecks.restarted(id);
@@ -350,7 +355,9 @@ impl World {
     }
 
     fn fail(&self, reason: String) -> Failure {
-        Failure { seed: self.seed, reason: format!("{reason}\n{}", self.describe()) }
+        let from = if self.trace.verbose { 0 } else { self.now.saturating_sub(trace::FAILURE_WINDOW_MS) };
+        let trace = self.trace.render(from);
+        Failure { seed: self.seed, reason: format!("{reason}\n{}{trace}", self.describe()) }
     }
 
     /// One line per node: role, term, leader, indexes.
@@ -368,10 +375,13 @@ impl World {
                         d.snapshot_stats()
                     ));
                     out.push_str(&format!(
-                        "  node {id}: {} term {} leader {:?} commit {} applied {} last {} pending {}; {} (at {})\n",
+                        "  node {id}: {} term {} leader {:?} voted {:?} timer {}/{} commit {} applied {} last {} pending {}; {} (at {})\n",
                         r.role().as_str(),
                         r.term(),
                         r.leader(),
+                        r.voted_for(),
+                        r.election_elapsed(),
+                        r.election_timeout(),
                         r.commit(),
                         d.kv().applied_index(),
                         r.last_index(),
@@ -455,7 +465,11 @@ impl World {
                 self.schedule(period, Event::Tick(id));
             }
             Event::Deliver(msg) => {
-                if self.net.connected(msg.from(), msg.to()) {
+                if !self.net.connected(msg.from(), msg.to()) {
+                    self.trace.undelivered(self.now, &msg, "cut by a partition");
+                } else if self.nodes.get(&msg.to()).is_none_or(|n| n.driver.is_none()) {
+                    self.trace.undelivered(self.now, &msg, "not received: the node is down");
+                } else {
                     self.input(msg.to(), Input::Peer(msg));
                 }
             }
@@ -498,6 +512,7 @@ impl World {
                 for cut in cuts {
                     self.net.cut.remove(&cut);
                 }
+                self.trace.cuts(self.now, "heal", &self.net.cut);
             }
             Event::Calm => {
                 self.calm = true;
@@ -517,6 +532,11 @@ impl World {
                 // Requests may still be pending from the faulty period; new ones issued after an
                 // election's worth of time must all succeed.
                 self.must_succeed_after = self.now + 1500;
+                let text = format!(
+                    "calm: faults stop; requests from {} ms on must succeed",
+                    self.must_succeed_after
+                );
+                self.trace.cuts(self.now, &text, &self.net.cut);
             }
         }
         Ok(())
@@ -550,7 +570,9 @@ impl World {
         let forced = !self.calm && node.stall_next;
         if forced || (!self.calm && self.rng.chance(self.cfg.stall)) {
             // The node thread stalls (a GC-like pause, the OS): one to three election timeouts.
-            delay += self.rng.range(150, 451);
+            let stall = self.rng.range(150, 451);
+            delay += stall;
+            self.trace.note(now, id, format!("thread stalls for {stall} ms"));
         }
         if let Some(n) = self.nodes.get_mut(&id) {
             n.run_scheduled = true;
@@ -568,6 +590,7 @@ impl World {
             if let Some(n) = self.nodes.get_mut(&id).filter(|n| n.driver.is_some() && !n.fault_armed) {
                 n.fs.fail_next(FaultOp::Sync, 1);
                 n.fault_armed = true;
+                self.trace.note(now, id, "disk fault armed: its next fsync fails");
             }
         }
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
@@ -591,6 +614,7 @@ impl World {
         // time): stamps must stay monotonic across leaders anyway (see engine::kv::expiry).
         io.clock_ms = CLOCK_EPOCH_MS + now + (id * 1237) % 3000 - 1500;
         let result = engine::run_batch(d, inputs, &mut io);
+        self.trace.observe(now, id, incarnation, d.node());
         let records = d.take_apply_records();
         let syncs = node.fs.stats().file_syncs - syncs_before;
         if let Some(v) = io.violation.take() {
@@ -608,15 +632,21 @@ impl World {
             if let PeerMessage::Raft(r) = &m {
                 self.invariants.sent(r)?;
             }
-            for delay in Network::delays(&self.cfg.net, &mut self.rng) {
+            let delays = Network::delays(&self.cfg.net, &mut self.rng);
+            if delays.is_empty() {
+                self.trace.undelivered(now, &m, "lost by the network");
+            }
+            for delay in delays {
                 self.schedule(delay, Event::Deliver(m.clone()));
             }
         }
         let mut removed = Vec::new();
         for (request, response) in io.answers {
             if self.operator.owns(request) {
+                self.trace.note(now, id, format!("answers admin request {request}: {response:?}"));
                 removed.extend(self.operator.answered(request, &response));
             } else if self.nemesis_requests.remove(&request) {
+                self.trace.note(now, id, format!("answers the nemesis's transfer {request}: {response:?}"));
                 // A transfer the nemesis asked for: its outcome does not matter.
             } else {
                 self.client_answer(request, response)?;
@@ -649,6 +679,7 @@ impl World {
             busy = self.rng.range(0, self.cfg.disk_ms + 1);
             if !self.calm && self.rng.chance(self.cfg.slow_disk) {
                 busy = self.rng.range(150, 451);
+                self.trace.note(now, id, format!("slow disk: the thread waits {busy} ms for its fsync"));
             }
         }
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
@@ -675,6 +706,7 @@ impl World {
     /// The node hit the fsync failure armed on its disk: it crashes (the fault is spent) and
     /// restarts later.
     fn die_of_injected_fault(&mut self, id: NodeId) {
+        self.trace.note(self.now, id, "fsync failed (injected disk fault): the node dies");
         self.crash(id);
         if let Some(n) = self.nodes.get_mut(&id) {
             n.fault_armed = false;
@@ -718,7 +750,14 @@ impl World {
         for action in actions {
             match action {
                 Action::StartNode(id) => self.add_node(id)?,
-                Action::Submit(node, request, req) => self.input(node, Input::Client(request, req)),
+                Action::Submit(node, request, req) => {
+                    self.trace.note(
+                        self.now,
+                        node,
+                        format!("operator submits admin request {request}: {req:?}"),
+                    );
+                    self.input(node, Input::Client(request, req))
+                }
                 Action::Removed(id) => self.removed(id),
             }
         }
@@ -762,6 +801,9 @@ impl World {
     }
 
     fn finish(mut self) -> Result<Report, Failure> {
+        if self.trace.verbose {
+            eprintln!("seed {}:\n{}", self.seed, self.trace.render(0));
+        }
         // Liveness: there is a leader that every live node follows.
         let leaders: Vec<(NodeId, u64)> = self
             .nodes

@@ -23,6 +23,7 @@ impl World {
         node.inbox.clear();
         node.run_scheduled = false;
         node.fs.crash(seed);
+        self.trace.note(self.now, id, "crashes (power failure: unsynced data lost)");
         self.operator.crashed(id);
         // A fault armed for the dead incarnation does not carry over to the next one.
         node.fs.fail_next(FaultOp::Sync, 0);
@@ -152,6 +153,7 @@ impl World {
                         self.next_request += 1;
                         self.nemesis_requests.insert(request);
                         self.report.transfers += 1;
+                        self.trace.note(self.now, id, format!("nemesis asks for a transfer to {target}"));
                         self.input(id, Input::Client(request, engine::Request::TransferLeader(target)));
                         if self.cfg.partitions && self.rng.chance(0.5) {
                             // The old leader stops hearing anyone (a one-way cut): it may go on
@@ -189,6 +191,9 @@ impl World {
                 }
             }
             _ => {}
+        }
+        if self.net.cut != before {
+            self.trace.cuts(self.now, "nemesis partitions", &self.net.cut);
         }
         Ok(())
     }
