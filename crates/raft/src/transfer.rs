@@ -9,7 +9,10 @@
 //!    timeout. Its log is as up to date as the leader's, so it wins unless something else moves.
 //! 4. The leader steps down when it sees the target's higher term. If that has not happened within
 //!    an election timeout (the target is slow, cut off, or the TimeoutNow was lost), the transfer
-//!    is abandoned and proposals resume.
+//!    is abandoned and proposals resume. The timeout counts from the start while the target
+//!    catches up, and again from zero once TimeoutNow is sent (so a transfer takes at most two
+//!    election timeouts): a target told to campaign must not find the leader's log grown past its
+//!    own, or its campaign deposes the leader and loses.
 //!
 //! Safety does not rest on any of this: the target wins only by the usual election rules.
 //! Invariant: `transfer` is `Some` only on a leader, and only for a voter of its latest
@@ -24,7 +27,7 @@ use crate::types::NodeId;
 pub struct Transfer {
     /// The node that is to lead.
     pub target: NodeId,
-    /// Ticks since the transfer started.
+    /// Ticks since the transfer started, or since TimeoutNow was sent.
     pub elapsed: u32,
     /// TimeoutNow has been sent.
     pub sent: bool,
@@ -111,7 +114,11 @@ impl Node {
         let caught_up = self.progress.get(&peer).is_some_and(|p| p.match_index >= self.log.last_index());
         if t.target == peer && !t.sent && caught_up {
             self.send(peer, MessageBody::TimeoutNow);
-            self.transfer = Some(Transfer { sent: true, ..t });
+            // The target gets a whole election timeout from now to win: abandoning the transfer
+            // earlier resumes proposals, so a TimeoutNow still on its way would start a campaign
+            // with a log that is behind by then, which deposes this leader and cannot win
+            // (found by the simulator: a target that took most of the timeout to catch up).
+            self.transfer = Some(Transfer { sent: true, elapsed: 0, ..t });
         }
     }
 

@@ -409,3 +409,70 @@ fn every_node_of_a_cluster_can_be_replaced_one_by_one() {
         assert_ne!(c.node(old).role(), Role::Leader);
     }
 }
+
+/// Flushes and delivers until nothing moves, holding back (into `held`) every TimeoutNow.
+fn settle_holding_timeout_now(c: &mut Cluster, held: &mut Vec<raft::Message>) {
+    for _ in 0..10_000 {
+        c.flush();
+        held.extend(c.queue.iter().filter(|m| m.body == MessageBody::TimeoutNow).cloned());
+        c.queue.retain(|m| m.body != MessageBody::TimeoutNow);
+        if c.queue.is_empty() {
+            return;
+        }
+        while c.deliver_one() {}
+    }
+    panic!("cluster did not settle");
+}
+
+#[test]
+fn a_transfer_target_told_late_in_the_timeout_still_finds_the_leaders_log_unchanged() {
+    // Found by the simulator (seeds 704724, 803389): the target took most of the transfer's
+    // election timeout to catch up, the leader abandoned the transfer just after sending
+    // TimeoutNow and took proposals again, so the target's campaign arrived with a log behind the
+    // leader's: it deposed the leader (a higher term) and could not win, leaving no leader for
+    // another election timeout. The timeout now restarts when TimeoutNow is sent.
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.pre_vote = false;
+    });
+    c.elect(1);
+    let term = c.node(1).term();
+    let ticks = c.node(1).config().election_ticks;
+    // Node 3 misses an entry, so the transfer has to bring it up to date first: while cut off,
+    // that takes most of the timeout.
+    c.cut.insert((1, 3));
+    c.propose(1, "missed by 3");
+    c.settle();
+    c.node_mut(1).transfer_leader(3).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..ticks - 3 {
+        c.tick(1);
+        settle_holding_timeout_now(&mut c, &mut held);
+    }
+    assert!(held.is_empty());
+    c.heal();
+    let mut spent = ticks - 3;
+    while held.is_empty() {
+        assert!(spent < ticks, "node 3 was not caught up within the timeout");
+        c.tick(1);
+        settle_holding_timeout_now(&mut c, &mut held);
+        spent += 1;
+    }
+    // TimeoutNow is on its way (slowly) while the leader's clock passes the transfer's start
+    // plus an election timeout; node 3 hears nothing more meanwhile.
+    c.cut.insert((1, 3));
+    let mut accepted = 0;
+    for _ in 0..4 {
+        c.tick(1);
+        accepted += u32::from(c.node_mut(1).propose(Bytes::from_static(b"during")).is_ok());
+        c.settle();
+    }
+    assert!(spent + 4 > ticks, "the leader's clock passed the original deadline");
+    assert_eq!(accepted, 0, "the leader took proposals while its TimeoutNow was in flight");
+    // TimeoutNow arrives; node 3 campaigns with the leader's whole log and wins.
+    c.heal();
+    c.queue.extend(held);
+    c.settle();
+    assert_eq!(c.leaders(), vec![3]);
+    assert_eq!(c.node(3).term(), term + 1);
+    assert_eq!(c.node(1).leader(), Some(3));
+}
