@@ -4,7 +4,7 @@
 //! # Why it is safe
 //! With CheckQuorum, a voter that heard from the leader of its term refuses every vote and pre-vote
 //! (except a campaign the leader asked for, a transfer) until `election_ticks` of its own ticks
-//! passed since (`Node::step`); it campaigns itself only after its randomized timeout, which is at
+//! passed since (`Node::step`; also if its term changed meanwhile); it campaigns itself only after its randomized timeout, which is at
 //! least as long. A node that just started refuses for as long in lease mode (it may have heard from
 //! the leader just before a crash and forgotten it). So if a majority answered a heartbeat that the
 //! leader sent at clock `s`, each of them received it after `s` and no node can collect a majority

@@ -96,6 +96,10 @@ pub struct Node {
     pub(crate) heartbeat_elapsed: u32,
     /// Ticks since this node started: the node's monotonic clock (retransmission, leases).
     pub(crate) ticks: u64,
+    /// `ticks` when this node last heard from the leader of its term (AppendEntries, heartbeat),
+    /// whatever its term and role since: CheckQuorum's vote refusal lasts an election timeout from
+    /// there (thesis §4.2.3), also across a term change (a leadership transfer's vote).
+    pub(crate) heard_leader_at: Option<u64>,
     /// Votes received in the current (pre-)campaign: voter -> granted.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     /// Leader only: replication progress of each peer.
@@ -190,6 +194,7 @@ impl Node {
             election_timeout: config.election_ticks,
             heartbeat_elapsed: 0,
             ticks: 0,
+            heard_leader_at: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             commit_dirty: false,
@@ -407,10 +412,18 @@ impl Node {
         if msg.term > self.term {
             // In lease mode a node that just started refuses as long: it may have heard from a
             // leader just before it went down (see `crate::lease`).
-            let just_started = self.lease_mode() && self.ticks < u64::from(self.config.election_ticks);
+            let election_ticks = u64::from(self.config.election_ticks);
+            let just_started = self.lease_mode() && self.ticks < election_ticks;
+            // Heard from a leader within an election timeout, even if it has moved to a newer term
+            // since (it granted a leadership transfer's vote, whose winner it has not heard from
+            // yet): a candidate that is not that transfer's target is just as disruptive then.
+            // Found by the simulator: a removed node that never learned of its removal (no
+            // PreVote) raised a voter's term in that gap and deposed the transfer's winner.
+            let heard_recently = self.heard_leader_at.is_some_and(|t| self.ticks < t + election_ticks);
             let in_lease = self.config.check_quorum
-                && (self.leader.is_some() || just_started)
-                && self.election_elapsed < self.config.election_ticks;
+                && (((self.leader.is_some() || just_started)
+                    && self.election_elapsed < self.config.election_ticks)
+                    || heard_recently);
             match msg.body {
                 MessageBody::PreVote { .. } | MessageBody::RequestVote { transfer: false, .. }
                     if in_lease =>
@@ -418,7 +431,11 @@ impl Node {
                     // We heard from a live leader recently: this candidate is disruptive (§9.6, §6;
                     // a removed node that has not heard of its removal, §4.2.3). A campaign the
                     // leader asked for (leadership transfer, §3.10) is not.
-                    let elapsed = u64::from(self.election_elapsed);
+                    let elapsed = match (self.leader, self.heard_leader_at) {
+                        (Some(_), _) => u64::from(self.election_elapsed),
+                        (None, Some(t)) => self.ticks - t,
+                        (None, None) => self.ticks,
+                    };
                     let refused = Refusal::Lease { leader: self.leader, elapsed };
                     self.record_vote(&msg, Some(refused));
                     return;
@@ -658,6 +675,7 @@ impl Node {
         }
         self.leader = Some(leader);
         self.election_elapsed = 0;
+        self.heard_leader_at = Some(self.ticks);
     }
 
     /// Becomes a follower in `term` (raising it if higher; the vote is kept only within a term).

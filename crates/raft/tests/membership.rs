@@ -476,3 +476,48 @@ fn a_transfer_target_told_late_in_the_timeout_still_finds_the_leaders_log_unchan
     assert_eq!(c.node(3).term(), term + 1);
     assert_eq!(c.node(1).leader(), Some(3));
 }
+
+#[test]
+fn a_voter_that_granted_a_transfer_ignores_a_disruptive_candidate_until_the_winner_is_heard() {
+    // Found by the simulator (seeds 703116, 1001668; CheckQuorum without PreVote): a removed node
+    // that never learned of its removal campaigns in ever higher terms. Voters ignore it while
+    // they hear from a leader (thesis §4.2.3), but one that had just granted a leadership
+    // transfer's vote had a new term and no leader yet, took the stranger's higher term, and so
+    // deposed the transfer's winner. The refusal now lasts an election timeout from the last time
+    // the voter heard from a leader, whatever its term since.
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.pre_vote = false;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    c.run_ticks(2);
+    let term = c.node(1).term();
+    c.node_mut(1).transfer_leader(2).unwrap();
+    // Deliver until node 3 granted node 2's transfer vote (and has not heard from it as leader).
+    for _ in 0..1000 {
+        if c.node(3).voted_for() == Some(2) {
+            break;
+        }
+        c.flush();
+        c.deliver_one();
+    }
+    assert_eq!((c.node(3).term(), c.node(3).voted_for(), c.node(3).leader()), (term + 1, Some(2), None));
+    // Node 4, removed long ago (its log ends before its removal), asks for votes in a much
+    // higher term.
+    c.node_mut(3).step(raft::Message {
+        from: 4,
+        to: 3,
+        term: term + 5,
+        body: MessageBody::RequestVote { last_log_index: 1, last_log_term: 1, transfer: false },
+    });
+    assert_eq!(c.node(3).term(), term + 1, "the disruptive candidate's term was taken");
+    assert!(matches!(
+        c.node(3).election_log().since(0).last(),
+        Some((_, raft::ElectionEvent::Vote { from: 4, refused: Some(raft::Refusal::Lease { .. }), .. }))
+    ));
+    c.settle();
+    c.run_ticks(3);
+    assert_eq!(c.leaders(), vec![2]);
+    assert_eq!(c.node(2).term(), term + 1);
+    assert_eq!(c.node(3).leader(), Some(2));
+}
