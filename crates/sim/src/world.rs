@@ -423,6 +423,9 @@ impl World {
             self.invariants.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
             self.mchecks.check(&nodes).map_err(|r| self.fail(format!("at {} ms: {r}", self.now)))?;
             self.churn();
+            if !self.retired.is_empty() {
+                self.decommission();
+            }
         }
         self.finish()
     }
@@ -770,6 +773,28 @@ impl World {
     fn removed(&mut self, id: NodeId) {
         if !self.cfg.pre_vote && !self.cfg.check_quorum {
             self.retired.insert(id);
+            self.decommission();
+        }
+    }
+
+    /// Stops the retired nodes that still run, as an operator does: gracefully, once a node no
+    /// longer leads (a removed leader hands leadership over first, as the server's shutdown does).
+    /// Stopping a removed leader at once would be a leader crash after the faults stopped; found
+    /// by the simulator (the election it forced ran into the liveness window).
+    fn decommission(&mut self) {
+        let stop: Vec<NodeId> = self
+            .retired
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.nodes
+                    .get(id)
+                    .and_then(|n| n.driver.as_ref())
+                    .is_some_and(|d| d.node().role() != Role::Leader)
+            })
+            .collect();
+        for id in stop {
+            self.trace.note(self.now, id, "decommissioned (removed, no longer leading): stopped");
             self.crash(id);
         }
     }
