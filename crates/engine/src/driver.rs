@@ -357,7 +357,7 @@ impl<F: FileSystem> Driver<F> {
             clock: Clock::default(),
             requests: Requests::new(config.session, timing, config.write_window),
             syncs: SyncTickets::new(),
-            snap: SnapshotWork::new(fs, dir.to_path_buf(), snapshot),
+            snap: SnapshotWork::new(fs, dir.to_path_buf(), snapshot, config.session),
             admin: Admin::new(membership, applied),
             outbox: Vec::new(),
             answers: Vec::new(),

@@ -6,8 +6,9 @@
 //!
 //! One run:
 //! 1. every input takes effect in the order given: client requests are submitted, peer messages
-//!    stepped (snapshot chunks installed, when complete), ticks advance time, reports of background
-//!    work (a sync job, a snapshot job) are handed over;
+//!    stepped (a snapshot's chunks received; the last one makes a restore job), ticks advance time,
+//!    reports of background work (a sync job, a snapshot job, a restore job: a received snapshot
+//!    is installed when its job's outcome arrives and still applies) are handed over;
 //! 2. the driver executes the core's Readys ([`Driver::process_with`]). What may leave before this
 //!    node's own fsync leaves at once through [`Io::send`] / [`Io::answer`] (a leader's appends
 //!    and heartbeats, forwarded writes, answers to committed writes and to reads); then the batch
@@ -15,7 +16,7 @@
 //! 3. a deferred sync job, if any, is handed to [`Io::start_sync`];
 //! 4. the messages that depended on the persisted state leave ([`Io::send`]);
 //! 5. compacted log entries and obsolete files go to [`Io::free`];
-//! 6. a due snapshot job goes to [`Io::start_snapshot`];
+//! 6. a due snapshot job goes to [`Io::start_snapshot`], a restore job to [`Io::start_restore`];
 //! 7. the remaining answers are delivered ([`Io::answer`]).
 //!
 //! A host forms batches the way its load does: the server takes everything queued on its channel,
@@ -37,7 +38,7 @@ use raft::{Entry, Message, MessageBody};
 use storage::{FileSystem, StorageError};
 
 use crate::driver::{Driver, FatalError, PeerMessage, Request, RequestId, Response, SyncJob};
-use crate::snapshots::{SnapshotDone, SnapshotJob};
+use crate::snapshots::{RestoreJob, Restored, SnapshotDone, SnapshotJob};
 
 /// One input to a replica.
 #[derive(Debug)]
@@ -56,6 +57,9 @@ pub enum Input {
     SnapshotDone(Result<SnapshotDone, StorageError>),
     /// The outcome of the sync job handed to [`Io::start_sync`]: its ticket and result.
     Synced(u64, Result<(), StorageError>),
+    /// The outcome of the restore job handed to [`Io::start_restore`] (a received snapshot,
+    /// checked and loaded).
+    Restored(Restored),
 }
 
 /// The most work one run of the host loop takes on (see [`work`]): about 50 ms of a follower's
@@ -105,6 +109,11 @@ pub trait Io<F: FileSystem> {
     /// Runs a snapshot job somewhere and reports it later as [`Input::SnapshotDone`]. If it cannot
     /// be started, the error is reported to the driver at once (it retries later).
     fn start_snapshot(&mut self, job: SnapshotJob<F>) -> Result<(), StorageError>;
+    /// Runs a restore job (checking and loading a received snapshot: the better part of a second
+    /// for a 100 MB one) somewhere off the host loop and reports it later as [`Input::Restored`].
+    /// A host that cannot run it (it is stopping) drops it: the driver then waits for an outcome
+    /// that never comes, and the file it leaves is removed at the next start.
+    fn start_restore(&mut self, job: RestoreJob<F>);
     /// Frees log entries a compaction dropped and deletes files a snapshot made obsolete, ideally
     /// off the node's hot path. Files may be left behind: startup removes them.
     fn free(&mut self, entries: VecDeque<Entry>, files: Vec<PathBuf>);
@@ -132,6 +141,7 @@ pub fn run_batch<F: FileSystem>(
             Input::Ticks(n) => driver.tick(n),
             Input::SnapshotDone(result) => driver.snapshot_finished(result)?,
             Input::Synced(ticket, result) => driver.sync_finished(ticket, result)?,
+            Input::Restored(restored) => driver.restore_finished(restored)?,
         }
     }
     driver.process_with(&mut |d, early| {
@@ -153,6 +163,9 @@ pub fn run_batch<F: FileSystem>(
         if let Err(e) = io.start_snapshot(job) {
             driver.snapshot_finished(Err(e))?;
         }
+    }
+    if let Some(job) = driver.take_restore_job() {
+        io.start_restore(job);
     }
     let answers = driver.take_answers();
     io.answer(driver, answers);

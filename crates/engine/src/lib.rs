@@ -14,4 +14,6 @@ pub use driver::{
     RequestError, RequestId, Response, SyncJob, DEFAULT_WRITE_WINDOW, MAX_READY_ROUNDS, SWEEP_BATCH,
 };
 pub use host::{run_batch, take_batch, work, Input, Io, MAX_BATCH_WORK};
-pub use snapshots::{ChunkStatus, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats};
+pub use snapshots::{
+    ChunkStatus, RestoreJob, Restored, SnapshotConfig, SnapshotDone, SnapshotJob, SnapshotStats,
+};

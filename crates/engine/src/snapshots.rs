@@ -25,15 +25,24 @@
 //!
 //! # Receiving a snapshot (follower)
 //! An [`Incoming`] transfer appends the chunks to `snapshot.recv`, strictly in order. When complete
-//! it is synced and verified (header, trailer, checksums; then the state machine image is decoded and
-//! checked) and only then installed: a partial or damaged snapshot never replaces good state. Chunks
-//! are accepted only from a sender in the receiver's current term, so a snapshot's term never exceeds
-//! the node's term.
+//! the file is renamed to `snapshot.restore` and handed out as a [`RestoreJob`]: the expensive part
+//! (fsync, reading the whole file back and verifying header, trailer and checksums, then decoding
+//! the state machine image into a [`KvStore`]) runs wherever the host likes (a background thread
+//! in the server, a random later virtual time in the simulator), like a [`SnapshotJob`], because a
+//! 100 MB image takes the best part of a second and the server's node loop shares its thread with
+//! the node's sockets. Its outcome ([`Restored`]) comes back as an input; only then is the file
+//! installed and the state machine replaced, after the driver checked that the result still
+//! applies (same incarnation and job, same term, not a leader, not caught up by entries
+//! meanwhile, no newer snapshot begun). A partial or damaged snapshot never replaces good state.
+//! Chunks are accepted only from a sender in the receiver's current term, so a snapshot's term
+//! never exceeds the node's term.
 //!
 //! Invariants:
 //! - The durable snapshot's index only grows; the log prefix is dropped only up to an index a durable
 //!   snapshot covers.
 //! - A follower installs a snapshot only if it is newer than everything it applied.
+//! - At most one restore job exists at a time; it owns `snapshot.restore` until its outcome is
+//!   handed back (a newer snapshot completed meanwhile waits for it).
 
 use std::path::PathBuf;
 
@@ -41,7 +50,7 @@ use bytes::Bytes;
 use raft::{Index, NodeId, Term};
 use storage::{FileSystem, SnapshotMeta, SnapshotWriter, StorageError, SNAPSHOT_TMP};
 
-use crate::kv::SnapshotView;
+use crate::kv::{KvStore, SnapshotView};
 
 /// Snapshot settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +170,98 @@ impl<F: FileSystem> std::io::Write for Sink<'_, F> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A completely received snapshot to check and load: run it anywhere with [`RestoreJob::run`],
+/// then hand the outcome to the driver as [`crate::Input::Restored`]. It touches only its own file
+/// (`snapshot.restore`), which it removes if the snapshot is refused.
+pub struct RestoreJob<F: FileSystem> {
+    /// The driver's number for this job (a result that is not for the job it waits for is stale).
+    pub(crate) ticket: u64,
+    /// The file system (to remove a refused file).
+    pub(crate) fs: F,
+    /// The received file.
+    pub(crate) receiver: storage::SnapshotReceiver<F>,
+    /// The snapshot's last included index, as announced by the leader.
+    pub(crate) index: Index,
+    /// Its last included term, as announced.
+    pub(crate) term: Term,
+}
+
+/// The outcome of a [`RestoreJob`].
+pub struct Restored {
+    /// The job's ticket.
+    pub(crate) ticket: u64,
+    /// The snapshot's meta and the state machine loaded from it, or why it was refused (the file
+    /// is then removed).
+    pub(crate) outcome: Result<(SnapshotMeta, KvStore), String>,
+}
+
+impl<F: FileSystem> RestoreJob<F> {
+    /// The last index the snapshot covers.
+    pub fn index(&self) -> Index {
+        self.index
+    }
+
+    /// The job's ticket (the number its [`Restored`] carries).
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Syncs and verifies the received file and decodes its image. Does not install anything.
+    pub fn run(self) -> Restored {
+        let RestoreJob { ticket, fs, receiver, index, term } = self;
+        let path = receiver.path().to_path_buf();
+        let refuse = |why: String| {
+            // (finish() removed the file itself when it failed.)
+            let _ = fs.remove_file(&path);
+            Err(why)
+        };
+        let outcome = match receiver.finish() {
+            Err(e) => Err(format!("the received snapshot does not verify: {e}")),
+            Ok((meta, _)) if meta.index != index || meta.term != term => refuse(format!(
+                "the received snapshot covers {}/{}, not the announced {index}/{term}",
+                meta.index, meta.term
+            )),
+            Ok((meta, data)) => match KvStore::restore(&data) {
+                Ok(kv) if kv.applied_index() == index => Ok((meta, kv)),
+                Ok(kv) => refuse(format!(
+                    "the received snapshot's image is at index {}, not {index}",
+                    kv.applied_index()
+                )),
+                Err(e) => refuse(format!("the received snapshot's image cannot be loaded: {e}")),
+            },
+        };
+        Restored { ticket, outcome }
+    }
+}
+
+impl Restored {
+    /// The outcome of job `ticket` that could not run to its end (its thread panicked): the
+    /// snapshot is refused, the leader told so.
+    pub fn failed(ticket: u64, why: String) -> Restored {
+        Restored { ticket, outcome: Err(why) }
+    }
+
+    /// The ticket of the job this is the outcome of.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// True if the snapshot verified and loaded.
+    pub fn is_ok(&self) -> bool {
+        self.outcome.is_ok()
+    }
+}
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let outcome = match &self.outcome {
+            Ok((meta, kv)) => format!("Ok({}/{}, {} keys)", meta.index, meta.term, kv.len()),
+            Err(e) => format!("Err({e})"),
+        };
+        f.debug_struct("Restored").field("ticket", &self.ticket).field("outcome", &outcome).finish()
     }
 }
 

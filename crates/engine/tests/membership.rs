@@ -133,6 +133,9 @@ impl Cluster {
                 for job in rec.snapshots {
                     self.inbox.entry(id).or_default().push(Input::SnapshotDone(job.run()));
                 }
+                for job in rec.restores {
+                    self.inbox.entry(id).or_default().push(Input::Restored(job.run()));
+                }
                 self.answers.extend(rec.answers);
                 self.queue.extend(rec.messages);
             }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use engine::kv::{Command, Query, Reply, SetCondition};
-use engine::{Driver, DriverConfig, Input, PeerMessage, Request, SnapshotConfig};
+use engine::{Driver, DriverConfig, Input, PeerMessage, Request, RestoreJob, SnapshotConfig};
 use raft::{NodeId, Role};
 use storage::{LogOptions, MemFs};
 
@@ -61,6 +61,12 @@ struct Cluster {
     incarnations: u64,
     /// Snapshot chunks still to damage in flight (one byte flipped each).
     damage_chunks: u32,
+    /// Keep restore jobs in `held` instead of running them in the next batch.
+    hold_restores: bool,
+    /// AppendEntries carrying entries to these nodes are lost (heartbeats and votes pass).
+    drop_entries_to: BTreeSet<NodeId>,
+    /// Restore jobs handed out and not run yet (with `hold_restores`).
+    held: BTreeMap<NodeId, Vec<RestoreJob<MemFs>>>,
 }
 
 impl Cluster {
@@ -79,6 +85,9 @@ impl Cluster {
             snapshot,
             incarnations: 0,
             damage_chunks: 0,
+            hold_restores: false,
+            drop_entries_to: BTreeSet::new(),
+            held: BTreeMap::new(),
         };
         for id in voters {
             c.disks.insert(id, MemFs::new());
@@ -105,6 +114,7 @@ impl Cluster {
         fs.crash(seed);
         self.queue.retain(|m| m.from() != id && m.to() != id);
         self.inbox.remove(&id);
+        self.held.remove(&id);
     }
 
     fn input(&mut self, id: NodeId, input: Input) {
@@ -124,6 +134,13 @@ impl Cluster {
                 let (result, rec) = common::run(d, inputs);
                 for job in rec.snapshots {
                     self.inbox.entry(id).or_default().push(Input::SnapshotDone(job.run()));
+                }
+                for job in rec.restores {
+                    if self.hold_restores {
+                        self.held.entry(id).or_default().push(job);
+                    } else {
+                        self.inbox.entry(id).or_default().push(Input::Restored(job.run()));
+                    }
                 }
                 for (req, resp) in rec.answers {
                     if let Ok(reply) = resp {
@@ -153,6 +170,12 @@ impl Cluster {
                     }
                 }
                 if self.isolated.contains(&m.from()) || self.isolated.contains(&m.to()) {
+                    continue;
+                }
+                let carries_entries = matches!(&m, PeerMessage::Raft(raft::Message {
+                    body: raft::MessageBody::AppendEntries { entries, .. }, ..
+                }) if !entries.is_empty());
+                if carries_entries && self.drop_entries_to.contains(&m.to()) {
                     continue;
                 }
                 if self.drivers.contains_key(&m.to()) {
@@ -416,6 +439,277 @@ fn a_snapshot_damaged_in_flight_is_rejected_and_sent_again() {
     let st = c.drivers[&lagging].snapshot_stats();
     assert_eq!(st.rejected, 1, "the damaged copy was refused: {st:?}");
     assert_eq!(st.installed, 1, "the second copy was installed: {st:?}");
+    c.write_range(leader, 60..65);
+    c.assert_holds(lagging, 0..65);
+}
+
+// ---- Restore jobs: a received snapshot is checked and loaded off the host loop ----
+
+/// A cluster whose lagging follower has received the leader's whole snapshot and holds its restore
+/// job out (not run): (cluster, leader, follower, the snapshot's index).
+fn restoring_follower() -> (Cluster, NodeId, NodeId, u64) {
+    let mut c = Cluster::new(3, small_snapshots());
+    let leader = c.elect();
+    let lagging = c.voters.iter().copied().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    c.write_range(leader, 0..60);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    let index = c.drivers[&leader].snapshot().expect("the leader has a snapshot").0.index;
+    c.hold_restores = true;
+    c.isolated.clear();
+    for _ in 0..60 {
+        c.tick(1);
+        if c.held.get(&lagging).is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+    }
+    assert_eq!(c.held.get(&lagging).map_or(0, Vec::len), 1, "one restore job out");
+    assert_eq!(c.held[&lagging][0].index(), index);
+    let d = &c.drivers[&lagging];
+    assert!(d.restore_in_progress());
+    assert_eq!(d.snapshot_stats().installed, 0, "nothing installed before the job reports");
+    assert!(d.kv().applied_index() < index, "the state machine is the old one");
+    (c, leader, lagging, index)
+}
+
+/// Runs the follower's held restore job and hands its outcome to it.
+fn finish_restore(c: &mut Cluster, id: NodeId) {
+    let job = c.held.get_mut(&id).and_then(Vec::pop).expect("a held restore job");
+    let restored = job.run();
+    c.input(id, Input::Restored(restored));
+    c.settle();
+}
+
+/// A chunk of the leader's current snapshot file, as the leader would send it.
+fn chunk_of_leaders_snapshot(
+    c: &Cluster,
+    leader: NodeId,
+    to: NodeId,
+    offset: u64,
+    max: usize,
+) -> PeerMessage {
+    let d = &c.drivers[&leader];
+    let (meta, len) = d.snapshot().cloned().expect("the leader has a snapshot");
+    let data = storage::read_snapshot_chunk(&c.disks[&leader], Path::new(DIR), offset, max).unwrap();
+    PeerMessage::SnapshotChunk {
+        from: leader,
+        to,
+        term: d.node().term(),
+        index: meta.index,
+        snap_term: meta.term,
+        offset,
+        len,
+        data,
+    }
+}
+
+fn files(c: &Cluster, id: NodeId) -> Vec<String> {
+    use storage::FileSystem;
+    c.disks[&id].list_dir(Path::new(DIR)).unwrap()
+}
+
+fn acks(messages: &[PeerMessage]) -> Vec<(engine::ChunkStatus, u64)> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            PeerMessage::SnapshotAck { status, received, .. } => Some((*status, *received)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_received_snapshot_is_installed_only_when_its_restore_job_reports() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    assert!(files(&c, lagging).contains(&"snapshot.restore".to_string()), "{:?}", files(&c, lagging));
+    let chunks_before = c.drivers[&leader].snapshot_stats().chunks_sent;
+    // Longer than the leader's abort_ticks: the follower keeps telling it that it holds the whole
+    // file, so the transfer is neither abandoned nor sent again, and nothing is installed.
+    c.tick(small_snapshots().abort_ticks as usize + 20);
+    assert_eq!(c.drivers[&lagging].snapshot_stats().installed, 0);
+    assert_eq!(c.drivers[&leader].snapshot_stats().sent, 0, "the leader was not told Installed");
+    assert_eq!(
+        c.drivers[&leader].snapshot_stats().chunks_sent,
+        chunks_before,
+        "the leader waits: no chunk resent while the job runs"
+    );
+    assert_eq!(c.drivers[&leader].snapshot_transfers().0, 1, "the transfer is still open");
+    assert_eq!(c.held[&lagging].len(), 1, "no second job");
+    finish_restore(&mut c, lagging);
+    let d = &c.drivers[&lagging];
+    assert_eq!(d.snapshot_stats().installed, 1);
+    assert_eq!(d.snapshot().map(|(m, _)| m.index), Some(index));
+    assert!(!d.restore_in_progress());
+    assert!(!files(&c, lagging).iter().any(|f| f == "snapshot.restore" || f == "snapshot.recv"));
+    assert_eq!(c.drivers[&leader].snapshot_stats().sent, 1, "the leader heard Installed");
+    c.hold_restores = false;
+    c.write_range(leader, 60..70);
+    c.assert_holds(lagging, 0..70);
+}
+
+#[test]
+fn a_chunk_retransmitted_while_restoring_is_held_not_installed_nor_received_again() {
+    let (mut c, leader, lagging, _) = restoring_follower();
+    let len = c.drivers[&leader].snapshot().unwrap().1;
+    for offset in [0, 200, len - 10] {
+        let chunk = chunk_of_leaders_snapshot(&c, leader, lagging, offset, 200);
+        let d = c.drivers.get_mut(&lagging).unwrap();
+        let (result, rec) = common::run(d, vec![Input::Peer(chunk)]);
+        result.unwrap();
+        assert_eq!(
+            acks(&rec.messages),
+            vec![(engine::ChunkStatus::Progress, len)],
+            "offset {offset}: held at the whole length, not Installed"
+        );
+        assert!(rec.restores.is_empty(), "no second job");
+        assert!(!files(&c, lagging).contains(&"snapshot.recv".to_string()), "no new receive");
+        assert_eq!(c.drivers[&lagging].snapshot_stats().installed, 0);
+    }
+    finish_restore(&mut c, lagging);
+    assert_eq!(c.drivers[&lagging].snapshot_stats().installed, 1);
+    c.hold_restores = false;
+    c.write_range(leader, 60..65);
+    c.assert_holds(lagging, 0..65);
+}
+
+#[test]
+fn a_newer_snapshot_while_restoring_makes_the_result_stale() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    // The leader moves on and takes a newer snapshot; its first chunk reaches the follower.
+    c.isolated.insert(lagging);
+    c.write_range(leader, 60..80);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    let newer = c.drivers[&leader].snapshot().unwrap().0.index;
+    assert!(newer > index);
+    c.isolated.clear();
+    let chunk = chunk_of_leaders_snapshot(&c, leader, lagging, 0, 200);
+    let d = c.drivers.get_mut(&lagging).unwrap();
+    let (result, rec) = common::run(d, vec![Input::Peer(chunk)]);
+    result.unwrap();
+    assert_eq!(acks(&rec.messages), vec![(engine::ChunkStatus::Progress, 200)], "a new receive started");
+    assert!(files(&c, lagging).contains(&"snapshot.recv".to_string()));
+    // The stale job reports: nothing installed, its file gone, the new receive kept.
+    finish_restore(&mut c, lagging);
+    let d = &c.drivers[&lagging];
+    assert_eq!(d.snapshot_stats().installed, 0, "the stale result was dropped");
+    assert!(d.kv().applied_index() < index);
+    assert!(!files(&c, lagging).contains(&"snapshot.restore".to_string()));
+    // The leader gives its silent transfer of the old snapshot up and sends the newer one.
+    c.hold_restores = false;
+    for _ in 0..200 {
+        c.tick(1);
+        if c.drivers[&lagging].snapshot_stats().installed > 0 {
+            break;
+        }
+    }
+    assert_eq!(c.drivers[&lagging].snapshot().map(|(m, _)| m.index), Some(newer));
+    c.write_range(leader, 80..85);
+    c.assert_holds(lagging, 0..85);
+}
+
+#[test]
+fn a_term_change_while_restoring_makes_the_result_stale() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    // The leader is cut off; the third node (it holds the whole log) is elected. Its entries do
+    // not reach the follower yet, so only the term tells the result is stale.
+    c.isolated.insert(leader);
+    c.drop_entries_to.insert(lagging);
+    let term = c.drivers[&lagging].node().term();
+    let mut new_leader = None;
+    for _ in 0..300 {
+        c.tick(1);
+        new_leader = c
+            .drivers
+            .iter()
+            .find(|(&id, d)| id != leader && d.node().role() == Role::Leader)
+            .map(|(&id, _)| id);
+        if new_leader.is_some() {
+            break;
+        }
+    }
+    let new_leader = new_leader.expect("a new leader");
+    assert!(c.drivers[&lagging].node().term() > term);
+    c.tick(5);
+    assert!(c.drivers[&lagging].kv().applied_index() < index, "not caught up by entries");
+    finish_restore(&mut c, lagging);
+    let d = &c.drivers[&lagging];
+    assert_eq!(d.snapshot_stats().installed, 0, "a result from another term is dropped");
+    assert!(!d.restore_in_progress());
+    assert!(!files(&c, lagging).contains(&"snapshot.restore".to_string()));
+    // The new leader has the entries: the follower catches up by them.
+    c.hold_restores = false;
+    c.drop_entries_to.clear();
+    c.isolated.clear();
+    c.write_range(new_leader, 60..65);
+    c.tick(10);
+    c.assert_holds(lagging, 0..65);
+}
+
+#[test]
+fn a_follower_caught_up_by_entries_while_restoring_drops_the_result() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    // Entries up to the leader's commit, in the leader's term, from the third node's full log (as
+    // a leader that still had them would send): the follower applies past the snapshot.
+    let third = c.voters.iter().copied().find(|&id| id != leader && id != lagging).unwrap();
+    let (prev, commit, term) = {
+        let d = &c.drivers[&lagging];
+        (d.node().last_index(), c.drivers[&leader].node().commit(), c.drivers[&leader].node().term())
+    };
+    let full = &c.drivers[&third];
+    let entries: Vec<raft::Entry> =
+        (prev + 1..=full.node().last_index()).map(|i| full.node().entry(i).unwrap().clone()).collect();
+    let prev_log_term = full.node().entry_term(prev).unwrap();
+    let append = PeerMessage::Raft(raft::Message {
+        from: leader,
+        to: lagging,
+        term,
+        body: raft::MessageBody::AppendEntries {
+            prev_log_index: prev,
+            prev_log_term,
+            entries,
+            leader_commit: commit,
+        },
+    });
+    let d = c.drivers.get_mut(&lagging).unwrap();
+    let (result, _) = common::run(d, vec![Input::Peer(append)]);
+    result.unwrap();
+    assert!(c.drivers[&lagging].kv().applied_index() >= index, "applied past the snapshot by entries");
+    finish_restore(&mut c, lagging);
+    let d = &c.drivers[&lagging];
+    assert_eq!(d.snapshot_stats().installed, 0, "nothing to install");
+    assert!(!d.restore_in_progress());
+    assert!(!files(&c, lagging).contains(&"snapshot.restore".to_string()));
+    assert_eq!(
+        c.drivers[&leader].snapshot_stats().sent,
+        1,
+        "the leader was told Installed: its transfer ends"
+    );
+    c.hold_restores = false;
+    c.write_range(leader, 60..65);
+    c.assert_holds(lagging, 0..65);
+}
+
+#[test]
+fn a_crash_while_restoring_recovers_and_installs_again() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    c.crash(lagging, 3);
+    assert!(!c.held.contains_key(&lagging), "the job died with the process");
+    c.start(lagging).unwrap();
+    assert!(
+        !files(&c, lagging).iter().any(|f| f.starts_with("snapshot.re")),
+        "leftovers removed at start: {:?}",
+        files(&c, lagging)
+    );
+    c.hold_restores = false;
+    for _ in 0..200 {
+        c.tick(1);
+        if c.drivers[&lagging].snapshot_stats().installed > 0 {
+            break;
+        }
+    }
+    assert_eq!(c.drivers[&lagging].snapshot().map(|(m, _)| m.index), Some(index));
     c.write_range(leader, 60..65);
     c.assert_holds(lagging, 0..65);
 }

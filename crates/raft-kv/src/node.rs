@@ -69,8 +69,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::{
-    Driver, FatalError, Io, PeerMessage, Request, RequestError, RequestId, Response, SnapshotDone,
-    SnapshotJob, SnapshotStats, SyncJob,
+    Driver, FatalError, Io, PeerMessage, Request, RequestError, RequestId, Response, RestoreJob, Restored,
+    SnapshotDone, SnapshotJob, SnapshotStats, SyncJob,
 };
 use raft::{Entry, NodeId, Role};
 use storage::{StorageError, SNAPSHOT_TMP};
@@ -100,6 +100,8 @@ pub enum Input {
     SnapshotDone(Result<SnapshotDone, StorageError>),
     /// The outcome of a sync job: its ticket and result (sent by the sync thread).
     Synced(u64, Result<(), StorageError>),
+    /// The outcome of the restore job running in the background (sent by its thread).
+    Restored(Restored),
     /// Stop: answer what can be answered within the grace period, then exit.
     Shutdown,
 }
@@ -319,6 +321,7 @@ pub fn spawn(
             data_dir: opts.data_dir.clone(),
             waiters: HashMap::new(),
             job: None,
+            restore: None,
             syncer,
             reports: Vec::new(),
             notices: Vec::new(),
@@ -478,6 +481,11 @@ impl NodeLoop {
                     if self.host.job.take().is_some() {
                         tracing::warn!("shutting down while a snapshot is being written: abandoning it");
                     }
+                    if self.host.restore.take().is_some() {
+                        tracing::warn!(
+                            "shutting down while a received snapshot is being loaded: abandoning it"
+                        );
+                    }
                     self.host.fail_waiters();
                     return Ok(());
                 }
@@ -509,6 +517,13 @@ impl NodeLoop {
                 batch.push_back(engine::Input::SnapshotDone(result));
             }
             Input::Synced(ticket, result) => batch.push_back(engine::Input::Synced(ticket, result)),
+            Input::Restored(restored) => {
+                if let Some(thread) = self.host.restore.take() {
+                    // As for a snapshot job: the report was the thread's last act.
+                    let _ = thread.join();
+                }
+                batch.push_back(engine::Input::Restored(restored));
+            }
             Input::Shutdown => {
                 shutdown_deadline.get_or_insert(now + self.opts.shutdown_grace);
             }
@@ -528,6 +543,8 @@ struct ServerIo {
     waiters: HashMap<RequestId, oneshot::Sender<Response>>,
     /// The running snapshot thread (None when no job runs).
     job: Option<JoinHandle<()>>,
+    /// The running restore thread (None when no received snapshot is being loaded).
+    restore: Option<JoinHandle<()>>,
     /// Sync jobs go to the `raft-sync` thread (unless `--sync-thread false`).
     syncer: Option<Sender<SyncJob<MeteredFs>>>,
     /// Reports of sync jobs run on this thread, for a batch of their own right after the one
@@ -730,6 +747,37 @@ impl Io<MeteredFs> for ServerIo {
         Ok(())
     }
 
+    /// Runs the restore job (fsync, read back and verify the received snapshot, decode its image:
+    /// the better part of a second for a 100 MB one) on a `raft-restore` thread, so this loop, and
+    /// with it the node's sockets and keepalives, go on meanwhile. Not started while shutting down
+    /// (its file is removed at the next start); if no thread can be started it runs here.
+    fn start_restore(&mut self, job: RestoreJob<MeteredFs>) {
+        if self.shutting_down {
+            return;
+        }
+        let tx = self.tx.clone();
+        let (index, ticket) = (job.index(), job.ticket());
+        // The job is moved into the thread only once it exists (a failed spawn gives it back).
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new().name("raft-restore".into()).spawn(move || {
+            let Some(job) = theirs.lock().ok().and_then(|mut j| j.take()) else { return };
+            let _ = tx.send(Input::Restored(run_restore(job)));
+        });
+        match spawned {
+            Ok(thread) => {
+                tracing::debug!(index, ticket, "restore job started");
+                self.restore = Some(thread);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to load the received snapshot: loading it here");
+                if let Some(job) = slot.lock().ok().and_then(|mut j| j.take()) {
+                    let _ = self.tx.send(Input::Restored(run_restore(job)));
+                }
+            }
+        }
+    }
+
     /// Frees the compacted log prefix (up to --snapshot-entries entries: milliseconds) and deletes
     /// the previous snapshot file and the log segments it covers (tens of milliseconds per 64 MiB)
     /// on a short-lived thread instead of this one.
@@ -840,6 +888,17 @@ fn publish(driver: &Driver<MeteredFs>, shared: &Mutex<Status>, pending: usize) {
     s.membership_index = node.membership_index();
     s.next_id = node.membership().next_id();
     s.standby = false;
+}
+
+/// Runs a restore job; a panic in it is reported as a refused snapshot rather than lost (the
+/// driver would wait for it forever).
+fn run_restore(job: RestoreJob<MeteredFs>) -> Restored {
+    let started = Instant::now();
+    let (index, ticket) = (job.index(), job.ticket());
+    let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
+        .unwrap_or_else(|_| Restored::failed(ticket, "the restore thread panicked".into()));
+    tracing::info!(index, ok = restored.is_ok(), elapsed = ?started.elapsed(), "received snapshot checked and loaded");
+    restored
 }
 
 /// Runs a snapshot job; a panic in it is reported as an I/O error on `tmp` rather than lost.

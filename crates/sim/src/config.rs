@@ -42,8 +42,13 @@ pub struct SimConfig {
     pub snapshot: SnapshotConfig,
     /// Longest virtual time a snapshot job takes (it completes after a random delay up to this).
     pub snapshot_job_ms: u64,
-    /// Probability that a node crashes right after writing a snapshot, before installing it.
+    /// Probability that a node crashes right after writing a snapshot, before installing it (and
+    /// right after loading a received one, before installing it).
     pub snapshot_crash: f64,
+    /// Longest virtual time a restore job (checking and loading a received snapshot) takes: it
+    /// completes after a random delay up to this, while the node goes on with other inputs
+    /// (appends, heartbeats, requests, more chunks). Up to beyond a leader's `abort_ticks`.
+    pub restore_job_ms: u64,
     /// Nodes hand their fdatasyncs out as sync jobs (as the server does by default, on its
     /// `raft-sync` thread) instead of syncing inline (the server's `--sync-thread false`).
     pub deferred_sync: bool,
@@ -119,6 +124,7 @@ impl SimConfig {
             write_window: [2, 8, engine::DEFAULT_WRITE_WINDOW][rng.range(0, 3) as usize],
             lease_reads: false,
             clock_drift: false,
+            restore_job_ms: 0,
         };
         if rng.chance(0.25) {
             // A snapshot storm: compaction races replication, so followers are sent snapshots while
@@ -144,6 +150,8 @@ impl SimConfig {
         if cfg.lease_reads {
             cfg.check_quorum = true;
         }
+        // Drawn after those, for the same reason.
+        cfg.restore_job_ms = [0, 20, 120, 300][rng.range(0, 4) as usize];
         cfg
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use engine::{Driver, FatalError, Io, PeerMessage, RequestId, Response, SnapshotJob, SyncJob};
+use engine::{Driver, FatalError, Io, PeerMessage, RequestId, Response, RestoreJob, SnapshotJob, SyncJob};
 use raft::{Entry, MessageBody};
 use storage::{FileSystem, MemFs, StorageError};
 
@@ -23,6 +23,8 @@ pub(crate) struct SimIo {
     pub(crate) sync: Option<SyncJob<MemFs>>,
     /// A snapshot job to run later.
     pub(crate) snapshot: Option<SnapshotJob<MemFs>>,
+    /// A restore job (a received snapshot to check and load) to run later.
+    pub(crate) restore: Option<RestoreJob<MemFs>>,
     /// The first violated promise, if any.
     pub(crate) violation: Option<String>,
     /// The node's wall clock (virtual time plus the node's skew), ms.
@@ -37,6 +39,7 @@ impl SimIo {
             answers: Vec::new(),
             sync: None,
             snapshot: None,
+            restore: None,
             violation: None,
             clock_ms: 0,
         }
@@ -77,6 +80,10 @@ impl Io<MemFs> for SimIo {
     fn start_snapshot(&mut self, job: SnapshotJob<MemFs>) -> Result<(), StorageError> {
         self.snapshot = Some(job);
         Ok(())
+    }
+
+    fn start_restore(&mut self, job: RestoreJob<MemFs>) {
+        self.restore = Some(job);
     }
 
     fn clock_ms(&self) -> u64 {

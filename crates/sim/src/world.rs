@@ -52,7 +52,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use engine::{Driver, DriverConfig, FatalError, Input, PeerMessage, SnapshotJob, SyncJob};
+use engine::{Driver, DriverConfig, FatalError, Input, PeerMessage, RestoreJob, SnapshotJob, SyncJob};
 use raft::{Membership, NodeId, Rng, Role};
 use storage::{FaultOp, LogOptions, MemFs};
 
@@ -97,6 +97,8 @@ enum Event {
     SnapshotDone(NodeId, u64),
     /// A node's sync job completes (if the node's incarnation is still this one).
     SyncDone(NodeId, u64),
+    /// A node's restore job completes (if the node's incarnation is still this one).
+    RestoreDone(NodeId, u64),
     /// A node's thread runs the inputs queued for it as one batch (if the incarnation matches).
     Run(NodeId, u64),
     /// The membership operator acts.
@@ -117,6 +119,10 @@ struct SimNode {
     fault_armed: bool,
     /// The snapshot job in progress.
     job: Option<SnapshotJob<MemFs>>,
+    /// The restore job in progress (a received snapshot being checked and loaded).
+    restore: Option<RestoreJob<MemFs>>,
+    /// Batches the node ran while its restore job was out.
+    restore_batches: u64,
     /// The newest sync job not yet run (it covers the older ones).
     sync: Option<SyncJob<MemFs>>,
     /// Inputs waiting for the node thread.
@@ -173,6 +179,9 @@ pub struct Report {
     pub transfers: u64,
     /// WATCH-guarded transactions answered: (ran, aborted).
     pub watched: (usize, usize),
+    /// Restore jobs (received snapshots checked and loaded) that completed, and those during which
+    /// their node ran other batches (appends, heartbeats, requests, chunks).
+    pub restores: (u64, u64),
 }
 
 /// The world.
@@ -263,6 +272,8 @@ impl World {
                     incarnation: 0,
                     fault_armed: false,
                     job: None,
+                    restore: None,
+                    restore_batches: 0,
                     sync: None,
                     inbox: Vec::new(),
                     run_scheduled: false,
@@ -369,10 +380,12 @@ impl World {
                 Some(d) => {
                     let r = d.node();
                     out.push_str(&format!(
-                        "  node {id}: snapshot {:?}, first index {}, {:?}\n",
+                        "  node {id}: snapshot {:?}, first index {}, {:?}; {}; restore job {:?}\n",
                         d.snapshot().map(|(m, _)| (m.index, m.term)),
                         r.first_index(),
-                        d.snapshot_stats()
+                        d.snapshot_stats(),
+                        d.describe_transfers(),
+                        n.restore.as_ref().map(|j| j.ticket())
                     ));
                     out.push_str(&format!(
                         "  node {id}: {} term {} leader {:?} voted {:?} timer {}/{} commit {} applied {} last {} pending {}; {} (at {})\n",
@@ -444,6 +457,7 @@ impl World {
             Event::SyncDone(id, inc) => 10 + (id << 8) + (inc << 16),
             Event::Run(id, inc) => 11 + (id << 8) + (inc << 16),
             Event::Operator => 12,
+            Event::RestoreDone(id, inc) => 13 + (id << 8) + (inc << 16),
         };
         let h = self.report.trace_hash ^ tag ^ self.now.rotate_left(32);
         self.report.trace_hash = Rng::new(h).next_u64();
@@ -511,6 +525,7 @@ impl World {
             }
             Event::SnapshotDone(id, incarnation) => self.snapshot_done(id, incarnation),
             Event::SyncDone(id, incarnation) => self.sync_done(id, incarnation),
+            Event::RestoreDone(id, incarnation) => self.restore_done(id, incarnation),
             Event::Heal(cuts) => {
                 for cut in cuts {
                     self.net.cut.remove(&cut);
@@ -606,6 +621,7 @@ impl World {
             return Ok(());
         }
         let armed = node.fault_armed;
+        node.restore_batches += u64::from(node.restore.is_some());
         let syncs_before = node.fs.stats().file_syncs;
         // As the server: a batch takes at most so much work; the rest waits for the next run.
         let mut inbox: std::collections::VecDeque<Input> = std::mem::take(&mut node.inbox).into();
@@ -676,6 +692,14 @@ impl World {
             let delay = self.rng.range(0, self.cfg.snapshot_job_ms + 1);
             self.schedule(delay, Event::SnapshotDone(id, incarnation));
         }
+        if let Some(job) = io.restore {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.restore = Some(job);
+                node.restore_batches = 0;
+            }
+            let delay = self.rng.range(0, self.cfg.restore_job_ms + 1);
+            self.schedule(delay, Event::RestoreDone(id, incarnation));
+        }
         // The thread is busy while the disk works.
         let mut busy = 0;
         if syncs > 0 {
@@ -739,6 +763,34 @@ impl World {
             return;
         }
         self.input(id, Input::SnapshotDone(result));
+    }
+
+    /// Runs a node's restore job (it "took" the virtual time since it started: meanwhile the node
+    /// ran whatever arrived); its outcome is an input of the node's next batch. Sometimes the node
+    /// crashes between loading the snapshot and installing it.
+    fn restore_done(&mut self, id: NodeId, incarnation: u64) {
+        let crash = !self.calm && self.cfg.crashes && self.rng.chance(self.cfg.snapshot_crash);
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if node.incarnation != incarnation || node.driver.is_none() {
+            return;
+        }
+        let Some(job) = node.restore.take() else { return };
+        let restored = job.run();
+        self.report.restores.0 += 1;
+        self.report.restores.1 += u64::from(node.restore_batches > 0);
+        if !restored.is_ok() && node.fault_armed {
+            // The job may have consumed the injected fsync failure (the driver refuses the file);
+            // disarm it either way, so that no later sync fails unexpected.
+            node.fs.fail_next(FaultOp::Sync, 0);
+            node.fault_armed = false;
+        }
+        if crash {
+            self.crash(id);
+            let downtime = self.rng.range(20, 300);
+            self.schedule(downtime, Event::Restart(id));
+            return;
+        }
+        self.input(id, Input::Restored(restored));
     }
 
     /// The membership operator acts on the leader of the newest term (see [`crate::membership`]).
@@ -811,6 +863,8 @@ impl World {
                 incarnation: 0,
                 fault_armed: false,
                 job: None,
+                restore: None,
+                restore_batches: 0,
                 sync: None,
                 inbox: Vec::new(),
                 run_scheduled: false,

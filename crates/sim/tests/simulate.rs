@@ -67,14 +67,23 @@ fn the_simulator_exercises_snapshots_and_install_snapshot() {
     // Snapshots, log compaction and InstallSnapshot must actually happen under the faults, not
     // just be configured: count them over a fixed set of seeds.
     let (mut taken, mut installed, mut chunks, mut runs_with_install) = (0, 0, 0, 0);
+    let (mut restores, mut interleaved) = (0, 0);
     for seed in 1_000_000..1_000_060 {
         let r = run_seed(seed).unwrap_or_else(|f| panic!("seed {} failed: {}", f.seed, f.reason));
         taken += r.snapshots.0;
         installed += r.snapshots.1;
         chunks += r.snapshots.2;
         runs_with_install += u64::from(r.snapshots.1 > 0);
+        restores += r.restores.0;
+        interleaved += r.restores.1;
     }
-    println!("60 seeds: {taken} snapshots taken, {installed} installed from a leader ({runs_with_install} runs), {chunks} chunks sent");
+    println!("60 seeds: {taken} snapshots taken, {installed} installed from a leader ({runs_with_install} runs), {chunks} chunks sent; {restores} restore jobs, {interleaved} with other batches of their node meanwhile");
+    // Every install goes through a restore job, and most jobs overlap other work of their node.
+    assert!(restores >= installed, "restore jobs {restores} < installs {installed}");
+    assert!(
+        interleaved * 3 >= restores && interleaved >= 50,
+        "restore jobs with other batches meanwhile: {interleaved} of {restores}"
+    );
     assert!(taken >= 100, "snapshots taken: {taken}");
     assert!(
         runs_with_install >= 10,

@@ -51,5 +51,5 @@ pub use rng::SplitMix64;
 pub use snapshot::{
     install_snapshot, read_snapshot, read_snapshot_chunk, read_snapshot_file, read_snapshot_meta,
     remove_snapshot_temporaries, verify_snapshot_file, SnapshotMeta, SnapshotReceiver, SnapshotWriter,
-    SNAPSHOT_FILE, SNAPSHOT_OLD, SNAPSHOT_RECV, SNAPSHOT_TMP,
+    SNAPSHOT_FILE, SNAPSHOT_OLD, SNAPSHOT_RECV, SNAPSHOT_RESTORE, SNAPSHOT_TMP,
 };

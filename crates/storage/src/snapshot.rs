@@ -9,7 +9,9 @@
 //! - received from the leader (InstallSnapshot, §7): the raw bytes of the leader's file, read with
 //!   [`read_snapshot_chunk`], are appended to [`SNAPSHOT_RECV`] by a [`SnapshotReceiver`], whose
 //!   [`SnapshotReceiver::finish`] fsyncs and *verifies* the whole file (a damaged or partial transfer
-//!   is removed and refused, never installed); then [`install_snapshot`] renames it over
+//!   is removed and refused, never installed; a complete file may first be renamed to
+//!   [`SNAPSHOT_RESTORE`] with [`SnapshotReceiver::rename_to`], so that the check runs in the
+//!   background while a newer transfer starts); then [`install_snapshot`] renames it over
 //!   [`SNAPSHOT_FILE`], and the caller resets the log if it does not continue the snapshot
 //!   ([`crate::LogStore::reset`]).
 //!
@@ -59,6 +61,10 @@ pub const SNAPSHOT_FILE: &str = "snapshot";
 pub const SNAPSHOT_TMP: &str = "snapshot.tmp";
 /// File name of a snapshot being received from the leader (renamed when complete and verified).
 pub const SNAPSHOT_RECV: &str = "snapshot.recv";
+/// File name of a completely received snapshot while it is verified and loaded in the background
+/// ([`SnapshotReceiver::rename_to`]), so that a newer transfer can start in [`SNAPSHOT_RECV`]
+/// meanwhile; installed from here.
+pub const SNAPSHOT_RESTORE: &str = "snapshot.restore";
 /// The previous snapshot, moved aside by [`install_snapshot`] until the caller deletes it.
 pub const SNAPSHOT_OLD: &str = "snapshot.old";
 /// Magic number at the start of a snapshot file.
@@ -520,7 +526,7 @@ pub fn read_snapshot_chunk<F: FileSystem>(fs: &F, dir: &Path, offset: u64, max_l
     Ok(Bytes::from(buf))
 }
 
-/// Removes leftover [`SNAPSHOT_TMP`] and [`SNAPSHOT_RECV`] files of `dir` (call at startup, before
+/// Removes leftover [`SNAPSHOT_TMP`], [`SNAPSHOT_RECV`] and [`SNAPSHOT_RESTORE`] files of `dir` (call at startup, before
 /// writing or receiving a snapshot). With `sync`, the removals are durable on return.
 pub fn remove_snapshot_temporaries<F: FileSystem>(fs: &F, dir: &Path, sync: bool) -> Result<()> {
     let current = dir.join(SNAPSHOT_FILE);
@@ -535,7 +541,7 @@ pub fn remove_snapshot_temporaries<F: FileSystem>(fs: &F, dir: &Path, sync: bool
         }
     }
     let mut removed = false;
-    for name in [SNAPSHOT_TMP, SNAPSHOT_RECV, SNAPSHOT_OLD] {
+    for name in [SNAPSHOT_TMP, SNAPSHOT_RECV, SNAPSHOT_RESTORE, SNAPSHOT_OLD] {
         let path = dir.join(name);
         match fs.remove_file(&path) {
             Ok(()) => {
@@ -598,6 +604,21 @@ impl<F: FileSystem> SnapshotReceiver<F> {
         }
         self.len += data.len() as u64;
         Ok(())
+    }
+
+    /// Gives the file another name in the same directory (e.g. [`SNAPSHOT_RESTORE`], so that a new
+    /// receive can start in [`SNAPSHOT_RECV`] while this one is checked). The rename is not made
+    /// durable: the name is temporary either way (removed at startup).
+    pub fn rename_to(&mut self, name: &str) -> Result<()> {
+        let to = self.dir.join(name);
+        self.fs.rename(&self.path, &to).map_err(|e| StorageError::io(&self.path, e))?;
+        self.path = to;
+        Ok(())
+    }
+
+    /// The file's current path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes received so far (the offset the next chunk must start at).

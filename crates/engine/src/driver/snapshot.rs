@@ -11,18 +11,35 @@
 //!   handed a snapshot the leader no longer means to send.
 //! - Installing a received snapshot follows the core's verdict ([`raft::StorageAction`]): the
 //!   log keeps its suffix only if storage holds exactly what the core keeps.
+//! - A received snapshot is checked and loaded by a [`RestoreJob`] off the driver (see
+//!   [`crate::snapshots`]); at most one exists at a time (`restoring` from its creation to its
+//!   outcome). Meanwhile the receive is held open: a chunk of the same snapshot is answered
+//!   `Progress` with the whole length (the leader's transfer then waits: nothing is unacknowledged,
+//!   so it neither resends nor advances), never `Installed` and never a new receive; a chunk of an
+//!   older snapshot is not answered (the job covers it); the first chunk of a newer one starts a new
+//!   receive in `snapshot.recv` and makes the job's outcome stale (if that receive completes
+//!   before the outcome is back, it waits for it, complete, in `incoming`).
+//! - The outcome is installed only if nothing it depends on changed: it is the outcome of the job
+//!   the driver waits for (tickets are unique per incarnation), not stale, the node's term is the
+//!   one the last chunk arrived in and it does not lead, and the state machine has not applied
+//!   the snapshot's index by entries meanwhile (entries applied meanwhile are all below that
+//!   index, so the snapshot covers them: nothing applied is lost, and the writes they answered
+//!   stay answered). Otherwise the file is removed and the state machine kept; the leader gets
+//!   `Installed` if the node has applied the index, no answer after a term change or a newer
+//!   snapshot (that leader asks again or is gone), `Rejected` if the job refused the file.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use raft::progress::ProgressState;
 use raft::{Entry, HardState, Index, Membership, NodeId, Role, StorageAction};
-use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_RECV, SNAPSHOT_TMP};
+use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_RESTORE, SNAPSHOT_TMP};
 
 use super::{Driver, DriverConfig, FatalError, PeerMessage, RequestId};
 use crate::kv::{KvStore, Reply};
 use crate::snapshots::{
-    classify_chunk, ChunkAction, ChunkStatus, Incoming, SnapshotDone, SnapshotJob, SnapshotStats, Transfer,
+    classify_chunk, ChunkAction, ChunkStatus, Incoming, RestoreJob, Restored, SnapshotDone, SnapshotJob,
+    SnapshotStats, Transfer,
 };
 
 /// The driver's snapshot state.
@@ -43,8 +60,15 @@ pub(super) struct SnapshotWork<F: FileSystem> {
     waiters: Vec<(RequestId, Index)>,
     /// Leader: snapshots being sent, by follower.
     transfers: BTreeMap<NodeId, Transfer>,
-    /// Follower: the snapshot being received.
+    /// Follower: the snapshot being received (or, complete, waiting for a stale restore job to
+    /// report before its own job starts).
     incoming: Option<Incoming<F>>,
+    /// Follower: a restore job waiting to be taken by the host.
+    restore_job: Option<RestoreJob<F>>,
+    /// Follower: the restore job handed out, from its creation to its outcome.
+    restoring: Option<Restoring>,
+    /// The ticket of the last restore job (unique per incarnation: it starts from the session).
+    restore_ticket: u64,
     /// Counters.
     stats: SnapshotStats,
     /// Log entries dropped by the last compaction, for the host to free off its hot path; freed
@@ -57,8 +81,31 @@ pub(super) struct SnapshotWork<F: FileSystem> {
     to_delete: Vec<PathBuf>,
 }
 
+/// Follower: a received snapshot whose [`RestoreJob`] is out.
+#[derive(Debug)]
+struct Restoring {
+    /// The job's ticket.
+    ticket: u64,
+    /// The leader that sent it.
+    from: NodeId,
+    /// The snapshot's last included index.
+    index: Index,
+    /// Its last included term.
+    term: raft::Term,
+    /// The file's length.
+    len: u64,
+    /// The node's term when the last chunk arrived (the sender's).
+    leader_term: raft::Term,
+    /// A newer snapshot began arriving meanwhile: the outcome will be dropped.
+    stale: bool,
+    /// Tick of the last acknowledgement sent for it (the leader is told every `retransmit_ticks`
+    /// that the whole file is held, so that it neither abandons nor restarts the transfer while
+    /// the job runs, however long that takes).
+    last_ack: u64,
+}
+
 impl<F: FileSystem> SnapshotWork<F> {
-    pub(super) fn new(fs: F, dir: PathBuf, current: Option<(SnapshotMeta, u64)>) -> Self {
+    pub(super) fn new(fs: F, dir: PathBuf, current: Option<(SnapshotMeta, u64)>, session: u64) -> Self {
         SnapshotWork {
             fs,
             dir,
@@ -69,6 +116,9 @@ impl<F: FileSystem> SnapshotWork<F> {
             waiters: Vec::new(),
             transfers: BTreeMap::new(),
             incoming: None,
+            restore_job: None,
+            restoring: None,
+            restore_ticket: session.wrapping_shl(32),
             stats: SnapshotStats::default(),
             compacted: VecDeque::new(),
             retry_at: 0,
@@ -222,9 +272,26 @@ impl<F: FileSystem> Driver<F> {
         self.snap.job_running
     }
 
-    /// Followers a snapshot is being sent to (leader), and whether one is being received.
+    /// Followers a snapshot is being sent to (leader), and whether one is being received (or
+    /// restored from a received file).
     pub fn snapshot_transfers(&self) -> (usize, bool) {
-        (self.snap.transfers.len(), self.snap.incoming.is_some())
+        (self.snap.transfers.len(), self.snap.incoming.is_some() || self.snap.restoring.is_some())
+    }
+
+    /// The snapshot transfers in progress, for diagnostics: sent (leader), received and restored
+    /// (follower).
+    pub fn describe_transfers(&self) -> String {
+        let incoming =
+            self.snap.incoming.as_ref().map(|i| (i.index, i.term, i.receiver.len(), i.len, i.last_chunk));
+        format!(
+            "sending {:?}, receiving {incoming:?}, restoring {:?}",
+            self.snap.transfers, self.snap.restoring
+        )
+    }
+
+    /// True while a received snapshot is being checked and loaded by a [`RestoreJob`].
+    pub fn restore_in_progress(&self) -> bool {
+        self.snap.restoring.is_some()
     }
 
     /// The log entries the last compaction dropped, for the host to free off its hot path (a large
@@ -433,8 +500,19 @@ impl<F: FileSystem> Driver<F> {
             self.snap.transfers.remove(&peer);
             self.node.snapshot_failed(peer);
         }
+        if let Some(r) = self.snap.restoring.as_mut() {
+            let current = !r.stale && r.leader_term == self.node.term();
+            if current && now.saturating_sub(r.last_ack) >= cfg.retransmit_ticks {
+                // Still restoring: the leader keeps waiting (see `Restoring::last_ack`).
+                r.last_ack = now;
+                let (to, index, term, len) = (r.from, r.index, r.term, r.len);
+                self.ack_chunk(to, index, term, len, ChunkStatus::Progress);
+            }
+        }
         if let Some(inc) = &self.snap.incoming {
-            if now.saturating_sub(inc.last_chunk) >= cfg.abort_ticks {
+            // (A complete one waits for the restore job out, not for chunks.)
+            let partial = inc.receiver.len() < inc.len;
+            if partial && now.saturating_sub(inc.last_chunk) >= cfg.abort_ticks {
                 if let Some(inc) = self.snap.incoming.take() {
                     inc.receiver.abort();
                 }
@@ -472,6 +550,25 @@ impl<F: FileSystem> Driver<F> {
         }
     }
 
+    /// Queues an acknowledgement of a chunk of snapshot (`index`, `snap_term`) to `to`.
+    fn ack_chunk(
+        &mut self,
+        to: NodeId,
+        index: Index,
+        snap_term: raft::Term,
+        received: u64,
+        status: ChunkStatus,
+    ) {
+        self.outbox.push(PeerMessage::SnapshotAck {
+            from: self.node.id(),
+            to,
+            index,
+            snap_term,
+            received,
+            status,
+        });
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn receive_chunk(
         &mut self,
@@ -488,25 +585,34 @@ impl<F: FileSystem> Driver<F> {
         if term != self.node.term() || self.node.role() == Role::Leader {
             return Ok(());
         }
-        let ack = |d: &mut Self, received: u64, status: ChunkStatus| {
-            d.outbox.push(PeerMessage::SnapshotAck {
-                from: d.node.id(),
-                to: from,
-                index,
-                snap_term,
-                received,
-                status,
-            });
-        };
         if index <= self.kv.applied_index() {
             // We already have everything it covers.
-            ack(self, len, ChunkStatus::Installed);
+            self.ack_chunk(from, index, snap_term, len, ChunkStatus::Installed);
             return Ok(());
+        }
+        if let Some(r) = self.snap.restoring.as_mut().filter(|r| !r.stale) {
+            if (index, snap_term) == (r.index, r.term) {
+                // Its job holds the complete file: hold the leader at the whole length (it waits
+                // for the outcome instead of resending), neither a new receive nor `Installed`.
+                // The leader of a newer term sending the same snapshot takes the job over.
+                (r.from, r.leader_term, r.last_ack) = (from, term, self.now);
+                let received = r.len;
+                self.ack_chunk(from, index, snap_term, received, ChunkStatus::Progress);
+                return Ok(());
+            }
+            if index < r.index {
+                return Ok(()); // Covered by the job's snapshot once it is installed.
+            }
+            if offset == 0 {
+                // A newer snapshot: it is received, the job's outcome will be dropped.
+                tracing::info!(index, restoring = r.index, "a newer snapshot arrives while one is restored");
+                r.stale = true;
+            }
         }
         let current = self.snap.incoming.as_ref().map(|i| (i.index, i.term, i.receiver.len()));
         let skip = match classify_chunk(current, index, snap_term, offset, data.len()) {
             ChunkAction::Answer(status, received) => {
-                ack(self, received, status);
+                self.ack_chunk(from, index, snap_term, received, status);
                 return Ok(());
             }
             ChunkAction::Start => {
@@ -526,7 +632,7 @@ impl<F: FileSystem> Driver<F> {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot receive a snapshot");
-                        ack(self, 0, ChunkStatus::Rejected);
+                        self.ack_chunk(from, index, snap_term, 0, ChunkStatus::Rejected);
                         return Ok(());
                     }
                 }
@@ -542,70 +648,121 @@ impl<F: FileSystem> Driver<F> {
             if let Some(inc) = self.snap.incoming.take() {
                 inc.receiver.abort();
             }
-            ack(self, 0, ChunkStatus::Rejected);
+            self.ack_chunk(from, index, snap_term, 0, ChunkStatus::Rejected);
             return Ok(());
         }
         let received = inc.receiver.len();
-        if received < inc.len {
-            ack(self, received, ChunkStatus::Progress);
-            return Ok(());
+        if received == inc.len && self.snap.restoring.is_none() {
+            if let Some(inc) = self.snap.incoming.take() {
+                self.start_restore(inc);
+            }
         }
-        let Some(inc) = self.snap.incoming.take() else { return Ok(()) };
-        let status = self.install_incoming(inc)?;
-        if status == ChunkStatus::Rejected {
-            self.snap.stats.rejected += 1;
+        // Complete or not, the leader learns how much is held: with all of it, it waits for the
+        // restore job's outcome (`Installed` or `Rejected`).
+        if self.snap.incoming.is_some() || self.snap.restoring.is_some() {
+            self.ack_chunk(from, index, snap_term, received, ChunkStatus::Progress);
         }
-        ack(self, if status == ChunkStatus::Installed { len } else { 0 }, status);
         Ok(())
     }
 
-    /// Verifies a completely received snapshot and installs it: file, state machine, core, log.
-    fn install_incoming(&mut self, inc: Incoming<F>) -> Result<ChunkStatus, FatalError> {
-        let (index, term) = (inc.index, inc.term);
-        let path = self.snap.dir.join(SNAPSHOT_RECV);
-        let (meta, data) = match inc.receiver.finish() {
-            Ok((meta, data)) if meta.index == index && meta.term == term => (meta, data),
-            Ok((meta, _)) => {
-                tracing::warn!(index, got = meta.index, "received snapshot is not the one announced");
-                let _ = self.snap.fs.remove_file(&path);
-                return Ok(ChunkStatus::Rejected);
-            }
-            Err(_) => return Ok(ChunkStatus::Rejected), // Logged and removed by finish.
-        };
-        if self.node.role() == Role::Leader || index <= self.kv.applied_index() || term > self.node.term() {
-            // Caught up by entries meanwhile (or roles changed): nothing to install.
-            let _ = self.snap.fs.remove_file(&path);
-            return Ok(ChunkStatus::Installed);
+    /// Hands a completely received snapshot to a [`RestoreJob`] (none may be out): its file is
+    /// renamed to `snapshot.restore`, so that a newer transfer can start meanwhile.
+    fn start_restore(&mut self, inc: Incoming<F>) {
+        debug_assert!(self.snap.restoring.is_none() && self.snap.restore_job.is_none());
+        let Incoming { from, index, term, len, mut receiver, .. } = inc;
+        if let Err(e) = receiver.rename_to(SNAPSHOT_RESTORE) {
+            tracing::warn!(index, error = %e, "cannot set the received snapshot aside to check it");
+            receiver.abort();
+            self.snap.stats.rejected += 1;
+            self.ack_chunk(from, index, term, 0, ChunkStatus::Rejected);
+            return;
         }
-        let kv = match KvStore::restore(&data) {
-            Ok(kv) if kv.applied_index() == index => kv,
-            Ok(kv) => {
-                tracing::warn!(
-                    index,
-                    image = kv.applied_index(),
-                    "received snapshot image has the wrong index"
+        self.snap.restore_ticket = self.snap.restore_ticket.wrapping_add(1);
+        let ticket = self.snap.restore_ticket;
+        self.snap.restore_job = Some(RestoreJob { ticket, fs: self.snap.fs.clone(), receiver, index, term });
+        self.snap.restoring = Some(Restoring {
+            ticket,
+            from,
+            index,
+            term,
+            len,
+            leader_term: self.node.term(),
+            stale: false,
+            last_ack: self.now,
+        });
+    }
+
+    /// Takes the restore job to run, if one was created. Run it anywhere (it only touches
+    /// `snapshot.restore`) and hand its outcome back as [`crate::Input::Restored`].
+    pub(crate) fn take_restore_job(&mut self) -> Option<RestoreJob<F>> {
+        self.snap.restore_job.take()
+    }
+
+    /// The outcome of a [`RestoreJob`]: installs it if it still applies (see the module docs), then
+    /// starts the job of a newer snapshot that completed meanwhile. An error stops the node
+    /// (installing the file or resetting the log failed in storage).
+    pub(crate) fn restore_finished(&mut self, restored: Restored) -> Result<(), FatalError> {
+        let Restored { ticket, outcome } = restored;
+        if self.snap.restoring.as_ref().is_none_or(|r| r.ticket != ticket) {
+            // Not the job this driver waits for (cannot happen: a host drops the outcomes of a
+            // previous incarnation). Its file, if any, is not touched: it may be another job's.
+            tracing::warn!(ticket, "ignoring the outcome of an unknown restore job");
+            return Ok(());
+        }
+        let Some(r) = self.snap.restoring.take() else { return Ok(()) };
+        let current = !r.stale && self.node.term() == r.leader_term && self.node.role() != Role::Leader;
+        let path = self.snap.dir.join(SNAPSHOT_RESTORE);
+        match outcome {
+            Err(why) => {
+                // The job removed the file.
+                tracing::warn!(index = r.index, reason = %why, "refusing a received snapshot");
+                self.snap.stats.rejected += 1;
+                if current {
+                    self.ack_chunk(r.from, r.index, r.term, 0, ChunkStatus::Rejected);
+                }
+            }
+            Ok(_) if !current => {
+                tracing::info!(
+                    index = r.index,
+                    stale = r.stale,
+                    term = self.node.term(),
+                    "dropping a restored snapshot: a newer one or another term came meanwhile"
                 );
                 let _ = self.snap.fs.remove_file(&path);
-                return Ok(ChunkStatus::Rejected);
             }
-            Err(e) => {
-                tracing::warn!(index, error = %e, "received snapshot cannot be loaded");
+            Ok(_) if r.index <= self.kv.applied_index() => {
+                // Caught up by entries meanwhile: nothing to install.
                 let _ = self.snap.fs.remove_file(&path);
-                return Ok(ChunkStatus::Rejected);
+                self.ack_chunk(r.from, r.index, r.term, r.len, ChunkStatus::Installed);
             }
-        };
-        drop(data);
+            Ok((meta, kv)) => {
+                self.install_restored(&r, meta, kv)?;
+                self.ack_chunk(r.from, r.index, r.term, r.len, ChunkStatus::Installed);
+            }
+        }
+        if self.snap.incoming.as_ref().is_some_and(|i| i.receiver.len() == i.len) {
+            if let Some(inc) = self.snap.incoming.take() {
+                self.start_restore(inc);
+            }
+        }
+        Ok(())
+    }
+
+    /// The short part of installing a received snapshot, once its job checked and loaded it: the
+    /// file (rename + directory sync), the state machine, the core, the log, the waiters.
+    fn install_restored(&mut self, r: &Restoring, meta: SnapshotMeta, kv: KvStore) -> Result<(), FatalError> {
+        let (index, term) = (r.index, r.term);
         // From here on the new snapshot is the durable one; a crash before the log is reconciled is
         // repaired by `recover`.
         self.delete_leftovers();
         let displaced =
-            storage::install_snapshot(&self.snap.fs, &self.snap.dir, SNAPSHOT_RECV, self.config.log.sync)?;
+            storage::install_snapshot(&self.snap.fs, &self.snap.dir, SNAPSHOT_RESTORE, self.config.log.sync)?;
         self.snap.to_delete.extend(displaced);
         let membership = with_records(meta.membership.clone(), &self.admin.applied);
-        self.snap.current = Some((meta, inc.len));
+        self.snap.current = Some((meta, r.len));
         self.kv = kv;
         self.snap.since = (0, 0);
-        let restored = self.node.restore_with_membership(index, term, membership.clone(), inc.from);
+        let restored = self.node.restore_with_membership(index, term, membership.clone(), r.from);
         self.admin.restored(index, membership, &mut self.answers);
         self.drop_acks_beyond(self.node.last_index());
         match restored {
@@ -620,17 +777,11 @@ impl<F: FileSystem> Driver<F> {
                 )))
             }
         }
-        tracing::info!(
-            index,
-            term,
-            bytes = inc.len,
-            leader = inc.from,
-            "installed a snapshot from the leader"
-        );
+        tracing::info!(index, term, bytes = r.len, leader = r.from, "installed a snapshot from the leader");
         self.snap.stats.installed += 1;
         self.requests.answer_from_snapshot(&self.kv, self.now, &mut self.answers);
         self.requests.serve_reads(&self.kv, &mut self.answers);
         self.answer_snapshot_waiters();
-        Ok(ChunkStatus::Installed)
+        Ok(())
     }
 }

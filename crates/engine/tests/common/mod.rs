@@ -6,7 +6,9 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use engine::{Driver, FatalError, Input, Io, PeerMessage, RequestId, Response, SnapshotJob, SyncJob};
+use engine::{
+    Driver, FatalError, Input, Io, PeerMessage, RequestId, Response, RestoreJob, SnapshotJob, SyncJob,
+};
 use raft::Entry;
 use storage::{FileSystem, StorageError};
 
@@ -20,6 +22,8 @@ pub struct Recorder<F: FileSystem> {
     pub syncs: Vec<SyncJob<F>>,
     /// Snapshot jobs handed out (not run).
     pub snapshots: Vec<SnapshotJob<F>>,
+    /// Restore jobs handed out (not run).
+    pub restores: Vec<RestoreJob<F>>,
     /// The wall clock the host reports ([`Io::clock_ms`]; 0: none).
     pub clock_ms: u64,
 }
@@ -31,6 +35,7 @@ impl<F: FileSystem> Default for Recorder<F> {
             answers: Vec::new(),
             syncs: Vec::new(),
             snapshots: Vec::new(),
+            restores: Vec::new(),
             clock_ms: 0,
         }
     }
@@ -53,6 +58,10 @@ impl<F: FileSystem> Io<F> for Recorder<F> {
     fn start_snapshot(&mut self, job: SnapshotJob<F>) -> Result<(), StorageError> {
         self.snapshots.push(job);
         Ok(())
+    }
+
+    fn start_restore(&mut self, job: RestoreJob<F>) {
+        self.restores.push(job);
     }
 
     fn free(&mut self, _: VecDeque<Entry>, _: Vec<PathBuf>) {}

@@ -19,6 +19,7 @@ impl World {
         self.report.snapshots.1 += st.installed;
         self.report.snapshots.2 += st.chunks_sent;
         node.job = None;
+        node.restore = None;
         node.sync = None;
         node.inbox.clear();
         node.run_scheduled = false;
