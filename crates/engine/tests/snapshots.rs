@@ -713,3 +713,47 @@ fn a_crash_while_restoring_recovers_and_installs_again() {
     c.write_range(leader, 60..65);
     c.assert_holds(lagging, 0..65);
 }
+
+#[test]
+fn a_leader_keeps_the_entries_a_follower_that_just_installed_lacks_for_a_while() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    finish_restore(&mut c, lagging);
+    assert_eq!(c.drivers[&lagging].snapshot_stats().installed, 1);
+    // The follower hears nothing more for now; the leader writes on and compacts.
+    c.isolated.insert(lagging);
+    c.write_range(leader, 60..80);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    let d = &c.drivers[&leader];
+    assert!(d.snapshot().unwrap().0.index > index + small_snapshots().keep_entries);
+    assert!(
+        d.node().first_index() <= index + 1,
+        "entries after {index} kept: first {}",
+        d.node().first_index()
+    );
+    // So it catches up by entries, without another snapshot.
+    c.hold_restores = false;
+    c.isolated.clear();
+    c.write_range(leader, 80..85);
+    c.tick(5);
+    c.assert_holds(lagging, 0..85);
+    assert_eq!(c.drivers[&lagging].snapshot_stats().installed, 1, "no second snapshot");
+    // Once it caught up, the next snapshot compacts as usual.
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    let d = &c.drivers[&leader];
+    assert!(d.node().first_index() > index + 1, "compacted again: first {}", d.node().first_index());
+}
+
+#[test]
+fn the_hold_for_a_follower_that_installed_a_snapshot_is_bounded() {
+    let (mut c, leader, lagging, index) = restoring_follower();
+    finish_restore(&mut c, lagging);
+    c.isolated.insert(lagging);
+    // Past abort_ticks the follower that never caught up no longer holds the leader's log.
+    c.tick(small_snapshots().abort_ticks as usize + 5);
+    c.write_range(leader, 60..80);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    assert!(c.drivers[&leader].node().first_index() > index + 1, "the hold expired");
+}

@@ -7,13 +7,15 @@
 //! and acknowledged, on one thread: handing an input over costs a push on the runtime's own run
 //! queue instead of waking another thread (a leader's write crossed about eight thread hand-offs
 //! before, each tens of microseconds of scheduling on a small VM). Only the fdatasync (the sync
-//! thread), snapshot jobs and password hashing run on other threads. After every batch the loop
+//! thread), snapshot jobs (writing one, and checking and loading one received from the leader) and
+//! password hashing run on other threads. After every batch the loop
 //! yields: the runtime then polls the sockets, the connections' writers send the batch's answers,
 //! and their readers queue what arrived meanwhile, which the next batch takes whole. The price: a
-//! long turn of the loop (a big snapshot restored, a slow script) delays the network of this node
-//! too, as it delayed its requests before: its own links read what arrived before their idle
+//! long turn of the loop (a slow script, a query over millions of keys) delays the network of this
+//! node too, as it delayed its requests before: its own links read what arrived before their idle
 //! timers count (tokio's timeout polls the read first), but its keepalives stop, so a turn longer
-//! than the peer idle timeout makes the other nodes close their links to it and dial again. With
+//! than the peer idle timeout makes the other nodes close their links to it and dial again. A
+//! received snapshot no longer makes such a turn: its restore job runs on a thread (below). With
 //! `--io-threads N > 0` the loop runs on a thread of its own (`raft-node`) and N threads serve the
 //! network (the layout before), for machines with cores to spare.
 //!
@@ -45,7 +47,14 @@
 //! `snapshot.tmp` and fsyncs it, so the node goes on serving meanwhile. Its outcome comes back as
 //! [`Input::SnapshotDone`]. The driver creates at most one job at a time, so at most one snapshot
 //! thread exists. A job thread that panics reports an I/O error instead, so the driver is never
-//! left waiting for a result that cannot come.
+//! left waiting for a result that cannot come. Likewise a snapshot received from the leader: once
+//! its last chunk is in, the driver hands out a restore job, which a `raft-restore` thread runs
+//! (fsync `snapshot.restore`, read it back and verify it, decode the image into a new state
+//! machine: 0.5-1 s for 1M keys); its outcome comes back as [`Input::Restored`], and the driver
+//! installs it (a rename and a directory sync) if nothing changed meanwhile. Meanwhile this loop
+//! goes on: heartbeats, keepalives and the leader's further chunks are answered (the driver holds
+//! the transfer open). At most one restore job, so at most one such thread; a panic in it is
+//! reported as a refused snapshot.
 //!
 //! Back-pressure: the input channel is bounded ([`INPUT_CAPACITY`]). Connection tasks and peer
 //! links wait (asynchronously) for room, so a node thread that falls behind slows its clients and
@@ -55,11 +64,13 @@
 //!
 //! Shutdown waits for in-flight requests *and* a running snapshot job for at most
 //! `shutdown_grace`, then returns; a job still running then is abandoned (the thread is detached and
-//! dies with the process; the `snapshot.tmp` it leaves is removed at the next start).
+//! dies with the process; the `snapshot.tmp` it leaves is removed at the next start). A running
+//! restore job is not waited for: it is abandoned the same way (its `snapshot.restore` is removed
+//! at the next start, and the leader sends the snapshot again), and none starts while stopping.
 //!
 //! Invariants: answers and messages leave only when the host loop lets them out, i.e. once the
 //! state they depend on is durable; every client request gets exactly one answer (the driver's, or
-//! an error at shutdown); at most one snapshot job and one sync run at a time.
+//! an error at shutdown); at most one snapshot job, one restore job and one sync run at a time.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -775,6 +786,17 @@ impl Io<MeteredFs> for ServerIo {
                     let _ = self.tx.send(Input::Restored(run_restore(job)));
                 }
             }
+        }
+    }
+
+    /// Drops a replaced state machine (1M keys: hundreds of milliseconds of freeing) on a
+    /// short-lived thread instead of this one.
+    fn retire(&mut self, state: engine::kv::KvStore) {
+        if state.len() < 10_000 {
+            return; // Dropped here: not worth a thread.
+        }
+        if let Err(e) = std::thread::Builder::new().name("raft-free".into()).spawn(move || drop(state)) {
+            tracing::debug!(error = %e, "could not start a thread to free a replaced state machine");
         }
     }
 

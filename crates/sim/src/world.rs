@@ -14,6 +14,13 @@
 //! as soon as the thread is free. In some runs every message takes the same time on the wire, so what a
 //! leader sends together (AppendEntries and snapshot chunks) arrives together.
 //!
+//! Background jobs (a snapshot to write, a received snapshot to check and load, a deferred sync)
+//! complete after a random virtual delay, during which their node goes on running batches:
+//! a restore job (up to `restore_job_ms`, past a leader's retransmit delay) overlaps heartbeats,
+//! appends from a new leader, client requests, further chunks of the same or of a newer snapshot,
+//! term changes and crashes, so every re-check the driver makes when the outcome arrives is
+//! exercised ([`Report::restores`] counts the jobs that overlapped other batches).
+//!
 //! After every event the invariants of [`crate::invariants`] are checked; every acknowledgement
 //! of log entries leaving a node is checked to be covered by what its disk holds durably (or its
 //! snapshot); every proposal is checked to run at most once across the cluster; every read is

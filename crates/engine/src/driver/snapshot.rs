@@ -5,6 +5,9 @@
 //!
 //! Invariants (beyond [`crate::snapshots`]):
 //! - At most one snapshot job exists at a time (`job_running` from creation to its report).
+//! - A leader does not compact past what a follower that just installed one of its snapshots holds,
+//!   until it caught up past the compaction point or for `abort_ticks` at most (`catching_up`):
+//!   compaction only frees memory, holding entries is always safe, and the hold is bounded.
 //! - A leader sends a snapshot to a follower only while the core's progress for it is in
 //!   [`ProgressState::Snapshot`]: once an acknowledgement moved it out (the follower caught up by
 //!   entries, or installed the snapshot and said so), the transfer stops, so a follower is never
@@ -60,6 +63,12 @@ pub(super) struct SnapshotWork<F: FileSystem> {
     waiters: Vec<(RequestId, Index)>,
     /// Leader: snapshots being sent, by follower.
     transfers: BTreeMap<NodeId, Transfer>,
+    /// Leader: followers that installed a snapshot from this node, with the tick they said so.
+    /// For `abort_ticks` after that, or until they hold everything a compaction would drop, the
+    /// log is not compacted past what they hold: a follower's restore takes time (the better part
+    /// of a second for 1M keys) during which the leader applies more, and with a compaction right
+    /// after its install it would need yet another snapshot, again and again under load.
+    catching_up: BTreeMap<NodeId, u64>,
     /// Follower: the snapshot being received (or, complete, waiting for a stale restore job to
     /// report before its own job starts).
     incoming: Option<Incoming<F>>,
@@ -69,6 +78,9 @@ pub(super) struct SnapshotWork<F: FileSystem> {
     restoring: Option<Restoring>,
     /// The ticket of the last restore job (unique per incarnation: it starts from the session).
     restore_ticket: u64,
+    /// State machines no longer used (replaced by a received snapshot, or restored too late), for
+    /// the host to drop off its hot path.
+    retired: Vec<KvStore>,
     /// Counters.
     stats: SnapshotStats,
     /// Log entries dropped by the last compaction, for the host to free off its hot path; freed
@@ -115,10 +127,12 @@ impl<F: FileSystem> SnapshotWork<F> {
             job_running: false,
             waiters: Vec::new(),
             transfers: BTreeMap::new(),
+            catching_up: BTreeMap::new(),
             incoming: None,
             restore_job: None,
             restoring: None,
             restore_ticket: session.wrapping_shl(32),
+            retired: Vec::new(),
             stats: SnapshotStats::default(),
             compacted: VecDeque::new(),
             retry_at: 0,
@@ -300,6 +314,12 @@ impl<F: FileSystem> Driver<F> {
         std::mem::take(&mut self.snap.compacted)
     }
 
+    /// State machines the driver no longer uses, for the host to drop off its hot path (see
+    /// [`crate::Io::retire`]).
+    pub(crate) fn take_retired_states(&mut self) -> Vec<KvStore> {
+        std::mem::take(&mut self.snap.retired)
+    }
+
     /// Files a snapshot made obsolete (the previous snapshot file, log segments it covers), for the
     /// host to delete off its hot path — freeing a 64 MiB segment or a 100 MB snapshot takes tens
     /// of milliseconds. In any order, without syncing. What is left is deleted at the next
@@ -394,9 +414,19 @@ impl<F: FileSystem> Driver<F> {
         self.snap.current = Some((done.meta, done.len));
         self.snap.stats.taken += 1;
         // Keep the entries after any snapshot still being sent, so its follower continues with
-        // entries once it installed it instead of needing yet another snapshot.
+        // entries once it installed it instead of needing yet another snapshot; and, for a while,
+        // those a follower that just installed one still lacks (see `catching_up`).
         let sending = self.snap.transfers.values().map(|t| t.index).min().unwrap_or(index);
         let upto = index.saturating_sub(self.config.snapshot.keep_entries).min(sending);
+        let (node, now, hold) = (&self.node, self.now, self.config.snapshot.abort_ticks);
+        self.snap.catching_up.retain(|&peer, &mut since| {
+            node.role() == Role::Leader
+                && now.saturating_sub(since) < hold
+                && node.progress(peer).is_some_and(|pr| pr.match_index < upto)
+        });
+        let behind =
+            self.snap.catching_up.keys().filter_map(|&p| node.progress(p)).map(|pr| pr.match_index).min();
+        let upto = upto.min(behind.unwrap_or(Index::MAX));
         if upto >= self.node.first_index() {
             // The previous batch, if nobody took it, is freed now.
             self.snap.compacted = self.node.compact(upto);
@@ -532,6 +562,7 @@ impl<F: FileSystem> Driver<F> {
                     ChunkStatus::Installed => {
                         self.snap.stats.sent += 1;
                         self.snap.transfers.remove(&from);
+                        self.snap.catching_up.insert(from, self.now);
                         self.node.snapshot_sent(from, index);
                     }
                     ChunkStatus::Rejected => {
@@ -721,7 +752,8 @@ impl<F: FileSystem> Driver<F> {
                     self.ack_chunk(r.from, r.index, r.term, 0, ChunkStatus::Rejected);
                 }
             }
-            Ok(_) if !current => {
+            Ok((_, kv)) if !current => {
+                self.snap.retired.push(kv);
                 tracing::info!(
                     index = r.index,
                     stale = r.stale,
@@ -730,8 +762,9 @@ impl<F: FileSystem> Driver<F> {
                 );
                 let _ = self.snap.fs.remove_file(&path);
             }
-            Ok(_) if r.index <= self.kv.applied_index() => {
+            Ok((_, kv)) if r.index <= self.kv.applied_index() => {
                 // Caught up by entries meanwhile: nothing to install.
+                self.snap.retired.push(kv);
                 let _ = self.snap.fs.remove_file(&path);
                 self.ack_chunk(r.from, r.index, r.term, r.len, ChunkStatus::Installed);
             }
@@ -760,7 +793,8 @@ impl<F: FileSystem> Driver<F> {
         self.snap.to_delete.extend(displaced);
         let membership = with_records(meta.membership.clone(), &self.admin.applied);
         self.snap.current = Some((meta, r.len));
-        self.kv = kv;
+        let old = std::mem::replace(&mut self.kv, kv);
+        self.snap.retired.push(old);
         self.snap.since = (0, 0);
         let restored = self.node.restore_with_membership(index, term, membership.clone(), r.from);
         self.admin.restored(index, membership, &mut self.answers);
