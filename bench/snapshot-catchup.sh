@@ -26,7 +26,7 @@ for i in 0 1 2; do
 done
 start_node() { # index -> starts node i, appends to its log, sets NODE_PID
     local i=$1
-    RUST_LOG=${RUST_LOG:-info} "$BIN" server --group-config "${GROUP[@]}" --id "${IDS[$i]}" \
+    RUST_LOG=${RUST_LOG:-info,raft_kv::node=debug} "$BIN" server --group-config "${GROUP[@]}" --id "${IDS[$i]}" \
         --data-dir "$WORK/raft-kv-${IDS[$i]}" "${@:2}" >>"$WORK/raft-kv-${IDS[$i]}.log" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
@@ -50,7 +50,8 @@ done
 follower=$(((leader + 1) % 3))
 echo "leader ${IDS[$leader]} (port ${P[$leader]}), follower ${IDS[$follower]}"
 
-redis-benchmark -p "${P[$leader]}" -t set -r "$KEYS" -n "$KEYS" -d 100 -c 64 -P 16 -q | tail -1
+# The read workload preloads every key of its key space (KEYS distinct keys, 100-byte values).
+"$BIN" bench -w read --keys "$KEYS" --value-size 100 -c 64 -n 1 --endpoints "127.0.0.1:${P[$leader]}" >"$WORK/load.txt" 2>&1
 echo "keys on the leader: $(redis-cli -p "${P[$leader]}" DBSIZE)"
 kill -9 "${NODE_PIDS[$follower]}"
 wait "${NODE_PIDS[$follower]}" 2>/dev/null || true
@@ -71,14 +72,15 @@ for _ in $(seq 600); do
 done
 done_at=$(date +%s.%N)
 echo "follower applied $applied >= leader commit $commit $(echo "$done_at - $started" | bc) s after its start"
+sleep 3 # (the replaced state machine is freed in the background; its log line comes later)
 for i in 0 1 2; do
     tail -n +"$((marks[$i] + 1))" "$WORK/raft-kv-${IDS[$i]}.log" >"$WORK/after-${IDS[$i]}.log"
 done
 echo "--- follower ${IDS[$follower]}:"
-grep -E "checked and loaded|installed a snapshot|slow turn" "$WORK/after-${IDS[$follower]}.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-240 || true
+grep -E "checked and loaded|installed a snapshot|slow turn|freed a replaced|recovered|snapshot job|raft state changed" "$WORK/after-${IDS[$follower]}.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-240 || true
 for i in 0 1 2; do
     [ "$i" = "$follower" ] && continue
     n=$(grep -c -E "silent|dial" "$WORK/after-${IDS[$i]}.log" || true)
     echo "--- ${IDS[$i]}: $n lines about silent links or dials"
-    grep -E "silent|dial" "$WORK/after-${IDS[$i]}.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-240 || true
+    grep -E "silent|dial|raft state changed|slow turn" "$WORK/after-${IDS[$i]}.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-240 || true
 done

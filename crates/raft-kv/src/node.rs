@@ -795,7 +795,12 @@ impl Io<MeteredFs> for ServerIo {
         if state.len() < 10_000 {
             return; // Dropped here: not worth a thread.
         }
-        if let Err(e) = std::thread::Builder::new().name("raft-free".into()).spawn(move || drop(state)) {
+        let free = move || {
+            let (keys, started) = (state.len(), Instant::now());
+            drop(state);
+            tracing::info!(keys, elapsed = ?started.elapsed(), "freed a replaced state machine");
+        };
+        if let Err(e) = std::thread::Builder::new().name("raft-free".into()).spawn(free) {
             tracing::debug!(error = %e, "could not start a thread to free a replaced state machine");
         }
     }
