@@ -154,7 +154,7 @@ pub struct Status {
     pub snapshot_in_progress: bool,
     /// Followers a snapshot is being sent to (leader).
     pub snapshot_sending: usize,
-    /// True while a snapshot is being received from the leader.
+    /// True while a snapshot is being received from the leader (or checked and loaded: a restore job).
     pub snapshot_receiving: bool,
     /// Snapshot counters since this process started.
     pub snapshot_stats: SnapshotStats,
