@@ -65,6 +65,8 @@ struct Cluster {
     hold_restores: bool,
     /// AppendEntries carrying entries to these nodes are lost (heartbeats and votes pass).
     drop_entries_to: BTreeSet<NodeId>,
+    /// Snapshot acknowledgements from these nodes are lost.
+    drop_acks_from: BTreeSet<NodeId>,
     /// Restore jobs handed out and not run yet (with `hold_restores`).
     held: BTreeMap<NodeId, Vec<RestoreJob<MemFs>>>,
 }
@@ -87,6 +89,7 @@ impl Cluster {
             damage_chunks: 0,
             hold_restores: false,
             drop_entries_to: BTreeSet::new(),
+            drop_acks_from: BTreeSet::new(),
             held: BTreeMap::new(),
         };
         for id in voters {
@@ -176,6 +179,9 @@ impl Cluster {
                     body: raft::MessageBody::AppendEntries { entries, .. }, ..
                 }) if !entries.is_empty());
                 if carries_entries && self.drop_entries_to.contains(&m.to()) {
+                    continue;
+                }
+                if matches!(m, PeerMessage::SnapshotAck { .. }) && self.drop_acks_from.contains(&m.from()) {
                     continue;
                 }
                 if self.drivers.contains_key(&m.to()) {
@@ -441,6 +447,49 @@ fn a_snapshot_damaged_in_flight_is_rejected_and_sent_again() {
     assert_eq!(st.installed, 1, "the second copy was installed: {st:?}");
     c.write_range(leader, 60..65);
     c.assert_holds(lagging, 0..65);
+}
+
+#[test]
+fn a_transfer_in_progress_survives_a_newer_snapshot_replacing_the_file() {
+    // The leader reads each chunk from the snapshot file it opened when the transfer started; a
+    // newer snapshot taken meanwhile replaces the file under that name, and the transfer must go
+    // on with the bytes it started with (mixing the two files would fail the follower's check).
+    let mut c = Cluster::new(3, small_snapshots());
+    let leader = c.elect();
+    let lagging = c.voters.iter().copied().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    c.write_range(leader, 0..60);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    let (first, first_len) = c.drivers[&leader].snapshot().map(|(m, len)| (m.index, *len)).unwrap();
+    assert!(first_len > 4 * small_snapshots().chunk_size as u64, "several chunks: {first_len}");
+    // The transfer starts, and stalls after its first window: the follower's acknowledgements are lost.
+    c.drop_acks_from.insert(lagging);
+    c.isolated.clear();
+    for _ in 0..20 {
+        c.tick(1);
+        if c.drivers[&leader].snapshot_stats().chunks_sent > 0 {
+            break;
+        }
+    }
+    assert_eq!(c.drivers[&leader].snapshot_transfers().0, 1, "a transfer is open");
+    assert_eq!(c.drivers[&lagging].snapshot_stats().installed, 0);
+    // Meanwhile the leader writes more and takes a newer snapshot: the file is replaced.
+    c.write_range(leader, 60..70);
+    c.submit(leader, Request::Snapshot);
+    c.settle();
+    let second = c.drivers[&leader].snapshot().map(|(m, _)| m.index).unwrap();
+    assert!(second > first, "a newer snapshot replaced the file: {first} -> {second}");
+    assert_eq!(c.drivers[&leader].snapshot_transfers().0, 1, "the first transfer is still open");
+    // The acknowledgements get through again: the first snapshot arrives whole and is installed.
+    c.drop_acks_from.clear();
+    c.tick(30);
+    let st = c.drivers[&lagging].snapshot_stats();
+    assert_eq!(st.rejected, 0, "no mixed or damaged copy: {st:?}");
+    assert!(st.installed >= 1, "{st:?}");
+    assert_eq!(c.drivers[&leader].snapshot_stats().sent, 1, "the first transfer completed");
+    c.write_range(leader, 70..75);
+    c.assert_holds(lagging, 0..75);
 }
 
 // ---- Restore jobs: a received snapshot is checked and loaded off the host loop ----

@@ -34,9 +34,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use raft::progress::ProgressState;
 use raft::{Entry, HardState, Index, Membership, NodeId, Role, StorageAction};
-use storage::{FileSystem, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_RESTORE, SNAPSHOT_TMP};
+use storage::{FileSystem, FsFile, LogStore, SnapshotMeta, SnapshotReceiver, SNAPSHOT_RESTORE, SNAPSHOT_TMP};
 
 use super::{Driver, DriverConfig, FatalError, PeerMessage, RequestId};
 use crate::kv::{KvStore, Reply};
@@ -62,7 +63,7 @@ pub(super) struct SnapshotWork<F: FileSystem> {
     /// Admin snapshot requests: (request, index the snapshot must reach).
     waiters: Vec<(RequestId, Index)>,
     /// Leader: snapshots being sent, by follower.
-    transfers: BTreeMap<NodeId, Transfer>,
+    transfers: BTreeMap<NodeId, Transfer<F::File>>,
     /// Leader: followers that installed a snapshot from this node, with the tick they said so.
     /// For `abort_ticks` after that, or until they hold everything a compaction would drop, the
     /// log is not compacted past what they hold: a follower's restore takes time (the better part
@@ -469,19 +470,17 @@ impl<F: FileSystem> Driver<F> {
             self.node.snapshot_failed(peer);
             return;
         };
-        let shared = self.snap.transfers.values().find(|t| t.index == meta.index && t.term == meta.term);
-        let data = match shared {
-            Some(t) => t.data.clone(),
-            None => match storage::read_snapshot_chunk(&self.snap.fs, &self.snap.dir, 0, len as usize) {
-                Ok(data) if data.len() as u64 == len => data,
-                Ok(_) | Err(_) => {
-                    tracing::error!(peer, index = meta.index, "cannot read our snapshot file to send it");
-                    self.node.snapshot_failed(peer);
-                    return;
-                }
-            },
+        // Opened, not read: each chunk is read when its turn comes (see `Transfer`).
+        let path = self.snap.dir.join(storage::SNAPSHOT_FILE);
+        let file = match self.snap.fs.open(&path) {
+            Ok(file) if file.len().is_ok_and(|l| l == len) => file,
+            Ok(_) | Err(_) => {
+                tracing::error!(peer, index = meta.index, "cannot open our snapshot file to send it");
+                self.node.snapshot_failed(peer);
+                return;
+            }
         };
-        self.snap.transfers.insert(peer, Transfer::new(meta.index, meta.term, data, self.now));
+        self.snap.transfers.insert(peer, Transfer::new(meta.index, meta.term, file, len, self.now));
     }
 
     /// Leader: stops the transfers the core no longer wants (see the module docs) and sends the
@@ -497,8 +496,16 @@ impl<F: FileSystem> Driver<F> {
         });
         let term = self.node.term();
         let me = self.node.id();
+        let mut unreadable = Vec::new();
         for (&peer, t) in self.snap.transfers.iter_mut() {
-            while let Some((offset, data)) = t.next_chunk(&self.config.snapshot) {
+            while let Some((offset, len)) = t.next_chunk(&self.config.snapshot) {
+                let mut buf = vec![0u8; len as usize];
+                if let Err(e) = t.file.read_exact_at(&mut buf, offset) {
+                    tracing::error!(peer, index = t.index, offset, error = %e, "cannot read our snapshot file to send it");
+                    unreadable.push(peer);
+                    break;
+                }
+                let data = Bytes::from(buf);
                 self.snap.stats.chunks_sent += 1;
                 self.outbox.push(PeerMessage::SnapshotChunk {
                     from: me,
@@ -511,6 +518,10 @@ impl<F: FileSystem> Driver<F> {
                     data,
                 });
             }
+        }
+        for peer in unreadable {
+            self.snap.transfers.remove(&peer);
+            self.node.snapshot_failed(peer);
         }
     }
 
