@@ -393,6 +393,11 @@ impl Node {
     }
 
     /// Asks for a linearizable read. The outcome comes back in `Ready::reads` under `id`.
+    ///
+    /// `id` must never have been passed before, by this node or an earlier incarnation of it (a
+    /// read that failed is asked again under a new id): on a follower the reads of a flush share
+    /// one ReadIndex request named by the first one's id, and a late answer to an earlier request
+    /// of the same name would serve reads that arrived after its index was taken.
     pub fn read(&mut self, id: u64) {
         match (self.role, self.leader) {
             (Role::Leader, _) if self.has_lease() => {

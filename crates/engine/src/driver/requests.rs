@@ -352,9 +352,19 @@ impl Requests {
             }
         }
         for id in std::mem::take(&mut self.reads_to_retry) {
-            if self.reads.contains(id) {
-                node.read(id);
+            // Asked again under a new id: an id names one request to the core, ever. A follower's
+            // reads of a batch share one ReadIndex request named by the first read's id, so an
+            // answer to the failed request, arriving late, must not find a newer group by that
+            // name: it would serve reads that arrived after its index was taken.
+            // (Only reads without an index fail and come here.)
+            if !self.reads.get_mut(id).is_some_and(|r| r.index.is_none()) {
+                continue;
             }
+            let Some(read) = self.reads.remove(id) else { continue };
+            let fresh = self.next_read;
+            self.next_read = self.next_read.wrapping_add(1);
+            self.reads.insert(fresh, read);
+            node.read(fresh);
         }
     }
 
