@@ -55,6 +55,7 @@ impl<T> ReadTable<T> {
         (i < self.slots.len() as u64).then_some(i as usize)
     }
 
+    #[cfg(test)]
     pub(super) fn contains(&self, id: u64) -> bool {
         self.slot(id).is_some_and(|i| self.slots[i].is_some())
     }

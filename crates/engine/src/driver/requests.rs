@@ -357,7 +357,7 @@ impl Requests {
             // answer to the failed request, arriving late, must not find a newer group by that
             // name: it would serve reads that arrived after its index was taken.
             // (Only reads without an index fail and come here.)
-            if !self.reads.get_mut(id).is_some_and(|r| r.index.is_none()) {
+            if self.reads.get_mut(id).is_none_or(|r| r.index.is_some()) {
                 continue;
             }
             let Some(read) = self.reads.remove(id) else { continue };
