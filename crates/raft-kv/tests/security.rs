@@ -2,7 +2,8 @@
 //! attempts logged and limited, no secret in logs or INFO), TLS on the client port (TLS clients
 //! served, plaintext and strangers' certificates refused while the node keeps serving, a
 //! certificate reloaded on SIGHUP), `raft-kv certs` / `passwd` / `status --tls`, and redis-cli
-//! with `--tls --cacert` against every node (ignored: needs redis-cli).
+//! with `--tls --cacert` against every node (ignored: needs redis-cli), and a standby joining a cluster
+//! that has a cluster token, peer mutual TLS and a password (an impostor standby is not adopted).
 
 mod common;
 
@@ -756,4 +757,151 @@ fn peers_use_mutual_tls_and_a_peer_with_another_cas_certificate_is_refused() {
         assert!(start.elapsed() < Duration::from_secs(20), "C did not catch up: {}", c.log(2));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `raft-kv member <args> --group-config <group>` with `extra`; returns (exit code, stdout+stderr).
+fn member_cli(group: &[String], args: &[&str], extra: &[String]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("member").args(args).args(extra).arg("--group-config").args(group);
+    let (code, out, err) = run_to_end(cmd, "", Duration::from_secs(60));
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn a_standby_joins_a_cluster_with_a_token_peer_tls_and_a_password_and_an_impostor_is_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), &["node"]);
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    std::fs::write(dir.path().join("token"), "the-token-of-the-secured-cluster\n").unwrap();
+    std::fs::write(dir.path().join("other-token"), "the-token-of-somebody-else-entirely\n").unwrap();
+    std::fs::write(dir.path().join("pass"), "joining-pass\n").unwrap();
+    let secured = |token: &str| -> Vec<String> {
+        [
+            "--cluster-token-file",
+            &p(token),
+            "--peer-tls-ca",
+            &p("ca.pem"),
+            "--peer-tls-cert",
+            &p("node.pem"),
+            "--peer-tls-key",
+            &p("node-key.pem"),
+            "--requirepass-file",
+            &p("pass"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let ours = secured("token");
+    let mut c = Cluster::start_with(3, &ours.iter().map(String::as_str).collect::<Vec<_>>());
+    let sec = as_user("default", "joining-pass");
+    wait_leader(&c, &sec, Duration::from_secs(20));
+    let mut w = connect(&c, 0, &sec).unwrap();
+    for i in 0..30 {
+        assert_eq!(w.request(&["SET", &format!("before-{i}"), "b"]).unwrap(), ok());
+    }
+
+    // Two standbys on ports of their own: D with the cluster's token, E with another one.
+    let ports = common::free_ports(4);
+    let entry = |name: &str, k: usize| format!("{name},127.0.0.1,{},{}", ports[k], ports[k + 1]);
+    let (d_entry, e_entry) = (entry("D", 0), entry("E", 2));
+    let standby = |name: &str, entry: &str, args: &[String]| {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-gc").arg(entry).args(["-m", "standby", "-i", name, "-d"]);
+        cmd.arg(dir.path().join(name)).args(args);
+        cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap()
+    };
+    let mut d = standby("D", &d_entry, &ours);
+    let mut e = standby("E", &e_entry, &secured("other-token"));
+    // A standby serves INFO once it listens on both ports (both are bound before it serves).
+    for k in [0, 2] {
+        let start = Instant::now();
+        let info = || {
+            let mut r = Connection::connect_with(
+                &format!("127.0.0.1:{}", ports[k]),
+                Duration::from_millis(300),
+                &sec,
+            )
+            .ok()?;
+            r.request(&["INFO"]).ok()
+        };
+        while !matches!(info(), Some(Frame::Bulk(_))) {
+            assert!(start.elapsed() < Duration::from_secs(10), "standby on port {} did not start", ports[k]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let pass_args =
+        vec!["--pass-file".to_string(), p("pass"), "--timeout-ms".to_string(), "40000".to_string()];
+
+    // Without the password the CLI is refused; with it, D is added, catches up and is promoted.
+    let (code, out) = member_cli(&c.group, &["add", &d_entry, "--voter"], &[]);
+    assert_ne!(code, 0, "member add without a password succeeded: {out}");
+    let (code, out) = member_cli(&c.group, &["add", &d_entry, "--voter"], &pass_args);
+    assert_eq!(code, 0, "{out}; logs in {}", dir.path().display());
+    assert!(out.contains("promoted D to voter"), "{out}");
+    let d_addr = format!("127.0.0.1:{}", ports[0]);
+    let mut rd = Connection::connect_with(&d_addr, Duration::from_secs(2), &sec).unwrap();
+    rd.set_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(rd.request(&["GET", "before-29"]).unwrap(), Frame::bulk("b"));
+    let d_log = std::fs::read_to_string(dir.path().join("D.log")).unwrap();
+    assert!(d_log.contains("mutual TLS on"), "{d_log}");
+    let mut anon = Connection::connect(&d_addr, Duration::from_secs(2)).unwrap();
+    assert!(err_starts(&anon.request(&["GET", "before-29"]).unwrap(), "NOAUTH"));
+
+    // E has the wrong token: the leader may list it as a learner, but it is never adopted.
+    let (code, out) = member_cli(&c.group, &["add", &e_entry], &pass_args);
+    assert_eq!(code, 0, "{out}");
+    for i in 0..20 {
+        assert_eq!(w.request(&["SET", &format!("after-{i}"), "a"]).unwrap(), ok());
+    }
+    let start = Instant::now();
+    while !c.log(0).contains("cluster token")
+        && !c.log(1).contains("cluster token")
+        && !c.log(2).contains("cluster token")
+    {
+        assert!(start.elapsed() < Duration::from_secs(15), "no node logged a refused token");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let e_addr = format!("127.0.0.1:{}", ports[2]);
+    let e_info = Connection::connect_with(&e_addr, Duration::from_secs(2), &sec)
+        .ok()
+        .and_then(|mut r| r.request(&["INFO"]).ok());
+    match e_info {
+        Some(Frame::Bulk(b)) => {
+            let text = String::from_utf8_lossy(&b).to_string();
+            assert!(text.contains("standby"), "E left standby: {text}");
+        }
+        other => panic!("E does not answer INFO as a standby: {other:?}"),
+    }
+    let (code, out) = member_cli(&c.group, &["remove", "E"], &pass_args);
+    assert_eq!(code, 0, "{out}");
+
+    // D is a voter that counts: with one of the first three down, 3 of 4 voters remain and writes
+    // need D's acknowledgement to commit.
+    let leader = (0..3)
+        .find(|&k| {
+            connect(&c, k, &sec).and_then(|mut r| r.request(&["INFO", "raft"]).ok()).is_some_and(
+                |f| matches!(f, Frame::Bulk(b) if String::from_utf8_lossy(&b).contains("role:leader")),
+            )
+        })
+        .expect("a leader among A, B, C");
+    let down = (leader + 1) % 3;
+    c.kill(down);
+    let mut w = connect(&c, leader, &sec).unwrap();
+    for i in 0..20 {
+        assert_eq!(w.request(&["SET", &format!("with-d-{i}"), "d"]).unwrap(), ok());
+    }
+    let start = Instant::now();
+    loop {
+        if rd.request(&["GET", "with-d-19"]).ok() == Some(Frame::bulk("d")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "D did not apply the last write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+    let _ = e.kill();
+    let _ = e.wait();
 }
