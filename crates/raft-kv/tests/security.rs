@@ -759,6 +759,16 @@ fn peers_use_mutual_tls_and_a_peer_with_another_cas_certificate_is_refused() {
     }
 }
 
+/// A process killed when dropped (also when a test panics).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `raft-kv member <args> --group-config <group>` with `extra`; returns (exit code, stdout+stderr).
 fn member_cli(group: &[String], args: &[&str], extra: &[String]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
@@ -810,10 +820,10 @@ fn a_standby_joins_a_cluster_with_a_token_peer_tls_and_a_password_and_an_imposto
         let mut cmd = Command::new(BIN);
         cmd.arg("-gc").arg(entry).args(["-m", "standby", "-i", name, "-d"]);
         cmd.arg(dir.path().join(name)).args(args);
-        cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap()
+        Killed(cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap())
     };
-    let mut d = standby("D", &d_entry, &ours);
-    let mut e = standby("E", &e_entry, &secured("other-token"));
+    let _d = standby("D", &d_entry, &ours);
+    let _e = standby("E", &e_entry, &secured("other-token"));
     // A standby serves INFO once it listens on both ports (both are bound before it serves).
     for k in [0, 2] {
         let start = Instant::now();
@@ -900,8 +910,4 @@ fn a_standby_joins_a_cluster_with_a_token_peer_tls_and_a_password_and_an_imposto
         assert!(start.elapsed() < Duration::from_secs(10), "D did not apply the last write");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = d.kill();
-    let _ = d.wait();
-    let _ = e.kill();
-    let _ = e.wait();
 }
