@@ -14,6 +14,12 @@
 //!   AppendEntries carrying entries is sent until the driver reports the snapshot transfer's outcome
 //!   ([`Progress::snapshot_sent`] / [`Progress::snapshot_failed`]) or the follower acknowledges an
 //!   index (it installed a snapshot and says so with a successful AppendEntriesResponse).
+//!
+//! Order: pipelining is fast only on a transport that keeps each link's order (ours does: one TCP
+//! connection per direction, see raft-kv's `transport`). Safety never depends on it: an
+//! AppendEntries that overtook an earlier one leaves a gap, the follower rejects it, and the leader
+//! falls back to probing from the follower's last index, so a network that reorders everything
+//! (the simulator's, in some runs while its faults last) costs round trips, not correctness.
 
 use std::collections::VecDeque;
 

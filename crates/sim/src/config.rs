@@ -91,6 +91,7 @@ impl SimConfig {
                 min_delay: 1,
                 max_delay: rng.range(2, 25),
                 spike: [0.0, 0.01, 0.05][rng.range(0, 3) as usize],
+                reorder: false,
             },
             fault_ms: 3_000,
             calm_ms: 3_000,
@@ -154,6 +155,9 @@ impl SimConfig {
         // received snapshots) stays what it was before restore jobs existed.
         let mut side = Rng::new(rng.clone().next_u64() ^ 0x7265_7374_6f72_6531);
         cfg.restore_job_ms = [0, 20, 120, 300][side.range(0, 4) as usize];
+        // A network without ordering while the faults last, in a quarter of the runs (the others
+        // keep each link's order as the transport does, see `crate::network`).
+        cfg.net.reorder = side.chance(0.25);
         cfg
     }
 }

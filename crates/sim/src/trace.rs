@@ -21,6 +21,11 @@
 //! failure prints those of its last [`FAILURE_WINDOW_MS`] of virtual time. `RAFT_SIM_TRACE=1`
 //! keeps every entry and prints the whole trace at the end of the run, failed or not (for
 //! replaying one seed). Recording never draws from the world's RNG, so it does not change a run.
+//!
+//! Replication is not in the election trace; [`LinkTrace`] (`RAFT_SIM_LINK=a-b`) prints it for one
+//! pair of nodes as the run goes: every message between them (sent, delivered, lost, cut, to a node
+//! that is down) and, after each batch of a leader that is one of them, its progress for every
+//! follower.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -222,4 +227,92 @@ fn describe_cuts(cut: &BTreeSet<(NodeId, NodeId)>) -> String {
         }
     }
     parts.join(" ")
+}
+
+/// `RAFT_SIM_LINK=a-b`: the replication between nodes `a` and `b`, printed to stderr as it happens
+/// (see the module docs). Off unless the variable names two nodes.
+#[derive(Debug, Default)]
+pub(crate) struct LinkTrace {
+    /// The two nodes, if on.
+    link: Option<(NodeId, NodeId)>,
+}
+
+impl LinkTrace {
+    /// From `RAFT_SIM_LINK`.
+    pub(crate) fn from_env() -> LinkTrace {
+        let link = std::env::var("RAFT_SIM_LINK").ok().and_then(|v| {
+            let (a, b) = v.split_once('-')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        });
+        LinkTrace { link }
+    }
+
+    fn on_link(&self, from: NodeId, to: NodeId) -> bool {
+        self.link.is_some_and(|(a, b)| (from, to) == (a, b) || (from, to) == (b, a))
+    }
+
+    /// A message between the two nodes: `what` happened to it at `now`.
+    pub(crate) fn message(&self, now: u64, what: &str, m: &PeerMessage) {
+        if !self.on_link(m.from(), m.to()) {
+            return;
+        }
+        let body = match m {
+            PeerMessage::Raft(r) => {
+                let body = match &r.body {
+                    MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+                        format!(
+                            "AppendEntries prev {prev_log_index}@t{prev_log_term} entries {} commit {leader_commit}",
+                            entries.len()
+                        )
+                    }
+                    MessageBody::AppendEntriesResponse { success, index, conflict_term, conflict_index } => {
+                        format!(
+                            "AppendEntriesResponse success {success} index {index} conflict {conflict_index}@t{conflict_term}"
+                        )
+                    }
+                    MessageBody::Heartbeat { leader_commit, read_round } => {
+                        format!("Heartbeat commit {leader_commit} round {read_round}")
+                    }
+                    other => other.name().to_string(),
+                };
+                format!("t{} {body}", r.term)
+            }
+            PeerMessage::Forward { proposals, .. } => format!("Forward {} proposals", proposals.len()),
+            PeerMessage::SnapshotChunk { index, offset, data, len, .. } => {
+                format!("SnapshotChunk of {index} bytes {offset}+{} of {len}", data.len())
+            }
+            other => format!("{other:?}").chars().take(120).collect(),
+        };
+        eprintln!("link {now:>5} ms  {}->{} {what}: {body}", m.from(), m.to());
+    }
+
+    /// After a batch of node `id`: if it leads and is one of the two nodes, its progress.
+    pub(crate) fn leader(&self, now: u64, id: NodeId, node: &Node) {
+        if node.role() != Role::Leader || !self.link.is_some_and(|(a, b)| id == a || id == b) {
+            return;
+        }
+        let progress: Vec<String> = node
+            .peers()
+            .iter()
+            .filter_map(|&p| {
+                node.progress(p).map(|pr| {
+                    format!(
+                        "{p}: {:?} match {} next {} inflight {}{}",
+                        pr.state,
+                        pr.match_index,
+                        pr.next_index,
+                        pr.inflight.len(),
+                        if pr.probe_sent { " probe sent" } else { "" }
+                    )
+                })
+            })
+            .collect();
+        eprintln!(
+            "link {now:>5} ms  leader {id} t{} last {} commit {}; {}",
+            node.term(),
+            node.last_index(),
+            node.commit(),
+            progress.join("; ")
+        );
+    }
 }

@@ -34,9 +34,11 @@
 //! server submits, under all the faults; see [`crate::membership`] for the plans and the checks
 //! that go with them.
 //!
-//! Faults: message loss, duplication, delay and reordering; symmetric, isolating (usually the
-//! leader, for long) and one-way partitions, each healed on its own; crashes (power failures: the
-//! disk loses unsynced data, undelivered messages of the node are lost half the time), including
+//! Faults: message loss, duplication and delay, on links that keep their order while their
+//! connection lives, reordering across reconnections and, in some runs, everywhere while the faults
+//! last (see [`crate::network`]); symmetric, isolating (usually the leader, for long) and one-way
+//! partitions, each healed on its own; crashes (power failures: the disk loses unsynced data,
+//! undelivered messages of the node are lost half the time), including
 //! crashes in the middle of a sync (messages queued before it are out) and, in some runs, crashes of
 //! most new leaders right after their election (Figure 8); stalled node threads and slow disks.
 //! Runs also vary PreVote, CheckQuorum, the AppendEntries batch size and pipeline depth, snapshot
@@ -68,8 +70,8 @@ use crate::invariants::Invariants;
 use crate::io::SimIo;
 use crate::linearizability::{self, CheckResult, Op, Operation};
 use crate::membership::{self, Action, MembershipChecks, Operator};
-use crate::network::Network;
-use crate::trace::{self, Trace};
+use crate::network::{Lane, Network};
+use crate::trace::{self, LinkTrace, Trace};
 use crate::workload::Client;
 
 mod clients;
@@ -226,6 +228,8 @@ pub struct World {
     retired: std::collections::BTreeSet<NodeId>,
     /// What explains elections, printed with a failure (see [`crate::trace`]).
     trace: Trace,
+    /// The replication between two nodes, printed as it happens if asked for (`RAFT_SIM_LINK`).
+    link_trace: LinkTrace,
 }
 
 fn data_dir() -> PathBuf {
@@ -266,6 +270,7 @@ impl World {
             mchecks: MembershipChecks::new(membership::bootstrap(cfg.nodes)),
             retired: std::collections::BTreeSet::new(),
             trace: Trace::new(),
+            link_trace: LinkTrace::from_env(),
             cfg,
         };
         for id in 1..=w.cfg.nodes {
@@ -364,6 +369,34 @@ impl World {
             self.rng.range(TICK_MS - 1, TICK_MS + 2)
         } else {
             TICK_MS
+        }
+    }
+
+    /// The link `from -> to` is redialled (its connection was closed: silence for an idle
+    /// timeout, a crash): each message still in flight on the old connection is lost with
+    /// probability 1/2 (unread when the new connection replaced it), the others arrive when they
+    /// arrive, and what is sent from now on does not wait for them (see [`crate::network`]).
+    fn reconnect(&mut self, from: NodeId, to: NodeId) {
+        self.net.reconnect(from, to);
+        let mut lost = Vec::new();
+        for (key, event) in &self.events {
+            if matches!(event, Event::Deliver(m) if m.from() == from && m.to() == to) && self.rng.chance(0.5)
+            {
+                lost.push(*key);
+            }
+        }
+        for key in lost {
+            self.events.remove(&key);
+        }
+    }
+
+    /// Every link to and from node `id` is redialled: its thread or its disk kept it silent for
+    /// longer than the peers' idle timeout (an election timeout), so they closed their connections.
+    fn reconnect_node(&mut self, id: NodeId) {
+        let peers: Vec<NodeId> = self.nodes.keys().copied().filter(|&p| p != id).collect();
+        for p in peers {
+            self.reconnect(id, p);
+            self.reconnect(p, id);
         }
     }
 
@@ -491,9 +524,12 @@ impl World {
             Event::Deliver(msg) => {
                 if !self.net.connected(msg.from(), msg.to()) {
                     self.trace.undelivered(self.now, &msg, "cut by a partition");
+                    self.link_trace.message(self.now, "cut", &msg);
                 } else if self.nodes.get(&msg.to()).is_none_or(|n| n.driver.is_none()) {
                     self.trace.undelivered(self.now, &msg, "not received: the node is down");
+                    self.link_trace.message(self.now, "receiver down", &msg);
                 } else {
+                    self.link_trace.message(self.now, "delivered", &msg);
                     self.input(msg.to(), Input::Peer(msg));
                 }
             }
@@ -535,13 +571,19 @@ impl World {
             Event::RestoreDone(id, incarnation) => self.restore_done(id, incarnation),
             Event::Heal(cuts) => {
                 for cut in cuts {
-                    self.net.cut.remove(&cut);
+                    if self.net.cut.remove(&cut) {
+                        // The connection went silent and was closed; a new one is dialled.
+                        self.reconnect(cut.0, cut.1);
+                    }
                 }
                 self.trace.cuts(self.now, "heal", &self.net.cut);
             }
             Event::Calm => {
                 self.calm = true;
-                self.net.heal();
+                for (from, to) in std::mem::take(&mut self.net.cut) {
+                    self.reconnect(from, to);
+                }
+                self.cfg.net.reorder = false;
                 self.cfg.net.drop = 0.0;
                 self.cfg.net.duplicate = 0.0;
                 self.cfg.net.spike = 0.0;
@@ -598,6 +640,7 @@ impl World {
             let stall = self.rng.range(150, 451);
             delay += stall;
             self.trace.note(now, id, format!("thread stalls for {stall} ms"));
+            self.reconnect_node(id);
         }
         if let Some(n) = self.nodes.get_mut(&id) {
             n.run_scheduled = true;
@@ -641,6 +684,7 @@ impl World {
         io.clock_ms = CLOCK_EPOCH_MS + now + (id * 1237) % 3000 - 1500;
         let result = engine::run_batch(d, inputs, &mut io);
         self.trace.observe(now, id, incarnation, d.node());
+        self.link_trace.leader(now, id, d.node());
         let records = d.take_apply_records();
         let syncs = node.fs.stats().file_syncs - syncs_before;
         if let Some(v) = io.violation.take() {
@@ -658,12 +702,17 @@ impl World {
             if let PeerMessage::Raft(r) = &m {
                 self.invariants.sent(r)?;
             }
-            let delays = Network::delays(&self.cfg.net, &mut self.rng);
-            if delays.is_empty() {
+            let lane =
+                if matches!(m, PeerMessage::SnapshotChunk { .. }) { Lane::Chunk } else { Lane::Ordered };
+            let times = self.net.send(&self.cfg.net, &mut self.rng, now, (m.from(), m.to()), lane);
+            if times.is_empty() {
                 self.trace.undelivered(now, &m, "lost by the network");
+                self.link_trace.message(now, "sent, lost", &m);
+            } else {
+                self.link_trace.message(now, "sent", &m);
             }
-            for delay in delays {
-                self.schedule(delay, Event::Deliver(m.clone()));
+            for at in times {
+                self.schedule(at - now, Event::Deliver(m.clone()));
             }
         }
         let mut removed = Vec::new();
@@ -714,6 +763,7 @@ impl World {
             if !self.calm && self.rng.chance(self.cfg.slow_disk) {
                 busy = self.rng.range(150, 451);
                 self.trace.note(now, id, format!("slow disk: the thread waits {busy} ms for its fsync"));
+                self.reconnect_node(id);
             }
         }
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };

@@ -31,7 +31,8 @@ impl World {
         node.fault_armed = false;
         self.report.crashes += 1;
         // A power failure also loses what sat in the node's socket buffers: each of its messages
-        // not delivered yet is lost with probability 1/2.
+        // not delivered yet is lost with probability 1/2. Its connections are gone: what the
+        // restarted node sends, and what is sent to it, goes on new ones.
         let mut lost = Vec::new();
         for (key, event) in &self.events {
             if matches!(event, Event::Deliver(m) if m.from() == id) && self.rng.chance(0.5) {
@@ -41,6 +42,7 @@ impl World {
         for key in lost {
             self.events.remove(&key);
         }
+        self.net.reconnect_node(id);
         // Requests held by the crashed node are now indeterminate; their clients move on.
         for c in 0..self.clients.len() {
             if let Some((_, n, req)) = self.clients[c].outstanding {
