@@ -35,7 +35,13 @@ pub const MEMORY_LIMIT: usize = 128 * 1024 * 1024;
 
 /// Library functions whose work grows with their input without allocating are wrapped to
 /// count one budget unit per this many bytes (or table slots) of input.
-const BYTES_PER_UNIT: u64 = 8;
+pub(super) const BYTES_PER_UNIT: u64 = 8;
+
+/// Steps of the pattern matcher ([`super::pattern`]) that count as one budget unit: a step took
+/// 5-10 ns (release build, 2-vCPU VM under load), a Lua VM instruction about as long, so a
+/// runaway pattern stops after 100-200 ms like a runaway loop, while a `gsub` over 1 MiB with a
+/// simple pattern (about 2.5 steps per byte) uses an eighth of the budget.
+const STEPS_PER_UNIT: u64 = 2;
 
 /// The hook runs every this many instructions.
 const HOOK_EVERY: u32 = 1000;
@@ -161,10 +167,6 @@ local function pass(...) check() return ... end
 -- C functions whose work grows with their input but allocates little: count the input.
 local function by_len(f) return function(s, ...) if type(s) == 'string' then charge(#s) end return f(s, ...) end end
 local function by_slots(f, factor) return function(t, ...) if type(t) == 'table' then charge(#t * factor) end return f(t, ...) end end
-rawset(string, 'find', by_len(string.find))
-rawset(string, 'match', by_len(string.match))
-rawset(string, 'gmatch', by_len(string.gmatch))
-rawset(string, 'gsub', by_len(string.gsub))
 rawset(string, 'byte', by_len(string.byte))
 rawset(string, 'rep', rep)
 rawset(table, 'sort', by_slots(table.sort, 32))
@@ -246,14 +248,29 @@ struct Rules<'a> {
     time: u64,
 }
 
-/// Budget accounting shared by the hook, `redis.call` and the `pcall` guard.
-struct Budget {
+/// Budget accounting shared by the hook, `redis.call`, the pattern functions and the `pcall` guard.
+pub(super) struct Budget {
     used: Cell<u64>,
     exhausted: Cell<bool>,
 }
 
 impl Budget {
-    fn charge(&self, n: u64) -> mlua::Result<()> {
+    /// A new run's budget, nothing used.
+    pub(super) fn new() -> Budget {
+        Budget { used: Cell::new(0), exhausted: Cell::new(false) }
+    }
+
+    /// Matcher steps the run may still take.
+    pub(super) fn remaining_steps(&self) -> u64 {
+        INSTRUCTION_BUDGET.saturating_sub(self.used.get()).saturating_add(1).saturating_mul(STEPS_PER_UNIT)
+    }
+
+    /// Charges `steps` matcher steps.
+    pub(super) fn charge_steps(&self, steps: u64) -> mlua::Result<()> {
+        self.charge(steps.div_ceil(STEPS_PER_UNIT))
+    }
+
+    pub(super) fn charge(&self, n: u64) -> mlua::Result<()> {
         self.used.set(self.used.get().saturating_add(n));
         if self.used.get() > INSTRUCTION_BUDGET {
             self.exhausted.set(true);
@@ -280,7 +297,7 @@ fn run_in(
     keys: &[Bytes],
     args: &[Bytes],
 ) -> mlua::Result<Outcome> {
-    let budget = Rc::new(Budget { used: Cell::new(0), exhausted: Cell::new(false) });
+    let budget = Rc::new(Budget::new());
     let g = lua.globals();
     let check = {
         let budget = budget.clone();
@@ -346,6 +363,7 @@ fn run_in(
             lua.create_string(&out)
         })?
     };
+    super::strlib::install(lua, &g.raw_get::<Table>("string")?, &budget)?;
     lua.load(PRELUDE).set_name("=prelude").set_mode(ChunkMode::Text).call::<()>((check, charge, rep))?;
     let sha_owned = sha.to_owned();
     let handler = lua.create_function(move |lua, err: Value| {

@@ -41,7 +41,10 @@
 //!   instructions (each `redis.call` counts [`CALL_COST`]); past that it fails with
 //!   `ERR Script exceeded its instruction budget ...` on every replica alike, and `pcall` cannot
 //!   catch that error. Lua memory is capped at [`MEMORY_LIMIT`] bytes (the allocator counts the
-//!   sizes Lua asks for, which are the same on every replica).
+//!   sizes Lua asks for, which are the same on every replica). The pattern functions
+//!   (`string.find/match/gmatch/gsub`) run on our own matcher ([`pattern`], [`strlib`]), whose
+//!   every step counts: Lua's C matcher backtracks where the instruction hook cannot see, and a
+//!   40-byte subject with an 8-item pattern held the apply loop of every replica for hours.
 //!
 //! # Errors roll the script back (a difference from Redis)
 //!
@@ -81,7 +84,9 @@
 mod acl;
 mod codec;
 mod lua;
+mod pattern;
 mod rand48;
+mod strlib;
 
 #[cfg(test)]
 mod tests;

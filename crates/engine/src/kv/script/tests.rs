@@ -258,6 +258,12 @@ fn the_instruction_budget_stops_a_runaway_script_and_pcall_cannot_catch_it() {
         "local s = string.rep('x', 1e7) for i = 1, 1e9 do string.find(s, 'y', 1, true) end",
         "local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 1e9 do table.sort(t) end",
         "local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 1e9 do table.insert(t, 1, 0) table.remove(t, 1) end",
+        // Backtracking inside one pattern call (Lua's C matcher ran these for hours).
+        "return string.find(string.rep('a', 40), '.-.-.-.-.-.-.-.-b')",
+        "return pcall(string.match, string.rep('a', 40), '(.-)(.-)(.-)(.-)(.-)(.-)(.-)(.-)b')",
+        "for w in string.gmatch(string.rep('a', 40), 'a*a*a*a*a*a*a*a*b') do end",
+        "return (string.rep('a', 40)):gsub('.-.-.-.-.-.-.-.-b', 'x')",
+        "local s = string.rep('x', 1e7) for i = 1, 1e9 do s:gsub('y', '') end",
     ] {
         let started = std::time::Instant::now();
         let r = l.eval(body, &[], &[]);
