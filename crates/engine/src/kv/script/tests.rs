@@ -554,6 +554,28 @@ fn every_call_is_checked_against_the_callers_categories() {
 }
 
 #[test]
+fn acl_check_cmd_answers_what_the_caller_may_call() {
+    let mut l = Log::new();
+    let app = acl("app", true, false, &["app:*"]);
+    let check = |l: &mut Log, rules: &Option<Arc<ScriptAcl>>, call: &str| {
+        l.eval_with(rules, &format!("return redis.acl_check_cmd({call}) and 1 or 0"))
+    };
+    // Unrestricted callers may call everything.
+    assert_eq!(check(&mut l, &None, "'set', 'other', 'v'"), Reply::Int(1));
+    // Key patterns and categories, as redis.call checks them; nothing runs.
+    assert_eq!(check(&mut l, &app, "'get', 'app:1'"), Reply::Int(1));
+    assert_eq!(check(&mut l, &app, "'get', 'other'"), Reply::Int(0));
+    assert_eq!(check(&mut l, &app, "'set', 'app:1', 'v'"), Reply::Int(0), "no +@write");
+    assert_eq!(check(&mut l, &app, "'time'"), Reply::Int(1));
+    assert_eq!(l.get("app:1"), Reply::Nil);
+    // An unknown command or a wrong arity raises Redis' text.
+    for call in ["'nosuch', 'k'", "'get'"] {
+        let r = check(&mut l, &app, call);
+        assert!(err(&r).starts_with("ERR Invalid command passed to redis.acl_check_cmd()"), "{call}: {r:?}");
+    }
+}
+
+#[test]
 fn rules_travel_in_the_entry_and_replicas_agree() {
     use crate::kv::decode_proposal;
     let app = acl("app", true, true, &["app:*"]);
