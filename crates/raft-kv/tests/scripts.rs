@@ -1,7 +1,7 @@
 //! Lua scripts on a real 3-node cluster: EVAL through a follower, a script cache replicated
 //! through the log (SCRIPT LOAD on one node, EVALSHA on the others), read-only scripts, rollback on
-//! error, the budget, and redis-py's `Lock` (released and extended by EVALSHA scripts) under
-//! contention from clients on every node.
+//! error, the budget (a runaway pattern too, also replayed after a restart), and redis-py's `Lock`
+//! (released and extended by EVALSHA scripts) under contention from clients on every node.
 
 mod common;
 
@@ -101,6 +101,44 @@ fn scripts_on_a_three_node_cluster() {
     assert_eq!(c.request(&["SCRIPT", "FLUSH"]).unwrap(), Frame::ok());
     let mut n = cluster.connect(leader).expect("connect");
     assert_eq!(n.request(&["SCRIPT", "EXISTS", &sha]).unwrap(), Frame::Array(vec![Frame::Integer(0)]));
+}
+
+/// One EVAL whose pattern backtracks ~8^40 times held the apply loop of every replica for hours
+/// (Lua's C matcher, where the instruction budget cannot count), and again after every restart:
+/// the entry is in the log. Now it fails with the budget error on every replica, and a node that
+/// replays it after a restart gets past it.
+#[test]
+fn a_runaway_pattern_fails_on_every_replica_and_after_a_restart() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let follower = (leader + 1) % 3;
+    let mut c = cluster.connect(follower).expect("connect");
+    c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = std::time::Instant::now();
+    let e = err(&c
+        .request(&[
+            "EVAL",
+            "redis.call('set', 'p', 'x') return string.find(string.rep('a', 40), '.-.-.-.-.-.-.-.-b')",
+            "0",
+        ])
+        .unwrap());
+    assert!(e.starts_with("ERR Script exceeded its instruction budget"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert_eq!(c.request(&["GET", "p"]).unwrap(), Frame::Null, "rolled back");
+    assert_eq!(c.request(&["SET", "after", "1"]).unwrap(), Frame::ok());
+    // The other follower restarts and applies the log again, the script's entry included.
+    let other = (leader + 2) % 3;
+    cluster.kill(other);
+    cluster.start_node(other);
+    let start = std::time::Instant::now();
+    loop {
+        let got = cluster.connect(other).and_then(|mut n| n.request(&["GET", "after"]).ok());
+        if got == Some(bulk("1")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the restarted node did not get past the entry");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
